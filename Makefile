@@ -1,0 +1,32 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both create .venv
+# and install what they need on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= 2
+
+.PHONY: demo test lint fmt bench clean-demo
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+# The whole pipeline on the offline demo config (synthetic classes, small sizes).
+demo: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --configfile config.demo.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(CORES) -ra tests
+
+lint: $(STAMP)
+	$(BIN)/snakefmt --check Snakefile rules/
+	$(BIN)/snakemake --lint
+
+fmt: $(STAMP)
+	$(BIN)/snakefmt Snakefile rules/
+
+bench: $(STAMP)
+	$(BIN)/python bench/prepare.py

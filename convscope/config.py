@@ -1,0 +1,168 @@
+"""Config validation and the derived facts rules ask for.
+
+`load_and_validate` is what the Snakefile calls: JSON-schema validation via
+snakemake.utils.validate (which also fills defaults), preceded by a pass that
+turns every schema error into a message naming the config key and the allowed
+values, followed by the checks a schema cannot express.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import yaml
+
+from convscope import backbones as registry
+
+SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config problem, worded for the person editing config.yaml."""
+
+
+def _key(path) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def _describe(error) -> str:
+    """One line per schema error: the key, what is wrong, what is allowed."""
+    key = _key(error.absolute_path)
+    v = error.validator
+    if v == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        where = key if error.absolute_path else "the top level"
+        return (
+            f"config key {'.'.join(filter(None, [key if error.absolute_path else '', extra[0]]))}: "
+            f"unknown key(s) {extra} in {where}; allowed keys: {allowed}"
+        )
+    if v == "enum":
+        return f"config key {key}: {error.instance!r} is not allowed; allowed values: {error.validator_value}"
+    if v == "required":
+        return f"config key {key}: {error.message}"
+    if v == "propertyNames":
+        return (
+            f"config key {key}: name {error.instance!r} is not allowed; names must match "
+            f"{error.validator_value.get('pattern')} (letters, digits, '_' and '-', starting with a letter or digit)"
+        )
+    if v == "oneOf" and error.context:
+        best = min(error.context, key=lambda e: len(list(e.absolute_path)))
+        return _describe(best) if list(best.absolute_path) else f"config key {key}: {best.message}"
+    if v == "minProperties":
+        return f"config key {key}: needs at least {error.validator_value} entries, got {len(error.instance or {})}"
+    return f"config key {key}: {error.message}"
+
+
+def schema_errors(config: dict, schema_path: Path = SCHEMA) -> list[str]:
+    from jsonschema import Draft202012Validator
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    return [_describe(e) for e in errors]
+
+
+def semantic_errors(config: dict) -> list[str]:
+    """Checks the schema cannot express. `config` has defaults filled in."""
+    errors = []
+    split = config.get("split", {})
+    fractions = [split.get(k, 0) for k in ("train", "val", "test")]
+    if not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
+        errors.append(
+            f"config key split: train + val + test must sum to 1, got "
+            f"{' + '.join(map(str, fractions))} = {sum(fractions):g}"
+        )
+    for name, options in (config.get("backbones") or {}).items():
+        if name not in registry.BACKBONES:
+            errors.append(
+                f"config key backbones.{name}: unknown backbone; allowed values: {sorted(registry.BACKBONES)}"
+            )
+            continue
+        size = (options or {}).get("input_size")
+        low = registry.get(name).min_size
+        if size is not None and size < low:
+            errors.append(f"config key backbones.{name}.input_size: {size} is below {name}'s minimum of {low}")
+    for cls in config.get("classes") or {}:
+        opts = crawl_options(config, cls)
+        need = {"urllist": "urls", "folder": "path", "greedy": "site"}.get(opts["source"])
+        if need and not opts.get(need):
+            errors.append(
+                f"config key classes.{cls}.{need}: source {opts['source']!r} needs {need!r} "
+                f"(set it under classes.{cls})"
+            )
+        if opts["source"] == "synthetic":
+            from convscope.data.synthetic import SHAPES
+
+            shape = opts.get("shape", cls)
+            if shape not in SHAPES:
+                errors.append(
+                    f"config key classes.{cls}.shape: class {cls!r} uses the synthetic source but "
+                    f"{shape!r} is not a shape; set shape to one of {sorted(SHAPES)}"
+                )
+    return errors
+
+
+def load_and_validate(config: dict, schema_path: Path = SCHEMA) -> dict:
+    """Validate `config` in place (defaults filled) or raise ConfigError listing every problem."""
+    problems = schema_errors(config, schema_path)
+    if not problems:
+        from snakemake.utils import validate
+
+        validate(config, str(schema_path), set_default=True)
+        problems = semantic_errors(config)
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+    return config
+
+
+# ---- derived facts (rules ask these; nothing else repeats them) -------------
+
+
+def crawl_options(config: dict, cls: str) -> dict:
+    """The crawl settings of one class: global `crawl` section overlaid by the class's own."""
+    base = {k: v for k, v in (config.get("crawl") or {}).items()}
+    base.update((config.get("classes") or {}).get(cls) or {})
+    base.setdefault("keywords", [cls.replace("_", " ")])
+    return base
+
+
+_NETWORK = ("timeout_s", "retries", "request_timeout_s", "threads", "min_side")
+_SOURCE_KEYS = {
+    "bing": ("keywords", *_NETWORK),
+    "baidu": ("keywords", *_NETWORK),
+    "google": ("keywords", *_NETWORK),
+    "flickr": ("keywords", "flickr_api_key_env", *_NETWORK),
+    "greedy": ("site", *_NETWORK),
+    "urllist": ("urls", *_NETWORK),
+    "folder": ("path",),
+    "synthetic": ("shape", "synthetic"),
+}
+
+
+def crawl_params(config: dict, cls: str) -> dict:
+    """Exactly the settings that change one class's crawl (the crawl rule's params)."""
+    opts = crawl_options(config, cls)
+    source = opts["source"]
+    params = {"source": source, "max_images": opts["max_images"]}
+    params.update({k: opts[k] for k in _SOURCE_KEYS[source] if k in opts})
+    if source == "synthetic":
+        params.setdefault("shape", cls)
+        params["seed"] = config["seed"]
+    return params
+
+
+def class_names(config: dict) -> list[str]:
+    """Classes in config order; label i is class_names()[i]."""
+    return list(config["classes"])
+
+
+def backbone_sizes(config: dict) -> dict[str, int]:
+    return {name: registry.input_size(name, opts) for name, opts in config["backbones"].items()}
+
+
+def input_sizes(config: dict) -> list[int]:
+    """Distinct input sizes: one prepare job each, shared by backbones of that size."""
+    return sorted(set(backbone_sizes(config).values()))

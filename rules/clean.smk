@@ -1,0 +1,42 @@
+# Clean sees all classes at once: an image found in two classes is ambiguous and
+# quarantined from both. Split follows in the same group (small CPU jobs).
+
+
+rule clean:
+    input:
+        expand(f"{R}/raw/{{cls}}/crawl.json", cls=CLASSES),
+    output:
+        f"{R}/clean/manifest.csv",
+    log:
+        f"{R}/logs/clean.log",
+    benchmark:
+        f"{R}/benchmarks/clean.tsv"
+    group:
+        "data"
+    conda:
+        "../envs/data.yaml"
+    params:
+        classes=CLASSES,
+        options=config["clean"],
+    script:
+        "../scripts/clean.py"
+
+
+rule split:
+    input:
+        f"{R}/clean/manifest.csv",
+    output:
+        f"{R}/clean/splits.csv",
+    log:
+        f"{R}/logs/split.log",
+    benchmark:
+        f"{R}/benchmarks/split.tsv"
+    group:
+        "data"
+    conda:
+        "../envs/data.yaml"
+    params:
+        options=config["split"],
+        seed=config["seed"],
+    script:
+        "../scripts/split.py"

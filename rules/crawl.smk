@@ -1,0 +1,19 @@
+# One job per class. Images and the class's ledger (manifest.csv) accumulate in
+# results/raw/{cls}/ across runs and are never deleted; the job's declared
+# output is a summary, so re-running never removes what was downloaded.
+
+
+rule crawl:
+    output:
+        f"{R}/raw/{{cls}}/crawl.json",
+    log:
+        f"{R}/logs/crawl/{{cls}}.log",
+    benchmark:
+        f"{R}/benchmarks/crawl/{{cls}}.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 2
+    params:
+        options=lambda wc: cfg.crawl_params(config, wc.cls),
+    script:
+        "../scripts/crawl.py"

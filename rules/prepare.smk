@@ -1,0 +1,23 @@
+# One job per distinct input size, shared by every backbone of that size.
+
+
+rule prepare:
+    input:
+        splits=f"{R}/clean/splits.csv",
+    output:
+        prepared_files("{{size}}"),
+    log:
+        f"{R}/logs/prepare/{{size}}.log",
+    benchmark:
+        f"{R}/benchmarks/prepare/{{size}}.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 4
+    resources:
+        mem_mb=4000,
+    params:
+        raw=f"{R}/raw",
+        classes=CLASSES,
+        options=config["prepare"],
+    script:
+        "../scripts/prepare.py"
