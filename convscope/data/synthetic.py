@@ -1,3 +1,232 @@
-"""Procedurally drawn shape images for the offline demo and tests."""
+"""Procedurally drawn shape images for the offline demo and tests.
+
+One class = one shape kind. Each image: a two-colour gradient background, `clutter`
+distractors (polylines and irregular jagged blobs, never one of SHAPES), one object
+of the class's shape with random colour, size, position and rotation drawn on top,
+then Gaussian pixel noise (sigma = noise * 60 grey levels). The object's bounding
+box (tight around its pixels, x1/y1 exclusive, i.e. pixel edges) goes to boxes.csv.
+
+Deterministic: the image depends only on (seed, class, index, size, noise, clutter),
+and PNG encoding adds no timestamps, so the same inputs give identical bytes.
+The class name (not the shape) seeds the generator so two classes drawing the same
+shape never produce identical images (clean would quarantine them as ambiguous).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+log = logging.getLogger(__name__)
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "hexagon", "ellipse")
+BOX_COLUMNS = ("file", "x0", "y0", "x1", "y1", "width", "height")
+_SUPERSAMPLE = 4  # shapes are rasterised 4x larger and box-filtered down: smooth edges
+_NOISE_SCALE = 60.0  # noise=1 -> sigma of 60 grey levels
+
+
+@dataclass(frozen=True)
+class Drawing:
+    image: Image.Image  # RGB, size x size
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, x1/y1 exclusive
+    alpha: np.ndarray  # float32 size x size, the object's coverage of each pixel (0..1)
+    colour: tuple[int, int, int]
+
+
+def _rng(seed: int, cls: str, index: int, stream: str) -> np.random.Generator:
+    digest = hashlib.sha256(f"{seed}/{cls}/{index}/{stream}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
+
+
+def _outline(shape: str, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Unit-radius outline(s) of `shape` centred at 0: (filled polygons, holes)."""
+
+    def regular(n: int, phase: float = math.pi / 2, radii=(1.0,)) -> np.ndarray:
+        k = np.arange(n * len(radii))
+        t = phase + 2 * math.pi * k / (n * len(radii))
+        r = np.array(radii * n)
+        return np.stack([r * np.cos(t), -r * np.sin(t)], axis=1)
+
+    if shape == "circle":
+        return [regular(96)], []
+    if shape == "ellipse":
+        t = np.linspace(0, 2 * math.pi, 96, endpoint=False)
+        b = rng.uniform(0.45, 0.7)  # clearly not a circle
+        return [np.stack([np.cos(t), b * np.sin(t)], axis=1)], []
+    if shape == "ring":
+        return [regular(96)], [regular(96) * rng.uniform(0.5, 0.65)]
+    if shape == "square":
+        return [regular(4, math.pi / 4)], []
+    if shape == "triangle":
+        return [regular(3)], []
+    if shape == "hexagon":
+        return [regular(6)], []
+    if shape == "star":
+        return [regular(5, radii=(1.0, 0.42))], []
+    if shape == "cross":
+        w = 0.32
+        pts = [(w, 1), (w, w), (1, w), (1, -w), (w, -w), (w, -1),
+               (-w, -1), (-w, -w), (-1, -w), (-1, w), (-w, w), (-w, 1)]  # fmt: skip
+        return [np.array(pts, dtype=float)], []
+    raise ValueError(f"unknown shape {shape!r}; known shapes: {list(SHAPES)}")
+
+
+def _colour(rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, 256, size=3).astype(np.float64)
+
+
+def _distance_to_segment(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    ab = b - a
+    t = np.clip(np.dot(p - a, ab) / max(np.dot(ab, ab), 1e-9), 0, 1)
+    return float(np.linalg.norm(p - (a + t * ab)))
+
+
+def _draw_clutter(img: Image.Image, rng: np.random.Generator, count: int) -> None:
+    """Distractors that are none of SHAPES: polylines and jagged irregular blobs."""
+    size = img.width
+    draw = ImageDraw.Draw(img)
+    for _ in range(count):
+        colour = tuple(int(c) for c in _colour(rng))
+        if rng.random() < 0.5:
+            n = int(rng.integers(2, 5))
+            pts = [tuple(p) for p in rng.uniform(0, size, size=(n, 2))]
+            draw.line(pts, fill=colour, width=int(rng.integers(1, max(2, size // 40) + 1)))
+        else:
+            n = int(rng.integers(7, 12))
+            r = size * rng.uniform(0.03, 0.1)
+            centre = rng.uniform(0, size, size=2)
+            t = np.sort(rng.uniform(0, 2 * math.pi, size=n))
+            radii = r * rng.uniform(0.3, 1.0, size=n)  # strongly irregular: no regular polygon
+            pts = centre + np.stack([radii * np.cos(t), radii * np.sin(t)], axis=1)
+            draw.polygon([tuple(p) for p in pts], fill=colour)
+
+
+def draw(
+    cls: str,
+    shape: str,
+    seed: int,
+    index: int,
+    *,
+    size: int = 128,
+    noise: float = 0.15,
+    clutter: int = 6,
+    with_object: bool = True,
+) -> Drawing:
+    """Draw image `index` of class `cls`. with_object=False leaves the object out and
+    changes nothing else (the same background, clutter and noise), which is how the
+    tests check the box against the pixels the object changes."""
+    rng = _rng(seed, cls, index, "scene")
+    # Background: gradient between two colours along a random direction.
+    c1, c2 = _colour(rng), _colour(rng)
+    phi = rng.uniform(0, 2 * math.pi)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / max(size - 1, 1)
+    t = xx * math.cos(phi) + yy * math.sin(phi)
+    t = (t - t.min()) / max(t.max() - t.min(), 1e-9)
+    background = c1 * (1 - t[..., None]) + c2 * t[..., None]
+    img = Image.fromarray(background.round().astype(np.uint8), "RGB")
+    _draw_clutter(img, rng, clutter)
+
+    # Object colour far from every background colour, so the object stands out.
+    colour = _colour(rng)
+    while _distance_to_segment(colour, c1, c2) < 80:
+        colour = _colour(rng)
+    polys, holes = _outline(shape, rng)
+    theta = rng.uniform(0, 2 * math.pi)
+    rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    radius = size * rng.uniform(0.16, 0.3)
+    polys = [p @ rot.T * radius for p in polys]
+    holes = [h @ rot.T * radius for h in holes]
+    lo = np.min([p.min(axis=0) for p in polys], axis=0)
+    hi = np.max([p.max(axis=0) for p in polys], axis=0)
+    margin = 2
+    centre = np.array(
+        [rng.uniform(margin - lo[i], size - margin - hi[i]) for i in range(2)]
+    )  # whole object inside the image
+
+    big = Image.new("L", (size * _SUPERSAMPLE, size * _SUPERSAMPLE), 0)
+    pen = ImageDraw.Draw(big)
+    for poly in polys:
+        pen.polygon([tuple(q) for q in (poly + centre) * _SUPERSAMPLE], fill=255)
+    for hole in holes:
+        pen.polygon([tuple(q) for q in (hole + centre) * _SUPERSAMPLE], fill=0)
+    coverage = big.resize((size, size), Image.Resampling.BOX)
+    box = coverage.getbbox()
+    alpha = np.asarray(coverage, dtype=np.float32) / 255.0
+
+    pixels = np.asarray(img, dtype=np.float64)
+    if with_object:
+        a = alpha[..., None]
+        pixels = pixels * (1 - a) + colour * a
+    sigma = noise * _NOISE_SCALE
+    if sigma > 0:
+        # A separate stream, so leaving the object out does not change the noise.
+        pixels = pixels + _rng(seed, cls, index, "noise").normal(0, sigma, size=pixels.shape)
+    image = Image.fromarray(np.clip(pixels.round(), 0, 255).astype(np.uint8), "RGB")
+    return Drawing(image, box, alpha, tuple(int(c) for c in colour))
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def synthesize(cls: str, options: dict, ledger) -> str:
+    """Draw images for `cls` until the ledger holds options["max_images"] ok images.
+
+    Image i is stored as {i:06d}.png (its key in the ledger names shape, seed and
+    index), so adding images later draws only the next indices. Returns why it stopped.
+    """
+    from convscope.data.ledger import OK
+
+    shape, seed, target = options["shape"], options["seed"], options["max_images"]
+    settings = options["synthetic"]
+    size, noise, clutter = settings["size"], settings["noise"], settings["clutter"]
+    detail = f"size={size} noise={noise} clutter={clutter}"
+    prefix = f"synthetic:{shape}/seed={seed}/index="
+    _warn_if_settings_changed(cls, ledger, prefix, detail)
+    boxes_path = ledger.folder / "boxes.csv"
+    index = 0
+    while ledger.ok_count < target:
+        index += 1
+        if index > 10 * target + 100:  # only reachable if drawings kept colliding
+            raise RuntimeError(f"class {cls!r}: synthetic drawing produced too many duplicate images")
+        key = f"{prefix}{index}"
+        if ledger.is_final(key):
+            continue
+        d = draw(cls, shape, seed, index, size=size, noise=noise, clutter=clutter)
+        stored = ledger.store("synthetic", key, png_bytes(d.image), "png", detail=detail, name=f"{index:06d}.png")
+        if stored.status == OK:
+            _append_box(boxes_path, stored.file, d.box, d.image.size)
+        if index % 50 == 0:
+            log.info("class %s: %d/%d synthetic %s images", cls, ledger.ok_count, target, shape)
+    return "target"
+
+
+def _warn_if_settings_changed(cls: str, ledger, prefix: str, detail: str) -> None:
+    old = [r for r in ledger.rows() if r["source"] == "synthetic" and r["status"] == "ok"]
+    differ = [r for r in old if not r["url_or_path"].startswith(prefix) or r["detail"] != detail]
+    if differ:
+        log.warning(
+            "class %s: %d existing images in %s were drawn with other settings (e.g. %s, %s); "
+            "they are kept and count toward max_images, new ones use %s%s. Delete %s to redraw all.",
+            cls, len(differ), ledger.folder, differ[0]["url_or_path"], differ[0]["detail"], prefix, detail,
+            ledger.folder,
+        )  # fmt: skip
+
+
+def _append_box(path: Path, file: str, box: tuple, image_size: tuple[int, int]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(BOX_COLUMNS)
+        writer.writerow([file, *box, *image_size])

@@ -1,0 +1,123 @@
+"""Synthetic source: determinism, bounding boxes that hold the object, incremental drawing."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import tiny_config
+from PIL import Image
+
+from convscope import config as cfg
+from convscope.data.crawl import crawl_class
+from convscope.data.synthetic import SHAPES, draw, png_bytes
+
+
+def options(cls: str, max_images: int, seed: int = 7, **synthetic) -> dict:
+    config = tiny_config((cls, "ring" if cls != "ring" else "star"), images=max_images, seed=seed)
+    config["crawl"]["synthetic"].update(synthetic)
+    cfg.load_and_validate(config)
+    return cfg.crawl_params(config, cls)
+
+
+def crawl(folder: Path, cls: str, max_images: int, **kw) -> dict:
+    return crawl_class(cls, options(cls, max_images, **kw), folder, folder / "crawl.json")
+
+
+def boxes(folder: Path) -> dict[str, dict]:
+    with open(folder / "boxes.csv", newline="") as f:
+        return {r["file"]: r for r in csv.DictReader(f)}
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.png"))}
+
+
+def test_shape_names_match_the_schema():
+    assert SHAPES == ("circle", "square", "triangle", "star", "cross", "ring", "hexagon", "ellipse")
+    schema = yaml.safe_load(cfg.SCHEMA.read_text())
+    assert sorted(schema["$defs"]["crawl_options"]["properties"]["shape"]["enum"]) == sorted(SHAPES)
+
+
+def test_same_seed_class_and_index_give_identical_bytes(tmp_path):
+    a, b = tmp_path / "a" / "star", tmp_path / "b" / "star"
+    crawl(a, "star", 12)
+    crawl(b, "star", 12)
+    assert len(digests(a)) == 12 and digests(a) == digests(b)
+    assert (a / "boxes.csv").read_bytes() == (b / "boxes.csv").read_bytes()
+    one = png_bytes(draw("star", "star", 7, 3, size=64).image)
+    assert one == png_bytes(draw("star", "star", 7, 3, size=64).image)
+    assert one == (a / "000003.png").read_bytes()  # file i is image index i
+    assert one != png_bytes(draw("star", "star", 8, 3, size=64).image)  # seed matters
+    assert one != png_bytes(draw("star", "star", 7, 4, size=64).image)  # index matters
+    assert one != png_bytes(draw("star2", "star", 7, 3, size=64).image)  # class matters, not only shape
+    assert len(set(digests(a).values())) == 12
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_box_holds_exactly_the_pixels_the_object_changes(shape):
+    for index in range(1, 6):
+        kw = dict(size=64, noise=0.2, clutter=8)
+        d = draw(shape, shape, 11, index, **kw)
+        bare = draw(shape, shape, 11, index, with_object=False, **kw)
+        diff = np.any(np.asarray(d.image, int) != np.asarray(bare.image, int), axis=2)
+        ys, xs = np.nonzero(diff)
+        x0, y0, x1, y1 = d.box
+        assert xs.min() >= x0 and xs.max() < x1 and ys.min() >= y0 and ys.max() < y1, (shape, index)
+        # tight: the changed pixels reach (within antialiasing) every edge of the box
+        assert xs.min() - x0 <= 1 and x1 - 1 - xs.max() <= 1 and ys.min() - y0 <= 1 and y1 - 1 - ys.max() <= 1
+        assert 0 < x0 and x1 < 64 and 0 < y0 and y1 < 64  # the whole object is in the picture
+        assert (x1 - x0) >= 64 * 0.2 and (y1 - y0) >= 64 * 0.1  # an object, not a speck
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_object_colour_only_inside_its_box_and_fills_it(shape):
+    # No noise, no clutter: the object is one flat colour that the background never takes.
+    d = draw(shape, shape, 5, 1, size=96, noise=0, clutter=0)
+    pixels = np.asarray(d.image)
+    exact = np.all(pixels == np.array(d.colour, dtype=np.uint8), axis=2)
+    ys, xs = np.nonzero(exact)
+    x0, y0, x1, y1 = d.box
+    assert xs.min() >= x0 and xs.max() < x1 and ys.min() >= y0 and ys.max() < y1
+    assert exact.sum() >= 0.25 * (x1 - x0) * (y1 - y0)
+
+
+def test_files_and_boxes_csv(tmp_path):
+    folder = tmp_path / "raw" / "ring"
+    summary = crawl(folder, "ring", 10, size=48, clutter=3)
+    assert summary["counts"]["new"] == 10 and summary["source"] == "synthetic"
+    rows = boxes(folder)
+    assert sorted(rows) == [f"{i:06d}.png" for i in range(1, 11)]
+    for name, r in rows.items():
+        with Image.open(folder / name) as img:
+            assert img.format == "PNG" and img.mode == "RGB" and img.size == (48, 48)
+        assert (int(r["width"]), int(r["height"])) == (48, 48)
+        x0, y0, x1, y1 = (int(r[k]) for k in ("x0", "y0", "x1", "y1"))
+        assert 0 <= x0 < x1 <= 48 and 0 <= y0 < y1 <= 48
+        d = draw("ring", "ring", 7, int(name[:6]), size=48, noise=0.15, clutter=3)
+        assert (x0, y0, x1, y1) == d.box
+    with open(folder / "manifest.csv", newline="") as f:
+        ledger = list(csv.DictReader(f))
+    assert [r["url_or_path"] for r in ledger] == [f"synthetic:ring/seed=7/index={i}" for i in range(1, 11)]
+    assert {r["status"] for r in ledger} == {"ok"}
+
+
+def test_more_images_later_draws_only_the_next_indices(tmp_path):
+    folder = tmp_path / "raw" / "cross"
+    crawl(folder, "cross", 5, size=32)
+    before = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.png")}
+    first_boxes = boxes(folder)
+    again = crawl(folder, "cross", 9, size=32)
+    assert again["counts"]["existing"] == 5 and again["counts"]["new"] == 4
+    assert {n: p.stat().st_mtime_ns for n, p in ((p.name, p) for p in folder.glob("*.png")) if n in before} == before
+    grown = boxes(folder)
+    assert len(grown) == 9 and all(grown[k] == v for k, v in first_boxes.items())
+    # incremental == all at once
+    fresh = tmp_path / "fresh" / "cross"
+    crawl(fresh, "cross", 9, size=32)
+    assert digests(fresh) == digests(folder)
+    assert (fresh / "boxes.csv").read_bytes() == (folder / "boxes.csv").read_bytes()
