@@ -27,33 +27,55 @@ def _key(path) -> str:
     return ".".join(parts) if parts else "(top level)"
 
 
-def _describe(error) -> str:
-    """One line per schema error: the key, what is wrong, what is allowed."""
+_JSON_TYPES = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
+               "number": "a number", "boolean": "true/false", "null": "empty"}
+
+
+def _type_words(types) -> str:
+    types = [types] if isinstance(types, str) else list(types)
+    return " or ".join(_JSON_TYPES.get(t, t) for t in types)
+
+
+def _describe(error) -> list[str]:
+    """Lines for one schema error: the config key, what is wrong, what is allowed."""
     key = _key(error.absolute_path)
     v = error.validator
     if v == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
         where = key if error.absolute_path else "the top level"
-        return (
-            f"config key {'.'.join(filter(None, [key if error.absolute_path else '', extra[0]]))}: "
-            f"unknown key(s) {extra} in {where}; allowed keys: {allowed}"
-        )
+        return [
+            f"config key {_key([*error.absolute_path, k])}: unknown key in {where}; allowed keys: {allowed}"
+            for k in extra
+        ]
     if v == "enum":
-        return f"config key {key}: {error.instance!r} is not allowed; allowed values: {error.validator_value}"
+        return [f"config key {key}: {error.instance!r} is not allowed; allowed values: {error.validator_value}"]
     if v == "required":
-        return f"config key {key}: {error.message}"
-    if v == "propertyNames":
-        return (
+        missing = [k for k in error.validator_value if k not in (error.instance or {})]
+        return [f"config key {_key([*error.absolute_path, k])}: required but missing" for k in missing]
+    if v == "pattern" and "propertyNames" in error.relative_schema_path:
+        # propertyNames errors point at the mapping, not the offending name.
+        return [
             f"config key {key}: name {error.instance!r} is not allowed; names must match "
-            f"{error.validator_value.get('pattern')} (letters, digits, '_' and '-', starting with a letter or digit)"
-        )
+            f"{error.validator_value} (letters, digits, '_' and '-', starting with a letter or digit)"
+        ]
+    if v == "type":
+        return [f"config key {key}: expected {_type_words(error.validator_value)}, got {error.instance!r}"]
     if v == "oneOf" and error.context:
-        best = min(error.context, key=lambda e: len(list(e.absolute_path)))
-        return _describe(best) if list(best.absolute_path) else f"config key {key}: {best.message}"
-    if v == "minProperties":
-        return f"config key {key}: needs at least {error.validator_value} entries, got {len(error.instance or {})}"
-    return f"config key {key}: {error.message}"
+        # Branches whose only complaint is the instance's type are not what the user
+        # meant; report the errors of the branch(es) of the right type.
+        branches: dict = {}
+        for sub in error.context:
+            branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+        meant = [errs for errs in branches.values() if not all(e.validator == "type" and not e.path for e in errs)]
+        if not meant:
+            types = [e.validator_value for errs in branches.values() for e in errs]
+            return [f"config key {key}: expected {_type_words(types)}, got {error.instance!r}"]
+        return [line for errs in meant for sub in errs for line in _describe(sub)]
+    if v in ("minProperties", "minItems"):
+        what = "entries" if v == "minProperties" else "items"
+        return [f"config key {key}: needs at least {error.validator_value} {what}, got {len(error.instance or ())}"]
+    return [f"config key {key}: {error.message}"]
 
 
 def schema_errors(config: dict, schema_path: Path = SCHEMA) -> list[str]:
@@ -62,7 +84,7 @@ def schema_errors(config: dict, schema_path: Path = SCHEMA) -> list[str]:
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    return [_describe(e) for e in errors]
+    return [line for e in errors for line in _describe(e)]
 
 
 def semantic_errors(config: dict) -> list[str]:
@@ -166,3 +188,17 @@ def backbone_sizes(config: dict) -> dict[str, int]:
 def input_sizes(config: dict) -> list[int]:
     """Distinct input sizes: one prepare job each, shared by backbones of that size."""
     return sorted(set(backbone_sizes(config).values()))
+
+
+# ---- analysis (convscope/analysis) ------------------------------------------
+
+# Keys of the `analysis` section that decide which jobs run or what they may use,
+# not what an analysis writes: kept out of the analyse rule's params.
+_ANALYSIS_SCHEDULING = ("runs", "gpu", "threads", "mem_mb", "runtime")
+
+
+def analysis_params(config: dict) -> dict:
+    """Exactly the settings that change one model's analyses (the analyse rule's params)."""
+    options = {k: v for k, v in config["analysis"].items() if k not in _ANALYSIS_SCHEDULING}
+    options["seed"] = config["seed"]
+    return options

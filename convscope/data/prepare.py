@@ -1,0 +1,218 @@
+"""Prepare: decode and resize every split image once, into memory-mappable arrays.
+
+For one input size, writes per split (train, val, test) into `out_dir`:
+  {split}.npy          uint8 N x size x size x 3 (np.load(..., mmap_mode="r"))
+  {split}.labels.npy   int32 N, label = index of the class in config order
+  {split}.index.csv    row, cls, label, file, sha256, box_x0, box_y0, box_x1, box_y1
+                       (box in prepared pixel coords, empty when the class has no
+                       boxes.csv or the box is cropped away entirely)
+
+Rows are sorted by class (config order) then file, so the output is the same
+whatever order the decode threads finish in. Arrays are written through
+np.lib.format.open_memmap, so memory stays bounded by a few images per thread.
+Decoding and resizing go through convscope.data.imageio (JPEG draft mode and
+reducing_gap make camera-sized JPEGs cheap); Pillow releases the GIL while it
+decodes and resizes, so a thread pool uses every core.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from convscope.data import imageio
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+INDEX_COLUMNS = ["row", "cls", "label", "file", "sha256", "box_x0", "box_y0", "box_x1", "box_y1"]
+SPLITS_COLUMNS = ("cls", "file", "sha256", "split")
+_CHUNK_PER_THREAD = 16  # images in flight per thread: bounds memory, keeps threads busy
+_PROGRESS_EVERY_S = 10.0
+
+
+class PrepareError(RuntimeError):
+    """A problem with prepare's inputs, naming the file or class at fault."""
+
+
+@dataclass(frozen=True)
+class Item:
+    cls: str
+    label: int
+    file: str  # relative to raw_root, e.g. "circle/000001.png"
+    sha256: str
+    box: tuple[float, float, float, float] | None  # raw pixel coords
+    box_source: tuple[int, int] | None  # (width, height) boxes.csv says the box refers to
+
+
+def read_splits(splits_csv: Path, classes: list[str]) -> dict[str, list[dict]]:
+    """splits.csv rows per split, sorted by class order then file."""
+    order = {c: i for i, c in enumerate(classes)}
+    by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    with open(splits_csv, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in SPLITS_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise PrepareError(f"{splits_csv}: missing column(s) {missing}; re-run the split stage")
+        for n, row in enumerate(reader, start=2):
+            if row["cls"] not in order:
+                raise PrepareError(
+                    f"{splits_csv} line {n}: class {row['cls']!r} is not in the config's classes "
+                    f"{classes}; re-run clean and split for this config"
+                )
+            if row["split"] not in by_split:
+                raise PrepareError(f"{splits_csv} line {n}: split {row['split']!r} is not one of {list(SPLITS)}")
+            by_split[row["split"]].append(row)
+    for rows in by_split.values():
+        rows.sort(key=lambda r: (order[r["cls"]], r["file"]))
+    return by_split
+
+
+def read_boxes(raw_root: Path, cls: str) -> dict[str, tuple]:
+    """raw_root/{cls}/boxes.csv as {file relative to raw_root: ((x0, y0, x1, y1), (w, h) or None)}."""
+    path = raw_root / cls / "boxes.csv"
+    if not path.exists():
+        return {}
+    boxes = {}
+    with open(path, newline="") as f:
+        for n, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                box = tuple(float(row[k]) for k in ("x0", "y0", "x1", "y1"))
+                wh = (int(row["width"]), int(row["height"])) if row.get("width") and row.get("height") else None
+            except (KeyError, TypeError, ValueError) as e:
+                raise PrepareError(f"{path} line {n}: bad box row {row} ({e})") from e
+            name = row["file"]
+            # boxes.csv may name files relative to the class folder or to raw_root.
+            rel = name if name.startswith(f"{cls}/") else f"{cls}/{name}"
+            boxes[rel] = (box, wh)
+    return boxes
+
+
+def _load(raw_root: Path, item: Item, size: int, policy: str) -> tuple[np.ndarray, tuple | None]:
+    path = raw_root / item.file
+    try:
+        # clean already applied the size guard; here every kept file must decode.
+        img = imageio.load_rgb(path, draft_size=(size, size), max_pixels=sys.maxsize)
+        source_size = img.info["source_size"]
+        pixels = np.asarray(imageio.resize_square(img, size, policy), dtype=np.uint8)
+    except Exception as e:
+        raise PrepareError(
+            f"{path} (class {item.cls!r}) was kept by clean but fails to decode now: {e}. "
+            "Was the raw file changed after clean? Re-run clean (e.g. `snakemake -R clean`)."
+        ) from e
+    box = None
+    if item.box is not None:
+        if item.box_source is not None and tuple(item.box_source) != tuple(source_size):
+            raise PrepareError(
+                f"{path}: boxes.csv says the image is {item.box_source[0]}x{item.box_source[1]} but it "
+                f"decodes as {source_size[0]}x{source_size[1]}; its box cannot be placed"
+            )
+        box = imageio.map_box(item.box, source_size, size, policy)
+    if pixels.shape != (size, size, 3):
+        raise PrepareError(f"{path}: resized to {pixels.shape}, expected {(size, size, 3)}")
+    return pixels, box
+
+
+def _write_split(
+    split: str, items: list[Item], raw_root: Path, size: int, policy: str, out_dir: Path, pool: ThreadPoolExecutor,
+    threads: int,
+) -> dict:
+    tmp = {k: out_dir / f".tmp-{split}.{k}" for k in ("npy", "labels.npy", "index.csv")}
+    try:
+        return _fill_split(split, items, raw_root, size, policy, out_dir, pool, threads, tmp)
+    finally:
+        for path in tmp.values():  # left over only when filling failed
+            path.unlink(missing_ok=True)
+
+
+def _fill_split(split, items, raw_root, size, policy, out_dir, pool, threads, tmp) -> dict:
+    n = len(items)
+    images = np.lib.format.open_memmap(tmp["npy"], mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+    labels = np.empty(n, dtype=np.int32)
+    boxes: list[tuple | None] = [None] * n
+    start = last = time.monotonic()
+    chunk = max(1, threads * _CHUNK_PER_THREAD)
+    for lo in range(0, n, chunk):
+        batch = items[lo : lo + chunk]
+        for i, (pixels, box) in enumerate(pool.map(lambda it: _load(raw_root, it, size, policy), batch), lo):
+            images[i] = pixels
+            labels[i] = items[i].label
+            boxes[i] = box
+        now = time.monotonic()
+        if now - last >= _PROGRESS_EVERY_S and lo + len(batch) < n:
+            done = lo + len(batch)
+            log.info("%s: %d/%d images (%.0f img/s)", split, done, n, done / (now - start))
+            last = now
+    images.flush()
+    del images  # close the memmap before the rename
+    np.save(tmp["labels.npy"], labels)
+    with open(tmp["index.csv"], "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(INDEX_COLUMNS)
+        for i, (item, box) in enumerate(zip(items, boxes)):
+            coords = [f"{v:.2f}" for v in box] if box is not None else [""] * 4
+            writer.writerow([i, item.cls, item.label, item.file, item.sha256, *coords])
+    # Publish complete files only: a crash never leaves a plausible-looking array.
+    for kind, path in tmp.items():
+        os.replace(path, out_dir / f"{split}.{kind}")
+    elapsed = time.monotonic() - start
+    return {
+        "images": n,
+        "seconds": elapsed,
+        "boxes": sum(b is not None for b in boxes),
+        "boxes_cropped_away": sum(it.box is not None and b is None for it, b in zip(items, boxes)),
+    }
+
+
+def prepare(
+    splits_csv: Path,
+    raw_root: Path,
+    classes: list[str],
+    size: int,
+    options: dict,
+    out_dir: Path,
+    threads: int = 4,
+) -> dict:
+    """Write {split}.npy, .labels.npy and .index.csv for every split; returns per-split counts."""
+    splits_csv, raw_root, out_dir = Path(splits_csv), Path(raw_root), Path(out_dir)
+    policy = options.get("resize", "center_crop")
+    if policy not in imageio.POLICIES:
+        raise PrepareError(f"config key prepare.resize: {policy!r} is not allowed; allowed values: {list(imageio.POLICIES)}")
+    classes = list(classes)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_split = read_splits(splits_csv, classes)
+    boxes = {}
+    for cls in classes:
+        boxes.update(read_boxes(raw_root, cls))
+    label = {c: i for i, c in enumerate(classes)}
+    total = sum(map(len, by_split.values()))
+    log.info(
+        "preparing %d images at %dx%d (%s, %d threads) into %s: %s",
+        total, size, size, policy, threads, out_dir,
+        ", ".join(f"{s} {len(r)}" for s, r in by_split.items()),
+    )
+    summary = {}
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="prepare") as pool:
+        for split in SPLITS:
+            items = []
+            for row in by_split[split]:
+                box, wh = boxes.get(row["file"], (None, None))
+                items.append(Item(row["cls"], label[row["cls"]], row["file"], row["sha256"], box, wh))
+            stats = _write_split(split, items, raw_root, size, policy, out_dir, pool, threads)
+            per_class = {c: sum(it.cls == c for it in items) for c in classes}
+            log.info(
+                "%s: %d images in %.1f s (%s); %d with a box%s",
+                split, stats["images"], stats["seconds"],
+                ", ".join(f"{c} {k}" for c, k in per_class.items()), stats["boxes"],
+                f", {stats['boxes_cropped_away']} box(es) cropped away entirely" if stats["boxes_cropped_away"] else "",
+            )
+            summary[split] = {**stats, "per_class": per_class}
+    return summary

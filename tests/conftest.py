@@ -1,0 +1,162 @@
+"""Shared test helpers: tiny configs and real `snakemake` runs in a temporary folder.
+
+Workflow tests write a config to tmp_path and run the real Snakefile there:
+
+    def test_something(workflow):
+        wf = workflow(tiny_config(classes=("circle", "square")))
+        wf.run(*wf.prepared("48"))             # raises with the log tail on failure
+        assert wf.planned(*wf.prepared("48")) == {}   # nothing left to do
+        wf.results / "prepared" / "48" / "train.npy"
+
+Paths under `results` are relative to the temporary folder (snakemake --directory).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEFILE = REPO / "Snakefile"
+# The snakemake of the interpreter running the tests (the project's .venv).
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+SPLITS = ("train", "val", "test")
+
+
+def tiny_config(
+    classes=("circle", "square", "triangle"),
+    *,
+    images: int = 20,
+    image_size: int = 64,
+    input_size: int = 48,
+    backbones: dict | None = None,
+    **sections,
+) -> dict:
+    """A small offline config: synthetic classes, one small backbone input size.
+
+    Extra keyword arguments replace whole top-level sections (e.g. prepare={...}).
+    """
+    config = {
+        "report": {"title": "test run"},
+        "seed": 7,
+        "classes": {name: {} for name in classes},
+        "crawl": {"source": "synthetic", "max_images": images, "synthetic": {"size": image_size}},
+        "clean": {"min_side": 16},
+        "split": {"train": 0.6, "val": 0.2, "test": 0.2},
+        "prepare": {"resize": "center_crop"},
+        "backbones": backbones if backbones is not None else {"mobilenetv2": {"input_size": input_size}},
+    }
+    config.update(copy.deepcopy(sections))
+    return config
+
+
+class SnakemakeError(AssertionError):
+    pass
+
+
+@dataclass
+class Workflow:
+    """The project's Snakefile run in its own folder on one config file."""
+
+    workdir: Path
+    config: dict
+
+    @property
+    def configfile(self) -> Path:
+        return self.workdir / "config.yaml"
+
+    @property
+    def results(self) -> Path:
+        return self.workdir / self.config.get("results", "results")
+
+    def write_config(self, config: dict | None = None) -> Path:
+        if config is not None:
+            self.config = config
+        self.configfile.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        return self.configfile
+
+    def prepared(self, size) -> list[str]:
+        """The files of one prepare job, relative to workdir (targets for run/planned)."""
+        rel = Path(self.config.get("results", "results")) / "prepared" / str(size)
+        return [
+            str(rel / f"{split}.{kind}") for split in SPLITS for kind in ("npy", "labels.npy", "index.csv")
+        ]
+
+    def command(self, *args: str, cores: int = 2) -> list[str]:
+        return [
+            str(SNAKEMAKE),
+            "-s",
+            str(SNAKEFILE),
+            "--directory",
+            str(self.workdir),
+            "--configfile",
+            str(self.configfile),
+            "--cores",
+            str(cores),
+            *args,
+        ]
+
+    def run(self, *args: str, check: bool = True, cores: int = 2, timeout: float = 600):
+        """Run snakemake with `args` (targets and flags); on failure show the job logs."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.run(
+            self.command(*args, cores=cores),
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+        if check and proc.returncode != 0:
+            raise SnakemakeError(
+                f"snakemake {' '.join(args)} failed with exit code {proc.returncode}\n"
+                f"--- stderr (tail)\n{proc.stderr[-4000:]}\n--- job logs\n{self.log_tail()}"
+            )
+        return proc
+
+    def planned(self, *targets: str) -> dict[str, int]:
+        """Jobs a dry run would execute for `targets`: {rule: count}, {} if nothing to do."""
+        proc = self.run("-n", *targets)
+        return parse_job_stats(proc.stdout + proc.stderr)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        logs = sorted((self.results / "logs").rglob("*.log")) if (self.results / "logs").exists() else []
+        return "\n".join(f"[{p.relative_to(self.workdir)}]\n{p.read_text()[-chars:]}" for p in logs)
+
+
+def parse_job_stats(output: str) -> dict[str, int]:
+    """The 'Job stats' table of snakemake's output as {rule: count} (without 'total')."""
+    match = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal\s+\d+", output, re.S)
+    if not match:
+        if "Nothing to be done" in output:
+            return {}
+        raise AssertionError(f"no job stats in snakemake output:\n{output[-3000:]}")
+    stats = {}
+    for line in match.group(1).splitlines():
+        name, count = line.split()
+        stats[name] = int(count)
+    return stats
+
+
+@pytest.fixture
+def workflow(tmp_path):
+    """Factory: workflow(config) -> Workflow writing config.yaml into its own tmp folder."""
+    made = []
+
+    def make(config: dict, name: str = "wf") -> Workflow:
+        workdir = tmp_path / name
+        workdir.mkdir(parents=True, exist_ok=True)
+        wf = Workflow(workdir, copy.deepcopy(config))
+        wf.write_config()
+        made.append(wf)
+        return wf
+
+    return make

@@ -1,0 +1,97 @@
+"""The data spine end to end: real `snakemake` on a tiny synthetic config through prepare."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from conftest import SPLITS, tiny_config
+from convscope.data import imageio
+
+CLASSES = ("circle", "square", "triangle")
+SIZE = 48  # synthetic images are 64 px: center_crop keeps everything, boxes survive
+IMAGES = 20
+
+
+def _csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_snakemake_crawl_to_prepare(workflow):
+    config = tiny_config(CLASSES, images=IMAGES, image_size=64, input_size=SIZE)
+    wf = workflow(config)
+    targets = wf.prepared(SIZE)
+    assert wf.planned(*targets) == {"crawl": 3, "clean": 1, "split": 1, "prepare": 1}
+    wf.run(*targets)
+    R = wf.results
+
+    # Counts balance: every raw image file has one manifest row, kept or quarantined.
+    manifest = _csv(R / "clean" / "manifest.csv")
+    for cls in CLASSES:
+        raw_files = {f"{cls}/{p.name}" for p in (R / "raw" / cls).iterdir() if p.suffix == ".png"}
+        rows = [r for r in manifest if r["cls"] == cls]
+        assert {r["file"] for r in rows} == raw_files and len(rows) == len(raw_files) >= IMAGES
+    status = Counter(r["status"] for r in manifest)
+    assert set(status) <= {"kept", "quarantined"} and sum(status.values()) == len(manifest)
+    kept = {r["file"]: r for r in manifest if r["status"] == "kept"}
+    splits = {r["file"]: r for r in _csv(R / "clean" / "splits.csv")}
+    assert set(splits) == set(kept)
+
+    raw_boxes = {}
+    for cls in CLASSES:
+        for r in _csv(R / "raw" / cls / "boxes.csv"):
+            name = r["file"] if r["file"].startswith(f"{cls}/") else f"{cls}/{r['file']}"
+            raw_boxes[name] = [float(r[k]) for k in ("x0", "y0", "x1", "y1")]
+
+    out = R / "prepared" / str(SIZE)
+    seen = []
+    for split in SPLITS:
+        images = np.load(out / f"{split}.npy", mmap_mode="r")
+        labels = np.load(out / f"{split}.labels.npy")
+        index = _csv(out / f"{split}.index.csv")
+        n = len(index)
+        assert images.shape == (n, SIZE, SIZE, 3) and images.dtype == np.uint8
+        assert labels.shape == (n,) and labels.dtype == np.int32
+        # Every class in every split, rows sorted by class order then file.
+        assert {r["cls"] for r in index} == set(CLASSES)
+        keys = [(CLASSES.index(r["cls"]), r["file"]) for r in index]
+        assert keys == sorted(keys)
+        for i, r in enumerate(index):
+            assert int(r["row"]) == i
+            assert int(r["label"]) == labels[i] == CLASSES.index(r["cls"])
+            assert splits[r["file"]]["split"] == split and splits[r["file"]]["sha256"] == r["sha256"]
+            # The box is in the index, inside the image, and is the raw box scaled 64 -> 48.
+            box = [float(r[f"box_{k}"]) for k in ("x0", "y0", "x1", "y1")]
+            assert 0 <= box[0] < box[2] <= SIZE and 0 <= box[1] < box[3] <= SIZE
+            assert box == pytest.approx([v * SIZE / 64 for v in raw_boxes[r["file"]]], abs=0.01)
+        # Array row i is index row i's image (spot-check first and last rows).
+        for i in (0, n - 1):
+            raw = imageio.load_rgb(R / "raw" / index[i]["file"])
+            expected = np.asarray(imageio.resize_square(raw, SIZE, "center_crop"))
+            assert np.array_equal(images[i], expected), index[i]["file"]
+        assert images[0].std() > 5  # real image content, not a blank array
+        seen += [r["file"] for r in index]
+    assert sorted(seen) == sorted(splits)  # every kept image prepared exactly once
+    log = (R / "logs" / "prepare" / f"{SIZE}.log").read_text()
+    assert f"preparing {len(splits)} images" in log
+    assert (R / "benchmarks" / "prepare" / f"{SIZE}.tsv").exists()
+
+    # Nothing left to do.
+    assert wf.planned(*targets) == {}
+
+    # A prepare setting re-runs prepare only.
+    before = {p.name: p.stat().st_mtime_ns for p in (R / "raw" / "circle").iterdir()}
+    clean_mtime = (R / "clean" / "splits.csv").stat().st_mtime_ns
+    config["prepare"]["resize"] = "pad"
+    wf.write_config(config)
+    assert wf.planned(*targets) == {"prepare": 1}
+    wf.run(*targets)
+    assert {p.name: p.stat().st_mtime_ns for p in (R / "raw" / "circle").iterdir()} == before
+    assert (R / "clean" / "splits.csv").stat().st_mtime_ns == clean_mtime
+    assert "(pad," in (R / "logs" / "prepare" / f"{SIZE}.log").read_text()
+    assert wf.planned(*targets) == {}
