@@ -12,12 +12,13 @@ rule prepare:
         f"{R}/benchmarks/prepare/{{size}}.tsv"
     conda:
         "../envs/data.yaml"
-    threads: 4
+    # Threads decode images; they do not change the arrays, so they are no param.
+    threads: config["prepare"]["threads"]
     resources:
         mem_mb=4000,
     params:
         raw=f"{R}/raw",
         classes=CLASSES,
-        options=config["prepare"],
+        options={"resize": config["prepare"]["resize"]},
     script:
         "../scripts/prepare.py"
