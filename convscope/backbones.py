@@ -13,13 +13,15 @@ from dataclasses import dataclass
 class Backbone:
     name: str
     input_size: int  # native square input side in pixels
-    min_size: int  # smallest side the architecture accepts
+    min_size: int  # smallest side the architecture accepts (keras.applications' own check)
     # How pixels are scaled before the network, as keras.applications names it:
     # "caffe" (BGR, mean subtraction), "tf" ([-1, 1]), "torch" (ImageNet mean/std),
     # or "raw" (the network rescales itself, e.g. EfficientNet).
     preprocess: str
     # Layer names that close each tunable block, bottom to top: tune_depth=k
-    # unfreezes the last k blocks.
+    # unfreezes the last k blocks. Each must be a cut point of the layer graph (every
+    # other layer strictly before or after it); tests/test_models.py checks that, and
+    # that these and last_conv are layers of the real keras.applications models.
     blocks: tuple[str, ...]
     last_conv: str  # layer whose activations Grad-CAM uses
     keras_app: str | None = None  # keras.applications constructor, None = ours
@@ -31,7 +33,7 @@ BACKBONES: dict[str, Backbone] = {
         Backbone(
             "alexnet",
             227,
-            63,
+            32,  # ours degrades gracefully (convscope.models.alexnet); 32 like the others
             "caffe",
             ("conv1", "conv2", "conv3", "conv4", "conv5"),
             "conv5",

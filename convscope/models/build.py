@@ -1,0 +1,290 @@
+"""Classifier construction, tuning depth and precision: the model contract.
+
+    image (float32 holding 0..255 values; uint8 arrays are cast on entry)
+      -> augment     Sequential of keras Random* layers (identity at inference)
+      -> preprocess  the backbone's preprocess_input, in keras.ops, on the device
+      -> base        nested functional keras.Model, the backbone without top
+                     (layer names as in convscope.backbones)
+      -> pool        GlobalAveragePooling2D
+      -> dropout
+      -> head        Dense(num_classes, softmax), float32 even under mixed precision
+
+Importing this module registers the custom layers (Preprocess, the AlexNet
+LRN), which keras.saving.load_model needs; `load_model` below does that for you.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+
+import keras
+from keras import layers, ops
+
+from convscope import backbones as registry
+from convscope.models import weights as weights_lib
+from convscope.models.alexnet import AlexNet
+
+log = logging.getLogger(__name__)
+
+AUGMENT_PRESETS = ("none", "light", "standard")
+PREPROCESS_MODES = ("caffe", "tf", "torch", "raw")
+
+# keras.applications.imagenet_utils constants (ImageNet statistics).
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+
+
+@keras.saving.register_keras_serializable(package="convscope")
+class Preprocess(layers.Layer):
+    """keras.applications' preprocess_input as a layer, so it runs on the device.
+
+    caffe: RGB -> BGR, minus the ImageNet mean per channel (VGG16, ResNet50, AlexNet)
+    tf:    x / 127.5 - 1                                   (InceptionV3, MobileNetV2)
+    torch: x / 255, minus mean, over std per channel
+    raw:   unchanged (EfficientNet rescales inside the network)
+    """
+
+    def __init__(self, mode: str, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in PREPROCESS_MODES:
+            raise ValueError(f"Preprocess mode {mode!r} unknown; allowed: {PREPROCESS_MODES}")
+        self.mode = mode
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "caffe":
+            return ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=x.dtype)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "torch":
+            mean = ops.convert_to_tensor(_TORCH_MEAN, dtype=x.dtype)
+            std = ops.convert_to_tensor(_TORCH_STD, dtype=x.dtype)
+            return (x / 255.0 - mean) / std
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def augmentation(preset: str, seed: int | None = None) -> keras.Sequential:
+    """The "augment" block. Random layers act only when training=True.
+
+    Layers run in float32 whatever the global policy: they see 0..255 pixel
+    values, which bfloat16 cannot hold exactly.
+    """
+    preset = "none" if preset is None else preset
+    if preset not in AUGMENT_PRESETS:
+        raise ValueError(f"config key train.augment: {preset!r} is not a preset; allowed values: {AUGMENT_PRESETS}")
+    s = (lambda k: None) if seed is None else (lambda k: seed + k)
+    stack: list = [layers.Identity(dtype="float32")]
+    if preset in ("light", "standard"):
+        # Horizontal only: vertical flips change what many classes look like.
+        stack = [layers.RandomFlip("horizontal", seed=s(1), dtype="float32")]
+    if preset == "standard":
+        stack += [
+            layers.RandomRotation(0.05, fill_mode="reflect", seed=s(2), dtype="float32"),
+            layers.RandomZoom(0.1, fill_mode="reflect", seed=s(3), dtype="float32"),
+            layers.RandomContrast(0.2, value_range=(0, 255), seed=s(4), dtype="float32"),
+        ]
+    return keras.Sequential(stack, name="augment")
+
+
+def build_base(
+    backbone: str,
+    input_size: int | None = None,
+    weights: str = "imagenet",
+    *,
+    weights_sha256: str | None = None,
+    trust_pickle: bool = False,
+) -> keras.Model:
+    """The backbone without top as a functional model named "base", weights loaded.
+
+    weights: "imagenet" (Keras download cache; AlexNet: bvlc_alexnet.npy in that
+    cache), "none" (random init), or a path (.weights.h5/.h5 of a base, a .keras
+    model whose "base" or own layers are copied by name, or an AlexNet .npy).
+    weights_sha256 / trust_pickle: gates for AlexNet's pickled .npy file.
+    """
+    spec = registry.get(backbone)
+    size = int(input_size or spec.input_size)
+    if size < spec.min_size:
+        raise ValueError(
+            f"config key backbones.{backbone}.input_size: {size} is below {backbone}'s minimum of {spec.min_size}"
+        )
+    shape = (size, size, 3)
+    weights = "none" if weights is None else str(weights)
+    if spec.keras_app is None:  # ours: AlexNet, ImageNet weights from bvlc_alexnet.npy
+        base = AlexNet(include_top=False, input_shape=shape, name="base")
+        if weights == "imagenet":
+            path = weights_lib.alexnet_imagenet_path()
+            weights_lib.load_alexnet_npy(base, path, sha256=weights_sha256, trust=trust_pickle)
+    else:
+        if weights == "imagenet":
+            app = weights_lib.imagenet_app(backbone, spec.keras_app, shape)
+        else:
+            app = getattr(keras.applications, spec.keras_app)(include_top=False, weights=None, input_shape=shape)
+        # Re-wrapped only to be named "base"; the layers are the application's own.
+        base = keras.Model(app.inputs[0], app.outputs[0], name="base")
+    if weights not in ("imagenet", "none"):
+        weights_lib.load_weights_file(base, weights, backbone, sha256=weights_sha256, trust=trust_pickle)
+    return base
+
+
+def build_classifier(
+    backbone: str,
+    num_classes: int,
+    *,
+    input_size: int | None = None,
+    weights: str = "imagenet",
+    dropout: float = 0.0,
+    augment: str = "none",
+    seed: int | None = None,
+    weights_sha256: str | None = None,
+    trust_pickle: bool = False,
+) -> keras.Model:
+    """image -> augment -> preprocess -> base -> pool -> dropout -> head (see module doc).
+
+    `seed` seeds Python, NumPy and the backend (keras.utils.set_random_seed), so
+    the same seed gives the same initial head and the same augmentation stream.
+    The whole base is trainable on return; call set_tune_depth, then compile.
+    """
+    if num_classes < 2:
+        raise ValueError(f"build_classifier: need at least 2 classes, got {num_classes}")
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+    spec = registry.get(backbone)
+    size = int(input_size or spec.input_size)
+    base = build_base(backbone, size, weights, weights_sha256=weights_sha256, trust_pickle=trust_pickle)
+    inputs = keras.Input(shape=(size, size, 3), name="image", dtype="float32")
+    x = augmentation(augment, seed)(inputs)
+    x = Preprocess(spec.preprocess, name="preprocess", dtype="float32")(x)
+    x = base(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(float(dropout), seed=seed, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="head")(x)
+    return keras.Model(inputs, outputs, name=f"{backbone}_classifier")
+
+
+def base_of(model: keras.Model) -> keras.Model:
+    """The nested backbone ("base") of a classifier from build_classifier."""
+    try:
+        return model.get_layer("base")
+    except ValueError:
+        raise ValueError(f"model {model.name!r} has no layer named 'base'; was it built by build_classifier?") from None
+
+
+def block_layers(base: keras.Model, backbone: str) -> list[list]:
+    """The base's layers split into tunable blocks, bottom to top.
+
+    Block i ends at the registry's blocks[i] (inclusive); layers after the last
+    boundary belong to the last block. Relies on base.layers being in
+    topological order and each boundary being a cut point of the graph
+    (tests/test_models.py checks both for every backbone).
+    """
+    names = [layer.name for layer in base.layers]
+    out, start = [], 0
+    boundaries = registry.get(backbone).blocks
+    for i, boundary in enumerate(boundaries):
+        if boundary not in names:
+            raise ValueError(f"convscope.backbones: block boundary {boundary!r} of {backbone} is not a layer of the base")
+        end = names.index(boundary) + 1
+        if i == len(boundaries) - 1:
+            end = len(names)
+        out.append(base.layers[start:end])
+        start = end
+    return out
+
+
+def set_tune_depth(model: keras.Model, backbone: str, depth) -> keras.Model:
+    """Freeze the base below the last `depth` blocks; the head always trains.
+
+    depth: 0 = head only, k = the last k blocks of the registry's `blocks`,
+    "all" = everything. Frozen BatchNormalization layers run in inference mode
+    (Keras 3 does this for any BN layer with trainable=False), so their moving
+    statistics stay as loaded. Re-compile the model after calling this.
+    """
+    base = base_of(model)
+    blocks = block_layers(base, backbone)
+    if depth == "all":
+        k = len(blocks)
+    else:
+        try:
+            k = int(depth)
+        except (TypeError, ValueError):
+            k = -1
+        if not 0 <= k <= len(blocks) or isinstance(depth, bool):
+            raise ValueError(
+                f"config key train.tune_depth: {depth!r} is not valid for {backbone}; "
+                f"use 0 (head only) to {len(blocks)} (its number of blocks) or 'all'"
+            )
+    _set_trainable(model, True)
+    for block in blocks[: len(blocks) - k]:
+        for layer in block:
+            _set_trainable(layer, False)
+    if k == 0:
+        _set_trainable(base, False)
+    return model
+
+
+def _set_trainable(layer, value: bool) -> None:
+    # Not `layer.trainable = value`: on the TensorFlow backend Keras 3.15 skips that
+    # assignment when the flag already equals `value` (KerasAutoTrackable.__setattr__
+    # short-circuits `x.a = x.a`), so sublayers frozen earlier would stay frozen.
+    # Call the property setter itself, recursively.
+    type(layer).trainable.fset(layer, bool(value))
+    for sub in getattr(layer, "_layers", ()):
+        _set_trainable(sub, value)
+
+
+def load_model(path, compile: bool = True) -> keras.Model:
+    """keras.saving.load_model with convscope's custom layers registered."""
+    return keras.saving.load_model(str(path), compile=compile)
+
+
+def _gpu_has_bfloat16() -> bool:
+    """True when every NVIDIA GPU is compute capability >= 8.0 (Ampere+).
+
+    Asked of nvidia-smi so this stays backend-agnostic; without nvidia-smi
+    (other vendors) bfloat16 is assumed.
+    """
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return True
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=compute_cap", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout.split()
+        return all(float(c) >= 8.0 for c in out) if out else True
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return True
+
+
+def _has_gpu() -> bool:
+    try:
+        return bool(keras.distribution.list_devices("gpu"))
+    except RuntimeError:  # JAX raises when it has no GPU platform at all
+        return False
+
+
+def configure_precision(policy: str = "auto") -> str:
+    """Set the global Keras dtype policy; returns its name.
+
+    "auto": mixed_bfloat16 on GPUs that have it (Ampere and newer),
+    mixed_float16 on older GPUs (Keras wraps the optimizer in a
+    LossScaleOptimizer at compile), float32 without a GPU. Call it before
+    build_classifier: layers take the policy in force when they are created.
+    """
+    if policy == "auto":
+        if _has_gpu():
+            policy = "mixed_bfloat16" if _gpu_has_bfloat16() else "mixed_float16"
+        else:
+            policy = "float32"
+    keras.config.set_dtype_policy(policy)
+    log.info("dtype policy: %s", policy)
+    return policy
