@@ -1,0 +1,103 @@
+"""Highest-probability test images per class and the most confident mistakes."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from convscope.analysis import plots
+from convscope.analysis.index import item, section
+
+log = logging.getLogger(__name__)
+
+
+def top_per_class(probs: np.ndarray, n: int) -> dict[int, np.ndarray]:
+    """For each class k: indices of the n test images with the highest p(k), highest first.
+
+    Ties keep test-set order (stable sort), so the choice is deterministic.
+    """
+    probs = np.asarray(probs)
+    return {k: np.argsort(-probs[:, k], kind="stable")[:n] for k in range(probs.shape[1])}
+
+
+def confident_mistakes(probs: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Indices of misclassified images, most confident (highest predicted probability) first."""
+    probs = np.asarray(probs)
+    preds = probs.argmax(axis=1)
+    wrong = np.flatnonzero(preds != np.asarray(labels))
+    order = np.argsort(-probs[wrong, preds[wrong]], kind="stable")
+    return wrong[order][:n]
+
+
+def _row(kind, k, rank, i, probs, labels, classes, files):
+    pred = int(probs[i].argmax())
+    return {
+        "kind": kind,
+        "class": classes[k] if k is not None else "",
+        "rank": rank,
+        "row": int(i),
+        "file": files[i] if files is not None else "",
+        "true": classes[int(labels[i])],
+        "pred": classes[pred],
+        "prob_class": float(probs[i, k]) if k is not None else float(probs[i, pred]),
+        "prob_pred": float(probs[i, pred]),
+    }
+
+
+def examples(images, labels, probs, classes, out_dir, *, per_class: int = 6, mistakes: int = 12, files=None) -> dict:
+    out_dir = Path(out_dir)
+    probs = np.asarray(probs)
+    labels = np.asarray(labels)
+    rows = []
+    tiles, titles, colours = [], [], []
+    for k, idx in top_per_class(probs, per_class).items():
+        for rank, i in enumerate(idx, 1):
+            rows.append(_row("top", k, rank, i, probs, labels, classes, files))
+            tiles.append(images[i])
+            titles.append(f"p({classes[k]})={probs[i, k]:.2f}\ntrue {classes[labels[i]]}")
+            colours.append("black" if labels[i] == k else "red")
+    top_png = plots.image_grid(
+        tiles, out_dir / "top_images.png", titles=titles, title_colors=colours, ncols=per_class,
+        suptitle="Highest-probability test images per class (one row per class)",
+    )
+    items = [
+        item(
+            "image",
+            top_png,
+            "Each row holds the test images the model finds most typical of one class, most confident "
+            "first; a red title marks an image whose true class is a different one.",
+            out_dir / "examples.csv",
+            root=out_dir,
+        )
+    ]
+    wrong = confident_mistakes(probs, labels, mistakes)
+    for rank, i in enumerate(wrong, 1):
+        rows.append(_row("mistake", None, rank, i, probs, labels, classes, files))
+    if len(wrong):
+        preds = probs.argmax(axis=1)
+        mistakes_png = plots.image_grid(
+            [images[i] for i in wrong],
+            out_dir / "mistakes.png",
+            titles=[f"{classes[preds[i]]} {probs[i, preds[i]]:.2f}\ntrue {classes[labels[i]]}" for i in wrong],
+            title_colors=["red"] * len(wrong),
+            suptitle="Most confident mistakes (predicted class and probability, true class)",
+        )
+        items.append(
+            item(
+                "image",
+                mistakes_png,
+                "Misclassified test images the model was surest about: look for label noise, ambiguous "
+                "images or a shortcut the network learned.",
+                out_dir / "examples.csv",
+                root=out_dir,
+            )
+        )
+    pd.DataFrame(rows).to_csv(out_dir / "examples.csv", index=False)
+    log.info("examples: %d per class, %d mistakes shown (%d in total)", per_class, len(wrong),
+             int((probs.argmax(axis=1) != labels).sum()))
+    if not len(wrong):
+        log.info("no misclassified test images: mistakes figure not drawn")
+    return section("examples", "Top images and confident mistakes", items)

@@ -1,0 +1,264 @@
+"""The grid summary: every run side by side, the best run per backbone.
+
+Reads the metrics.json of every run (convscope.training.metrics layout: backbone,
+run, strategy, hp, val/test accuracy, test CI, train time, images/s) and writes
+
+    runs.csv         one row per run: strategy, hyperparameters, val accuracy with a
+                     Wilson 95% CI, test accuracy with the bootstrap 95% CI, train
+                     time, images/s
+    best.json        per backbone: "run" = the best run by validation accuracy (any
+                     strategy; a features run's network is built on demand for its
+                     analyses), with its strategy and accuracies
+    heatmaps.csv     mean validation accuracy per cell, over each pair of
+                     hyperparameters that vary for a backbone (+ one PNG per pair)
+    strategies.csv   best and mean validation accuracy per strategy per backbone (+ PNG)
+    index.json       for the report
+
+Ties in validation accuracy go to the run listed first (grid order): test accuracy
+never decides which run is "best", or it would stop being a held-out estimate.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from convscope.analysis import plots
+from convscope.analysis.index import item, section, write_index
+
+log = logging.getLogger(__name__)
+
+NUMBERS = ("val_accuracy", "val_ci95_low", "val_ci95_high", "test_accuracy", "test_ci95_low", "test_ci95_high",
+           "train_time_s", "images_per_s")
+
+
+def wilson_interval(accuracy: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (sound at 0 or 1 and for small n)."""
+    if not n or accuracy is None or not math.isfinite(accuracy):
+        return float("nan"), float("nan")
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _number(value):
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
+
+
+def read_run(path) -> dict:
+    """One runs.csv row from one metrics.json."""
+    path = Path(path)
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable metrics ({e}); re-run the training job of this run") from e
+    missing = [k for k in ("backbone", "run", "strategy", "val", "test") if k not in m]
+    if missing:
+        raise ValueError(f"{path}: metrics.json lacks {missing}; it was written by an older train stage, re-run it")
+    val, test = m["val"], m["test"]
+    val_lo, val_hi = wilson_interval(_number(val.get("accuracy")), int(val.get("n") or 0))
+    ci = test.get("accuracy_ci95") or [float("nan"), float("nan")]
+    row = {"backbone": m["backbone"], "run": m["run"], "strategy": m["strategy"]}
+    row.update({k: v for k, v in (m.get("hp") or {}).items()})
+    row.update(
+        {
+            "val_accuracy": _number(val.get("accuracy")),
+            "val_ci95_low": val_lo,
+            "val_ci95_high": val_hi,
+            "val_n": int(val.get("n") or 0),
+            "test_accuracy": _number(test.get("accuracy")),
+            "test_ci95_low": _number(ci[0]),
+            "test_ci95_high": _number(ci[1]),
+            "test_n": int(test.get("n") or 0),
+            "train_time_s": _number(m.get("train_time_s")),
+            "images_per_s": _number(m.get("images_per_s")),
+        }
+    )
+    return row
+
+
+def runs_table(metric_files) -> pd.DataFrame:
+    rows = [read_run(p) for p in metric_files]
+    if not rows:
+        raise ValueError("the grid has no runs to summarise (config keys train.strategies, train.grid)")
+    table = pd.DataFrame(rows)
+    hp_cols = [c for c in table.columns if c not in ("backbone", "run", "strategy", "val_n", "test_n", *NUMBERS)]
+    return table[["backbone", "run", "strategy", *hp_cols, *NUMBERS, "val_n", "test_n"]]
+
+
+def hp_columns(table: pd.DataFrame) -> list[str]:
+    fixed = {"backbone", "run", "val_n", "test_n", *NUMBERS}
+    return [c for c in table.columns if c not in fixed]
+
+
+def best_runs(table: pd.DataFrame) -> dict:
+    """Per backbone: the run with the highest validation accuracy (first in grid order on ties)."""
+    best = {}
+    for backbone, runs in table.groupby("backbone", sort=False):
+        runs = runs[runs["val_accuracy"].notna()]
+        if runs.empty:
+            raise ValueError(f"backbone {backbone}: no run has a validation accuracy; check its metrics.json files")
+        top = runs.loc[runs["val_accuracy"].idxmax()]  # idxmax: the first of equal maxima
+        best[backbone] = {
+            "run": top["run"],
+            "strategy": top["strategy"],
+            "val_accuracy": float(top["val_accuracy"]),
+            "test_accuracy": float(top["test_accuracy"]),
+            "test_ci95_low": float(top["test_ci95_low"]),
+            "test_ci95_high": float(top["test_ci95_high"]),
+            "runs": int(len(runs)),
+        }
+    return best
+
+
+def _sort_key(value):
+    """Numbers in numeric order, then words ('all' after the depths)."""
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
+def _label(value) -> str:
+    from convscope.grid import fmt
+
+    return fmt(value)
+
+
+def heatmap_cells(runs: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    """Mean val accuracy and run count for every (a, b) value pair that has runs."""
+    sub = runs[runs[a].notna() & runs[b].notna() & runs["val_accuracy"].notna()]
+    if sub.empty:
+        return pd.DataFrame(columns=["y_value", "x_value", "mean_val_accuracy", "runs"])
+    keyed = sub.assign(_a=sub[a].map(_label), _b=sub[b].map(_label))
+    cells = keyed.groupby(["_a", "_b"], sort=False)["val_accuracy"].agg(["mean", "size"]).reset_index()
+    return cells.rename(columns={"_a": "y_value", "_b": "x_value", "mean": "mean_val_accuracy", "size": "runs"})
+
+
+def heatmaps(table: pd.DataFrame, out_dir: Path) -> tuple[list[dict], pd.DataFrame]:
+    """Per backbone, one panel per pair of hyperparameters (strategy counts as one) that vary.
+
+    A cell is the mean validation accuracy of the runs with that pair of values; all
+    panels of a backbone share one colour scale. One PNG per backbone.
+    """
+    items, frames = [], []
+    csv = out_dir / "heatmaps.csv"
+    for backbone, runs in table.groupby("backbone", sort=False):
+        varying = [c for c in hp_columns(runs) if runs[c].dropna().map(_label).nunique() > 1]
+        panels = []
+        for a, b in itertools.combinations(varying, 2):
+            cells = heatmap_cells(runs, a, b)
+            ys = sorted(set(cells["y_value"]), key=_sort_key)
+            xs = sorted(set(cells["x_value"]), key=_sort_key)
+            if len(ys) < 2 or len(xs) < 2:
+                # The two vary only in different runs (e.g. C exists for features heads
+                # only, so against strategy it is one row): no comparison to draw.
+                continue
+            grid = np.full((len(ys), len(xs)), np.nan)
+            for c in cells.itertuples():
+                grid[ys.index(c.y_value), xs.index(c.x_value)] = c.mean_val_accuracy
+            panels.append((a, b, ys, xs, grid))
+            frames.append(cells.assign(backbone=backbone, y_key=a, x_key=b))
+        if not panels:
+            continue
+        png = out_dir / f"heatmaps_{backbone}.png"
+        _draw_panels(panels, png, backbone, runs["val_accuracy"].min(), runs["val_accuracy"].max())
+        frames[-len(panels):] = [f.assign(file=png.name) for f in frames[-len(panels):]]
+        items.append(
+            item("image", png, f"{backbone}: each panel crosses two hyperparameters; a cell is the validation "
+                 "accuracy averaged over the runs with those two values (blank: no such run). Bright cells are "
+                 "good settings; a panel with equal rows does not depend on its row parameter.", csv, root=out_dir)
+        )
+    columns = ["backbone", "y_key", "y_value", "x_key", "x_value", "mean_val_accuracy", "runs", "file"]
+    long = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    long.to_csv(csv, index=False)
+    if not frames:
+        log.info("grid summary: no backbone has two hyperparameters that vary together; no heatmaps")
+    return items, long
+
+
+def _draw_panels(panels, path: Path, backbone: str, vmin: float, vmax: float) -> None:
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plots.plt.subplots(rows, cols, figsize=(4.4 * cols, 3.6 * rows), squeeze=False)
+    fig.subplots_adjust(wspace=0.55, hspace=0.6)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    for ax, (a, b, ys, xs, grid) in zip(axes.ravel(), panels):
+        im = plots.draw_matrix(ax, grid, ys, xs, fmt="{:.3f}", vmin=vmin, vmax=vmax)
+        ax.set_ylabel(a)
+        ax.set_xlabel(b)
+    fig.suptitle(f"{backbone}: mean validation accuracy", fontsize=10)
+    fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02)
+    plots.save_figure(fig, path)
+
+
+def strategy_comparison(table: pd.DataFrame, out_dir: Path) -> dict:
+    """Best run of each strategy per backbone: val accuracy bars, test accuracy with its CI."""
+    rows = []
+    for (backbone, strategy), runs in table.groupby(["backbone", "strategy"], sort=False):
+        top = runs.loc[runs["val_accuracy"].idxmax()]
+        rows.append({"backbone": backbone, "strategy": strategy, "runs": len(runs), "best_run": top["run"],
+                     "best_val_accuracy": top["val_accuracy"], "mean_val_accuracy": runs["val_accuracy"].mean(),
+                     "test_accuracy": top["test_accuracy"], "test_ci95_low": top["test_ci95_low"],
+                     "test_ci95_high": top["test_ci95_high"]})
+    comp = pd.DataFrame(rows)
+    csv = out_dir / "strategies.csv"
+    comp.to_csv(csv, index=False)
+    backbones = list(dict.fromkeys(comp["backbone"]))
+    strategies = list(dict.fromkeys(comp["strategy"]))
+    width = 0.8 / len(strategies)
+    fig, ax = plots.plt.subplots(figsize=(2 + 1.6 * len(backbones) * max(1, len(strategies) / 2), 4))
+    colors = plots.class_colors(len(strategies))
+    for s, strategy in enumerate(strategies):
+        sub = comp[comp["strategy"] == strategy].set_index("backbone").reindex(backbones)
+        x = np.arange(len(backbones)) + (s - (len(strategies) - 1) / 2) * width
+        ax.bar(x, sub["best_val_accuracy"], width, color=colors[s], alpha=0.8, label=f"{strategy} (val)")
+        err = np.vstack([sub["test_accuracy"] - sub["test_ci95_low"], sub["test_ci95_high"] - sub["test_accuracy"]])
+        ax.errorbar(x, sub["test_accuracy"], yerr=np.nan_to_num(np.abs(err)), fmt="o", color="black", ms=4,
+                    capsize=3, label="test (95% CI)" if s == 0 else None)
+    ax.set_xticks(range(len(backbones)), backbones)
+    ax.set_ylabel("accuracy of the best run")
+    ax.set_ylim(0, 1.05)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    png = plots.save_figure(fig, out_dir / "strategies.png")
+    return section("strategies", "Strategy comparison", [
+        item("image", png, "Per backbone, the best run of each strategy: bars are validation accuracy (which picked "
+             "the run), dots its test accuracy with the bootstrap 95% CI. Scratch vs finetune shows what "
+             "pretraining buys; features shows how far a frozen base gets.", csv, root=out_dir)
+    ])
+
+
+def summarise_grid(metric_files, out_dir, *, title: str = "Grid summary") -> Path:
+    """Write runs.csv, best.json, heatmaps, the strategy comparison and index.json into out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = runs_table(metric_files)
+    runs_csv = out_dir / "runs.csv"
+    table.to_csv(runs_csv, index=False)
+    best = best_runs(table)
+    best_json = out_dir / "best.json"
+    best_json.write_text(json.dumps(best, indent=1))
+    for b, e in best.items():
+        log.info("best run of %s: %s (val accuracy %.3f of %d runs)", b, e["run"], e["val_accuracy"], e["runs"])
+    sections = [
+        section("runs", "All runs", [
+            item("table", runs_csv, "Every run of the grid: strategy, hyperparameters, validation accuracy (Wilson 95% "
+                 "CI), test accuracy (bootstrap 95% CI), training time and throughput.", runs_csv, root=out_dir),
+            item("json", best_json, "Best run per backbone by validation accuracy (the run analysed in detail); "
+                 "its test accuracy is an unbiased estimate because test data did not pick it.", None, root=out_dir),
+        ]),
+    ]
+    heat_items, _ = heatmaps(table, out_dir)
+    if heat_items:
+        sections.append(section("heatmaps", "Hyperparameter heatmaps", heat_items))
+    sections.append(strategy_comparison(table, out_dir))
+    log.info("grid summary: %d runs of %d backbones", len(table), table["backbone"].nunique())
+    return write_index(out_dir, title, sections)

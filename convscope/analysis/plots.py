@@ -1,0 +1,288 @@
+"""Shared drawing helpers for every analysis: PNGs only, no display needed.
+
+Two kinds of grid:
+- `mosaic` / `save_mosaic`: tiles packed into one uint8 array with exact geometry
+  (no axes, no titles). Used where the picture *is* the data (filter weights) and
+  where tests must be able to cut the PNG back into its tiles.
+- `image_grid`: a matplotlib figure, one titled panel per image (examples,
+  activations, overlays).
+`overlay` blends a heatmap onto an image (Grad-CAM, occlusion, saliency).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: cluster nodes and CI have no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+DPI = 100
+
+
+def to_unit(x, *, symmetric: bool = False) -> np.ndarray:
+    """Scale an array to [0, 1] for display.
+
+    symmetric=True maps 0 to 0.5 (signed data such as filter weights keep their sign).
+    A constant array maps to 0 (or 0.5 when symmetric) instead of dividing by zero.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if symmetric:
+        m = np.abs(x).max()
+        return np.full_like(x, 0.5) if m == 0 else 0.5 + 0.5 * x / m
+    lo, hi = x.min(), x.max()
+    return np.zeros_like(x) if hi == lo else (x - lo) / (hi - lo)
+
+
+def to_uint8(x) -> np.ndarray:
+    """[0, 1] floats (or already-uint8 images) as uint8."""
+    x = np.asarray(x)
+    if x.dtype == np.uint8:
+        return x
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def grid_shape(n: int, ncols: int | None = None) -> tuple[int, int]:
+    """(rows, cols) for n tiles: `ncols` if given, else as square as possible."""
+    if n < 1:
+        raise ValueError("a grid needs at least one tile")
+    cols = min(n, ncols) if ncols else math.ceil(math.sqrt(n))
+    return math.ceil(n / cols), cols
+
+
+def upscale(tile: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour enlargement: small kernels stay crisp pixels, not blur."""
+    return np.repeat(np.repeat(tile, factor, axis=0), factor, axis=1)
+
+
+def mosaic(tiles, *, ncols: int | None = None, pad: int = 1, background: int = 255) -> np.ndarray:
+    """Pack equally sized tiles (N x h x w [x c], uint8) into one image.
+
+    Tile i sits at row i // cols, column i % cols, its top-left corner at
+    (pad + r * (h + pad), pad + c * (w + pad)); unused cells stay `background`.
+    """
+    tiles = np.asarray(tiles)
+    if tiles.ndim == 3:
+        tiles = tiles[..., None]
+    n, h, w, c = tiles.shape
+    rows, cols = grid_shape(n, ncols)
+    out = np.full((pad + rows * (h + pad), pad + cols * (w + pad), c), background, dtype=np.uint8)
+    for i, tile in enumerate(tiles):
+        r, col = divmod(i, cols)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        out[y : y + h, x : x + w] = to_uint8(tile)
+    return out[..., 0] if c == 1 else out
+
+
+def save_png(array: np.ndarray, path) -> Path:
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(to_uint8(array)).save(path)
+    return path
+
+
+def save_figure(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _tile_rgb(img, cmap: str | None, size: tuple[int, int]) -> np.ndarray:
+    """Any image (uint8 or float, HxW, HxWx1 or HxWx3) as a uint8 RGB tile of `size`."""
+    from PIL import Image
+
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim == 2:
+        unit = img / 255.0 if img.dtype == np.uint8 else np.clip(np.asarray(img, np.float64), 0, 1)
+        img = matplotlib.colormaps[cmap or "gray"](unit)[..., :3]
+    img = to_uint8(img if img.dtype == np.uint8 else np.clip(img, 0, 1))
+    if img.shape[:2] == size:
+        return img
+    # Small maps (a 4x4 activation) stay crisp cells; photos are resampled smoothly.
+    method = Image.NEAREST if img.shape[0] < size[0] else Image.BILINEAR
+    return np.asarray(Image.fromarray(img).resize((size[1], size[0]), method))
+
+
+def image_grid(
+    images,
+    path,
+    *,
+    titles=None,
+    ncols: int | None = None,
+    cmap: str | None = None,
+    suptitle: str | None = None,
+    tile_px: int = 96,
+    title_colors=None,
+) -> Path:
+    """Images in a grid, each with an optional title; writes a PNG.
+
+    Images may be uint8 or [0, 1] floats, HxW (drawn with `cmap`, default grey) or
+    HxWx3; each is resized to tile_px on its longer side. The grid is one picture with
+    text on it, not one matplotlib panel per image: hundreds of tiles cost milliseconds.
+    `title_colors` (one matplotlib colour per image) marks e.g. wrong predictions.
+    """
+    images = list(images)
+    rows, cols = grid_shape(len(images), ncols)
+    h0, w0 = np.asarray(images[0]).shape[:2]
+    scale = tile_px / max(h0, w0)
+    th, tw = max(1, round(h0 * scale)), max(1, round(w0 * scale))
+    lines = max((str(t).count("\n") + 1 for t in titles), default=0) if titles is not None else 0
+    band = 11 * lines + 3 if lines else 0  # pixels of title text above each tile (7 pt at 100 dpi)
+    pad = 4
+    cell_h, cell_w = band + th + pad, tw + pad
+    canvas = np.full((pad + rows * cell_h, pad + cols * cell_w, 3), 255, dtype=np.uint8)
+    corners = []
+    for i, img in enumerate(images):
+        r, c = divmod(i, cols)
+        y, x = pad + r * cell_h + band, pad + c * cell_w
+        canvas[y : y + th, x : x + tw] = _tile_rgb(img, cmap, (th, tw))
+        corners.append((y, x))
+    top = 26 if suptitle else 0
+    height, width = canvas.shape[0] + top, canvas.shape[1]
+    fig = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    ax = fig.add_axes((0, 0, 1, canvas.shape[0] / height))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.axis("off")
+    if titles is not None:
+        for i, (y, x) in enumerate(corners):
+            color = title_colors[i] if title_colors is not None else "black"
+            ax.text(x + tw / 2, y - 1, str(titles[i]), ha="center", va="bottom", fontsize=7, color=color,
+                    linespacing=1.0)
+    if suptitle:
+        fig.text(0.5, 1 - (top / 2) / height, suptitle, ha="center", va="center", fontsize=9)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)  # no bbox "tight": the pixel geometry stays as laid out
+    plt.close(fig)
+    return path
+
+
+def colorize(heatmap: np.ndarray, cmap: str = "jet") -> np.ndarray:
+    """A 2-D map as an RGB float image in [0, 1] (values scaled to [0, 1] first)."""
+    return matplotlib.colormaps[cmap](to_unit(heatmap))[..., :3]
+
+
+def resize_map(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a 2-D map to (height, width); exact when already that size."""
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if heatmap.shape == tuple(size):
+        return heatmap
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(heatmap, mode="F").resize((size[1], size[0]), Image.BILINEAR))
+
+
+def overlay(image, heatmap, *, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
+    """Blend a heatmap (any 2-D size, any range) onto an RGB image; returns uint8 HxWx3.
+
+    The map is resized to the image, scaled to [0, 1] and coloured with `cmap`:
+    result = (1 - alpha) * image + alpha * colour.
+    """
+    image = np.asarray(image)
+    base = image.astype(np.float64) / 255.0 if image.dtype == np.uint8 else np.asarray(image, np.float64)
+    if base.ndim == 2:
+        base = np.repeat(base[..., None], 3, axis=-1)
+    colour = colorize(resize_map(heatmap, base.shape[:2]), cmap)
+    return to_uint8((1 - alpha) * base + alpha * colour)
+
+
+def class_colors(n: int) -> list:
+    """n distinct colours, stable per class index (tab10, then tab20)."""
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def thumbnail_scatter(
+    xy: np.ndarray,
+    images,
+    labels,
+    classes,
+    path,
+    *,
+    title: str = "",
+    max_thumbs: int = 200,
+    thumb_px: int = 24,
+    seed: int = 0,
+) -> Path:
+    """2-D points drawn as small image thumbnails framed in their class colour.
+
+    All points are plotted as dots; at most `max_thumbs` of them (a fixed random
+    subset) also get a thumbnail so the plot stays readable.
+    """
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    xy = np.asarray(xy, dtype=np.float64)
+    labels = np.asarray(labels)
+    colors = class_colors(len(classes))
+    fig, ax = plt.subplots(figsize=(8, 8))
+    for k, name in enumerate(classes):
+        sel = labels == k
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=12, color=colors[k], label=f"{name} ({int(sel.sum())})")
+    rng = np.random.default_rng(seed)
+    shown = rng.permutation(len(xy))[:max_thumbs] if images is not None else []
+    for i in shown:
+        img = np.asarray(images[i])
+        step = max(1, img.shape[0] // thumb_px)
+        box = OffsetImage(img[::step, ::step], zoom=1.0)
+        ab = AnnotationBbox(box, xy[i], frameon=True, pad=0.1, bboxprops={"edgecolor": colors[labels[i]], "lw": 1.5})
+        ax.add_artist(ab)
+    ax.legend(loc="best", fontsize=8, markerscale=2)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return save_figure(fig, path)
+
+
+def draw_matrix(ax, matrix, row_labels, col_labels, *, fmt: str = "{:.2f}", cmap: str = "viridis", vmin=None,
+                vmax=None):
+    """A labelled heatmap on `ax` with the value printed in every cell (NaN cells blank)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    cols = [str(c) for c in col_labels]
+    slanted = max(map(len, cols), default=0) > 6  # long names would overlap side by side
+    ax.set_xticks(range(m.shape[1]), cols, rotation=45 if slanted else 0, ha="right" if slanted else "center",
+                  fontsize=8)
+    ax.set_yticks(range(m.shape[0]), [str(r) for r in row_labels], fontsize=8)
+    finite = m[np.isfinite(m)]
+    lo = vmin if vmin is not None else (finite.min() if finite.size else 0)
+    hi = vmax if vmax is not None else (finite.max() if finite.size else 1)
+    for (i, j), v in np.ndenumerate(m):
+        if np.isfinite(v):
+            dark = (v - lo) < 0.5 * (hi - lo)  # viridis is dark at the low end
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    return im
+
+
+def matrix_plot(
+    matrix,
+    row_labels,
+    col_labels,
+    path,
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    fmt: str = "{:.2f}",
+    cmap: str = "viridis",
+    vmin=None,
+    vmax=None,
+) -> Path:
+    """One labelled heatmap as a PNG (see draw_matrix)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * max(3, m.shape[1]), 1.0 + 0.55 * max(3, m.shape[0])))
+    im = draw_matrix(ax, m, row_labels, col_labels, fmt=fmt, cmap=cmap, vmin=vmin, vmax=vmax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return save_figure(fig, path)

@@ -1,0 +1,69 @@
+# Analyses. `summarise` is a checkpoint: once every run of the grid has its
+# metrics.json it writes R/analysis/grid/ (runs table, heatmaps, strategies) and
+# best.json, and only then do the input functions know which runs to analyse
+# (config analysis.runs: best = the best run of each backbone by validation
+# accuracy, all = every run). One `analyse` job per model: the model is loaded
+# once and every analysis of it (standard + explanations) runs in that job.
+# Input functions: rules/common.smk (analyses section).
+
+
+checkpoint summarise:
+    input:
+        metrics=[
+            f"{R}/models/{r.backbone}/{r.id}/metrics.json" for r in grid.runs(config)
+        ],
+    output:
+        index=f"{R}/analysis/grid/index.json",
+        runs=f"{R}/analysis/grid/runs.csv",
+        best=f"{R}/analysis/grid/best.json",
+        heatmaps=f"{R}/analysis/grid/heatmaps.csv",
+        strategies=f"{R}/analysis/grid/strategies.csv",
+    log:
+        f"{R}/logs/summarise.log",
+    benchmark:
+        f"{R}/benchmarks/summarise.tsv"
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/summarise.py"
+
+
+rule analyse:
+    input:
+        unpack(analyse_inputs),
+    output:
+        index=f"{R}/analysis/{{backbone}}/{{run}}/index.json",
+    log:
+        f"{R}/logs/analyse/{{backbone}}/{{run}}.log",
+    benchmark:
+        f"{R}/benchmarks/analyse/{{backbone}}/{{run}}.tsv"
+    wildcard_constraints:
+        backbone=BACKBONE,
+        run=f"{TRAINED_RUN}|{FEATURES_RUN}",
+    conda:
+        "../envs/train.yaml"
+    threads: ANALYSIS["threads"]
+    # gpu=1 by default: occlusion, Grad-CAM and gradient-ascent feature
+    # visualization are many forward/backward passes, minutes on a CPU for real
+    # backbones and seconds on a GPU. Analysis jobs start after the whole grid has
+    # trained, so they do not compete with training for GPUs.
+    resources:
+        gpu=1 if ANALYSIS["gpu"] else 0,
+        mem_mb=ANALYSIS["mem_mb"],
+        runtime=ANALYSIS["runtime"],
+    params:
+        options=cfg.analysis_params(config),
+        classes=CLASSES,
+        backend=config["train"]["backend"],
+        # Weights the run started from: rebuilt for the change-from-base analysis.
+        backbone_options=lambda wc: grid.backbone_options(config, wc.backbone),
+    script:
+        "../scripts/analyse.py"
+
+
+# `snakemake analyses`: everything up to the analyses (no report).
+rule analyses:
+    input:
+        f"{R}/analysis/grid/index.json",
+        analyses_all,
+    localrule: True

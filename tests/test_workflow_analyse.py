@@ -1,0 +1,126 @@
+"""The analyse stage in real snakemake runs: grid -> summary checkpoint -> best runs' analyses.
+
+One tiny grid (one backbone, a fine-tuned run and a features head) is trained and
+analysed once; the checks then use dry runs on edited configs, which cost seconds.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pandas as pd
+import pytest
+from conftest import tiny_config
+
+from convscope.analysis.index import validate
+
+pytestmark = pytest.mark.slow
+
+BACKBONE = "mobilenetv2"
+
+
+def config() -> dict:
+    return tiny_config(
+        classes=("circle", "square", "triangle"),
+        images=20,
+        backbones={BACKBONE: {"input_size": 48, "weights": "none"}},
+        train={
+            "strategies": ["finetune", "features"],
+            "grid": {"learning_rate": [0.001], "epochs": [1], "batch_size": [16], "augment": ["none"]},
+            "features": {"classifiers": ["logreg"], "C": [1.0]},
+            "threads": 1,
+            "bootstrap": 100,
+            "tensorboard": False,
+        },
+        analysis={
+            "sample_images": 3,
+            "examples": {"per_class": 2, "mistakes": 3},
+            "embedding": {"thumbnails": 10},
+            "activations": {"channels": 4},
+            # Every explanation on, at a size that keeps the test short.
+            "saliency": {"smoothgrad_samples": 4},
+            "filter_vis": {"channels": 2, "steps": 16},
+            "checks": {"max_images": 12, "deletion_steps": 4},
+            "gpu": False,
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    from conftest import Workflow
+
+    workdir = tmp_path_factory.mktemp("analyse")
+    wf = Workflow(workdir, config())
+    wf.write_config()
+    wf.run("analyses", timeout=900)
+    return wf
+
+
+def test_summary_picks_the_best_run_and_only_it_is_analysed(analysed):
+    grid_dir = analysed.results / "analysis" / "grid"
+    runs = pd.read_csv(grid_dir / "runs.csv")
+    best = json.loads((grid_dir / "best.json").read_text())
+    assert set(runs["strategy"]) == {"finetune", "features"}
+    top = runs.loc[runs["val_accuracy"].idxmax()]
+    assert best[BACKBONE]["run"] == top["run"]
+    analysed_runs = sorted(p.name for p in (analysed.results / "analysis" / BACKBONE).iterdir())
+    assert analysed_runs == [top["run"]]
+
+
+def test_the_analysis_folder_holds_every_analysis_and_its_index(analysed):
+    best = json.loads((analysed.results / "analysis" / "grid" / "best.json").read_text())[BACKBONE]
+    folder = analysed.results / "analysis" / BACKBONE / best["run"]
+    index = json.loads((folder / "index.json").read_text())
+    validate(index, folder)  # every listed file exists, paths relative, ids unique
+    ids = {s["id"] for s in index["sections"]}
+    assert {"confusion", "examples", "embedding", "filters", "activations", "cost"} <= ids
+    if best["strategy"] != "features":
+        assert "curves" in ids
+    # The explanation analyses run in the same job, with the same loaded model.
+    assert any("gradcam" in s["id"] or "grad" in s["title"].lower() for s in index["sections"])
+    timings = json.loads((folder / "timings.json").read_text())
+    assert timings["train_seconds"] > 0 and timings["analysis_over_train"] > 0
+    test_n = len(pd.read_csv(analysed.results / "prepared" / "48" / "test.index.csv"))
+    assert len(pd.read_csv(folder / "embedding.csv")) == test_n
+    # The analysis job's own forward pass agrees with the accuracy training measured.
+    pred = pd.read_csv(folder / "predictions.csv")
+    metrics = json.loads((analysed.results / "models" / BACKBONE / best["run"] / "metrics.json").read_text())
+    assert (pred["true"] == pred["pred"]).mean() == pytest.approx(metrics["test"]["accuracy"], abs=1e-9)
+    bench = analysed.results / "benchmarks" / "analyse" / BACKBONE / f"{best['run']}.tsv"
+    assert bench.is_file() and (analysed.results / "logs" / "analyse" / BACKBONE / f"{best['run']}.log").is_file()
+
+
+def test_nothing_left_to_do_after_the_run(analysed):
+    assert analysed.planned("analyses") == {}
+
+
+def test_an_analysis_setting_reruns_only_the_analyses(analysed):
+    edited = copy.deepcopy(analysed.config)
+    edited["analysis"]["examples"]["per_class"] = 3
+    analysed.write_config(edited)
+    try:
+        assert analysed.planned("analyses") == {"analyse": 1, "analyses": 1}
+        # Scheduling settings change no output: nothing to redo.
+        scheduling = config()
+        scheduling["analysis"].update(threads=1, mem_mb=1000, gpu=True)
+        analysed.write_config(scheduling)
+        assert analysed.planned("analyses") == {}
+    finally:
+        analysed.write_config(config())
+
+
+def test_runs_all_adds_the_other_runs_without_retraining(analysed):
+    edited = copy.deepcopy(analysed.config)
+    edited["analysis"]["runs"] = "all"
+    analysed.write_config(edited)
+    try:
+        planned = analysed.planned("analyses")
+    finally:
+        analysed.write_config(config())
+    best = json.loads((analysed.results / "analysis" / "grid" / "best.json").read_text())[BACKBONE]
+    assert planned.get("analyse") == 1  # the run that was not the best
+    assert "train" not in planned and "summarise" not in planned
+    # A features head's network is built on demand, only when it is analysed.
+    assert planned.get("features_model", 0) == (0 if best["strategy"] == "features" else 1)
