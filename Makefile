@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 # The whole pipeline on the offline demo config (synthetic classes, small sizes).
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config.demo.yaml
+	@echo "Report: $(CURDIR)/results/report/index.html (single file: results/report/report-standalone.html)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(CORES) -ra tests

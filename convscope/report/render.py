@@ -1,0 +1,391 @@
+"""Render the HTML report: R/report/index.html with its files in R/report/assets/,
+and optionally R/report/report-standalone.html with every image embedded (for mailing).
+
+Templates are Jinja2 with autoescape on: every string from config, manifests,
+ledgers or index.json reaches the page escaped. The page loads nothing from the
+network; its CSS and JS are inlined and pinned by hash in a Content-Security-Policy,
+so even a string that escaped escaping could not run a script.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import mimetypes
+import re
+import shutil
+import urllib.parse
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
+
+from convscope.report import collect
+
+log = logging.getLogger(__name__)
+
+
+def _schema_report() -> dict:
+    """The `report` section of the config schema: its defaults serve callers that skip validation."""
+    from convscope.config import SCHEMA
+
+    return yaml.safe_load(SCHEMA.read_text())["properties"]["report"]["properties"]
+
+
+_REPORT_SCHEMA = _schema_report()
+SECTIONS = tuple(_REPORT_SCHEMA["sections"]["items"]["enum"])  # in page order
+DEFAULTS = {key: spec["default"] for key, spec in _REPORT_SCHEMA.items()}
+ASSETS = "assets"
+STANDALONE = "report-standalone.html"
+# Data files larger than this are linked in index.html but not embedded in the
+# standalone page (it is meant to be mailed).
+EMBED_DATA_MAX = 512 * 1024
+SAFE_SCHEMES = ("http", "https")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", str(text)).strip("-") or "x"
+
+
+def fmt(value) -> str:
+    """A number for a table cell: integers as is, floats to 4 significant digits."""
+    n = collect.number(value)
+    if n is None:
+        return "" if value is None else str(value)
+    if isinstance(n, int):
+        return str(n)
+    return f"{n:.4g}" if abs(n) < 1000 else f"{n:,.0f}"
+
+
+def seconds(value) -> str:
+    if value is None:
+        return ""
+    s = float(value)
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+def safe_url(url: str) -> str | None:
+    """A crawled URL usable as a link (http/https only; javascript: and friends are shown as text)."""
+    try:
+        parts = urllib.parse.urlsplit(url or "")
+    except ValueError:
+        return None
+    return url if parts.scheme.lower() in SAFE_SCHEMES and parts.netloc else None
+
+
+class Assets:
+    """Files the page shows or links, copied under out_dir/assets/ so the folder is portable."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = Path(out_dir)
+        self.root = self.out_dir / ASSETS
+        self.copied: dict[Path, str] = {}
+
+    def add(self, src: Path, dest: str) -> str:
+        """Copy src to assets/dest (once); return the path relative to out_dir."""
+        src = Path(src).resolve()
+        if src in self.copied:
+            return self.copied[src]
+        target = self.root / dest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+        rel = f"{ASSETS}/{dest}"
+        self.copied[src] = rel
+        return rel
+
+    def data_uri(self, rel: str) -> str:
+        path = self.out_dir / rel
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def _item(item: dict, folder: Path, dest: str, assets: Assets) -> dict:
+    """One index.json item ready for the template (its files copied to assets)."""
+    out = {"kind": item["kind"], "caption": item.get("caption") or "", "name": Path(item["file"]).name}
+    out["file"] = assets.add(folder / item["file"], f"{dest}/{item['file']}")
+    out["data"] = assets.add(folder / item["data"], f"{dest}/{item['data']}") if item.get("data") else None
+    source = folder / item["file"]
+    if item["kind"] == "table":
+        if source.suffix.lower() in (".csv", ".tsv"):
+            out["table"] = collect.read_table(source)
+        else:
+            raise collect.ReportInputError(f"{source}: table items must be .csv files (index.json of {folder})")
+    elif item["kind"] == "json":
+        value = json.loads(source.read_text(encoding="utf-8"))
+        # A flat mapping of numbers and words reads best as a small table.
+        flat = isinstance(value, dict) and all(isinstance(v, (str, int, float, bool, type(None))) for v in value.values())
+        out["pairs"] = [(k, fmt(v)) for k, v in value.items()] if flat and len(value) <= 40 else None
+        text = json.dumps(value, indent=1)
+        out["json"] = text if len(text) < 20000 else text[:20000] + "\n… (truncated; see the file)"
+    return out
+
+
+def _sections(index: dict, folder: Path, dest: str, anchor: str, assets: Assets) -> list[dict]:
+    return [
+        {
+            "id": sec.get("id", ""),
+            "anchor": f"{anchor}-{slug(sec.get('id', n))}",
+            "title": sec.get("title") or sec.get("id", ""),
+            "items": [_item(it, folder, dest, assets) for it in sec.get("items", [])],
+        }
+        for n, sec in enumerate(index.get("sections", []))
+    ]
+
+
+def _is_check(sec: dict) -> bool:
+    return bool(collect.EXPLANATION_CHECK.search(str(sec["id"])))
+
+
+def _runs_table(runs: dict, best: dict, results: Path) -> dict:
+    """runs.csv as a sortable table: numbers sort as numbers, runs link to their metrics."""
+    cols = runs["columns"]
+    bcol = next((c for c in cols if c.lower() == "backbone"), None)
+    rcol = next((c for c in cols if c.lower() in ("run", "run_id")), None)
+    rows = []
+    for row in runs["rows"]:
+        cells = [{"text": fmt(row[c]), "sort": collect.number(row[c])} for c in cols]
+        backbone, run = (row.get(bcol), row.get(rcol)) if bcol and rcol else (None, None)
+        link = None
+        if backbone and run:
+            metrics = results / "models" / backbone / run / "metrics.json"
+            if metrics.is_file():
+                link = f"../models/{urllib.parse.quote(backbone)}/{urllib.parse.quote(run)}/metrics.json"
+        is_best = bool(backbone and best.get(backbone, {}).get("run") == run)
+        rows.append(
+            {
+                "cells": cells,
+                "backbone": backbone,
+                "run": run,
+                "metrics": link,
+                "best": is_best,
+                "anchor": f"bb-{slug(backbone)}",
+            }
+        )
+    return {"columns": cols, "rows": rows, "linked": bool(bcol and rcol)}
+
+
+def _scalars(metrics: dict) -> list[tuple[str, str]]:
+    """The numbers of metrics.json worth a glance (one level of nesting: val.accuracy, hp.dropout, ...)."""
+    out = []
+
+    def add(key, value):
+        if isinstance(value, bool):
+            out.append((key, str(value).lower()))
+        elif isinstance(value, (int, float)):
+            out.append((key, fmt(value)))
+        elif isinstance(value, list) and len(value) == 2 and all(collect.number(v) is not None for v in value):
+            out.append((key, f"[{fmt(value[0])}, {fmt(value[1])}]"))
+        elif isinstance(value, str) and len(value) < 80:
+            out.append((key, value))
+
+    for key, value in metrics.items():
+        if key in ("versions", "classes", "phases"):
+            continue
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                add(f"{key}.{sub}", v)
+        else:
+            add(key, value)
+    return out
+
+
+def build_context(results: Path, out_dir: Path, options: dict, *, config: dict, classes: list[str]) -> dict:
+    """Everything the template shows, with files copied into out_dir/assets."""
+    results, out_dir = Path(results), Path(out_dir)
+    sections = list(options["sections"])
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"config key report.sections: unknown section(s) {unknown}; allowed values: {list(SECTIONS)}")
+    assets = Assets(out_dir)
+    ctx = {
+        "title": options["title"],
+        "description": options["description"],
+        "date": collect.now(),
+        "config_yaml": yaml.safe_dump(config, sort_keys=False, allow_unicode=True),
+        "versions": collect.versions((config.get("train") or {}).get("backend")),
+        "machine": collect.machine(),
+        "show": {s: s in sections for s in SECTIONS},
+        "assets": assets,
+        "training_env": [],
+        "standalone": bool(options["self_contained"]),
+    }
+    nav = []
+    grid_dir = results / "analysis" / "grid"
+
+    if "data" in sections:
+        log.info("report: data counts and %d thumbnails per class", options["thumbnails_per_class"])
+        data = collect.data_summary(results, classes)
+        data["thumbs"] = collect.make_thumbnails(
+            results, data["kept_files"], classes, options["thumbnails_per_class"], assets.root / "thumbs"
+        )
+        data["thumbs"] = {c: [{**t, "path": f"{ASSETS}/{t['path']}"} for t in ts] for c, ts in data["thumbs"].items()}
+        for q in data["quarantine"]:
+            q["href"] = "../raw/" + urllib.parse.quote(q["file"]) if (results / "raw" / q["file"]).is_file() else None
+            q["source_href"] = safe_url(q["source"])
+        ctx["data"] = data
+        nav.append(("data", "Data"))
+
+    need_best = any(s in sections for s in ("grid", "backbones", "explanations"))
+    best = collect.best_runs(grid_dir) if need_best else {}
+    runs = collect.grid_runs(grid_dir) if ("grid" in sections or "compute" in sections) else None
+
+    grid_sections = []
+    if "grid" in sections or "explanations" in sections:
+        grid_index = collect.load_index(grid_dir, "grid summary (analysis stage)")
+        grid_sections = _sections(grid_index, grid_dir, "grid", "grid", assets)
+        # runs.csv and best.json have their own tables; do not show them twice.
+        for sec in grid_sections:
+            sec["items"] = [it for it in sec["items"] if Path(it["file"]).name not in ("runs.csv", "best.json")]
+        grid_sections = [s for s in grid_sections if s["items"]]
+
+    if "grid" in sections:
+        ctx["grid"] = {
+            "runs": _runs_table(runs, best, results),
+            "best": [{"backbone": b, **info, "anchor": f"bb-{slug(b)}"} for b, info in best.items()],
+            "best_columns": list(dict.fromkeys(k for info in best.values() for k in info if k != "run")),
+            "sections": [s for s in grid_sections if not _is_check(s)],
+        }
+        nav.append(("grid", "Grid"))
+
+    backbones, checks = [], []
+    if "backbones" in sections or "explanations" in sections:
+        for b, info in best.items():
+            run = info["run"]
+            folder = results / "analysis" / b / run
+            index = collect.load_index(folder, f"analysis rules ({b} {run})")
+            secs = _sections(index, folder, f"{slug(b)}/{slug(run)}", f"bb-{slug(b)}", assets)
+            m = collect.metrics(results, b, run)
+            if isinstance(m.get("versions"), dict):
+                env = {str(k): str(v) for k, v in m["versions"].items()}
+                if env not in [e["versions"] for e in ctx["training_env"]]:
+                    ctx["training_env"].append({"runs": f"{b} {run}", "versions": env})
+            backbones.append(
+                {
+                    "name": b,
+                    "run": run,
+                    "anchor": f"bb-{slug(b)}",
+                    "title": index.get("title") or f"{b} {run}",
+                    "metrics": _scalars(m),
+                    "sections": [s for s in secs if not _is_check(s)],
+                }
+            )
+            checks.append({"name": b, "run": run, "sections": [s for s in secs if _is_check(s)]})
+    if "backbones" in sections:
+        ctx["backbones"] = backbones
+        nav.extend((bb["anchor"], bb["name"]) for bb in backbones)
+    if "explanations" in sections:
+        ctx["explanations"] = {
+            "grid": [s for s in grid_sections if _is_check(s)],
+            "backbones": [c for c in checks if c["sections"]],
+        }
+        nav.append(("explanations", "Explanation checks"))
+
+    if "compute" in sections:
+        bench = collect.benchmarks(results / "benchmarks")
+        throughput = []
+        for row in runs["rows"]:
+            ips = collect.images_per_second(row)
+            b, r = row.get("backbone"), row.get("run") or row.get("run_id")
+            if ips is None and b and r and (results / "models" / b / r / "metrics.json").is_file():
+                ips = collect.images_per_second(collect.metrics(results, b, r))
+            throughput.append({"backbone": b, "run": r, "images_per_s": ips})
+        ctx["compute"] = {**bench, "throughput": throughput}
+        nav.append(("compute", "Compute cost"))
+    ctx["nav"] = nav
+    return ctx
+
+
+def _environment(embed: bool, assets: Assets) -> Environment:
+    env = Environment(
+        loader=PackageLoader("convscope.report", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+    def src(rel: str) -> str:
+        """An asset as the page refers to it: a relative URL, or a data: URI when embedding."""
+        return assets.data_uri(rel) if embed else urllib.parse.quote(rel)
+
+    def data_href(rel: str | None) -> str | None:
+        if rel is None:
+            return None
+        if not embed:
+            return urllib.parse.quote(rel)
+        return assets.data_uri(rel) if (assets.out_dir / rel).stat().st_size <= EMBED_DATA_MAX else None
+
+    def outside(href: str | None) -> str | None:
+        """Links into the results tree beside the report: useless in a mailed file."""
+        return None if embed else href
+
+    env.filters.update(src=src, data_href=data_href, outside=outside, fmt=fmt, seconds=seconds)
+    env.globals.update(embed=embed, collect=collect)
+    return env
+
+
+def _static(name: str) -> str:
+    return resources.files("convscope.report").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def render_page(ctx: dict, embed: bool) -> str:
+    css, js = _static("report.css"), _static("report.js")
+    img = "data:" if embed else "'self' data:"
+    csp = (
+        f"default-src 'none'; img-src {img}; style-src {_csp_hash(css)}; script-src {_csp_hash(js)}; "
+        "base-uri 'none'; form-action 'none'"
+    )
+    template = _environment(embed, ctx["assets"]).get_template("report.html.j2")
+    return template.render(**ctx, css=Markup(css), js=Markup(js), csp=csp)
+
+
+def render_report(
+    results: Path,
+    out_dir: Path,
+    options: dict,
+    self_contained: bool | None = None,
+    *,
+    config: dict,
+    classes: list[str] | None = None,
+) -> dict[str, Path]:
+    """Write out_dir/index.html (+ assets/) and, if self_contained, out_dir/report-standalone.html.
+
+    `results` is the results folder (the file layout contract); `options` the
+    config's `report` section (defaults filled); `config` the whole config, shown
+    collapsed in the header. Returns the paths written.
+    """
+    options = {**DEFAULTS, **(options or {})}
+    if self_contained is not None:
+        options["self_contained"] = self_contained
+    self_contained = options["self_contained"]
+    classes = list(classes if classes is not None else config["classes"])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Stale figures from an earlier render must not linger beside the new page.
+    shutil.rmtree(out_dir / ASSETS, ignore_errors=True)
+    ctx = build_context(results, out_dir, options, config=config, classes=classes)
+    written = {"html": out_dir / "index.html", "assets": out_dir / ASSETS}
+    (out_dir / ASSETS).mkdir(exist_ok=True)
+    written["html"].write_text(render_page(ctx, embed=False), encoding="utf-8")
+    files = sum(1 for p in (out_dir / ASSETS).rglob("*") if p.is_file())
+    log.info("report: wrote %s (%d files in %s/)", written["html"], files, ASSETS)
+    standalone = out_dir / STANDALONE
+    if self_contained:
+        standalone.write_text(render_page(ctx, embed=True), encoding="utf-8")
+        written["standalone"] = standalone
+        log.info("report: wrote %s (%.1f MB, images embedded)", standalone, standalone.stat().st_size / 2**20)
+    elif standalone.exists():
+        standalone.unlink()
+    return written

@@ -1,0 +1,26 @@
+# The HTML report: results/report/index.html (+ assets/) and, with
+# report.self_contained, report-standalone.html (every image embedded, for mailing).
+#
+# Its params are exactly config["report"] and no other rule reads that section, so
+# editing report settings re-runs this job and nothing else (tests/test_report.py
+# checks the dry-run job list). The whole config is shown in the page but read by
+# the script from the workflow, not passed as params, for the same reason.
+#
+# Inputs and outputs: report_inputs/report_outputs in common.smk.
+
+
+rule report:
+    input:
+        unpack(report_inputs),
+    output:
+        **report_outputs(),
+    log:
+        f"{R}/logs/report.log",
+    benchmark:
+        f"{R}/benchmarks/report.tsv"
+    conda:
+        "../envs/train.yaml"
+    params:
+        options=REPORT,
+    script:
+        "../scripts/report.py"
