@@ -1,0 +1,165 @@
+"""Checks that an explanation points at the object.
+
+- Pointing game (Zhang et al. 2016): a hit when the map's maximum falls inside
+  the object's bounding box. Chance level is the box's share of the image (a
+  maximum at a uniformly random pixel), reported as the mean box area fraction;
+  a map that always peaks at the image centre is the second baseline (objects
+  are often central, so a centre-biased map beats area chance without looking).
+- Deletion curve (Petsiuk et al. 2018): the true class's probability as the
+  most salient pixels are replaced by the image's mean colour, in steps; a good
+  map makes it fall fast (low area under the curve). A random pixel order is the
+  baseline.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from convscope.analysis.gradcam import upsample
+from convscope.analysis.occlusion import chunk_size, fill_values, predict_probs
+
+
+def box_fractions(boxes, size) -> np.ndarray:
+    """Area of each box (clipped to the image) as a fraction of the image; NaN without a box."""
+    height, width = size
+    b = np.asarray(boxes, dtype=np.float64)
+    w = np.clip(b[:, 2], 0, width) - np.clip(b[:, 0], 0, width)
+    h = np.clip(b[:, 3], 0, height) - np.clip(b[:, 1], 0, height)
+    return np.clip(w, 0, None) * np.clip(h, 0, None) / (height * width)
+
+
+def peaks(maps, size) -> np.ndarray:
+    """(row, col) of each map's maximum after resizing to `size`; (-1, -1) for a flat map.
+
+    A flat map (e.g. Grad-CAM all zero after its ReLU) points nowhere and counts as a miss.
+    """
+    maps = upsample(maps, size)
+    flat = maps.reshape(len(maps), -1)
+    idx = flat.argmax(axis=1)
+    rows, cols = np.divmod(idx, size[1])
+    flat_map = flat.max(axis=1) <= flat.min(axis=1)
+    rows[flat_map] = -1
+    cols[flat_map] = -1
+    return np.stack([rows, cols], axis=1)
+
+
+def pointing_hits(maps, boxes, size, *, tolerance: float = 0.0) -> np.ndarray:
+    """True where the map's maximum (pixel centre) lies in the box grown by `tolerance` pixels."""
+    p = peaks(maps, size)
+    b = np.asarray(boxes, dtype=np.float64)
+    y, x = p[:, 0] + 0.5, p[:, 1] + 0.5
+    inside = (
+        (x >= b[:, 0] - tolerance)
+        & (x <= b[:, 2] + tolerance)
+        & (y >= b[:, 1] - tolerance)
+        & (y <= b[:, 3] + tolerance)
+    )
+    return inside & (p[:, 0] >= 0)
+
+
+def pointing_game(maps_by_method: dict, boxes, size, *, tolerance: float = 0.0) -> dict:
+    """Pointing accuracy per method on the images that have a box, with both baselines.
+
+    Also scored on the off-centre images alone (box not covering the image centre),
+    where the centre baseline is 0 by construction and a map has to find the object.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64)
+    has_box = np.isfinite(boxes).all(axis=1)
+    n = int(has_box.sum())
+    if n == 0:
+        return {
+            "images": 0,
+            "chance": None,
+            "centre_baseline": None,
+            "methods": {},
+            "hits": {},
+            "note": "no test image has an object box",
+        }
+    b = boxes[has_box]
+    centre = np.zeros((n, size[0], size[1]), np.float32)
+    centre[:, (size[0] - 1) // 2, (size[1] - 1) // 2] = 1.0
+    centre_hits = pointing_hits(centre, b, size, tolerance=tolerance)
+    off = ~centre_hits
+    methods, hits = {}, {}
+    for name, maps in maps_by_method.items():
+        h = pointing_hits(np.asarray(maps)[has_box], b, size, tolerance=tolerance)
+        hits[name] = h
+        methods[name] = {
+            "accuracy": float(h.mean()),
+            "hits": int(h.sum()),
+            "images": n,
+            "off_centre_accuracy": float(h[off].mean()) if off.any() else None,
+        }
+    return {
+        "images": n,
+        "chance": float(box_fractions(b, size).mean()),
+        "centre_baseline": float(centre_hits.mean()),
+        "off_centre_images": int(off.sum()),
+        "off_centre_chance": float(box_fractions(b[off], size).mean()) if off.any() else None,
+        "tolerance_px": tolerance,
+        "methods": methods,
+        "hits": hits,
+        "rows": np.flatnonzero(has_box),
+    }
+
+
+def deletion_curves(
+    model,
+    images,
+    targets,
+    maps_by_method: dict,
+    *,
+    steps: int = 16,
+    batch_size: int = 64,
+    seed: int = 0,
+    chunk: int | None = None,
+) -> tuple[np.ndarray, dict]:
+    """p(target) as the top fraction f of pixels (by each map) is replaced by the mean colour.
+
+    Returns (fractions, {method: N x (steps + 1) probabilities}); the method "random"
+    (a random pixel order) is added as the baseline. Every deleted image of every
+    step and method goes through `model.predict` in batches.
+    """
+    images = np.asarray(images)
+    targets = np.asarray(targets, dtype=np.int64)
+    n, height, width = images.shape[:3]
+    fractions = np.linspace(0.0, 1.0, steps + 1)
+    rng = np.random.default_rng(seed)
+    orders = {name: upsample(m, (height, width)).reshape(n, -1) for name, m in maps_by_method.items()}
+    orders["random"] = rng.random((n, height * width))
+    fills = fill_values(images, "mean")
+    counts = np.rint(fractions * height * width).astype(np.int64)
+    chunk = chunk or chunk_size(images.shape[1:], batch_size)
+    # Nothing and everything deleted are the same images for every order: evaluated once.
+    ends = predict_probs(
+        model,
+        np.concatenate([images.astype(np.float32), np.broadcast_to(fills[:, None, None, :], images.shape)]),
+        batch_size,
+    )[np.arange(2 * n), np.tile(targets, 2)].reshape(2, n)
+    inner = np.arange(1, len(fractions) - 1)
+    out = {}
+    for name, score in orders.items():
+        # rank[i, p] = position of pixel p in image i's order, most salient first;
+        # ties (flat regions of a map) are broken at random, not in raster order
+        rank = np.empty_like(score, dtype=np.int64)
+        order = np.lexsort((rng.random(score.shape), -score), axis=1)
+        rank[np.arange(n)[:, None], order] = np.arange(height * width)[None, :]
+        curve = np.empty((n, len(fractions)))
+        curve[:, 0], curve[:, -1] = ends
+        total = n * len(inner)
+        for start in range(0, total, chunk):
+            flat = np.arange(start, min(start + chunk, total))
+            img, step = np.divmod(flat, len(inner))
+            step = inner[step]
+            deleted = (rank[img] < counts[step][:, None]).reshape(len(flat), height, width, 1)
+            batch = np.where(deleted, fills[img][:, None, None, :], images[img].astype(np.float32))
+            curve[img, step] = predict_probs(model, batch, batch_size)[np.arange(len(flat)), targets[img]]
+        out[name] = curve
+    return fractions, out
+
+
+def auc(fractions, curves) -> np.ndarray:
+    """Area under each curve (rows) over the deleted fraction, trapezoidal rule."""
+    curves = np.asarray(curves, dtype=np.float64)
+    f = np.asarray(fractions, dtype=np.float64)
+    return ((curves[:, 1:] + curves[:, :-1]) / 2 * np.diff(f)).sum(axis=1)
