@@ -16,13 +16,25 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
+# `snakemake --report report.html`: this text on its front page; rules/report.smk
+# marks the report and its figures for it.
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/crawl.smk"
 include: "rules/clean.smk"
 include: "rules/prepare.smk"
+include: "rules/train.smk"
+include: "rules/analyse.smk"
+include: "rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
         prepared_all(),
+        trained_all(),
+        f"{R}/analysis/grid/index.json",
+        analyses_all,
+        rules.report.output,

@@ -1,0 +1,174 @@
+"""Keras callbacks of a training run (their order matters; see run.train_run)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import keras
+
+from convscope.training.metrics import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+
+class EpochSeed(keras.callbacks.Callback):
+    """Tell the training dataset which epoch starts, before its first batch is read."""
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.dataset.set_epoch(epoch)
+
+
+def trainable_params(model) -> int:
+    return int(sum(math.prod(w.shape) for w in model.trainable_weights))
+
+
+class RunLog(keras.callbacks.Callback):
+    """Adds learning_rate, trainable_params, depth, train_s and epoch_s to each epoch's logs.
+
+    depth is the phase's tune_depth, -1 for "all" (history.csv holds numbers).
+    It must come before CSVLogger (which writes the logs it sees). train_s is
+    the training part of the epoch (up to validation), the basis of images/s;
+    the first step's time (tracing/compilation included) is kept separately.
+    """
+
+    def __init__(self, depth, images_per_epoch: int):
+        super().__init__()
+        self.depth = depth
+        self.images_per_epoch = int(images_per_epoch)
+        self.first_step_s = None
+        self._fit_start = None
+        self._epoch_start = None
+        self._train_end = None
+
+    def on_train_begin(self, logs=None):
+        self._fit_start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+        self._train_end = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.first_step_s is None:
+            self.first_step_s = time.perf_counter() - self._fit_start
+
+    def on_test_begin(self, logs=None):
+        if self._epoch_start is not None and self._train_end is None:
+            self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        train_s = (self._train_end or now) - self._epoch_start
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            logs["trainable_params"] = trainable_params(self.model)
+            logs["depth"] = -1 if self.depth == "all" else int(self.depth)
+            logs["train_s"] = round(train_s, 4)
+            logs["epoch_s"] = round(now - self._epoch_start, 4)
+        log.info(
+            "epoch %d: %s (%.1f images/s)",
+            epoch + 1,
+            ", ".join(f"{k}={v:.4g}" for k, v in sorted((logs or {}).items()) if isinstance(v, (int, float))),
+            self.images_per_epoch / max(train_s, 1e-9),
+        )
+
+
+class PhaseDone(keras.callbacks.Callback):
+    """At the end of a phase's fit, save its weights atomically as the phase's done marker.
+
+    Listed before BackupAndRestore, whose on_train_end deletes its backup: a
+    kill between the two leaves the marker, never neither.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = Path(path)
+
+    def on_train_end(self, logs=None):
+        tmp = self.path.with_name(f".tmp-{self.path.name}")
+        self.model.save_weights(str(tmp))
+        tmp.replace(self.path)
+
+
+class GuardedTensorBoard(keras.callbacks.Callback):
+    """keras.callbacks.TensorBoard that logs a warning and stops instead of failing the run.
+
+    Under JAX the TensorBoard writer still needs TensorFlow's tf.summary; where
+    that is missing or breaks, training goes on and metrics.json says so.
+    """
+
+    HOOKS = (
+        "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
+        "on_train_batch_begin", "on_train_batch_end", "on_test_begin", "on_test_end",
+        "on_test_batch_begin", "on_test_batch_end",
+    )
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = str(log_dir)
+        self.error = None
+        try:
+            self.inner = keras.callbacks.TensorBoard(log_dir=self.log_dir, histogram_freq=0, write_graph=False)
+        except Exception as e:  # noqa: BLE001 - any failure means no TensorBoard logs
+            self._fail(e)
+
+    def _fail(self, exc):
+        self.error = f"TensorBoard logging disabled: {type(exc).__name__}: {exc}"
+        log.warning("%s (training continues; metrics.json records it)", self.error)
+        self.inner = None
+
+    def set_model(self, model):
+        super().set_model(model)
+        if self.inner is not None:
+            try:
+                self.inner.set_model(model)
+            except Exception as e:  # noqa: BLE001
+                self._fail(e)
+
+    def set_params(self, params):
+        super().set_params(params)
+        if self.inner is not None:
+            self.inner.set_params(params)
+
+
+def _guarded(name):
+    def hook(self, *args, **kwargs):
+        if self.inner is None:
+            return
+        try:
+            getattr(self.inner, name)(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            self._fail(e)
+
+    hook.__name__ = name
+    return hook
+
+
+for _hook in GuardedTensorBoard.HOOKS:
+    setattr(GuardedTensorBoard, _hook, _guarded(_hook))
+
+
+def csv_rows_before(path, epoch: int) -> int:
+    """Keep only the rows of epochs < `epoch` in a CSVLogger file; returns how many remain.
+
+    A run killed after CSVLogger wrote an epoch but before the backup recorded
+    it would otherwise repeat that epoch's row when it resumes.
+    """
+    path = Path(path)
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines()
+    if not lines:
+        return 0
+    header, rows = lines[0], lines[1:]
+    keep = [r for r in rows if r and int(float(r.split(",", 1)[0])) < epoch]
+    if len(keep) != len(rows):
+        log.info("history %s: dropping %d row(s) of epochs >= %d (not in the backup)", path, len(rows) - len(keep), epoch)
+        atomic_write_bytes(path, ("\n".join([header, *keep]) + "\n").encode())
+    return len(keep)

@@ -1,0 +1,119 @@
+"""Prepared arrays as Keras datasets: uint8 memory maps, batches cut on demand.
+
+R/prepared/{size}/{split}.npy is read with np.load(mmap_mode="r"), so a job
+touches only the pages of the batches it uses and several jobs share the OS
+page cache. Batches stay uint8 until the model's input casts them: four times
+less host-to-device traffic than float32.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+
+
+def split_paths(prepared_dir, split: str) -> tuple[Path, Path]:
+    d = Path(prepared_dir)
+    return d / f"{split}.npy", d / f"{split}.labels.npy"
+
+
+class MemmapDataset(keras.utils.PyDataset):
+    """(uint8 images, one-hot float32 labels) batches from a prepared split.
+
+    shuffle: a new order every epoch, a pure function of (seed, epoch), so a
+    resumed run sees the same order for an epoch as an uninterrupted one. The
+    training loop tells the dataset its epoch (callbacks.EpochSeed) before the
+    epoch's first batch is read. Keras' own `fit(shuffle=True)` reshuffles batch
+    indices with an unseeded RNG; pass shuffle=False to fit.
+
+    drop_remainder (training): every batch has the same shape, so the train
+    step is traced/compiled once, not again for a short last batch (under JAX
+    and XLA each new shape is a new compilation). The dropped images differ
+    from epoch to epoch. for_predict: yield images only, the last batch padded
+    to full size for the same reason; predictions past `len(x)` are padding.
+    """
+
+    def __init__(
+        self,
+        images,
+        labels,
+        batch_size: int,
+        num_classes: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_remainder: bool = False,
+        for_predict: bool = False,
+        workers: int = 1,
+        max_queue_size: int = 8,
+    ):
+        super().__init__(workers=max(1, int(workers)), use_multiprocessing=False, max_queue_size=max_queue_size)
+        self.images_path = Path(images)
+        self.x = np.load(self.images_path, mmap_mode="r")
+        self.y = np.load(labels).astype("int64")
+        if self.x.ndim != 4 or self.x.shape[-1] != 3 or self.x.dtype != np.uint8:
+            raise ValueError(
+                f"{self.images_path}: expected uint8 N x H x W x 3 (a prepared split), got {self.x.dtype} {self.x.shape}"
+            )
+        if len(self.x) != len(self.y):
+            raise ValueError(f"{self.images_path}: {len(self.x)} images but {len(self.y)} labels in {labels}")
+        if len(self.x) == 0:
+            raise ValueError(f"{self.images_path}: the split is empty; check the split fractions and class counts")
+        if self.y.min() < 0 or self.y.max() >= num_classes:
+            raise ValueError(
+                f"{labels}: labels span {self.y.min()}..{self.y.max()} but the config has {num_classes} classes; "
+                "re-run prepare after changing classes"
+            )
+        self.batch_size = int(batch_size)
+        self.num_classes = int(num_classes)
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.drop_remainder = bool(drop_remainder) and len(self.x) >= self.batch_size
+        self.for_predict = bool(for_predict)
+        self.epoch = 0
+        self._order_epoch = None
+        self._order = np.arange(len(self.x))
+
+    def __len__(self) -> int:
+        if self.drop_remainder:
+            return len(self.x) // self.batch_size
+        return math.ceil(len(self.x) / self.batch_size)
+
+    @property
+    def samples_per_epoch(self) -> int:
+        return min(len(self) * self.batch_size, len(self.x))
+
+    @property
+    def image_shape(self) -> tuple:
+        return tuple(self.x.shape[1:])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def order(self) -> np.ndarray:
+        """Sample order of the current epoch."""
+        if self.shuffle and self._order_epoch != self.epoch:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            self._order = rng.permutation(len(self.x))
+            self._order_epoch = self.epoch
+        return self._order
+
+    def __getitem__(self, index: int):
+        idx = self.order()[index * self.batch_size : (index + 1) * self.batch_size]
+        idx = np.sort(idx)  # read the memory map in file order; a batch is a set anyway
+        x = np.asarray(self.x[idx])
+        if self.for_predict:
+            if len(idx) < self.batch_size and len(self.x) > self.batch_size:
+                x = np.concatenate([x, np.zeros((self.batch_size - len(idx), *x.shape[1:]), x.dtype)])
+            return (x,)
+        y = np.zeros((len(idx), self.num_classes), dtype="float32")
+        y[np.arange(len(idx)), self.y[idx]] = 1.0
+        return x, y
+
+
+def predict(model, dataset: "MemmapDataset"):
+    """model.predict over every image of a dataset made with for_predict=True (padding cut off)."""
+    return model.predict(dataset, verbose=0)[: len(dataset.x)]

@@ -1,0 +1,251 @@
+"""The features strategy: frozen-base embeddings once, then cheap scikit-learn heads.
+
+compute_embeddings (one job per backbone) runs the frozen classifier up to its
+"pool" layer over every split and saves R/features/{backbone}/{split}.npy
+(float32 N x D). fit_head (one job per classifier and C) reads those arrays
+and the prepared labels; it imports neither Keras nor a backend, so K heads
+cost K small scikit-learn fits, not K passes through the network.
+
+A head is linear in the standardized embeddings, so head.npz stores it
+folded into one Dense layer: scores = embeddings @ W + b. head_model() puts it
+on the frozen base as the classifier's "head" when a Keras model of a
+features run is wanted (rule features_model, on demand).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from convscope.training import metrics
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+CLASSIFIERS = ("logreg", "linsvm")
+
+
+def _save_npy_atomic(path, array) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    metrics.atomic_write_bytes(path, buf.getvalue())
+
+
+def compute_embeddings(
+    *,
+    prepared_dir,
+    out_dir,
+    backbone: str,
+    options: dict,
+    input_size: int,
+    backend: str = "tensorflow",
+    seed: int = 0,
+    batch_size: int = 64,
+    threads: int = 1,
+) -> dict:
+    """Write {split}.npy embeddings and embed.json (timings) into out_dir."""
+    t0 = time.perf_counter()
+    from convscope import backend as backend_lib
+
+    backend_lib.select(backend, threads=threads)
+    import keras
+
+    from convscope.models import build
+    from convscope.training import data, strategies
+
+    t_imported = time.perf_counter()
+    precision = build.configure_precision()
+    labels = {s: np.load(data.split_paths(prepared_dir, s)[1]) for s in SPLITS}
+    num_classes = max(2, int(max(int(y.max()) for y in labels.values() if len(y))) + 1)
+    model = build.build_classifier(
+        backbone,
+        num_classes,
+        input_size=input_size,
+        dropout=0.0,
+        augment="none",
+        seed=int(seed),
+        **strategies.weights_for("features", options),
+    )
+    embedder = keras.Model(model.inputs, model.get_layer("pool").output, name=f"{backbone}_embedder")
+    t_built = time.perf_counter()
+    out = Path(out_dir)
+    info = {"backbone": backbone, "input_size": input_size, "splits": {}}
+    images, predict_s = 0, 0.0
+    for split in SPLITS:
+        ds = data.MemmapDataset(*data.split_paths(prepared_dir, split), batch_size, num_classes, for_predict=True)
+        if ds.image_shape[:2] != (input_size, input_size):
+            raise ValueError(f"{ds.images_path}: images are {ds.image_shape[:2]}, {backbone} needs {input_size}")
+        t = time.perf_counter()
+        emb = np.asarray(data.predict(embedder, ds), dtype="float32")
+        seconds = time.perf_counter() - t
+        predict_s += seconds
+        info["splits"][split] = {"n": int(len(emb)), "dim": int(emb.shape[1]), "seconds": round(seconds, 3)}
+        images += len(emb)
+        _save_npy_atomic(out / f"{split}.npy", emb)
+        log.info("%s %s: %d embeddings of dimension %d", backbone, split, len(emb), emb.shape[1])
+    total = time.perf_counter() - t0
+    info.update(
+        {
+            "weights": strategies.weights_for("features", options).get("weights", "imagenet"),
+            "dtype_policy": precision,
+            "seconds": round(total, 3),
+            "fixed_cost_s": {"imports": round(t_imported - t0, 3), "build_and_weights": round(t_built - t_imported, 3)},
+            "images_per_s": round(images / max(predict_s, 1e-9), 2),
+            "versions": backend_lib.versions(),
+        }
+    )
+    metrics.write_json_atomic(out / "embed.json", info)
+    return info
+
+
+def _classifier(name: str, C: float, seed: int, max_iter: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
+
+    if name == "logreg":
+        return LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
+    if name == "linsvm":
+        return LinearSVC(C=C, max_iter=max_iter, random_state=seed)
+    raise ValueError(f"config key train.features.classifiers: {name!r} unknown; allowed: {list(CLASSIFIERS)}")
+
+
+def _linear_head(clf, mean, scale, num_classes: int):
+    """(W, b) with scores = x @ W + b equal to the classifier's on standardized x.
+
+    logreg: softmax(scores) is predict_proba; linsvm: scores are decision_function.
+    Two classes: sklearn keeps one column z; [0, z] gives the same softmax/argmax.
+    """
+    coef = np.asarray(clf.coef_, dtype="float64")
+    intercept = np.asarray(clf.intercept_, dtype="float64").reshape(-1)
+    if num_classes == 2 and coef.shape[0] == 1:
+        coef = np.vstack([np.zeros_like(coef), coef])
+        intercept = np.concatenate([[0.0], intercept])
+    W = coef.T / scale[:, None]
+    b = intercept - (mean / scale) @ coef.T
+    return W.astype("float32"), b.astype("float32")
+
+
+def _softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_head(
+    *,
+    features_dir,
+    prepared_dir,
+    out_dir,
+    backbone: str,
+    hp: dict,
+    classes: list[str],
+    max_iter: int = 2000,
+    bootstrap: int = 1000,
+) -> dict:
+    """Fit one scikit-learn head on the saved embeddings; write metrics.json and head.npz."""
+    from sklearn.preprocessing import StandardScaler
+
+    t0 = time.perf_counter()
+    feats, labels = Path(features_dir), Path(prepared_dir)
+    X = {s: np.load(feats / f"{s}.npy") for s in SPLITS}
+    y = {s: np.load(labels / f"{s}.labels.npy").astype(int) for s in SPLITS}
+    for s in SPLITS:
+        if len(X[s]) != len(y[s]):
+            raise ValueError(
+                f"{feats / f'{s}.npy'} has {len(X[s])} rows but {labels / f'{s}.labels.npy'} has {len(y[s])}: "
+                "the embeddings are stale; re-run the embed rule"
+            )
+    num_classes = len(classes)
+    if len(np.unique(y["train"])) < 2:
+        raise ValueError(f"{labels / 'train.labels.npy'}: the training split holds fewer than two classes")
+    scaler = StandardScaler().fit(X["train"])
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    clf = _classifier(hp["classifier"], float(hp["C"]), int(hp["seed"]), int(max_iter))
+    t_fit = time.perf_counter()
+    clf.fit((X["train"] - scaler.mean_) / scale, y["train"])
+    fit_s = time.perf_counter() - t_fit
+    present = np.asarray(clf.classes_, dtype=int)
+    W_seen, b_seen = _linear_head(clf, scaler.mean_, scale, len(present))
+    # Classes absent from the training split get a score no input can reach.
+    W = np.zeros((X["train"].shape[1], num_classes), dtype="float32")
+    b = np.full((num_classes,), -1e9, dtype="float32")
+    W[:, present], b[present] = W_seen, b_seen
+    scores = {s: X[s].astype("float64") @ W + b for s in ("val", "test")}
+    if hp["classifier"] == "logreg":
+        scores = {s: _softmax(v) for s, v in scores.items()}
+    report = metrics.split_report(
+        y["val"], scores["val"], y["test"], scores["test"], list(classes), bootstrap=bootstrap, seed=int(hp["seed"])
+    )
+    out = Path(out_dir)
+    buf = io.BytesIO()
+    np.savez(buf, W=W, b=b, classifier=np.array(hp["classifier"]), softmax=np.array(hp["classifier"] == "logreg"))
+    metrics.atomic_write_bytes(out / "head.npz", buf.getvalue())
+    embed_info = {}
+    if (feats / "embed.json").exists():
+        embed_info = json.loads((feats / "embed.json").read_text())
+    import sklearn
+
+    result = {
+        "backbone": backbone,
+        "run": out.name,
+        "strategy": "features",
+        "hp": hp,
+        "classes": list(classes),
+        "input_size": embed_info.get("input_size"),
+        "weights": embed_info.get("weights"),
+        **report,
+        "epochs_trained": None,
+        "train_time_s": round(fit_s, 4),
+        "images_per_s": round(len(X["train"]) / max(fit_s, 1e-9), 1),
+        "embedding": {
+            "dim": int(X["train"].shape[1]),
+            "seconds": embed_info.get("seconds"),
+            "images_per_s": embed_info.get("images_per_s"),
+            "file": str(feats),
+        },
+        "converged": bool(np.max(np.atleast_1d(clf.n_iter_)) < max_iter),
+        "seed": int(hp["seed"]),
+        "versions": {"python": platform.python_version(), "numpy": np.__version__, "scikit-learn": sklearn.__version__},
+        "wall_s": round(time.perf_counter() - t0, 3),
+    }
+    metrics.write_json_atomic(out / "metrics.json", result)
+    log.info(
+        "%s/%s: val accuracy %.3f, test accuracy %.3f (fit %.2f s on %d x %d embeddings)",
+        backbone, out.name, report["val"]["accuracy"], report["test"]["accuracy"], fit_s, *X["train"].shape,
+    )
+    return result
+
+
+def head_model(
+    *, head_path, out_path, backbone: str, options: dict, input_size: int, num_classes: int,
+    backend: str = "tensorflow", seed: int = 0,
+):
+    """The Keras classifier of a features run: frozen base + the fitted linear head (model.keras).
+
+    For logreg the model's softmax output equals predict_proba of the head on
+    the embeddings; for linsvm its argmax equals the SVM's prediction.
+    """
+    from convscope import backend as backend_lib
+
+    backend_lib.select(backend)
+    from convscope.models import build
+    from convscope.training import strategies
+
+    head = np.load(head_path)
+    model = build.build_classifier(
+        backbone, num_classes, input_size=input_size, dropout=0.0, augment="none", seed=int(seed),
+        **strategies.weights_for("features", options),
+    )
+    model.get_layer("head").set_weights([head["W"], head["b"]])
+    build.set_tune_depth(model, backbone, 0)
+    out = Path(out_path)
+    tmp = out.with_name(f".tmp-{out.name}")
+    model.save(str(tmp))
+    tmp.replace(out)
+    return model

@@ -1,0 +1,119 @@
+"""Evaluation numbers of a run, from labels and class scores (no Keras).
+
+Every run (trained or features head) writes the same metrics.json layout, so
+the grid summary and the report read all runs alike:
+
+    {"backbone", "run", "strategy", "hp", "classes",
+     "val":  {"n", "accuracy", "top_k_accuracy", "k", "macro_f1",
+              "per_class": {cls: {"precision", "recall", "f1", "support"}},
+              "confusion_matrix": [[...]]   # rows = true class, columns = predicted},
+     "test": {... same ..., "accuracy_ci95": [low, high]},
+     "bootstrap": {"samples", "seed"},
+     "train_time_s", "images_per_s", "seed", "versions", ...}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def top_k(num_classes: int) -> int:
+    """k of the top-k accuracy: 3, or fewer when there are few classes (k < classes, else it is always 1)."""
+    return max(1, min(3, num_classes - 1))
+
+
+def evaluate(y_true, scores, classes: list[str]) -> dict:
+    """Accuracy, top-k, per-class precision/recall/F1, macro-F1, confusion matrix.
+
+    scores: N x C, probabilities or any per-class scores whose argmax is the prediction.
+    """
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    y_true = np.asarray(y_true).astype(int)
+    scores = np.asarray(scores, dtype="float64")
+    n_classes = len(classes)
+    if scores.ndim != 2 or scores.shape != (len(y_true), n_classes):
+        raise ValueError(f"scores shape {scores.shape} does not match {len(y_true)} labels x {n_classes} classes")
+    pred = scores.argmax(axis=1)
+    k = top_k(n_classes)
+    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    labels = list(range(n_classes))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, pred, labels=labels, zero_division=0
+    )
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(np.mean(pred == y_true)) if len(y_true) else float("nan"),
+        "k": k,
+        "top_k_accuracy": float(np.mean((ranked == y_true[:, None]).any(axis=1))) if len(y_true) else float("nan"),
+        "macro_f1": float(np.mean(f1)),
+        "per_class": {
+            cls: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for cls, p, r, f, s in zip(classes, precision, recall, f1, support)
+        },
+        "confusion_matrix": confusion_matrix(y_true, pred, labels=labels).tolist(),
+    }
+
+
+def bootstrap_accuracy_ci(correct, samples: int = 1000, seed: int = 0, level: float = 0.95) -> list[float]:
+    """Percentile bootstrap confidence interval of accuracy (resampling test images)."""
+    correct = np.asarray(correct, dtype="float64")
+    if len(correct) == 0:
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(correct), size=(int(samples), len(correct)))
+    means = correct[idx].mean(axis=1)
+    alpha = (1 - level) / 2
+    return [float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))]
+
+
+def split_report(y_val, s_val, y_test, s_test, classes, *, bootstrap: int, seed: int) -> dict:
+    """The "val", "test" and "bootstrap" parts of metrics.json."""
+    val = evaluate(y_val, s_val, classes)
+    test = evaluate(y_test, s_test, classes)
+    correct = np.asarray(s_test).argmax(axis=1) == np.asarray(y_test)
+    test["accuracy_ci95"] = bootstrap_accuracy_ci(correct, bootstrap, seed)
+    return {"val": val, "test": test, "bootstrap": {"samples": int(bootstrap), "seed": int(seed)}}
+
+
+def write_json_atomic(path, data) -> None:
+    """Write JSON to a temporary file beside `path`, then rename: readers never see half a file."""
+    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n").encode())
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are ordinary files
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

@@ -1,0 +1,136 @@
+# Training: one job per grid run (convscope/grid.py expands the grid and names
+# the runs). Trained strategies (finetune, progressive, scratch) and features
+# heads write R/models/{backbone}/{run}/; embeddings are computed once per
+# backbone by `embed` and only read by the heads. Jobs that use the network
+# claim `gpu=1`, so `--resources gpu=N` (or a cluster profile) schedules them;
+# `train.gpu: false` drops the claim on CPU-only machines (jobs run side by side).
+# Helpers (train_inputs, prepared_split, trained_all, ...): rules/common.smk.
+
+
+rule train:
+    input:
+        unpack(train_inputs),
+    output:
+        model=f"{R}/models/{{backbone}}/{{run}}/model.keras",
+        history=f"{R}/models/{{backbone}}/{{run}}/history.csv",
+        metrics=f"{R}/models/{{backbone}}/{{run}}/metrics.json",
+    log:
+        f"{R}/logs/train/{{backbone}}/{{run}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/{{backbone}}/{{run}}.tsv"
+    wildcard_constraints:
+        backbone=BACKBONE,
+        run=TRAINED_RUN,
+    conda:
+        "../envs/train.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        gpu=1 if config["train"]["gpu"] else 0,
+        mem_mb=config["train"]["mem_mb"],
+        runtime=config["train"]["runtime"],
+    params:
+        run=lambda wc: grid.train_params(config, wc.backbone, wc.run),
+    script:
+        "../scripts/train.py"
+
+
+rule embed:
+    input:
+        images=lambda wc: [prepared_split(wc.backbone, s) for s in SPLITS],
+        labels=lambda wc: [prepared_split(wc.backbone, s, "labels.npy") for s in SPLITS],
+    output:
+        embeddings=expand(f"{R}/features/{{{{backbone}}}}/{{split}}.npy", split=SPLITS),
+        info=f"{R}/features/{{backbone}}/embed.json",
+    log:
+        f"{R}/logs/embed/{{backbone}}.log",
+    benchmark:
+        f"{R}/benchmarks/embed/{{backbone}}.tsv"
+    wildcard_constraints:
+        backbone=BACKBONE,
+    conda:
+        "../envs/train.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        gpu=1 if config["train"]["gpu"] else 0,
+        mem_mb=config["train"]["mem_mb"],
+        runtime=config["train"]["runtime"],
+    params:
+        features=lambda wc: grid.features_params(config, wc.backbone),
+    script:
+        "../scripts/embed.py"
+
+
+# A head reads the embeddings and labels only: no Keras, no network pass.
+# Seconds of CPU each: on a cluster, group "features" with the profile's
+# group-components bundles the heads into few jobs (profiles/slurm).
+rule features_head:
+    input:
+        embeddings=expand(f"{R}/features/{{{{backbone}}}}/{{split}}.npy", split=SPLITS),
+        info=f"{R}/features/{{backbone}}/embed.json",
+        labels=lambda wc: [prepared_split(wc.backbone, s, "labels.npy") for s in SPLITS],
+    output:
+        metrics=f"{R}/models/{{backbone}}/{{run}}/metrics.json",
+        head=f"{R}/models/{{backbone}}/{{run}}/head.npz",
+    log:
+        f"{R}/logs/features/{{backbone}}/{{run}}.log",
+    benchmark:
+        f"{R}/benchmarks/features/{{backbone}}/{{run}}.tsv"
+    wildcard_constraints:
+        backbone=BACKBONE,
+        run=FEATURES_RUN,
+    group:
+        "features"
+    conda:
+        "../envs/train.yaml"
+    threads: 1
+    params:
+        head=lambda wc: grid.head_params(config, wc.backbone, wc.run),
+    script:
+        "../scripts/features_head.py"
+
+
+# On demand (not in `all`): the Keras model of a features run, frozen base +
+# the fitted linear head, for analyses that need a network.
+rule features_model:
+    input:
+        head=f"{R}/models/{{backbone}}/{{run}}/head.npz",
+    output:
+        model=f"{R}/models/{{backbone}}/{{run}}/model.keras",
+    log:
+        f"{R}/logs/features/{{backbone}}/{{run}}.model.log",
+    benchmark:
+        f"{R}/benchmarks/features/{{backbone}}/{{run}}.model.tsv"
+    wildcard_constraints:
+        backbone=BACKBONE,
+        run=FEATURES_RUN,
+    conda:
+        "../envs/train.yaml"
+    params:
+        features=lambda wc: grid.features_params(config, wc.backbone),
+        num_classes=len(CLASSES),
+    script:
+        "../scripts/features_model.py"
+
+
+rule sanity:
+    input:
+        images=lambda wc: prepared_split(wc.backbone, "test"),
+        index=lambda wc: prepared_split(wc.backbone, "test", "index.csv"),
+    output:
+        f"{R}/sanity/{{backbone}}/imagenet_top5.csv",
+    log:
+        f"{R}/logs/sanity/{{backbone}}.log",
+    benchmark:
+        f"{R}/benchmarks/sanity/{{backbone}}.tsv"
+    wildcard_constraints:
+        backbone=BACKBONE,
+    conda:
+        "../envs/train.yaml"
+    resources:
+        gpu=1 if config["train"]["gpu"] else 0,
+    params:
+        options=lambda wc: grid.backbone_options(config, wc.backbone),
+        backend=config["train"]["backend"],
+        n_images=config["train"]["sanity_images"],
+    script:
+        "../scripts/sanity.py"

@@ -1,0 +1,15 @@
+from convscope.logs import job_log
+
+with job_log(snakemake.log[0]):
+    from convscope.training.sanity import imagenet_top5
+
+    imagenet_top5(
+        images=snakemake.input.images,
+        index_csv=snakemake.input.index,
+        out_csv=snakemake.output[0],
+        backbone=snakemake.wildcards.backbone,
+        options=snakemake.params.options,
+        backend=snakemake.params.backend,
+        n_images=snakemake.params.n_images,
+        threads=snakemake.threads,
+    )

@@ -1,0 +1,141 @@
+"""A training process killed with SIGKILL after an epoch resumes where it stopped.
+
+The training runs in a subprocess (the real entry point, convscope.training.run.
+train_run). A callback placed after the run's own callbacks sends SIGKILL to
+its own process at the end of a chosen epoch, i.e. once BackupAndRestore has
+written that epoch's backup: the same state an external `kill -9` leaves, at a
+deterministic point. The re-run (in this process, which saves a Keras start-up)
+must resume, not restart, and finish.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from tests.test_training import backend_in_use, write_prepared
+
+SCRIPT = """
+import json, logging, os, signal, sys
+logging.basicConfig(level=logging.INFO)
+import keras
+from convscope.training.run import train_run
+
+kill_after = int(sys.argv[4])
+
+class KillAfterEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+spec = json.loads(sys.argv[3])
+train_run(prepared_dir=sys.argv[1], out_dir=sys.argv[2], callbacks=(KillAfterEpoch(),), **spec)
+"""
+
+
+def common(prepared, out) -> dict:
+    return {"prepared_dir": str(prepared), "out_dir": str(out), "backbone": "alexnet", "options": {"weights": "none"},
+            "input_size": 64, "classes": ["red", "green", "blue"], "backend": backend_in_use(), "bootstrap": 200,
+            "threads": 2, "tensorboard": False}
+
+
+def kill_during(prepared, out, spec, kill_after):
+    """Train in a subprocess that SIGKILLs itself after epoch `kill_after` (0-based)."""
+    args = {**common(prepared, out), **spec}
+    args.pop("prepared_dir"), args.pop("out_dir")
+    env = {**os.environ, "KERAS_BACKEND": backend_in_use()}
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(prepared), str(out), json.dumps(args), str(kill_after)],
+        capture_output=True, text=True, cwd=REPO, timeout=300, env=env,
+    )
+
+
+def resume(prepared, out, spec, caplog, **extra):
+    from convscope.training.run import train_run
+
+    with caplog.at_level(logging.INFO):
+        return train_run(**common(prepared, out), **spec, **extra)
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+HP = {"learning_rate": 1e-3, "dropout": 0.2, "tune_depth": 1, "batch_size": 16, "epochs": 4, "optimizer": "adam",
+      "label_smoothing": 0.0, "augment": "light", "seed": 5}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return write_prepared(tmp_path_factory.mktemp("prepared") / "64")
+
+
+@pytest.mark.slow
+def test_killed_finetune_resumes_from_the_last_epoch(prepared, tmp_path, caplog):
+    out = tmp_path / "finetune"
+    spec = {"strategy": "finetune", "hp": HP}
+    killed = kill_during(prepared, out, spec, kill_after=1)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    for name in ("model.keras", "history.csv", "metrics.json"):
+        assert not (out / name).exists(), f"a killed run left {name} behind"
+    backup = json.loads((out / "backup" / "phase0" / "training_metadata.json").read_text())
+    assert backup["epoch"] == 2
+    before = rows(out / "backup" / "history.csv")
+    assert [r["epoch"] for r in before] == ["0", "1"]
+
+    resume(prepared, out, spec, caplog)
+    assert "resuming at epoch 2" in caplog.text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == 2 and metrics["epochs_trained"] == 4
+    after = rows(out / "history.csv")
+    assert [r["epoch"] for r in after] == ["0", "1", "2", "3"]
+    assert after[:2] == before, "the epochs before the kill are kept as they were, not re-run"
+    assert not (out / "backup").exists()
+
+
+@pytest.mark.slow
+def test_killed_progressive_resumes_in_the_right_phase(prepared, tmp_path, caplog):
+    out = tmp_path / "progressive"
+    spec = {"strategy": "progressive", "hp": {**HP, "epochs": 3, "tune_depth": 2},
+            "progressive": {"every": 1, "lr_decay": 0.5}}
+    # Epoch 1 is the whole of phase 1: killed after its backup, before the phase was marked done.
+    killed = kill_during(prepared, out, spec, kill_after=1)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert (out / "backup" / "phase0.weights.h5").exists() and not (out / "backup" / "phase1.weights.h5").exists()
+
+    resume(prepared, out, spec, caplog)
+    assert "phases up to 0 done" in caplog.text and "phase 1: resuming at epoch 2" in caplog.text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == 2 and metrics["epochs_trained"] == 3
+    history = rows(out / "history.csv")
+    assert [(r["epoch"], r["depth"]) for r in history] == [("0", "0"), ("1", "1"), ("2", "2")]
+    assert [float(r["learning_rate"]) for r in history] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+
+
+def test_a_backup_made_with_other_settings_is_not_resumed(prepared, tmp_path, caplog):
+    import keras
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt  # like Ctrl-C after the first epoch's backup
+
+    out = tmp_path / "changed"
+    spec = {"strategy": "finetune", "hp": {**HP, "epochs": 3}}
+    with pytest.raises(KeyboardInterrupt):
+        resume(prepared, out, spec, caplog, callbacks=(Interrupt(),))
+    assert json.loads((out / "backup" / "phase0" / "training_metadata.json").read_text())["epoch"] == 1
+    changed = {"strategy": "finetune", "hp": {**HP, "epochs": 3, "learning_rate": 3e-4}}
+    resume(prepared, out, changed, caplog)
+    assert "made with other settings" in caplog.text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] is None and metrics["epochs_trained"] == 3
+    assert [float(r["learning_rate"]) for r in rows(out / "history.csv")] == pytest.approx([3e-4] * 3)
