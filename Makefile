@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: demo test lint fmt bench clean-demo
+.PHONY: demo test lint fmt bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,5 +29,7 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/snakefmt Snakefile rules/
 
+# Benchmarks print ratios against a reference measured in the same run.
 bench: $(STAMP)
 	$(BIN)/python bench/prepare.py
+	$(BIN)/python bench/train_throughput.py --backbone alexnet --size 64 --batch 32 --steps 16 --epochs 4

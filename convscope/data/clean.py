@@ -9,7 +9,6 @@ classes (ambiguous label: quarantined from every class it appears in).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import os
@@ -20,6 +19,7 @@ from pathlib import Path
 import imagehash
 import numpy as np
 
+from convscope import atomic
 from convscope.data import imageio
 
 # Files the crawl stage writes beside the images, decided by name, not extension,
@@ -235,12 +235,5 @@ def clean(raw_root: Path, classes: list[str], options: dict, out_csv: Path, thre
             f"{details}. Crawl more images for it (crawl max_images / other keywords or source), "
             f"or relax the clean settings (clean.min_side, clean.near_duplicate_distance)."
         )
-    out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_csv.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(out_csv)
+    atomic.write_csv(out_csv, rows, COLUMNS)
     return rows

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
+from convscope import atomic
 from convscope.data.engines import WEB_SOURCES, crawl_web
 from convscope.data.folder_import import import_folder
 from convscope.data.ledger import DUPLICATE, FAILED, MISSING, OK, REJECTED, Ledger
@@ -78,9 +78,7 @@ def crawl_class(cls: str, options: dict, out_dir: Path, summary_path: Path) -> d
         "elapsed_s": round(elapsed, 3),
         "manifest": ledger.path.name,
     }
-    tmp = summary_path.with_name(f".{summary_path.name}.tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, summary_path)
+    atomic.write_bytes(summary_path, (json.dumps(summary, indent=2) + "\n").encode())
     log.info("class %s: done in %.1f s: %s", cls, elapsed, counts)
     return summary
 

@@ -21,6 +21,8 @@ import logging
 import math
 from pathlib import Path
 
+from convscope import atomic
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
@@ -119,12 +121,5 @@ def split(manifest_csv: Path, options: dict, seed: int, out_csv: Path) -> list[d
             f"raise crawl max_images or add sources; or change split fractions (split.train/val/test), "
             f"lower split.min_per_split, or try another seed."
         )
-    out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_csv.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(out_csv)
+    atomic.write_csv(out_csv, rows, COLUMNS)
     return rows

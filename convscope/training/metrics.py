@@ -15,11 +15,11 @@ the grid summary and the report read all runs alike:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from convscope.atomic import write_bytes as atomic_write_bytes
 
 
 def top_k(num_classes: int) -> int:
@@ -84,29 +84,6 @@ def split_report(y_val, s_val, y_test, s_test, classes, *, bootstrap: int, seed:
 def write_json_atomic(path, data) -> None:
     """Write JSON to a temporary file beside `path`, then rename: readers never see half a file."""
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n").encode())
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _jsonable(value):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from pathlib import Path
 
 import numpy as np
 
