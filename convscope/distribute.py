@@ -142,7 +142,10 @@ def _even_batches_class():
 
         def __getitem__(self, index):
             batch = self.dataset[index]
-            x, y = batch[0], batch[1]
+            if not isinstance(batch, (tuple, list)):
+                batch = (batch,)  # predict datasets may yield images alone
+            x = batch[0]
+            y = batch[1] if len(batch) > 1 else None
             sw = batch[2] if len(batch) > 2 else None
             size = len(x)
             rest = size % self.n
@@ -150,12 +153,15 @@ def _even_batches_class():
                 if not rest:
                     return batch
                 keep = size - rest
-                return (x[:keep], y[:keep]) if sw is None else (x[:keep], y[:keep], sw[:keep])
+                return tuple(part[:keep] for part in (x, y, sw) if part is not None)
             extra = (self.n - rest) % self.n
             if extra:
                 reps = np.full(extra, size - 1)
                 x = np.concatenate([x, np.asarray(x)[reps]])
-                y = np.concatenate([y, np.asarray(y)[reps]])
+                if y is not None:
+                    y = np.concatenate([y, np.asarray(y)[reps]])
+            if y is None:
+                return (x,)
             if not self.weights:
                 return x, y
             # Every batch carries weights, so that Keras sees one structure throughout.

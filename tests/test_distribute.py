@@ -147,8 +147,9 @@ TRAIN_CHILD = textwrap.dedent(
     from convscope.training.run import train_run
     from tests.test_training import CLASSES, hp, write_prepared
 
-    # 48/12/12 images in batches of 16: every batch splits evenly over 2 devices.
-    prepared = write_prepared(__import__("pathlib").Path(sys.argv[1]) / "prepared", size=32, counts=(48, 12, 12))
+    # 48/13/13 images in batches of 16: the last validation and test batches (13) do
+    # not split over 2 devices, so they must be padded.
+    prepared = write_prepared(__import__("pathlib").Path(sys.argv[1]) / "prepared", size=32, counts=(48, 13, 13))
     metrics = train_run(
         prepared_dir=prepared, out_dir=sys.argv[1] + "/run", backbone="alexnet", options={"weights": "none"},
         input_size=32, strategy="finetune", hp=hp(batch_size=16, epochs=2), classes=CLASSES,

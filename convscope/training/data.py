@@ -114,6 +114,10 @@ class MemmapDataset(keras.utils.PyDataset):
         return x, y
 
 
-def predict(model, dataset: "MemmapDataset"):
-    """model.predict over every image of a dataset made with for_predict=True (padding cut off)."""
-    return model.predict(dataset, verbose=0)[: len(dataset.x)]
+def predict(model, dataset: "MemmapDataset", replicas=None):
+    """model.predict over every image of a dataset made with for_predict=True (padding cut off).
+
+    `replicas` (convscope.distribute.Replicas) evens out batches for multi-device predict.
+    """
+    scores = replicas.predict(model, dataset) if replicas is not None else model.predict(dataset, verbose=0)
+    return scores[: len(dataset.x)]

@@ -18,7 +18,6 @@ removed once the outputs are in place.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
@@ -34,22 +33,16 @@ OUTPUTS = ("model.keras", "history.csv", "metrics.json")
 
 
 def distribution_for(n_gpus: int):
-    """The context that model building, compiling and fitting run in.
+    """The context that model building, compiling, fitting and predicting run in.
 
-    The single place where multi-GPU training plugs in: for n_gpus <= 1 a
-    no-op; for more, convscope.distribute.scope(n_gpus) (data parallel:
-    keras.distribution under JAX, MirroredStrategy under TensorFlow).
+    The single place where multi-GPU training plugs in: convscope.distribute.scope
+    (data parallel: keras.distribution under JAX, MirroredStrategy under TensorFlow).
+    It yields a Replicas whose batches() make every batch split evenly over the
+    devices; with one device it changes nothing.
     """
-    if int(n_gpus or 0) <= 1:
-        return contextlib.nullcontext()
-    try:
-        from convscope import distribute
-    except ImportError:
-        raise NotImplementedError(
-            f"this train job was given {n_gpus} GPUs (resources.gpu) but multi-GPU training needs "
-            "convscope.distribute, which is not installed in this checkout; run with gpu=1"
-        ) from None
-    return distribute.scope(int(n_gpus))
+    from convscope import distribute
+
+    return distribute.scope(int(n_gpus or 0))
 
 
 def _fingerprint(settings: dict) -> str:
@@ -166,7 +159,7 @@ def train_run(
     resumed_from = None
     first_fit = None
 
-    with distribution_for(n_gpus):
+    with distribution_for(n_gpus) as replicas:
         t_build = time.perf_counter()
         model = build.build_classifier(
             backbone,
@@ -215,8 +208,9 @@ def train_run(
                 cb.trainable_params(model),
             )
             model.fit(
-                train_ds,
-                validation_data=val_ds,
+                replicas.batches(train_ds, training=True),
+                # padded with zero-weight copies so that every batch splits over the devices
+                validation_data=replicas.batches(val_ds, training=False),
                 epochs=phase.end,
                 initial_epoch=phase.start,
                 callbacks=run_callbacks,
@@ -227,8 +221,8 @@ def train_run(
                 first_fit = runlog
 
         t_trained = time.perf_counter()
-        scores_val = data.predict(model, val_x)
-        scores_test = data.predict(model, test_x)
+        scores_val = data.predict(model, val_x, replicas)
+        scores_test = data.predict(model, test_x, replicas)
 
     history = _read_history(history_tmp)
     report = metrics.split_report(

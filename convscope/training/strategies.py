@@ -92,7 +92,9 @@ def compile_phase(model, phase: Phase, hp: dict, num_classes: int, jit_compile) 
     model.compile(
         optimizer=optimizer(hp["optimizer"], phase.learning_rate),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=float(hp["label_smoothing"])),
-        metrics=[
+        # weighted: multi-GPU validation pads batches with zero-weight samples (the
+        # same figures as plain metrics when there are no weights)
+        weighted_metrics=[
             keras.metrics.CategoricalAccuracy(name="accuracy"),
             keras.metrics.TopKCategoricalAccuracy(k=top_k(num_classes), name="top_k"),
         ],
