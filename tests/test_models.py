@@ -47,28 +47,26 @@ def predecessors(model) -> dict[str, set[str]]:
     return preds
 
 
-def descendants(preds: dict[str, set[str]], root: str) -> set[str]:
-    succ: dict[str, set[str]] = {n: set() for n in preds}
-    for n, ps in preds.items():
-        for p in ps:
-            succ[p].add(n)
+def _reachable(edges: dict[str, set[str]], root: str) -> set[str]:
     seen, todo = set(), [root]
     while todo:
-        for nxt in succ[todo.pop()]:
+        for nxt in edges[todo.pop()]:
             if nxt not in seen:
                 seen.add(nxt)
                 todo.append(nxt)
     return seen
 
 
+def descendants(preds: dict[str, set[str]], root: str) -> set[str]:
+    succ: dict[str, set[str]] = {n: set() for n in preds}
+    for n, ps in preds.items():
+        for p in ps:
+            succ[p].add(n)
+    return _reachable(succ, root)
+
+
 def ancestors(preds: dict[str, set[str]], root: str) -> set[str]:
-    seen, todo = set(), [root]
-    while todo:
-        for p in preds[todo.pop()]:
-            if p not in seen:
-                seen.add(p)
-                todo.append(p)
-    return seen
+    return _reachable(preds, root)
 
 
 def expected_trainable_layers(base, backbone: str, depth) -> set[str]:
