@@ -33,3 +33,4 @@ fmt: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/prepare.py
 	$(BIN)/python bench/train_throughput.py --backbone alexnet --size 64 --batch 32 --steps 16 --epochs 4
+	$(BIN)/python bench/input_pipeline.py

@@ -75,8 +75,11 @@ def _jax_compile_cache(folder) -> None:
         log.warning("no persistent JAX compilation cache (%s): every run compiles from scratch", e)
         return
     jax.config.update("jax_compilation_cache_dir", str(folder))
-    # Our train steps take seconds to compile; cache everything that takes a little.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    # Cache every program, the tiny ones too: building a model and its optimizer
+    # runs hundreds of small eager programs (initializers, zeros per weight shape)
+    # that each compile once per process. On CPU (MobileNetV2@32, 1-epoch run,
+    # warm cache) this took a fresh job from 20-24 s to 19-20 s; GPU compiles cost more.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 def current() -> str:
@@ -118,7 +121,7 @@ def accelerators() -> list[str]:
     if backend == "jax":
         import jax
 
-        return [str(d) for d in jax.devices() if d.platform != "cpu"]
+        return [f"{d} ({d.device_kind})" for d in jax.devices() if d.platform != "cpu"]
     import tensorflow as tf
 
     return [d.name for d in tf.config.list_physical_devices("GPU")]

@@ -1,4 +1,12 @@
-"""Keras callbacks of a training run (their order matters; see run.train_run)."""
+"""Keras callbacks of a training run (their order matters; see run.train_run).
+
+None of them may force a host-device sync per step: Keras dispatches
+on_train_batch_end on a worker thread only when every callback either leaves
+the batch hooks alone or says async_safe; otherwise it converts each step's
+logs to Python numbers, and under JAX the host waits for every step before
+queuing the next (the GPU idles between steps). tests/test_callbacks.py
+checks the run's list keeps that dispatch asynchronous.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +44,12 @@ class RunLog(keras.callbacks.Callback):
     It must come before CSVLogger (which writes the logs it sees). train_s is
     the training part of the epoch (up to validation), the basis of images/s;
     the first step's time (tracing/compilation included) is kept separately.
+
+    async_safe: its batch hook only records when the first step's logs are
+    ready (on Keras' callback thread, which waits for that step).
     """
+
+    async_safe = True
 
     def __init__(self, depth, images_per_epoch: int):
         super().__init__()
@@ -60,6 +73,9 @@ class RunLog(keras.callbacks.Callback):
 
     def on_test_begin(self, logs=None):
         if self._epoch_start is not None and self._train_end is None:
+            # Steps are dispatched asynchronously: wait for the last one to finish
+            # (its optimizer step count), or its time would count as validation.
+            keras.ops.convert_to_numpy(self.model.optimizer.iterations)
             self._train_end = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -101,13 +117,12 @@ class GuardedTensorBoard(keras.callbacks.Callback):
 
     Under JAX the TensorBoard writer still needs TensorFlow's tf.summary; where
     that is missing or breaks, training goes on and metrics.json says so.
+    Per-epoch logging only: the batch hooks are not forwarded (with
+    update_freq="epoch" and no profiling they do nothing, yet would stop Keras
+    from dispatching batch callbacks asynchronously).
     """
 
-    HOOKS = (
-        "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
-        "on_train_batch_begin", "on_train_batch_end", "on_test_begin", "on_test_end",
-        "on_test_batch_begin", "on_test_batch_end",
-    )
+    HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_test_begin", "on_test_end")
 
     def __init__(self, log_dir):
         super().__init__()
@@ -152,6 +167,31 @@ def _guarded(name):
 
 for _hook in GuardedTensorBoard.HOOKS:
     setattr(GuardedTensorBoard, _hook, _guarded(_hook))
+
+
+class EpochBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore at epoch ends only, without its batch hooks.
+
+    Its on_train_batch_end only counts batches for save_freq=N; left in
+    place they would make Keras wait for every step's logs (see module doc).
+    """
+
+    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
+
+    def __init__(self, backup_dir):
+        super().__init__(str(backup_dir), save_freq="epoch", double_checkpoint=True)
+
+
+def phase_callbacks(train_ds, runlog: RunLog, history_csv, tensorboard, done_marker, backup_dir) -> list:
+    """The callbacks of one phase's fit, in the order they must run."""
+    return [
+        EpochSeed(train_ds),
+        runlog,  # before CSVLogger: adds learning_rate, trainable_params, timings
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
+        *([tensorboard] if tensorboard is not None else []),
+        PhaseDone(done_marker),  # before BackupAndRestore deletes its backup
+        EpochBackupAndRestore(backup_dir),
+    ]
 
 
 def csv_rows_before(path, epoch: int) -> int:

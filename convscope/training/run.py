@@ -194,12 +194,7 @@ def train_run(
             model._initial_epoch = None
             runlog = cb.RunLog(phase.depth, train_ds.samples_per_epoch)
             run_callbacks = [
-                cb.EpochSeed(train_ds),
-                runlog,  # before CSVLogger: adds learning_rate, trainable_params, timings
-                keras.callbacks.CSVLogger(str(history_tmp), append=True),
-                *([tb] if tb is not None else []),
-                cb.PhaseDone(work / f"phase{phase.index}.weights.h5"),  # before BackupAndRestore deletes its backup
-                keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch", double_checkpoint=True),
+                *cb.phase_callbacks(train_ds, runlog, history_tmp, tb, work / f"phase{phase.index}.weights.h5", backup),
                 *callbacks,
             ]
             log.info(
