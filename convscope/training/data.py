@@ -15,10 +15,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
+MAX_READ_THREADS = 4
+
 
 def split_paths(prepared_dir, split: str) -> tuple[Path, Path]:
     d = Path(prepared_dir)
     return d / f"{split}.npy", d / f"{split}.labels.npy"
+
 
 
 class MemmapDataset(keras.utils.PyDataset):
@@ -30,8 +33,8 @@ class MemmapDataset(keras.utils.PyDataset):
     epoch's first batch is read. Keras' own `fit(shuffle=True)` reshuffles batch
     indices with an unseeded RNG; pass shuffle=False to fit.
 
-    workers: threads that read the next batches ahead while the device trains
-    on this one. The dataset prefetches itself instead of handing `workers` to
+    workers: threads (at most MAX_READ_THREADS) that read the next batches
+    ahead while the device trains on this one. The dataset prefetches itself instead of handing `workers` to
     Keras: Keras' threaded enqueuer stops at every epoch end by polling an empty
     queue with a 0.1 s timeout, an idle GPU for ~0.1 s per epoch (and per
     validation pass) that on small datasets costs 10-20% of training time
@@ -61,7 +64,8 @@ class MemmapDataset(keras.utils.PyDataset):
         max_queue_size: int = 8,
     ):
         super().__init__(workers=1, use_multiprocessing=False, max_queue_size=max_queue_size)
-        self.prefetch_workers = max(1, int(workers))
+        # A batch read is one memcpy from the page cache: a few threads keep any GPU fed.
+        self.prefetch_workers = max(1, min(int(workers), MAX_READ_THREADS))
         self.read_ahead = max(2, min(int(max_queue_size), 2 * self.prefetch_workers)) if self.prefetch_workers > 1 else 0
         self._pool = None
         self._pending = {}  # (epoch, batch index) -> Future of that batch

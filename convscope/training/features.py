@@ -78,7 +78,8 @@ def compute_embeddings(
     info = {"backbone": backbone, "input_size": input_size, "splits": {}}
     images, predict_s = 0, 0.0
     for split in SPLITS:
-        ds = data.MemmapDataset(*data.split_paths(prepared_dir, split), batch_size, num_classes, for_predict=True)
+        ds = data.MemmapDataset(*data.split_paths(prepared_dir, split), batch_size, num_classes, for_predict=True,
+                                workers=threads)
         if ds.image_shape[:2] != (input_size, input_size):
             raise ValueError(f"{ds.images_path}: images are {ds.image_shape[:2]}, {backbone} needs {input_size}")
         t = time.perf_counter()

@@ -136,14 +136,16 @@ def train_run(
     plan = strategies.phases(strategy, backbone, hp, progressive)
     num_classes = len(classes)
     batch = int(hp["batch_size"])
-    workers = min(int(threads), 4)
+    workers = int(threads)  # read-ahead threads of the datasets
     train_ds = data.MemmapDataset(
         *data.split_paths(prepared_dir, "train"), batch, num_classes, shuffle=True, seed=int(hp["seed"]),
         drop_remainder=True, workers=workers,
     )
     val_ds = data.MemmapDataset(*data.split_paths(prepared_dir, "val"), batch, num_classes, workers=workers)
-    val_x = data.MemmapDataset(*data.split_paths(prepared_dir, "val"), batch, num_classes, for_predict=True)
-    test_x = data.MemmapDataset(*data.split_paths(prepared_dir, "test"), batch, num_classes, for_predict=True)
+    val_x, test_x = (
+        data.MemmapDataset(*data.split_paths(prepared_dir, s), batch, num_classes, for_predict=True, workers=workers)
+        for s in ("val", "test")
+    )
     if train_ds.image_shape[:2] != (input_size, input_size):
         raise ValueError(
             f"{train_ds.images_path}: images are {train_ds.image_shape[:2]} but {backbone} trains at "
