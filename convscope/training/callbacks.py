@@ -4,8 +4,8 @@ None of them may force a host-device sync per step: Keras dispatches
 on_train_batch_end on a worker thread only when every callback either leaves
 the batch hooks alone or says async_safe; otherwise it converts each step's
 logs to Python numbers, and under JAX the host waits for every step before
-queuing the next (the GPU idles between steps). tests/test_callbacks.py
-checks the run's list keeps that dispatch asynchronous.
+queuing the next (the GPU idles between steps). The JAX test in
+tests/test_training.py checks that phase_callbacks keeps it asynchronous.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ class EpochBackupAndRestore(keras.callbacks.BackupAndRestore):
     """BackupAndRestore at epoch ends only, without its batch hooks.
 
     Its on_train_batch_end only counts batches for save_freq=N; left in
-    place they would make Keras wait for every step's logs (see module doc).
+    place it would make Keras wait for every step's logs (see module doc).
     """
 
     on_train_batch_end = keras.callbacks.Callback.on_train_batch_end

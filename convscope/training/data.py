@@ -23,7 +23,6 @@ def split_paths(prepared_dir, split: str) -> tuple[Path, Path]:
     return d / f"{split}.npy", d / f"{split}.labels.npy"
 
 
-
 class MemmapDataset(keras.utils.PyDataset):
     """(uint8 images, one-hot float32 labels) batches from a prepared split.
 
@@ -34,11 +33,11 @@ class MemmapDataset(keras.utils.PyDataset):
     indices with an unseeded RNG; pass shuffle=False to fit.
 
     workers: threads (at most MAX_READ_THREADS) that read the next batches
-    ahead while the device trains on this one. The dataset prefetches itself instead of handing `workers` to
-    Keras: Keras' threaded enqueuer stops at every epoch end by polling an empty
-    queue with a 0.1 s timeout, an idle GPU for ~0.1 s per epoch (and per
-    validation pass) that on small datasets costs 10-20% of training time
-    (bench/input_pipeline.py measures both). Keras iterates batches in order
+    ahead while the device trains on this one. The dataset reads ahead itself
+    rather than handing `workers` to Keras: Keras' threaded enqueuer stops at
+    every epoch end by polling an empty queue with a 0.1 s timeout, an idle GPU
+    for ~0.1 s per epoch (and per validation pass) that on small datasets
+    costs 10-20% of training time (bench/input_pipeline.py measures both). Keras iterates batches in order
     0, 1, 2, ... from one thread, which is what the read-ahead serves; any
     other access still works, read on the spot.
 
