@@ -38,6 +38,8 @@ def select(name: str, threads: int | None = None, compile_cache: str | Path | No
                 f"Keras was already imported with backend {current!r} before train.backend={name!r} "
                 "could be applied; call convscope.backend.select() before anything imports keras"
             )
+        if name != "tensorflow":
+            _tensorflow_only_once_imported()
         return name
     os.environ["KERAS_BACKEND"] = name
     # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) buries job logs.
@@ -55,7 +57,40 @@ def select(name: str, threads: int | None = None, compile_cache: str | Path | No
         # JAX grabs 75% of GPU memory up front by default; several jobs may share a GPU's host.
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         _jax_compile_cache(compile_cache)
+    if name != "tensorflow":
+        _tensorflow_only_once_imported()
     return name
+
+
+def _tensorflow_only_once_imported() -> None:
+    """Stop Keras importing TensorFlow into a non-TF process just because it is installed.
+
+    Keras asks its lazy `tensorflow` handle whether TF is available, which
+    imports it, to seed TF in set_random_seed and to recognise TF objects when
+    saving a model: each JAX run paid 5 s of TF import (2 CPU cores), plus TF's
+    CUDA start-up on GPU nodes. No TF object exists before TF is imported and
+    convscope's JAX jobs use no TF, so the handle now reports TF available only
+    once something has imported it; code that uses TF still imports it.
+    """
+    import keras  # noqa: F401 - KERAS_BACKEND is set: this is the process's Keras import
+
+    try:
+        from keras.src.utils import module_utils  # private: the handle Keras modules share
+
+        lazy = module_utils.tensorflow
+    except (ImportError, AttributeError):
+        return  # a Keras without that handle: correct, only slower
+    if getattr(type(lazy), "convscope_imported_only", False):  # (lazy.attr would import TF)
+        return
+
+    class ImportedOnly(type(lazy)):
+        convscope_imported_only = True
+
+        @property
+        def available(self):
+            return "tensorflow" in sys.modules and super().available
+
+    lazy.__class__ = ImportedOnly
 
 
 def default_compile_cache() -> Path:

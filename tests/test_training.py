@@ -79,6 +79,14 @@ def run(prepared, out, strategy="finetune", options=None, progressive=None, **ch
     )
 
 
+def tensorboard_scalars(folder: Path, tag: str) -> list:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return events.Scalars(tag)
+
+
 def conv_params(model, *names) -> int:
     base = model.get_layer("base")
     return sum(base.get_layer(n).count_params() for n in names)
@@ -92,7 +100,13 @@ def test_finetune_writes_outputs_whose_metrics_match_the_saved_model(prepared, t
     for name in ("model.keras", "history.csv", "metrics.json"):
         assert (out / name).is_file()
     assert not (out / "backup").exists(), "the resume state is removed once the outputs are in place"
-    assert list((out / "tensorboard").rglob("events.out.tfevents.*")), "TensorBoard wrote no event files"
+    # TensorBoard's own reader sees each epoch's logs, val_ metrics under validation/
+    history = read_history(out / "history.csv")
+    for run_name, prefix in (("train", ""), ("validation", "val_")):
+        for metric in ("loss", "accuracy"):
+            events = tensorboard_scalars(out / "tensorboard" / run_name, f"epoch_{metric}")
+            assert [e.step for e in events] == [0, 1]
+            assert [e.value for e in events] == pytest.approx([r[prefix + metric] for r in history], rel=1e-5)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(result))
 
@@ -119,7 +133,6 @@ def test_finetune_writes_outputs_whose_metrics_match_the_saved_model(prepared, t
     assert metrics["tensorboard"] == {"enabled": True, "ok": True, "warning": None}
 
     # tune_depth 1 trains the head and AlexNet's last block (conv5) only
-    history = read_history(out / "history.csv")
     assert [int(r["epoch"]) for r in history] == [0, 1]
     head = model.get_layer("head").count_params()
     assert {int(r["trainable_params"]) for r in history} == {head + conv_params(model, "conv5")}
@@ -369,6 +382,7 @@ from convscope.training.run import train_run
 result = train_run(prepared_dir=sys.argv[1], out_dir=sys.argv[2], backbone="alexnet", options={"weights": "none"},
                    input_size=64, strategy="finetune", hp=json.loads(sys.argv[3]), classes=["red", "green", "blue"],
                    backend="jax", bootstrap=200, threads=2)
+tf_imported = "tensorflow" in sys.modules  # seeding and TensorBoard logs must not need it
 import keras
 from pathlib import Path
 from convscope.training import callbacks as cb
@@ -378,13 +392,14 @@ from convscope.training.data import MemmapDataset, split_paths
 # only when no callback needs them synchronously; Keras' own BackupAndRestore is the control.
 tmp = Path(sys.argv[2]).parent
 ds = MemmapDataset(*split_paths(sys.argv[1], "train"), 8, 3, shuffle=True)
-ours = cb.phase_callbacks(ds, cb.RunLog("all", ds.samples_per_epoch), tmp / "h.csv", cb.GuardedTensorBoard(tmp / "tb"),
+ours = cb.phase_callbacks(ds, cb.RunLog("all", ds.samples_per_epoch), tmp / "h.csv", cb.EpochTensorBoard(tmp / "tb"),
                           tmp / "done.weights.h5", tmp / "bk")
 upstream = [c for c in ours if not isinstance(c, cb.EpochBackupAndRestore)]
 upstream.append(keras.callbacks.BackupAndRestore(str(tmp / "bk2"), save_freq="epoch"))
 print("RESULT", json.dumps({"backend": keras.backend.backend(), "versions": result["versions"],
                             "epochs": result["epochs_trained"], "acc": result["test"]["accuracy"],
                             "jit": result["jit_compile"], "first_step": result["fixed_cost_s"]["first_step"],
+                            "tf_imported": tf_imported, "tensorboard": result["tensorboard"],
                             "async": [keras.callbacks.CallbackList(c)._async_train for c in (ours, upstream)]}))
 """
 
@@ -407,6 +422,9 @@ def test_training_runs_under_the_jax_backend(prepared, tmp_path):
     assert result["async"] == [True, False], "a run callback makes every JAX step wait for its logs"
     assert result["first_step"] > 0, "the first step's time is still recorded from the async callback thread"
     assert (out / "model.keras").is_file()
+    assert not result["tf_imported"], "a JAX job imported TensorFlow (5 s of fixed cost per run)"
+    assert result["tensorboard"]["ok"]
+    assert [e.step for e in tensorboard_scalars(out / "tensorboard" / "validation", "epoch_loss")] == [0]
     assert any((tmp_path / "jax-cache").iterdir()), "the persistent compilation cache stayed empty"
     # the model saved under JAX loads and predicts under this process's backend
     from convscope.models.build import load_model

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -112,61 +113,62 @@ class PhaseDone(keras.callbacks.Callback):
         tmp.replace(self.path)
 
 
-class GuardedTensorBoard(keras.callbacks.Callback):
-    """keras.callbacks.TensorBoard that logs a warning and stops instead of failing the run.
+class EpochTensorBoard(keras.callbacks.Callback):
+    """Each epoch's logs as TensorBoard scalars; a failure logs a warning, never fails the run.
 
-    Under JAX the TensorBoard writer still needs TensorFlow's tf.summary; where
-    that is missing or breaks, training goes on and metrics.json says so.
-    Per-epoch logging only: the batch hooks are not forwarded (with
-    update_freq="epoch" and no profiling they do nothing, yet would stop Keras
-    from dispatching batch callbacks asynchronously).
+    Same layout and tags as keras.callbacks.TensorBoard(update_freq="epoch"):
+    runs train/ and validation/ with scalars epoch_<name> (val_ prefixes go to
+    validation/). Written with tensorboardX because Keras' callback writes
+    through tf.summary under every backend, which imported TensorFlow into each
+    JAX job. Flushed at every epoch end, so a killed run keeps its curves. No
+    batch hooks (see module doc). `error` says why logging stopped, if it did.
     """
-
-    HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_test_begin", "on_test_end")
 
     def __init__(self, log_dir):
         super().__init__()
-        self.log_dir = str(log_dir)
+        self.log_dir = Path(log_dir)
         self.error = None
-        try:
-            self.inner = keras.callbacks.TensorBoard(log_dir=self.log_dir, histogram_freq=0, write_graph=False)
-        except Exception as e:  # noqa: BLE001 - any failure means no TensorBoard logs
-            self._fail(e)
+        self._writers = {}
 
     def _fail(self, exc):
         self.error = f"TensorBoard logging disabled: {type(exc).__name__}: {exc}"
         log.warning("%s (training continues; metrics.json records it)", self.error)
-        self.inner = None
+        self.close()
 
-    def set_model(self, model):
-        super().set_model(model)
-        if self.inner is not None:
+    def on_train_begin(self, logs=None):
+        # Opened at the first phase's start, so that an unwritable folder is reported before training.
+        if self.error is None and not self._writers:
             try:
-                self.inner.set_model(model)
-            except Exception as e:  # noqa: BLE001
+                from tensorboardX import SummaryWriter
+
+                # pid in the file name: a resumed run's events never overwrite those of the killed one
+                self._writers = {
+                    run: SummaryWriter(str(self.log_dir / run), filename_suffix=f".{os.getpid()}")
+                    for run in ("train", "validation")
+                }
+            except Exception as e:  # noqa: BLE001 - any failure means no TensorBoard logs
                 self._fail(e)
 
-    def set_params(self, params):
-        super().set_params(params)
-        if self.inner is not None:
-            self.inner.set_params(params)
-
-
-def _guarded(name):
-    def hook(self, *args, **kwargs):
-        if self.inner is None:
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._writers:
             return
         try:
-            getattr(self.inner, name)(*args, **kwargs)
+            for key, value in (logs or {}).items():
+                run, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+                self._writers[run].add_scalar(f"epoch_{name}", float(value), epoch)
+            for writer in self._writers.values():
+                writer.flush()
         except Exception as e:  # noqa: BLE001
             self._fail(e)
 
-    hook.__name__ = name
-    return hook
-
-
-for _hook in GuardedTensorBoard.HOOKS:
-    setattr(GuardedTensorBoard, _hook, _guarded(_hook))
+    def close(self):
+        """Flush and close the event files (train_run calls it once all phases are done)."""
+        writers, self._writers = self._writers, {}
+        for writer in writers.values():
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001, S110 - closing after a failure: nothing more to report
+                pass
 
 
 class EpochBackupAndRestore(keras.callbacks.BackupAndRestore):

@@ -156,7 +156,7 @@ def train_run(
         backbone, run_id, strategy, len(plan), len(train_ds.x), len(val_ds.x), len(test_x.x),
         keras.backend.backend(), precision,
     )
-    tb = cb.GuardedTensorBoard(out / "tensorboard") if tensorboard else None
+    tb = cb.EpochTensorBoard(out / "tensorboard") if tensorboard else None
     jit = backend_lib.jit_compile(jit_compile)
     resumed_from = None
     first_fit = None
@@ -217,6 +217,8 @@ def train_run(
             if first_fit is None:
                 first_fit = runlog
 
+        if tb is not None:
+            tb.close()
         t_trained = time.perf_counter()
         scores_val = data.predict(model, val_x, replicas)
         scores_test = data.predict(model, test_x, replicas)
@@ -248,7 +250,7 @@ def train_run(
         "images_per_s": round(train_ds.samples_per_epoch / train_s, 2) if train_s and train_s > 0 else None,
         "fixed_cost_s": {
             "imports": round(t_imported - t_start, 3),
-            "setup": round(t_build - t_imported, 3),  # data maps, TensorBoard writer (imports TF under JAX)
+            "setup": round(t_build - t_imported, 3),  # memory maps of the prepared arrays
             "build_and_weights": round(t_built - t_build, 3),
             "first_step": round(first_fit.first_step_s, 3) if first_fit and first_fit.first_step_s else None,
             "first_epoch_overhead": (
