@@ -174,11 +174,12 @@ def _cmdline(pid: str) -> bytes:
 
 def backed_up_epochs(models: Path) -> int:
     """Epochs the (only) training run has backed up so far."""
-    for meta in models.glob("alexnet/*/backup/phase0/training_metadata.json"):
-        try:
-            return int(json.loads(meta.read_text())["epoch"])
-        except (OSError, ValueError, KeyError):
-            pass
+    from convscope.training.callbacks import backup_epoch
+
+    for folder in models.glob("alexnet/*/backup/phase0"):
+        epoch = backup_epoch(folder)
+        if epoch is not None:
+            return epoch
     return 0
 
 

@@ -393,8 +393,8 @@ from convscope.training.data import MemmapDataset, split_paths
 tmp = Path(sys.argv[2]).parent
 ds = MemmapDataset(*split_paths(sys.argv[1], "train"), 8, 3, shuffle=True)
 ours = cb.phase_callbacks(ds, cb.RunLog("all", ds.samples_per_epoch), tmp / "h.csv", cb.EpochTensorBoard(tmp / "tb"),
-                          tmp / "done.weights.h5", tmp / "bk")
-upstream = [c for c in ours if not isinstance(c, cb.EpochBackupAndRestore)]
+                          tmp / "done.weights.h5", cb.EpochBackup(tmp / "bk"))
+upstream = [c for c in ours if not isinstance(c, cb.EpochBackup)]
 upstream.append(keras.callbacks.BackupAndRestore(str(tmp / "bk2"), save_freq="epoch"))
 print("RESULT", json.dumps({"backend": keras.backend.backend(), "versions": result["versions"],
                             "epochs": result["epochs_trained"], "acc": result["test"]["accuracy"],

@@ -10,10 +10,11 @@ a Snakemake output, so Snakemake does not delete it when a job fails):
   params.json          the run's settings; a backup made under other settings
                        is discarded rather than resumed
   history.csv          CSVLogger(append=True), trimmed to the backed-up epochs
-  phase{i}/            keras.callbacks.BackupAndRestore of phase i (per epoch)
+  phase{i}/            callbacks.EpochBackup of phase i (per epoch)
   phase{i}.weights.h5  weights at the end of phase i (the phase is done)
-A re-run of a killed job resumes from the last completed epoch; the folder is
-removed once the outputs are in place.
+A re-run of a killed job resumes from the last completed epoch (from the one
+before if the kill came while that epoch's backup was still being written); the
+folder is removed once the outputs are in place.
 """
 
 from __future__ import annotations
@@ -62,17 +63,6 @@ def _prepare_backup(work: Path, settings: dict) -> bool:
     work.mkdir(parents=True)
     stamp.write_text(want)
     return False
-
-
-def _backup_epoch(folder: Path) -> int | None:
-    """The epoch a BackupAndRestore folder resumes at (None if it holds no state)."""
-    meta = folder / "training_metadata.json"
-    if not meta.exists():
-        return None
-    try:
-        return int(json.loads(meta.read_text())["epoch"])
-    except (ValueError, KeyError):
-        return None
 
 
 def _read_history(path: Path) -> list[dict]:
@@ -185,13 +175,13 @@ def train_run(
         for phase in plan[start_at:]:
             build.set_tune_depth(model, backbone, phase.depth)
             strategies.compile_phase(model, phase, hp, num_classes, jit)
-            backup = work / f"phase{phase.index}"
-            epoch = _backup_epoch(backup)
+            backup = cb.EpochBackup(work / f"phase{phase.index}")
+            epoch = cb.backup_epoch(backup.folder)
             if epoch is not None:
                 resumed_from = epoch
-                log.info("phase %d: resuming at epoch %d from %s", phase.index, epoch, backup)
+                log.info("phase %d: resuming at epoch %d from %s", phase.index, epoch, backup.folder)
             cb.csv_rows_before(history_tmp, epoch if epoch is not None else phase.start)
-            # BackupAndRestore sets model._initial_epoch when it restores; a value left
+            # EpochBackup sets model._initial_epoch when it restores; a value left
             # by an earlier phase's fit would override this phase's initial_epoch.
             model._initial_epoch = None
             runlog = cb.RunLog(phase.depth, train_ds.samples_per_epoch)
@@ -204,16 +194,20 @@ def train_run(
                 phase.index, phase.start + 1, phase.end, phase.depth, phase.learning_rate,
                 cb.trainable_params(model),
             )
-            model.fit(
-                replicas.batches(train_ds, training=True),
-                # padded with zero-weight copies so that every batch splits over the devices
-                validation_data=replicas.batches(val_ds, training=False),
-                epochs=phase.end,
-                initial_epoch=phase.start,
-                callbacks=run_callbacks,
-                shuffle=False,  # MemmapDataset shuffles, seeded per epoch
-                verbose=0,
-            )
+            try:
+                model.fit(
+                    replicas.batches(train_ds, training=True),
+                    # padded with zero-weight copies so that every batch splits over the devices
+                    validation_data=replicas.batches(val_ds, training=False),
+                    epochs=phase.end,
+                    initial_epoch=phase.start,
+                    callbacks=run_callbacks,
+                    shuffle=False,  # MemmapDataset shuffles, seeded per epoch
+                    verbose=0,
+                )
+            finally:
+                # An error or Ctrl-C after an epoch end still leaves that epoch's backup whole on disk.
+                backup.wait()
             if first_fit is None:
                 first_fit = runlog
 

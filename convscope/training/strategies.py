@@ -6,7 +6,7 @@ first, then one more block every `progressive.every` epochs, each phase at
 the previous learning rate times `progressive.lr_decay`, up to tune_depth.
 Changing which weights train needs a new compile (Keras fixes the trainable
 variables of its train step then), so each phase compiles with a fresh
-optimizer; BackupAndRestore keeps one backup per phase for the same reason.
+optimizer; EpochBackup keeps one backup per phase for the same reason.
 """
 
 from __future__ import annotations
