@@ -198,8 +198,9 @@ class EpochBackup(keras.callbacks.Callback):
     Keras' BackupAndRestore writes on the training thread (ResNet50 with Adam:
     2.1 s per epoch on 2 CPU cores, ours 1.0 s; bench/epoch_backup.py), longer
     than a GPU epoch of a small dataset, and writes weights and epoch as two
-    files that a kill can leave out of step. on_train_begin restores a backup; on_train_end removes it, after
-    PhaseDone has saved the phase's weights. No batch hooks (see module doc).
+    files that a kill can leave out of step. on_train_begin restores a backup;
+    on_train_end removes it, after PhaseDone has saved the phase's weights.
+    No batch hooks (see module doc).
     """
 
     def __init__(self, backup_dir):
