@@ -34,4 +34,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/prepare.py
 	$(BIN)/python bench/train_throughput.py --backbone alexnet --size 64 --batch 32 --steps 16 --epochs 4
 	$(BIN)/python bench/input_pipeline.py
-	$(BIN)/python bench/epoch_backup.py --epochs 4
+	$(BIN)/python bench/epoch_backup.py

@@ -8,7 +8,7 @@ run used it before (per epoch, double checkpoint), and convscope's EpochBackup
 epoch's start to the next one's, so the epoch-end callbacks count) and the
 ratio of the overheads over the reference.
 
-    .venv/bin/python bench/epoch_backup.py [--backbone resnet50 --size 32 --epochs 6 --backend tensorflow]
+    .venv/bin/python bench/epoch_backup.py [--backbone resnet50 --size 32 --epochs 8 --backend tensorflow]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main(argv=None) -> dict:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=2, help="training steps per epoch")
-    p.add_argument("--epochs", type=int, default=6, help="epochs per variant (the first is not counted)")
+    p.add_argument("--epochs", type=int, default=8, help="epochs per variant (the first is not counted)")
     p.add_argument("--backend", default="tensorflow", choices=["tensorflow", "jax"])
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)

@@ -187,6 +187,17 @@ def backup_epoch(folder) -> int | None:
         return None
 
 
+def _host_copy(variable) -> np.ndarray:
+    """The variable's value in host memory the writer thread can own.
+
+    On CPU the backends may hand out a view of the variable's buffer, which the
+    next step reuses (JAX donates it): copy those; arrays fetched from a GPU
+    are fresh already.
+    """
+    value = keras.ops.convert_to_numpy(variable)
+    return value if value.flags.owndata else value.copy()
+
+
 class EpochBackup(keras.callbacks.Callback):
     """Per-epoch training state (model and optimizer variables, epoch), saved off the training thread.
 
@@ -195,10 +206,10 @@ class EpochBackup(keras.callbacks.Callback):
     rename, so the file on disk always holds one whole epoch. Training goes on
     meanwhile; the next epoch end (and wait()) waits for that write, so at most
     one is in flight, and a kill during it resumes from the epoch before.
-    Keras' BackupAndRestore writes on the training thread (ResNet50 with Adam:
-    2.1 s per epoch on 2 CPU cores, ours 1.0 s; bench/epoch_backup.py), longer
-    than a GPU epoch of a small dataset, and writes weights and epoch as two
-    files that a kill can leave out of step. on_train_begin restores a backup;
+    Keras' BackupAndRestore writes on the training thread (ResNet50 with Adam
+    on 2 CPU cores under JAX: 1.2-1.4 s per epoch, ours 0.3-0.4 s; see
+    bench/epoch_backup.py), longer than a GPU epoch of a small dataset, and
+    writes weights and epoch as two files that a kill can leave out of step. on_train_begin restores a backup;
     on_train_end removes it, after PhaseDone has saved the phase's weights.
     No batch hooks (see module doc).
     """
@@ -236,8 +247,7 @@ class EpochBackup(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.wait()
-        # Copies, not views: under JAX the next step may reuse the donated buffers.
-        state = {f"v{i}": np.array(keras.ops.convert_to_numpy(v)) for i, v in enumerate(self._variables())}
+        state = {f"v{i}": _host_copy(v) for i, v in enumerate(self._variables())}
         state.update(count=np.int64(len(state)), epoch=np.int64(epoch + 1))
         self.folder.mkdir(parents=True, exist_ok=True)
         if self._pool is None:
