@@ -71,6 +71,7 @@ def main(argv=None) -> dict:
         for name, make in variants.items():
             model = build.build_classifier(args.backbone, 3, input_size=args.size, weights="none", seed=1)
             model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+            params = model.count_params()
             timer = EpochStarts()
             # the timer last: an epoch ends once every backup callback has returned
             model.fit(x, y, batch_size=args.batch, epochs=args.epochs, verbose=0,
@@ -80,7 +81,6 @@ def main(argv=None) -> dict:
     base = epoch_s["no backup"]
     keras_extra = epoch_s["keras BackupAndRestore"] - base
     ours_extra = epoch_s["convscope EpochBackup"] - base
-    params = build.build_classifier(args.backbone, 3, input_size=args.size, weights="none").count_params()
     print(f"per-epoch backup: {args.backbone}@{args.size} ({params / 1e6:.1f} M parameters, Adam), "
           f"{n} images/epoch, backend {args.backend}")
     for name, s in epoch_s.items():
