@@ -194,7 +194,7 @@ def input_sizes(config: dict) -> list[int]:
 
 # Keys of the `analysis` section that decide which jobs run or what they may use,
 # not what an analysis writes: kept out of the analyse rule's params.
-_ANALYSIS_SCHEDULING = ("runs", "gpu", "threads", "mem_mb", "runtime")
+_ANALYSIS_SCHEDULING = ("runs", "best_by", "gpu", "threads", "mem_mb", "runtime")
 
 
 def analysis_params(config: dict) -> dict:

@@ -70,6 +70,15 @@ class Run:
     hp: dict = field(hash=False)  # grid point: every GRID_KEYS value (features: classifier, C, seed)
 
 
+# The seed is the last part of an id (see KEYS), written only when it is not the default.
+_SEED_PART = re.compile(r"-s-?\d+$")
+
+
+def without_seed(run_id: str) -> str:
+    """A run's id with its seed part removed: runs that differ only by seed share it."""
+    return _SEED_PART.sub("", run_id)
+
+
 @functools.lru_cache(maxsize=1)
 def _schema_defaults() -> dict:
     schema = yaml.safe_load(SCHEMA.read_text())

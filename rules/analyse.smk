@@ -1,8 +1,9 @@
 # Analyses. `summarise` is a checkpoint: once every run of the grid has its
 # metrics.json it writes R/analysis/grid/ (runs table, heatmaps, strategies) and
 # best.json, and only then do the input functions know which runs to analyse
-# (config analysis.runs: best = the best run of each backbone by validation
-# accuracy, all = every run). One `analyse` job per model: the model is loaded
+# (config analysis.runs: best = the best trained run of each backbone, best_any =
+# the best run of any strategy, all = every run; analysis.best_by: by a run's own
+# validation accuracy or by its mean over seeds). One `analyse` job per model: the model is loaded
 # once and every analysis of it (standard + explanations) runs in that job.
 # Input functions: rules/common.smk (analyses section).
 
@@ -12,18 +13,27 @@ checkpoint summarise:
         metrics=[
             f"{R}/models/{r.backbone}/{r.id}/metrics.json" for r in grid.runs(config)
         ],
+        # Per-image test predictions, for the paired (McNemar) strategy comparison.
+        predictions=[
+            f"{R}/models/{r.backbone}/{r.id}/test_predictions.csv"
+            for r in grid.runs(config)
+        ],
     output:
         index=f"{R}/analysis/grid/index.json",
         runs=f"{R}/analysis/grid/runs.csv",
         best=f"{R}/analysis/grid/best.json",
         heatmaps=f"{R}/analysis/grid/heatmaps.csv",
         strategies=f"{R}/analysis/grid/strategies.csv",
+        seeds=f"{R}/analysis/grid/seeds.csv",
+        comparisons=f"{R}/analysis/grid/comparisons.csv",
     log:
         f"{R}/logs/summarise.log",
     benchmark:
         f"{R}/benchmarks/summarise.tsv"
     conda:
         "../envs/train.yaml"
+    params:
+        selection=selection_params(),
     script:
         "../scripts/summarise.py"
 

@@ -87,7 +87,7 @@ try:
 except (KeyError, ValueError) as e:
     sys.exit(f"invalid config: {e}")
 
-TRAIN_OUTPUTS = ("model.keras", "history.csv", "metrics.json")
+TRAIN_OUTPUTS = ("model.keras", "history.csv", "test_predictions.csv", "metrics.json")
 TRAINED_RUN = "(?:" + "|".join(grid.TRAINED) + r")-[^/]+"
 FEATURES_RUN = r"features-[^/]+"
 BACKBONE = "|".join(config["backbones"])
@@ -108,7 +108,9 @@ def train_inputs(wildcards):
 
 def run_outputs(run):
     files = (
-        ("metrics.json", "head.npz") if run.strategy == "features" else TRAIN_OUTPUTS
+        ("metrics.json", "head.npz", "test_predictions.csv")
+        if run.strategy == "features"
+        else TRAIN_OUTPUTS
     )
     return [f"{R}/models/{run.backbone}/{run.id}/{f}" for f in files]
 
@@ -141,8 +143,18 @@ def analysis_index(backbone, run):
     return f"{R}/analysis/{backbone}/{run}/index.json"
 
 
+def selection_params():
+    """What picks each backbone's analysed run (the summarise rule's params).
+
+    `all` analyses every run but the report shows the same run as `best`, so
+    switching between the two does not re-run the summary.
+    """
+    analysed = "best_any" if ANALYSIS["runs"] == "best_any" else "best"
+    return {"analysed": analysed, "by": ANALYSIS["best_by"]}
+
+
 def best_runs():
-    """{backbone: run} from best.json; asking makes the summarise checkpoint a dependency."""
+    """{backbone: run analysed} from best.json; asking makes the summarise checkpoint a dependency."""
     with open(checkpoints.summarise.get().output.best) as f:
         return {b: entry["run"] for b, entry in json.load(f).items()}
 
@@ -167,6 +179,11 @@ def analyse_inputs(wildcards):
         "metrics": f"{run_dir}/metrics.json",
         "test": [
             prepared_split(wildcards.backbone, "test", kind)
+            for kind in ("npy", "labels.npy", "index.csv")
+        ],
+        # Temperature scaling is fitted on the validation split.
+        "val": [
+            prepared_split(wildcards.backbone, "val", kind)
             for kind in ("npy", "labels.npy", "index.csv")
         ],
     }

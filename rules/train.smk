@@ -14,6 +14,7 @@ rule train:
         model=f"{R}/models/{{backbone}}/{{run}}/model.keras",
         history=f"{R}/models/{{backbone}}/{{run}}/history.csv",
         metrics=f"{R}/models/{{backbone}}/{{run}}/metrics.json",
+        predictions=f"{R}/models/{{backbone}}/{{run}}/test_predictions.csv",
     log:
         f"{R}/logs/train/{{backbone}}/{{run}}.log",
     benchmark:
@@ -71,6 +72,7 @@ rule features_head:
     output:
         metrics=f"{R}/models/{{backbone}}/{{run}}/metrics.json",
         head=f"{R}/models/{{backbone}}/{{run}}/head.npz",
+        predictions=f"{R}/models/{{backbone}}/{{run}}/test_predictions.csv",
     log:
         f"{R}/logs/features/{{backbone}}/{{run}}.log",
     benchmark:

@@ -4,18 +4,25 @@ Reads the metrics.json of every run (convscope.training.metrics layout: backbone
 run, strategy, hp, val/test accuracy, test CI, train time, images/s) and writes
 
     runs.csv         one row per run: strategy, hyperparameters, val accuracy with a
-                     Wilson 95% CI, test accuracy with the bootstrap 95% CI, train
-                     time, images/s
-    best.json        per backbone: "run" = the best run by validation accuracy (any
-                     strategy; a features run's network is built on demand for its
-                     analyses), with its strategy and accuracies
+                     Wilson 95% CI, test accuracy with the bootstrap 95% CI, test
+                     ECE, train time, images/s
+    seeds.csv        runs that differ only by seed, aggregated: seeds, mean and
+                     standard deviation of val and test accuracy
+    best.json        per backbone: "run" = the run analysed in detail (the best
+                     *trained* run by default: a features head on a frozen base
+                     shows filters it never learned), plus "best_trained",
+                     "best_features" and "best_any" for the comparison
     heatmaps.csv     mean validation accuracy per cell, over each pair of
                      hyperparameters that vary for a backbone (+ one PNG per pair)
     strategies.csv   best and mean validation accuracy per strategy per backbone (+ PNG)
+    comparisons.csv  the best runs of every two strategies on the same test images:
+                     disagreement table, McNemar's exact p, CI overlap, one sentence
     index.json       for the report
 
-Ties in validation accuracy go to the run listed first (grid order): test accuracy
-never decides which run is "best", or it would stop being a held-out estimate.
+"Best" is by validation accuracy, or by its mean over seeds (Selection.by =
+"seed_mean": the grid point with the best mean, then its best seed). Ties go to
+the run listed first (grid order): test accuracy never decides which run is
+"best", or it would stop being a held-out estimate.
 """
 
 from __future__ import annotations
@@ -24,18 +31,37 @@ import itertools
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from convscope.analysis import plots
+from convscope import grid
+from convscope.analysis import paired, plots
 from convscope.analysis.index import item, section, write_index
+from convscope.training.metrics import PREDICTIONS, read_predictions
 
 log = logging.getLogger(__name__)
 
 NUMBERS = ("val_accuracy", "val_ci95_low", "val_ci95_high", "test_accuracy", "test_ci95_low", "test_ci95_high",
-           "train_time_s", "images_per_s")
+           "test_ece", "train_time_s", "images_per_s")
+ANALYSED = ("best", "best_any")  # config analysis.runs (`all` analyses every run; the report shows `best`)
+BY = ("run", "seed_mean")  # config analysis.best_by
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How each backbone's best run is chosen (config analysis.runs and analysis.best_by)."""
+
+    analysed: str = "best"  # best = best trained run (features only if none trained), best_any = any strategy
+    by: str = "run"  # run = its own val accuracy, seed_mean = mean val accuracy over its seeds
+
+    def __post_init__(self):
+        if self.analysed not in ANALYSED:
+            raise ValueError(f"config key analysis.runs: {self.analysed!r} is not one of {[*ANALYSED, 'all']}")
+        if self.by not in BY:
+            raise ValueError(f"config key analysis.best_by: {self.by!r} is not one of {list(BY)}")
 
 
 def wilson_interval(accuracy: float, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -76,6 +102,7 @@ def read_run(path) -> dict:
             "test_ci95_low": _number(ci[0]),
             "test_ci95_high": _number(ci[1]),
             "test_n": int(test.get("n") or 0),
+            "test_ece": _number(test.get("ece")),
             "train_time_s": _number(m.get("train_time_s")),
             "images_per_s": _number(m.get("images_per_s")),
         }
@@ -97,23 +124,71 @@ def hp_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c not in fixed]
 
 
-def best_runs(table: pd.DataFrame) -> dict:
-    """Per backbone: the run with the highest validation accuracy (first in grid order on ties)."""
+def seed_groups(table: pd.DataFrame) -> pd.DataFrame:
+    """Runs that differ only by seed, one row per grid point: seeds, mean and spread of the accuracies."""
+    keyed = table.assign(config=table["run"].map(grid.without_seed))
+    rows = []
+    for (backbone, config), runs in keyed.groupby(["backbone", "config"], sort=False):
+        row = {"backbone": backbone, "config": config, "strategy": runs["strategy"].iloc[0], "seeds": len(runs),
+               "runs": " ".join(runs["run"])}
+        for metric in ("val_accuracy", "test_accuracy"):
+            values = runs[metric].dropna()
+            row[f"{metric}_mean"] = float(values.mean()) if len(values) else float("nan")
+            # Sample standard deviation: the spread a new seed would show (NaN with one seed).
+            row[f"{metric}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+            row[f"{metric}_min"] = float(values.min()) if len(values) else float("nan")
+            row[f"{metric}_max"] = float(values.max()) if len(values) else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _top(runs: pd.DataFrame, by: str) -> pd.Series:
+    """The best of these runs: max val accuracy, or the best seed of the grid point with the best mean."""
+    runs = runs[runs["val_accuracy"].notna()]
+    if by == "seed_mean":
+        config = runs["run"].map(grid.without_seed)
+        means = runs.groupby(config, sort=False)["val_accuracy"].mean()
+        runs = runs[config == means.idxmax()]  # idxmax: the first of equal maxima, in grid order
+    return runs.loc[runs["val_accuracy"].idxmax()]
+
+
+def _entry(top: pd.Series, runs: pd.DataFrame) -> dict:
+    config = grid.without_seed(top["run"])
+    seeds = runs[runs["run"].map(grid.without_seed) == config]
+    return {
+        "run": top["run"],
+        "strategy": top["strategy"],
+        "val_accuracy": float(top["val_accuracy"]),
+        "test_accuracy": float(top["test_accuracy"]),
+        "test_ci95_low": float(top["test_ci95_low"]),
+        "test_ci95_high": float(top["test_ci95_high"]),
+        "test_ece": float(top["test_ece"]) if pd.notna(top.get("test_ece")) else None,
+        "seeds": int(len(seeds)),
+        "val_accuracy_seed_mean": float(seeds["val_accuracy"].mean()),
+    }
+
+
+def best_runs(table: pd.DataFrame, selection: Selection = Selection()) -> dict:
+    """Per backbone: the run to analyse ("run", ...) and the best trained, features and overall runs."""
     best = {}
     for backbone, runs in table.groupby("backbone", sort=False):
         runs = runs[runs["val_accuracy"].notna()]
         if runs.empty:
             raise ValueError(f"backbone {backbone}: no run has a validation accuracy; check its metrics.json files")
-        top = runs.loc[runs["val_accuracy"].idxmax()]  # idxmax: the first of equal maxima
-        best[backbone] = {
-            "run": top["run"],
-            "strategy": top["strategy"],
-            "val_accuracy": float(top["val_accuracy"]),
-            "test_accuracy": float(top["test_accuracy"]),
-            "test_ci95_low": float(top["test_ci95_low"]),
-            "test_ci95_high": float(top["test_ci95_high"]),
-            "runs": int(len(runs)),
+        trained = runs[runs["strategy"] != "features"]
+        features = runs[runs["strategy"] == "features"]
+        picks = {
+            "best_any": _entry(_top(runs, selection.by), runs),
+            "best_trained": _entry(_top(trained, selection.by), runs) if len(trained) else None,
+            "best_features": _entry(_top(features, selection.by), runs) if len(features) else None,
         }
+        if selection.analysed == "best" and picks["best_trained"] is not None:
+            chosen, why = picks["best_trained"], "best trained run"
+        else:
+            chosen = picks["best_any"]
+            why = "best run of any strategy" if selection.analysed == "best_any" else "best run (no trained runs)"
+        by = "mean validation accuracy over seeds" if selection.by == "seed_mean" else "validation accuracy"
+        best[backbone] = {**chosen, "runs": int(len(runs)), "chosen_as": f"{why}, by {by}", **picks}
     return best
 
 
@@ -199,11 +274,15 @@ def _draw_panels(panels, path: Path, backbone: str, vmin: float, vmax: float) ->
     plots.save_figure(fig, path)
 
 
-def strategy_comparison(table: pd.DataFrame, out_dir: Path) -> dict:
-    """Best run of each strategy per backbone: val accuracy bars, test accuracy with its CI."""
+def strategy_comparison(table: pd.DataFrame, out_dir: Path, by: str = "run", predictions=None) -> dict:
+    """Best run of each strategy per backbone: val accuracy bars, test accuracy with its CI.
+
+    predictions: {(backbone, run): path of its per-image test predictions}; with them
+    the best runs of every two strategies are compared on the same images (comparisons.csv).
+    """
     rows = []
     for (backbone, strategy), runs in table.groupby(["backbone", "strategy"], sort=False):
-        top = runs.loc[runs["val_accuracy"].idxmax()]
+        top = _top(runs, by)
         rows.append({"backbone": backbone, "strategy": strategy, "runs": len(runs), "best_run": top["run"],
                      "best_val_accuracy": top["val_accuracy"], "mean_val_accuracy": runs["val_accuracy"].mean(),
                      "test_accuracy": top["test_accuracy"], "test_ci95_low": top["test_ci95_low"],
@@ -229,36 +308,94 @@ def strategy_comparison(table: pd.DataFrame, out_dir: Path) -> dict:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     png = plots.save_figure(fig, out_dir / "strategies.png")
+    pairs_csv = out_dir / "comparisons.csv"
+    comparisons(comp, predictions or {}).to_csv(pairs_csv, index=False)
     return section("strategies", "Strategy comparison", [
         item("image", png, "Per backbone, the best run of each strategy: bars are validation accuracy (which picked "
              "the run), dots its test accuracy with the bootstrap 95% CI. Scratch vs finetune shows what "
-             "pretraining buys; features shows how far a frozen base gets.", csv, root=out_dir)
+             "pretraining buys; features shows how far a frozen base gets.", csv, root=out_dir),
+        item("table", pairs_csv, "The best runs of every two strategies on the same test images: how many images "
+             "only one of them gets right, and McNemar's exact test of whether those disagreements split evenly "
+             f"(p < {paired.ALPHA}: the difference is significant), beside whether their 95% CIs overlap.",
+             pairs_csv, root=out_dir),
     ])
 
 
-def summarise_grid(metric_files, out_dir, *, title: str = "Grid summary") -> Path:
-    """Write runs.csv, best.json, heatmaps, the strategy comparison and index.json into out_dir."""
+COMPARISON_COLUMNS = ["backbone", "strategy_a", "run_a", "test_accuracy_a", "strategy_b", "run_b", "test_accuracy_b",
+                      "both_right", "a_only_right", "b_only_right", "both_wrong", "p_value", "significant",
+                      "ci_overlap", "statement"]
+
+
+def comparisons(comp: pd.DataFrame, predictions: dict) -> pd.DataFrame:
+    """McNemar's exact test between the best runs of every two strategies of a backbone."""
+    rows = []
+    for backbone, sub in comp.groupby("backbone", sort=False):
+        for (_, a), (_, b) in itertools.combinations(sub.iterrows(), 2):
+            paths = [predictions.get((backbone, r)) for r in (a["best_run"], b["best_run"])]
+            row = {"backbone": backbone, "strategy_a": a["strategy"], "run_a": a["best_run"],
+                   "test_accuracy_a": a["test_accuracy"], "strategy_b": b["strategy"], "run_b": b["best_run"],
+                   "test_accuracy_b": b["test_accuracy"]}
+            missing = [str(p) for p in paths if p is None or not Path(p).is_file()]
+            if missing:
+                log.warning("%s: no per-image test predictions for %s vs %s (%s): no paired test",
+                            backbone, a["best_run"], b["best_run"], missing or "not given")
+                rows.append({**row, "statement": f"no per-image predictions ({PREDICTIONS}) to compare on"})
+                continue
+            (ya, pa), (yb, pb) = (read_predictions(p) for p in paths)
+            if not np.array_equal(ya, yb):
+                raise ValueError(f"{paths[0]} and {paths[1]}: the two runs' test labels differ; re-run both "
+                                 "(they must predict the same prepared test split)")
+            row.update(paired.compare(
+                a["strategy"], a["test_accuracy"], (a["test_ci95_low"], a["test_ci95_high"]), pa == ya,
+                b["strategy"], b["test_accuracy"], (b["test_ci95_low"], b["test_ci95_high"]), pb == yb,
+            ))
+            rows.append(row)
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def summarise_grid(metric_files, out_dir, *, title: str = "Grid summary", selection: Selection = Selection()) -> Path:
+    """Write runs.csv, seeds.csv, best.json, heatmaps, the strategy comparison and index.json into out_dir.
+
+    Each run's per-image test predictions are read from beside its metrics.json.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    metric_files = [Path(p) for p in metric_files]
     table = runs_table(metric_files)
     runs_csv = out_dir / "runs.csv"
     table.to_csv(runs_csv, index=False)
-    best = best_runs(table)
+    seeds = seed_groups(table)
+    seeds_csv = out_dir / "seeds.csv"
+    seeds.to_csv(seeds_csv, index=False)
+    best = best_runs(table, selection)
     best_json = out_dir / "best.json"
     best_json.write_text(json.dumps(best, indent=1))
     for b, e in best.items():
-        log.info("best run of %s: %s (val accuracy %.3f of %d runs)", b, e["run"], e["val_accuracy"], e["runs"])
+        log.info("run analysed for %s: %s (%s; val accuracy %.3f of %d runs)", b, e["run"], e["chosen_as"],
+                 e["val_accuracy"], e["runs"])
     sections = [
         section("runs", "All runs", [
             item("table", runs_csv, "Every run of the grid: strategy, hyperparameters, validation accuracy (Wilson 95% "
-                 "CI), test accuracy (bootstrap 95% CI), training time and throughput.", runs_csv, root=out_dir),
-            item("json", best_json, "Best run per backbone by validation accuracy (the run analysed in detail); "
-                 "its test accuracy is an unbiased estimate because test data did not pick it.", None, root=out_dir),
+                 "CI), test accuracy (bootstrap 95% CI), test expected calibration error (ECE: mean gap between "
+                 "confidence and accuracy; empty for heads without probabilities), training time and throughput.",
+                 runs_csv, root=out_dir),
+            item("json", best_json, "Per backbone, the run analysed in detail (by default the best trained run, by "
+                 "validation accuracy) and the best trained, features and overall runs; test accuracy is an unbiased "
+                 "estimate because test data did not pick them.", None, root=out_dir),
         ]),
     ]
+    if (seeds["seeds"] > 1).any():
+        sections.append(section("seeds", "Runs that differ only by seed", [
+            item("table", seeds_csv, "One row per grid point: how many seeds ran it, and the mean, standard deviation "
+                 "and range of its validation and test accuracy over them. A difference between two settings "
+                 "smaller than their spread over seeds is not a difference.", seeds_csv, root=out_dir),
+        ]))
+    else:
+        log.info("grid summary: every grid point ran with one seed; seeds.csv has no spread to show")
     heat_items, _ = heatmaps(table, out_dir)
     if heat_items:
         sections.append(section("heatmaps", "Hyperparameter heatmaps", heat_items))
-    sections.append(strategy_comparison(table, out_dir))
+    predictions = {(r.backbone, r.run): p.parent / PREDICTIONS for r, p in zip(table.itertuples(), metric_files)}
+    sections.append(strategy_comparison(table, out_dir, selection.by, predictions))
     log.info("grid summary: %d runs of %d backbones", len(table), table["backbone"].nunique())
     return write_index(out_dir, title, sections)

@@ -187,6 +187,7 @@ def fit_head(
     buf = io.BytesIO()
     np.savez(buf, W=W, b=b, classifier=np.array(hp["classifier"]), softmax=np.array(hp["classifier"] == "logreg"))
     metrics.atomic_write_bytes(out / "head.npz", buf.getvalue())
+    metrics.write_predictions(out / metrics.PREDICTIONS, y["test"], scores["test"])
     embed_info = {}
     if (feats / "embed.json").exists():
         embed_info = json.loads((feats / "embed.json").read_text())

@@ -19,7 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from convscope.analysis.calibration import expected_calibration_error, is_probabilities
 from convscope.atomic import write_bytes as atomic_write_bytes
+
+# Per-image test predictions of a run, beside its metrics.json: what paired tests
+# (McNemar's, in the grid summary) compare between two runs on the same images.
+PREDICTIONS = "test_predictions.csv"
 
 
 def top_k(num_classes: int) -> int:
@@ -57,6 +62,8 @@ def evaluate(y_true, scores, classes: list[str]) -> dict:
             for cls, p, r, f, s in zip(classes, precision, recall, f1, support)
         },
         "confusion_matrix": confusion_matrix(y_true, pred, labels=labels).tolist(),
+        # Only probabilities have a calibration (a linear SVM's margins do not): None otherwise.
+        "ece": expected_calibration_error(scores, y_true) if len(y_true) and is_probabilities(scores) else None,
     }
 
 
@@ -79,6 +86,31 @@ def split_report(y_val, s_val, y_test, s_test, classes, *, bootstrap: int, seed:
     correct = np.asarray(s_test).argmax(axis=1) == np.asarray(y_test)
     test["accuracy_ci95"] = bootstrap_accuracy_ci(correct, bootstrap, seed)
     return {"val": val, "test": test, "bootstrap": {"samples": int(bootstrap), "seed": int(seed)}}
+
+
+def write_predictions(path, y_true, scores) -> None:
+    """One row per test image in the prepared split's order: row, true and predicted class
+    index, and the top score (the confidence, when scores are probabilities)."""
+    from convscope.atomic import write_csv
+
+    scores = np.asarray(scores, dtype="float64")
+    pred = scores.argmax(axis=1)
+    top = scores.max(axis=1)
+    rows = [{"row": i, "true": int(t), "pred": int(p), "top_score": f"{s:.6g}"}
+            for i, (t, p, s) in enumerate(zip(np.asarray(y_true).astype(int), pred, top))]
+    write_csv(path, rows, ["row", "true", "pred", "top_score"])
+
+
+def read_predictions(path) -> tuple[np.ndarray, np.ndarray]:
+    """(true, pred) class indices from a PREDICTIONS file."""
+    import pandas as pd
+
+    table = pd.read_csv(path)
+    missing = {"row", "true", "pred"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{path}: lacks column(s) {sorted(missing)}; re-run the run's training job")
+    table = table.sort_values("row")
+    return table["true"].to_numpy(int), table["pred"].to_numpy(int)
 
 
 def write_json_atomic(path, data) -> None:

@@ -30,7 +30,7 @@ from convscope import backend as backend_lib
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = ("model.keras", "history.csv", "metrics.json")
+OUTPUTS = ("model.keras", "history.csv", "test_predictions.csv", "metrics.json")
 
 
 def distribution_for(n_gpus: int):
@@ -266,6 +266,7 @@ def train_run(
     model.save(str(tmp_model))
     tmp_model.replace(out / "model.keras")
     metrics.atomic_write_bytes(out / "history.csv", history_tmp.read_bytes())
+    metrics.write_predictions(out / metrics.PREDICTIONS, test_x.y, scores_test)
     result["wall_s"] = round(time.perf_counter() - t_start, 3)
     result["eval_s"] = round(time.perf_counter() - t_trained, 3)
     metrics.write_json_atomic(out / "metrics.json", result)
