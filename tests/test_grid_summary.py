@@ -19,12 +19,7 @@ from convscope import config as cfg
 from convscope import grid
 from convscope.analysis import paired
 from convscope.analysis.grid_summary import Selection, summarise_grid, wilson_interval
-from convscope.training.metrics import (
-    PREDICTIONS,
-    split_report,
-    write_json_atomic,
-    write_predictions,
-)
+from convscope.training.metrics import PREDICTIONS, split_report, write_json_atomic, write_predictions
 from conftest import tiny_config
 
 CLASSES = ["circle", "square", "triangle", "star"]
@@ -47,16 +42,9 @@ def make_config(backbones=("alexnet", "mobilenetv2"), **train) -> dict:
     config = tiny_config(
         classes=CLASSES,
         backbones={b: {"input_size": 64} for b in backbones},
-        train={
-            "strategies": ["finetune", "scratch", "features"],
-            "grid": {
-                "learning_rate": [0.001, 0.0003],
-                "dropout": [0.2, 0.5],
-                "tune_depth": [1, "all"],
-            },
-            "features": {"classifiers": ["logreg"], "C": [0.1, 1.0]},
-            **train,
-        },
+        train={"strategies": ["finetune", "scratch", "features"],
+               "grid": {"learning_rate": [0.001, 0.0003], "dropout": [0.2, 0.5], "tune_depth": [1, "all"]},
+               "features": {"classifiers": ["logreg"], "C": [0.1, 1.0]}, **train},
     )
     return cfg.load_and_validate(config)
 
@@ -68,17 +56,9 @@ def write_grid(root: Path, config: dict, accuracy) -> list[Path]:
         val_acc, test_acc = accuracy(run)
         yv, sv = scores_for(val_acc, N_VAL, i)
         yt, st = scores_for(test_acc, N_TEST, 1000 + i)
-        metrics = {
-            "backbone": run.backbone,
-            "run": run.id,
-            "strategy": run.strategy,
-            "hp": run.hp,
-            "classes": CLASSES,
-            **split_report(yv, sv, yt, st, CLASSES, bootstrap=200, seed=1),
-            "train_time_s": 10.0 + i,
-            "images_per_s": 100.0 + i,
-            "seed": 7,
-        }
+        metrics = {"backbone": run.backbone, "run": run.id, "strategy": run.strategy, "hp": run.hp,
+                   "classes": CLASSES, **split_report(yv, sv, yt, st, CLASSES, bootstrap=200, seed=1),
+                   "train_time_s": 10.0 + i, "images_per_s": 100.0 + i, "seed": 7}
         path = root / "models" / run.backbone / run.id / "metrics.json"
         write_json_atomic(path, metrics)
         write_predictions(path.parent / PREDICTIONS, yt, st)
@@ -92,11 +72,7 @@ def accuracy_by_rule(run) -> tuple[float, float]:
     if run.strategy == "features":
         return (0.5 if hp["C"] == 0.1 else 0.6), 0.55
     bonus = {"finetune": 0.3, "scratch": 0.1}[run.strategy]
-    val = (
-        bonus
-        + (0.2 if hp["learning_rate"] == 0.001 else 0.1)
-        + (0.1 if hp["dropout"] == 0.5 else 0.0)
-    )
+    val = bonus + (0.2 if hp["learning_rate"] == 0.001 else 0.1) + (0.1 if hp["dropout"] == 0.5 else 0.0)
     val += 0.05 if hp["tune_depth"] == "all" else 0.0
     if run.backbone == "mobilenetv2":
         val -= 0.1
@@ -116,24 +92,9 @@ def summary(tmp_path_factory):
 def test_runs_table_has_every_run_with_cis(summary):
     runs = pd.read_csv(summary["out"] / "runs.csv")
     expected = grid.runs(summary["config"])
-    assert list(zip(runs["backbone"], runs["run"])) == [
-        (r.backbone, r.id) for r in expected
-    ]
-    for col in (
-        "strategy",
-        "learning_rate",
-        "dropout",
-        "tune_depth",
-        "C",
-        "val_accuracy",
-        "val_ci95_low",
-        "val_ci95_high",
-        "test_accuracy",
-        "test_ci95_low",
-        "test_ci95_high",
-        "train_time_s",
-        "images_per_s",
-    ):
+    assert list(zip(runs["backbone"], runs["run"])) == [(r.backbone, r.id) for r in expected]
+    for col in ("strategy", "learning_rate", "dropout", "tune_depth", "C", "val_accuracy", "val_ci95_low",
+                "val_ci95_high", "test_accuracy", "test_ci95_low", "test_ci95_high", "train_time_s", "images_per_s"):
         assert col in runs.columns, col
     for r in expected:
         row = runs[(runs["backbone"] == r.backbone) & (runs["run"] == r.id)].iloc[0]
@@ -141,26 +102,14 @@ def test_runs_table_has_every_run_with_cis(summary):
         assert row["val_accuracy"] == pytest.approx(val)
         assert row["val_ci95_low"] <= row["val_accuracy"] <= row["val_ci95_high"]
         assert row["test_ci95_low"] <= row["test_accuracy"] <= row["test_ci95_high"]
-        metrics = json.loads(
-            (
-                summary["out"].parent.parent
-                / "models"
-                / r.backbone
-                / r.id
-                / "metrics.json"
-            ).read_text()
-        )
-        assert [row["test_ci95_low"], row["test_ci95_high"]] == pytest.approx(
-            metrics["test"]["accuracy_ci95"]
-        )
+        metrics = json.loads((summary["out"].parent.parent / "models" / r.backbone / r.id / "metrics.json").read_text())
+        assert [row["test_ci95_low"], row["test_ci95_high"]] == pytest.approx(metrics["test"]["accuracy_ci95"])
 
 
 def test_wilson_interval_matches_the_textbook_value():
     # 50/100: p = 0.5, z = 1.96 -> 0.5 +- 0.0962 (Wilson), about [0.404, 0.596].
     lo, hi = wilson_interval(0.5, 100)
-    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(
-        0.5962, abs=1e-3
-    )
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
     lo, hi = wilson_interval(1.0, 20)  # never above 1, and not degenerate at the edge
     assert hi == 1.0 and 0.8 < lo < 0.9
     assert all(math.isnan(v) for v in wilson_interval(0.5, 0))
@@ -174,32 +123,22 @@ def test_best_run_is_the_max_validation_accuracy(summary):
         mine = runs[runs["backbone"] == backbone]
         trained = mine[mine["strategy"] != "features"]
         assert entry["val_accuracy"] == pytest.approx(trained["val_accuracy"].max())
-        assert entry["run"] in set(
-            trained.loc[trained["val_accuracy"] == trained["val_accuracy"].max(), "run"]
-        )
-        assert entry["best_any"]["val_accuracy"] == pytest.approx(
-            mine["val_accuracy"].max()
-        )
+        assert entry["run"] in set(trained.loc[trained["val_accuracy"] == trained["val_accuracy"].max(), "run"])
+        assert entry["best_any"]["val_accuracy"] == pytest.approx(mine["val_accuracy"].max())
         assert entry["runs"] == len(mine)
     assert best["alexnet"]["run"] == "finetune-lr1e-3-do0.5-dall"
 
 
 def test_ties_go_to_the_first_run_in_grid_order(tmp_path):
     config = make_config(["mobilenetv2"], grid={"learning_rate": [0.001, 0.0003]})
-    files = write_grid(
-        tmp_path, config, lambda run: (0.75, 0.5 if run.strategy != "scratch" else 0.9)
-    )
+    files = write_grid(tmp_path, config, lambda run: (0.75, 0.5 if run.strategy != "scratch" else 0.9))
     summarise_grid(files, tmp_path / "out")
     best = json.loads((tmp_path / "out" / "best.json").read_text())
     first = grid.runs(config, "mobilenetv2")[0].id
-    assert (
-        best["mobilenetv2"]["run"] == first
-    )  # test accuracy (higher for scratch) never decides
+    assert best["mobilenetv2"]["run"] == first  # test accuracy (higher for scratch) never decides
 
 
-def test_the_best_trained_run_is_analysed_even_when_a_features_head_scores_higher(
-    tmp_path,
-):
+def test_the_best_trained_run_is_analysed_even_when_a_features_head_scores_higher(tmp_path):
     config = make_config(["alexnet"], grid={"learning_rate": [0.001]})
     val = {"features-logreg-C1": 0.9, "scratch-lr1e-3-do0.5": 0.7}
     files = write_grid(tmp_path, config, lambda run: (val.get(run.id, 0.5), 0.5))
@@ -208,9 +147,7 @@ def test_the_best_trained_run_is_analysed_even_when_a_features_head_scores_highe
     assert best["run"] == "scratch-lr1e-3-do0.5" and best["strategy"] == "scratch"
     assert best["chosen_as"].startswith("best trained run")
     # The features head is still the best overall and the best features run, side by side.
-    assert (
-        best["best_any"]["run"] == best["best_features"]["run"] == "features-logreg-C1"
-    )
+    assert best["best_any"]["run"] == best["best_features"]["run"] == "features-logreg-C1"
     assert best["best_trained"]["run"] == best["run"]
     # config analysis.runs: best_any analyses it instead.
     summarise_grid(files, tmp_path / "any", selection=Selection(analysed="best_any"))
@@ -220,11 +157,7 @@ def test_the_best_trained_run_is_analysed_even_when_a_features_head_scores_highe
 
 def test_a_grid_of_features_heads_only_analyses_its_best_head(tmp_path):
     config = make_config(["alexnet"], strategies=["features"])
-    files = write_grid(
-        tmp_path,
-        config,
-        lambda run: (0.8 if run.id == "features-logreg-C0.1" else 0.6, 0.5),
-    )
+    files = write_grid(tmp_path, config, lambda run: (0.8 if run.id == "features-logreg-C0.1" else 0.6, 0.5))
     summarise_grid(files, tmp_path / "out")
     best = json.loads((tmp_path / "out" / "best.json").read_text())["alexnet"]
     assert best["run"] == "features-logreg-C0.1" and best["best_trained"] is None
@@ -233,9 +166,7 @@ def test_a_grid_of_features_heads_only_analyses_its_best_head(tmp_path):
 
 def test_heatmap_cells_are_mean_val_accuracy_of_their_runs(summary):
     runs = pd.read_csv(summary["out"] / "runs.csv", dtype={"tune_depth": str})
-    cells = pd.read_csv(
-        summary["out"] / "heatmaps.csv", dtype={"y_value": str, "x_value": str}
-    )
+    cells = pd.read_csv(summary["out"] / "heatmaps.csv", dtype={"y_value": str, "x_value": str})
     assert not cells.empty
     pairs = set(zip(cells["backbone"], cells["y_key"], cells["x_key"]))
     # Every pair of varying hyperparameters (strategy counts as one) has a heatmap.
@@ -253,9 +184,7 @@ def test_heatmap_cells_are_mean_val_accuracy_of_their_runs(summary):
         sel = mine[c.y_key].map(label) == c.y_value
         sel &= mine[c.x_key].map(label) == c.x_value
         assert c.runs == sel.sum() > 0
-        assert c.mean_val_accuracy == pytest.approx(
-            mine.loc[sel, "val_accuracy"].mean()
-        )
+        assert c.mean_val_accuracy == pytest.approx(mine.loc[sel, "val_accuracy"].mean())
         assert (summary["out"] / c.file).is_file()
 
 
@@ -263,9 +192,7 @@ def test_strategy_comparison_and_index(summary):
     comp = pd.read_csv(summary["out"] / "strategies.csv")
     runs = pd.read_csv(summary["out"] / "runs.csv")
     assert set(zip(comp["backbone"], comp["strategy"])) == {
-        (b, s)
-        for b in ("alexnet", "mobilenetv2")
-        for s in ("finetune", "scratch", "features")
+        (b, s) for b in ("alexnet", "mobilenetv2") for s in ("finetune", "scratch", "features")
     }
     for c in comp.itertuples():
         mine = runs[(runs["backbone"] == c.backbone) & (runs["strategy"] == c.strategy)]
@@ -281,9 +208,7 @@ def test_strategy_comparison_and_index(summary):
 
 
 def test_single_run_grid_has_no_heatmaps_but_still_a_summary(tmp_path):
-    config = make_config(
-        ["alexnet"], strategies=["finetune"], grid={"learning_rate": [0.001]}
-    )
+    config = make_config(["alexnet"], strategies=["finetune"], grid={"learning_rate": [0.001]})
     files = write_grid(tmp_path, config, lambda run: (0.5, 0.5))
     summarise_grid(files, tmp_path / "out")
     index = json.loads((tmp_path / "out" / "index.json").read_text())
@@ -295,10 +220,7 @@ def test_metrics_without_the_train_layout_are_refused(tmp_path):
     bad = tmp_path / "models" / "alexnet" / "x" / "metrics.json"
     bad.parent.mkdir(parents=True)
     bad.write_text(json.dumps({"accuracy": 0.5}))
-    with pytest.raises(
-        ValueError,
-        match=r"metrics.json lacks \['backbone', 'run', 'strategy', 'val', 'test'\]",
-    ):
+    with pytest.raises(ValueError, match=r"metrics.json lacks \['backbone', 'run', 'strategy', 'val', 'test'\]"):
         summarise_grid([bad], tmp_path / "out")
 
 
@@ -341,18 +263,11 @@ def test_runs_differing_only_by_seed_are_aggregated_and_can_pick_the_best_mean(
     index = json.loads((tmp_path / "out" / "index.json").read_text())
     assert "seeds" in [s["id"] for s in index["sections"]]
     best = json.loads((tmp_path / "out" / "best.json").read_text())["alexnet"]
-    assert (
-        best["run"] == "finetune-lr1e-3-do0.5-d2-s1" and best["seeds"] == 3
-    )  # by the run's own accuracy
+    assert best["run"] == "finetune-lr1e-3-do0.5-d2-s1" and best["seeds"] == 3  # by the run's own accuracy
     summarise_grid(files, tmp_path / "mean", selection=Selection(by="seed_mean"))
     best = json.loads((tmp_path / "mean" / "best.json").read_text())["alexnet"]
-    assert (
-        best["run"] == "finetune-lr3e-4-do0.5-d2-s3"
-    )  # the best seed of the best mean
-    assert (
-        best["val_accuracy_seed_mean"] == pytest.approx(0.75)
-        and "over seeds" in best["chosen_as"]
-    )
+    assert best["run"] == "finetune-lr3e-4-do0.5-d2-s3"  # the best seed of the best mean
+    assert best["val_accuracy_seed_mean"] == pytest.approx(0.75) and "over seeds" in best["chosen_as"]
     strategies = pd.read_csv(tmp_path / "mean" / "strategies.csv")
     assert strategies.loc[0, "best_run"] == best["run"]
 
@@ -382,9 +297,7 @@ def test_mcnemar_exact_p_values_on_constructed_tables(a_only, b_only, expected):
     # The same through the per-image path: a table with these discordant cells and 20 concordant images.
     correct_a = [True] * a_only + [False] * b_only + [True] * 15 + [False] * 5
     correct_b = [False] * a_only + [True] * b_only + [True] * 15 + [False] * 5
-    result = paired.compare(
-        "A", 0.6, (0.5, 0.7), correct_a, "B", 0.5, (0.4, 0.6), correct_b
-    )
+    result = paired.compare("A", 0.6, (0.5, 0.7), correct_a, "B", 0.5, (0.4, 0.6), correct_b)
     assert (
         result["a_only_right"],
         result["b_only_right"],
@@ -393,10 +306,7 @@ def test_mcnemar_exact_p_values_on_constructed_tables(a_only, b_only, expected):
     ) == (a_only, b_only, 15, 5)
     assert result["p_value"] == pytest.approx(expected, rel=1e-12)
     assert result["significant"] == (expected < 0.05) and result["ci_overlap"] is True
-    assert (
-        "McNemar exact p" in result["statement"]
-        and "their 95% CIs overlap" in result["statement"]
-    )
+    assert "McNemar exact p" in result["statement"] and "their 95% CIs overlap" in result["statement"]
 
 
 def test_strategy_comparison_tests_the_best_runs_on_the_same_images(tmp_path):
@@ -421,21 +331,13 @@ def test_strategy_comparison_tests_the_best_runs_on_the_same_images(tmp_path):
         yb, pb = _read(tmp_path, c.run_b)
         a, b = pa == ya, pb == yb
         assert (c.a_only_right, c.b_only_right) == ((a & ~b).sum(), (~a & b).sum())
-        assert c.p_value == pytest.approx(
-            paired.mcnemar_exact(c.a_only_right, c.b_only_right)
-        )
+        assert c.p_value == pytest.approx(paired.mcnemar_exact(c.a_only_right, c.b_only_right))
         assert c.run_a == strategies.loc[c.strategy_a, "best_run"]
         lo_a, hi_a = strategies.loc[c.strategy_a, ["test_ci95_low", "test_ci95_high"]]
         lo_b, hi_b = strategies.loc[c.strategy_b, ["test_ci95_low", "test_ci95_high"]]
         assert c.ci_overlap == (lo_a <= hi_b and lo_b <= hi_a)
-    ft = comp[
-        (comp["strategy_a"] == "finetune") & (comp["strategy_b"] == "scratch")
-    ].iloc[0]
-    assert (
-        ft.significant
-        and ft.p_value < 0.01
-        and ft.statement.startswith("finetune beats scratch")
-    )
+    ft = comp[(comp["strategy_a"] == "finetune") & (comp["strategy_b"] == "scratch")].iloc[0]
+    assert ft.significant and ft.p_value < 0.01 and ft.statement.startswith("finetune beats scratch")
 
 
 def _read(root, run):
@@ -447,6 +349,4 @@ def _read(root, run):
 def test_the_runs_table_carries_each_runs_test_calibration_error(summary):
     runs = pd.read_csv(summary["out"] / "runs.csv")
     # Every constructed test prediction has top probability 0.7 (rows sum to 1), so ECE = |accuracy - 0.7|.
-    assert runs["test_ece"].to_numpy() == pytest.approx(
-        (runs["test_accuracy"] - 0.7).abs().to_numpy()
-    )
+    assert runs["test_ece"].to_numpy() == pytest.approx((runs["test_accuracy"] - 0.7).abs().to_numpy())

@@ -35,13 +35,7 @@ _LOG_T_BOUNDS = (-5.0, 5.0)
 def is_probabilities(scores) -> bool:
     """Rows in [0, 1] summing to 1: softmax outputs, not margins (a linear SVM's scores)."""
     s = np.asarray(scores, dtype=np.float64)
-    return (
-        s.ndim == 2
-        and len(s) > 0
-        and s.min() >= 0
-        and s.max() <= 1
-        and np.allclose(s.sum(axis=1), 1, atol=1e-3)
-    )
+    return s.ndim == 2 and len(s) > 0 and s.min() >= 0 and s.max() <= 1 and np.allclose(s.sum(axis=1), 1, atol=1e-3)
 
 
 def reliability(probs, labels, bins: int = 15) -> dict:
@@ -52,9 +46,7 @@ def reliability(probs, labels, bins: int = 15) -> dict:
     correct = probs.argmax(axis=1) == labels
     edges = np.linspace(0.0, 1.0, int(bins) + 1)
     # Bin k holds (edges[k], edges[k+1]]; a confidence of exactly 0 joins the first bin.
-    which = np.clip(
-        np.searchsorted(edges, confidence, side="left") - 1, 0, int(bins) - 1
-    )
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, int(bins) - 1)
     count = np.bincount(which, minlength=bins)
     conf_sum = np.bincount(which, weights=confidence, minlength=bins)
     acc_sum = np.bincount(which, weights=correct.astype(np.float64), minlength=bins)
@@ -90,9 +82,7 @@ def scale(probs, temperature: float) -> np.ndarray:
 
 def nll(probs, labels) -> float:
     """Mean negative log-likelihood of the true classes."""
-    p = np.asarray(probs, dtype=np.float64)[
-        np.arange(len(labels)), np.asarray(labels, dtype=np.int64)
-    ]
+    p = np.asarray(probs, dtype=np.float64)[np.arange(len(labels)), np.asarray(labels, dtype=np.int64)]
     return float(-np.log(np.clip(p, _FLOOR, 1.0)).mean())
 
 
@@ -106,13 +96,9 @@ def fit_temperature(probs, labels) -> float:
     def loss(log_t):
         s = z / np.exp(log_t)
         s = s - s.max(axis=1, keepdims=True)
-        return float(
-            (np.log(np.exp(s).sum(axis=1)) - s[np.arange(len(labels)), labels]).mean()
-        )
+        return float((np.log(np.exp(s).sum(axis=1)) - s[np.arange(len(labels)), labels]).mean())
 
-    res = minimize_scalar(
-        loss, bounds=_LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-5}
-    )
+    res = minimize_scalar(loss, bounds=_LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-5})
     return float(np.exp(res.x))
 
 
@@ -133,7 +119,7 @@ class Calibration:
             "fitted_on": "val",
             "val_images": self.val_images,
             "test_images": int(self.before["count"].sum()),
-            "bins": int(len(self.before["count"])),
+            "bins": len(self.before["count"]),
             "ece_before": self.before["ece"],
             "ece_after": self.after["ece"],
             "nll_before": self.nll_before,
@@ -143,9 +129,7 @@ class Calibration:
         }
 
 
-def calibrate(
-    val_probs, val_labels, test_probs, test_labels, bins: int = 15
-) -> Calibration:
+def calibrate(val_probs, val_labels, test_probs, test_labels, bins: int = 15) -> Calibration:
     """Fit T on the validation split; measure the test split before and after."""
     t = fit_temperature(val_probs, val_labels)
     scaled = scale(test_probs, t)
@@ -158,7 +142,7 @@ def calibrate(
         nll_after=nll(scaled, labels),
         accuracy_before=float((np.asarray(test_probs).argmax(axis=1) == labels).mean()),
         accuracy_after=float((scaled.argmax(axis=1) == labels).mean()),
-        val_images=int(len(val_labels)),
+        val_images=len(val_labels),
     )
 
 

@@ -163,7 +163,7 @@ def _entry(top: pd.Series, runs: pd.DataFrame) -> dict:
         "test_ci95_low": float(top["test_ci95_low"]),
         "test_ci95_high": float(top["test_ci95_high"]),
         "test_ece": float(top["test_ece"]) if pd.notna(top.get("test_ece")) else None,
-        "seeds": int(len(seeds)),
+        "seeds": len(seeds),
         "val_accuracy_seed_mean": float(seeds["val_accuracy"].mean()),
     }
 
@@ -188,7 +188,7 @@ def best_runs(table: pd.DataFrame, selection: Selection = Selection()) -> dict:
             chosen = picks["best_any"]
             why = "best run of any strategy" if selection.analysed == "best_any" else "best run (no trained runs)"
         by = "mean validation accuracy over seeds" if selection.by == "seed_mean" else "validation accuracy"
-        best[backbone] = {**chosen, "runs": int(len(runs)), "chosen_as": f"{why}, by {by}", **picks}
+        best[backbone] = {**chosen, "runs": len(runs), "chosen_as": f"{why}, by {by}", **picks}
     return best
 
 
@@ -265,8 +265,8 @@ def _draw_panels(panels, path: Path, backbone: str, vmin: float, vmax: float) ->
     fig.subplots_adjust(wspace=0.55, hspace=0.6)
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
-    for ax, (a, b, ys, xs, grid) in zip(axes.ravel(), panels):
-        im = plots.draw_matrix(ax, grid, ys, xs, fmt="{:.3f}", vmin=vmin, vmax=vmax)
+    for ax, (a, b, ys, xs, cells) in zip(axes.ravel(), panels):
+        im = plots.draw_matrix(ax, cells, ys, xs, fmt="{:.3f}", vmin=vmin, vmax=vmax)
         ax.set_ylabel(a)
         ax.set_xlabel(b)
     fig.suptitle(f"{backbone}: mean validation accuracy", fontsize=10)

@@ -21,9 +21,7 @@ def disagreement(correct_a, correct_b) -> dict:
     a = np.asarray(correct_a, dtype=bool)
     b = np.asarray(correct_b, dtype=bool)
     if a.shape != b.shape:
-        raise ValueError(
-            f"the two runs answered different test sets ({a.shape[0]} vs {b.shape[0]} images)"
-        )
+        raise ValueError(f"the two runs answered different test sets ({a.shape[0]} vs {b.shape[0]} images)")
     return {
         "both_right": int((a & b).sum()),
         "a_only_right": int((a & ~b).sum()),
@@ -48,9 +46,7 @@ def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool | 
     return bool(a[0] <= b[1] and b[0] <= a[1])
 
 
-def compare(
-    name_a: str, acc_a, ci_a, correct_a, name_b: str, acc_b, ci_b, correct_b
-) -> dict:
+def compare(name_a: str, acc_a, ci_a, correct_a, name_b: str, acc_b, ci_b, correct_b) -> dict:
     """Table, p-value, CI overlap and one plain sentence on A vs B."""
     table = disagreement(correct_a, correct_b)
     p = mcnemar_exact(table["a_only_right"], table["b_only_right"])
