@@ -110,6 +110,10 @@ def write_inputs(root: Path, backbone: str = "alexnet") -> dict:
         {"row": range(len(x)), "cls": [CLASSES[k] for k in labels], "label": labels,
          "file": [f"{CLASSES[k]}/{i:06d}.png" for i, k in enumerate(labels)], "sha256": "x"}
     ).to_csv(prepared / "test.index.csv", index=False)
+    # The val split the temperature is fitted on: the same images in reverse order.
+    np.save(prepared / "val.npy", x[::-1])
+    np.save(prepared / "val.labels.npy", labels[::-1])
+    pd.read_csv(prepared / "test.index.csv").iloc[::-1].to_csv(prepared / "val.index.csv", index=False)
     return {"model": run_dir / "model.keras", "run": run_dir, "prepared": prepared,
             "out": root / "analysis" / backbone / "tiny-run", "x": x, "labels": labels}
 
@@ -349,3 +353,41 @@ def test_starting_base_is_rebuilt_exactly_and_checked_against_frozen_layers():
     assert starting_base(model, "alexnet", metrics, options, 64, 3) is None
     other = {**metrics, "versions": {"backend": "jax" if keras.backend.backend() != "jax" else "tensorflow"}}
     assert starting_base(model, "alexnet", other, options, 64, 3) is None  # another backend's random init
+
+
+def test_calibration_is_fitted_on_val_and_keeps_every_prediction(analysed):
+    from convscope.analysis import calibration
+
+    cal = json.loads((analysed["out"] / "calibration.json").read_text())
+    pred = pd.read_csv(analysed["out"] / "predictions.csv")
+    probs = pred[[f"p_{c}" for c in CLASSES]].to_numpy()
+    labels = np.asarray([CLASSES.index(c) for c in pred["true"]])
+    assert cal["fitted_on"] == "val" and cal["val_images"] == len(analysed["x"])
+    assert cal["ece_before"] == pytest.approx(calibration.expected_calibration_error(probs, labels, cal["bins"]))
+    # The val split holds the same images, so the fit is reproducible from the test probabilities.
+    assert cal["temperature"] == pytest.approx(calibration.fit_temperature(probs, labels), rel=1e-3)
+    assert cal["accuracy_after"] == cal["accuracy_before"] == pytest.approx((pred["true"] == pred["pred"]).mean())
+    assert cal["nll_after"] <= cal["nll_before"] + 1e-9
+    ids = [s["id"] for s in analysed["index"]["sections"]]
+    assert ids.index("confusion") < ids.index("calibration") and (analysed["out"] / "calibration.png").is_file()
+
+
+def test_frozen_layers_are_named_and_their_filters_not_judged(tmp_path):
+    from convscope.analysis.run import analyse_model
+
+    paths = write_inputs(tmp_path)
+    import keras
+
+    model = keras.models.load_model(paths["model"])
+    model.get_layer("base").get_layer("conv1").trainable = False
+    model.save(paths["model"])
+    index = json.loads(
+        analyse_model(paths["model"], paths["prepared"], paths["run"], paths["out"], CLASSES,
+                      {**OPTIONS, "calibration": {"enabled": False}}, explain=False).read_text()
+    )
+    frozen = json.loads((paths["out"] / "frozen.json").read_text())
+    assert frozen["frozen_blocks"] == ["conv1"] and frozen["trained_blocks"] == []
+    assert "stayed frozen" in frozen["statement"]
+    caption = next(s for s in index["sections"] if s["id"] == "filters")["items"][0]["caption"]
+    assert "stayed frozen in training" in caption and "learned little" not in caption
+    assert "calibration" not in [s["id"] for s in index["sections"]]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from convscope.analysis import plots
+from convscope.analysis import layer_choice, plots
 from convscope.analysis.index import item, section
 
 log = logging.getLogger(__name__)
@@ -16,41 +16,13 @@ log = logging.getLogger(__name__)
 
 def spatial_layers(base) -> list[str]:
     """Names of the base's layers with 4-D (batch, h, w, c) outputs, in graph order."""
-    names = []
-    for layer in base.layers:
-        if type(layer).__name__ == "InputLayer":
-            continue
-        try:
-            shape = layer.output.shape
-        except (AttributeError, ValueError):  # layers used more than once have no single output
-            continue
-        if len(shape) == 4:
-            names.append(layer.name)
-    return names
+    return [m.name for m in layer_choice.spatial_layers(base)]
 
 
-def resolve_layers(base, wanted) -> list[str]:
-    """Config entries -> layer names: a string is a layer name, a number in [0, 1] a
-    relative depth among the base's spatial layers (0 = first, 1 = last)."""
-    candidates = spatial_layers(base)
-    if not candidates:
-        raise ValueError(f"model {base.name!r} has no layers with spatial (4-D) outputs")
-    names = []
-    for w in wanted:
-        if isinstance(w, str):
-            if w not in candidates:
-                raise ValueError(
-                    f"config key analysis.activations.layers: {w!r} is not a spatial layer of {base.name!r}; "
-                    f"choose among {candidates[:5]} ... {candidates[-5:]} ({len(candidates)} layers) or give a "
-                    "fraction of depth between 0 and 1"
-                )
-            name = w
-        else:
-            # Half rounds up (Python's round() would send 0.5 of 2 layers to the first).
-            name = candidates[int(float(w) * (len(candidates) - 1) + 0.5)]
-        if name not in names:
-            names.append(name)
-    return names
+def resolve_layers(base, wanted, min_side: int = 7) -> list[str]:
+    """Config entries -> layer names: a string is a layer name, a number in [0, 1] a relative
+    depth among the layers whose maps are readable (convscope.analysis.layer_choice)."""
+    return [m.name for m in layer_choice.activation_layers(base, wanted, min_side)]
 
 
 def layer_activations(model, base, images: np.ndarray, names: list[str], batch_size: int = 64) -> list[np.ndarray]:
@@ -73,11 +45,11 @@ def layer_activations(model, base, images: np.ndarray, names: list[str], batch_s
 
 def activation_grids(
     model, base, images, sample, classes, labels, out_dir, *, layers=(0.1, 0.5, 0.9), channels: int = 16,
-    batch_size: int = 64,
+    batch_size: int = 64, min_side: int = 7,
 ) -> dict:
     out_dir = Path(out_dir)
     sample = np.asarray(sample)
-    names = resolve_layers(base, layers)
+    names = resolve_layers(base, layers, min_side)
     imgs = np.asarray(images)[sample]
     acts = layer_activations(model, base, imgs, names, batch_size)
     items, rows = [], []

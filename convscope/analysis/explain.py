@@ -130,7 +130,7 @@ def explain_model(model, backbone, data: dict, out_dir, options: dict | None = N
     base_reference: the same backbone with the weights the run started from (a
         classifier or the bare base) for the change-from-pretrained section.
     """
-    from convscope.analysis import filter_vis, gradcam, occlusion, saliency
+    from convscope.analysis import filter_vis, gradcam, layer_choice, occlusion, saliency
     from convscope.analysis.split_model import cut
 
     opts = resolve_options(options)
@@ -158,7 +158,9 @@ def explain_model(model, backbone, data: dict, out_dir, options: dict | None = N
     timer = _Timer()
     sections = []
 
-    gc_layer = opts["gradcam"]["layer"] or spec.last_conv
+    # Default: the deepest block end whose maps are readable (convscope.analysis.layer_choice).
+    gc_layer = opts["gradcam"]["layer"] or layer_choice.gradcam_layer(model, spec, opts.get("min_map_side", 7)).name
+    gc_map = layer_choice.describe(model, gc_layer)
     gc_cut = cut(model, gc_layer)
     occ = opts["occlusion"]
     # Default 4 x 4 patches per image side at half-patch steps: 7 x 7 = 49 forward passes per image.
@@ -200,7 +202,8 @@ def explain_model(model, backbone, data: dict, out_dir, options: dict | None = N
     shown = maps_for(sample, preds[sample], smooth=True) if len(sample) else {}
     if shown:
         sections += _map_sections(
-            shown, x, sample, labels, preds, probs, classes, folder, root, gc_layer, patch, stride, occ, opts
+            shown, x, sample, labels, preds, probs, classes, folder, root, gc_map.label() if gc_map else gc_layer,
+            patch, stride, occ, opts,
         )
 
     # ---- feature visualization and change from the pretrained base ---------------

@@ -53,7 +53,9 @@ def filter_tiles(kernel: np.ndarray, *, bgr: bool = False) -> np.ndarray:
     return np.stack([plots.to_unit(t) for t in tiles])
 
 
-def first_layer_filters(base, out_dir, *, max_filters: int = 96, bgr: bool = False) -> dict:
+def first_layer_filters(base, out_dir, *, max_filters: int = 96, bgr: bool = False, frozen_at: str | None = None) -> dict:
+    """The first conv layer's filters as one mosaic; frozen_at: where its weights came from when
+    the layer stayed frozen in training (then the caption says so instead of judging them)."""
     out_dir = Path(out_dir)
     layer = first_conv(base)
     kernel = np.asarray(layer.get_weights()[0])
@@ -98,8 +100,14 @@ def first_layer_filters(base, out_dir, *, max_filters: int = 96, bgr: bool = Fal
                 "image",
                 png,
                 f"The {n} {kh}x{kw} filters of {layer.name}, the layer that looks at the pixels, drawn in "
-                f"{colour}, each scaled to its own range. Edges, colour blobs and gratings are typical of a "
-                "well-trained network; noise means the layer learned little.",
+                f"{colour}, each scaled to its own range. "
+                + (
+                    f"This layer stayed frozen in training: these are the weights the run started from "
+                    f"({frozen_at}), not something it learned."
+                    if frozen_at
+                    else "Edges, colour blobs and gratings are typical of a well-trained network; noise means the "
+                    "layer learned little."
+                ),
                 csv,
                 root=out_dir,
             )

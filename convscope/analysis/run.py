@@ -15,6 +15,7 @@ import logging
 import shutil
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +189,227 @@ def starting_base(model, backbone: str, metrics: dict, backbone_options: dict, i
     return reference
 
 
+@dataclass
+class TestSet:
+    """One prepared split with the model's outputs on it: what an analysis job works on."""
+
+    split: str
+    x: np.ndarray  # N x H x W x 3 uint8
+    labels: np.ndarray
+    index: pd.DataFrame  # the prepared {split}.index.csv (file, box_* columns, ...)
+    probs: np.ndarray  # N x classes
+    embeddings: np.ndarray | None = None  # N x D, the input of "head"
+
+    @property
+    def preds(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
+
+    @property
+    def files(self) -> list[str] | None:
+        return self.index["file"].astype(str).tolist() if "file" in self.index else None
+
+    @property
+    def size(self) -> int:
+        return int(self.x.shape[1])
+
+    @classmethod
+    def predict(cls, model, prepared_dir, split: str, batch_size: int, embeddings: bool = True) -> TestSet:
+        x, labels, index = load_split(prepared_dir, split)
+        if embeddings:
+            probs, emb = forward(model, x, batch_size)
+        else:
+            probs, emb = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32), None
+        return cls(split, x, labels, index, probs, emb)
+
+
+@dataclass
+class Job:
+    """One analysis job: the loaded model, its run, its test set and where the files go."""
+
+    model: object
+    base: object
+    backbone: str
+    classes: list[str]
+    run_dir: Path
+    out_dir: Path
+    prepared_dir: Path
+    opts: dict
+    metrics: dict
+    test: TestSet
+    sample: np.ndarray  # test rows shown in per-image figures
+    timer: Timer
+    backbone_options: dict | None = None
+    blocks: list[dict] = field(default_factory=list)  # convscope.analysis.frozen.blocks
+
+
+def open_job(model_path, prepared_dir, run_dir, out_dir, classes, options, *, backbone, fresh, backbone_options):
+    """Load the model and the test set once, run the forward pass, write predictions.csv."""
+    from convscope.analysis import frozen
+
+    opts = _options(options)
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if fresh and out_dir.is_dir():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classes = list(classes)
+    timer = Timer()
+    with timer("load model"):
+        model = load_model(model_path)
+        base, _ = contract_layers(model)
+        num_out = model.output.shape[-1]
+        if num_out != len(classes):
+            raise ValueError(f"{model_path}: the model predicts {num_out} classes, config has {len(classes)}: {classes}")
+    with timer("forward pass on the test set"):
+        test = TestSet.predict(model, prepared_dir, "test", opts["batch_size"])
+    pd.DataFrame(
+        {"row": np.arange(len(test.x)), "file": test.files or "", "true": [classes[k] for k in test.labels],
+         "pred": [classes[k] for k in test.preds], **{f"p_{c}": test.probs[:, k] for k, c in enumerate(classes)}}
+    ).to_csv(out_dir / "predictions.csv", index=False)
+    log.info("test accuracy %.3f (%d images)", float((test.preds == test.labels).mean()), len(test.x))
+    return Job(model, base, backbone or run_dir.parent.name, classes, run_dir, out_dir, Path(prepared_dir), opts,
+               read_metrics(run_dir), test, sample_indices(test.labels, opts["sample_images"]), timer,
+               backbone_options, frozen.blocks(base, backbone or run_dir.parent.name))
+
+
+# ---- the standard analyses: one step each (name, function of the job -> section or None) ----------
+
+
+def _frozen(job: Job):
+    from convscope.analysis import frozen
+
+    return frozen.frozen_section(job.blocks, job.metrics, job.out_dir)
+
+
+def _curves(job: Job):
+    from convscope.analysis import curves
+
+    if job.metrics.get("strategy") == "features":
+        # A features run fits a linear head on frozen embeddings: no epochs, no curves.
+        log.info("features run: no training epochs, so no learning curves")
+        return None
+    return curves.learning_curves(job.run_dir / "history.csv", job.out_dir)
+
+
+def _confusion(job: Job):
+    from convscope.analysis import confusion
+
+    sec = confusion.confusion(job.test.labels, job.test.probs, job.classes, job.out_dir)
+    sec["items"].append(
+        item("table", job.out_dir / "predictions.csv", "Every test image with its true class, prediction and "
+             "class probabilities.", job.out_dir / "predictions.csv", root=job.out_dir)
+    )
+    return sec
+
+
+def _calibration(job: Job):
+    from convscope.analysis import calibration
+
+    opts = job.opts["calibration"]
+    if not opts["enabled"]:
+        return None
+    if not (job.prepared_dir / "val.npy").is_file():
+        log.warning("calibration skipped: %s has no val split to fit the temperature on", job.prepared_dir)
+        return None
+    val = TestSet.predict(job.model, job.prepared_dir, "val", job.opts["batch_size"], embeddings=False)
+    cal = calibration.calibrate(val.probs, val.labels, job.test.probs, job.test.labels, bins=int(opts["bins"]))
+    js, csv, png = calibration.write(cal, job.out_dir)
+    log.info("calibration: ECE %.3f -> %.3f at temperature %.3f", cal.before["ece"], cal.after["ece"], cal.temperature)
+    return section("calibration", "Calibrated probabilities", [
+        item("image", png, f"Reliability diagrams of the {len(job.test.x)} test images: each bar is the accuracy of "
+             "the images whose top probability falls in that bin; on the diagonal, a probability of 0.8 means right "
+             f"80% of the time. Left as trained (ECE {cal.before['ece']:.3f}), right after dividing the logits by "
+             f"T = {cal.temperature:.2f} fitted on the {cal.val_images} validation images (ECE "
+             f"{cal.after['ece']:.3f}); T > 1: the network was over-confident. Predictions, and so accuracy, do not "
+             "change.", csv, root=job.out_dir),
+        item("json", js, "Temperature, expected calibration error and negative log-likelihood before and after.",
+             js, root=job.out_dir),
+    ])
+
+
+def _examples(job: Job):
+    from convscope.analysis import examples
+
+    t = job.test
+    return examples.examples(t.x, t.labels, t.probs, job.classes, job.out_dir, files=t.files, **job.opts["examples"])
+
+
+def _embedding(job: Job):
+    from convscope.analysis import embedding
+
+    t = job.test
+    return embedding.embedding_maps(t.embeddings, t.x, t.labels, job.classes, job.out_dir, seed=job.opts["seed"],
+                                    files=t.files, preds=t.preds, **job.opts["embedding"])
+
+
+def _filters(job: Job):
+    from convscope.analysis import filters, frozen
+
+    bgr = registry.get(job.backbone).preprocess == "caffe" if job.backbone in registry.BACKBONES else False
+    first = filters.first_conv(job.base)
+    frozen_at = frozen.start_of(job.metrics) if first.name in frozen.frozen_layer_names(job.blocks) else None
+    return filters.first_layer_filters(job.base, job.out_dir, bgr=bgr, frozen_at=frozen_at, **job.opts["filters"])
+
+
+def _activations(job: Job):
+    from convscope.analysis import activations
+
+    t = job.test
+    return activations.activation_grids(job.model, job.base, t.x, job.sample, job.classes, t.labels, job.out_dir,
+                                        batch_size=job.opts["batch_size"], min_side=int(job.opts["min_map_side"]),
+                                        **job.opts["activations"])
+
+
+# In page order. A new analysis is one function of the Job and one entry here.
+STEPS = (
+    ("what this run trained", _frozen),
+    ("learning curves", _curves),
+    ("confusion", _confusion),
+    ("calibration", _calibration),
+    ("examples", _examples),
+    ("embedding", _embedding),
+    ("filters", _filters),
+    ("activations", _activations),
+)
+
+
+def standard_sections(job: Job) -> list[dict]:
+    sections = []
+    for name, step in STEPS:
+        with job.timer(name):
+            sec = step(job)
+        if sec is not None:
+            sections.append(sec)
+    return sections
+
+
+def explain_sections(job: Job) -> list[dict]:
+    """The explanation analyses (convscope.analysis.explain) on the same loaded model and test set."""
+    from convscope.analysis.explain import explain_model
+
+    t = job.test
+    data = {"x": t.x, "labels": t.labels, "classes": job.classes, "probs": t.probs, "preds": t.preds,
+            "embeddings": t.embeddings, "index": t.index, "sample": job.sample, "size": t.size,
+            "seed": job.opts["seed"]}
+    if job.backbone_options is not None and (job.opts.get("change") or {}).get("enabled", True) and job.metrics:
+        with job.timer("rebuild the starting base"):
+            data["base_reference"] = starting_base(job.model, job.backbone, job.metrics, job.backbone_options, t.size,
+                                                   len(job.classes))
+    with job.timer("explanations"):
+        return explain_model(job.model, job.backbone, data, job.out_dir, job.opts)
+
+
+def cost_section(job: Job, seconds: float) -> dict:
+    train = _train_seconds(job.metrics)
+    cost = {"analysis_seconds": round(seconds, 3), "steps": job.timer.seconds, "train_seconds": train,
+            "analysis_over_train": round(seconds / train, 3) if train else None, "test_images": len(job.test.x)}
+    (job.out_dir / "timings.json").write_text(json.dumps(cost, indent=1))
+    log.info("analyses of %s took %.1f s (training %s s)", job.run_dir, seconds, train)
+    return section("cost", "Cost of these analyses", [
+        item("json", job.out_dir / "timings.json", "Seconds spent on each analysis of this model (one job, model "
+             "loaded once) and the ratio to its training time.", None, root=job.out_dir)
+    ])
+
+
 def analyse_model(
     model_path, prepared_dir, run_dir, out_dir, classes, options=None, *, backbone=None, fresh: bool = False,
     explain: bool = True, backbone_options: dict | None = None,
@@ -202,88 +424,11 @@ def analyse_model(
     backbone_options: the config's backbones.<name> options (weights, ...): with
     them the pretrained starting point is rebuilt for the change-from-base analysis.
     """
-    from convscope.analysis import activations, confusion, curves, embedding, examples, filters
-
     t_start = time.perf_counter()
-    opts = _options(options)
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    backbone = backbone or run_dir.parent.name
-    if fresh and out_dir.is_dir():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    classes = list(classes)
-    timer = Timer()
-
-    with timer("load model and test set"):
-        model = load_model(model_path)
-        base, _ = contract_layers(model)
-        x, labels, index = load_split(prepared_dir)
-        num_out = model.output.shape[-1]
-        if num_out != len(classes):
-            raise ValueError(f"{model_path}: the model predicts {num_out} classes, config has {len(classes)}: {classes}")
-    with timer("forward pass"):
-        probs, emb = forward(model, x, opts["batch_size"])
-    preds = probs.argmax(axis=1)
-    files = index["file"].astype(str).tolist() if "file" in index else None
-    sample = sample_indices(labels, opts["sample_images"])
-    pd.DataFrame(
-        {"row": np.arange(len(x)), "file": files or "", "true": [classes[k] for k in labels],
-         "pred": [classes[k] for k in preds], **{f"p_{c}": probs[:, k] for k, c in enumerate(classes)}}
-    ).to_csv(out_dir / "predictions.csv", index=False)
-    log.info("test accuracy %.3f (%d images)", float((preds == labels).mean()), len(x))
-
-    metrics = read_metrics(run_dir)
-    sections = []
-    if metrics.get("strategy") == "features":
-        # A features run fits a linear head on frozen embeddings: no epochs, no curves.
-        log.info("features run: no training epochs, so no learning curves")
-    else:
-        with timer("learning curves"):
-            sections.append(curves.learning_curves(run_dir / "history.csv", out_dir))
-    with timer("confusion"):
-        sections.append(confusion.confusion(labels, probs, classes, out_dir))
-        sections[-1]["items"].append(
-            item("table", out_dir / "predictions.csv", "Every test image with its true class, prediction and "
-                 "class probabilities.", out_dir / "predictions.csv", root=out_dir)
-        )
-    with timer("examples"):
-        sections.append(examples.examples(x, labels, probs, classes, out_dir, files=files, **opts["examples"]))
-    with timer("embedding"):
-        sections.append(
-            embedding.embedding_maps(emb, x, labels, classes, out_dir, seed=opts["seed"], files=files, preds=preds,
-                                     **opts["embedding"])
-        )
-    with timer("filters"):
-        bgr = registry.get(backbone).preprocess == "caffe" if backbone in registry.BACKBONES else False
-        sections.append(filters.first_layer_filters(base, out_dir, bgr=bgr, **opts["filters"]))
-    with timer("activations"):
-        sections.append(
-            activations.activation_grids(model, base, x, sample, classes, labels, out_dir,
-                                         batch_size=opts["batch_size"], **opts["activations"])
-        )
-
-    data = {"x": x, "labels": labels, "classes": classes, "probs": probs, "preds": preds, "embeddings": emb,
-            "index": index, "sample": sample, "size": int(x.shape[1]), "seed": opts["seed"]}
+    job = open_job(model_path, prepared_dir, run_dir, out_dir, classes, options, backbone=backbone, fresh=fresh,
+                   backbone_options=backbone_options)
+    sections = standard_sections(job)
     if explain:
-        if backbone_options is not None and (opts.get("change") or {}).get("enabled", True) and metrics:
-            with timer("rebuild the starting base"):
-                data["base_reference"] = starting_base(model, backbone, metrics, backbone_options, int(x.shape[1]),
-                                                       len(classes))
-        from convscope.analysis.explain import explain_model
-
-        with timer("explanations"):
-            sections += explain_model(model, backbone, data, out_dir, opts)
-
-    total = round(time.perf_counter() - t_start, 3)
-    train = _train_seconds(metrics)
-    cost = {"analysis_seconds": total, "steps": timer.seconds, "train_seconds": train,
-            "analysis_over_train": round(total / train, 3) if train else None, "test_images": len(x)}
-    (out_dir / "timings.json").write_text(json.dumps(cost, indent=1))
-    sections.append(
-        section("cost", "Cost of these analyses", [
-            item("json", out_dir / "timings.json", "Seconds spent on each analysis of this model (one job, model "
-                 "loaded once) and the ratio to its training time.", None, root=out_dir)
-        ])
-    )
-    log.info("analyses of %s took %.1f s (training %s s)", run_dir, total, train)
-    return write_index(out_dir, f"{backbone} / {run_dir.name}", sections)
+        sections += explain_sections(job)
+    sections.append(cost_section(job, time.perf_counter() - t_start))
+    return write_index(job.out_dir, f"{job.backbone} / {job.run_dir.name}", sections)
