@@ -37,7 +37,7 @@ def prepared_all():
 # Inputs follow report.sections: a section left out needs nothing upstream, so
 # `sections: [data]` gives a data report before any training.
 REPORT = config["report"]
-NEEDS_GRID = {"grid", "backbones", "explanations", "compute"}
+from convscope.report.render import NEEDS_GRID  # sections that read the grid summary
 
 
 def report_inputs(wildcards):
@@ -47,7 +47,7 @@ def report_inputs(wildcards):
         inputs["crawl"] = expand(f"{R}/raw/{{cls}}/crawl.json", cls=CLASSES)
         inputs["manifest"] = f"{R}/clean/manifest.csv"
         inputs["splits"] = f"{R}/clean/splits.csv"
-    if sections & NEEDS_GRID:
+    if sections & set(NEEDS_GRID):
         inputs["grid"] = f"{R}/analysis/grid/index.json"
     if sections & {"backbones", "explanations"}:
         inputs["analyses"] = best_run_analyses()

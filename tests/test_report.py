@@ -389,7 +389,7 @@ def test_report_defaults_are_filled():
     del config["report"]
     # Validation fills the whole section (the report rule's params are exactly this section).
     assert cfg.load_and_validate(config)["report"] == DEFAULTS
-    assert DEFAULTS["sections"] == ["data", "grid", "backbones", "explanations", "compute"]
+    assert DEFAULTS["sections"] == ["findings", "data", "grid", "backbones", "explanations", "compute"]
 
 
 def test_rerender_drops_stale_assets(rendered, tmp_path):
@@ -512,3 +512,43 @@ def _browser_check(results: Path, tmp_path: Path):
         assert_page_ok(browser)
     finally:
         browser.close()
+
+
+def test_findings_open_the_page(tmp_path):
+    """Best model with CI and calibration, the strategy verdicts, explanation checks and data health come
+    first; versions and machine come last."""
+    from convscope.analysis import paired
+
+    R = make_results(tmp_path / "results", backbones=("alexnet",))
+    run = "finetune-lr1e-4-d1"
+    g, a = R / "analysis" / "grid", R / "analysis" / "alexnet" / run
+    (g / "best.json").write_text(json.dumps({"alexnet": {
+        "run": run, "strategy": "finetune", "val_accuracy": 0.93, "test_accuracy": 0.912, "test_ci95_low": 0.85,
+        "test_ci95_high": 0.96, "seeds": 3, "val_accuracy_seed_mean": 0.9, "chosen_as": "best trained run, by x",
+        "best_any": {"run": run}}}))
+    ft = [True] * 90 + [False] * 10
+    sc = [True] * 60 + [False] * 40
+    comparison = paired.compare("finetune", 0.9, (0.85, 0.95), ft, "scratch", 0.6, (0.5, 0.7), sc)
+    _csv(g / "comparisons.csv", [{"backbone": "alexnet", "strategy_a": "finetune", "run_a": run,
+                                  "strategy_b": "scratch", "run_b": "scratch-x", **comparison}])
+    (a / "calibration.json").write_text(json.dumps({"temperature": 1.8, "ece_before": 0.12, "ece_after": 0.03}))
+    (a / "frozen.json").write_text(json.dumps({"frozen_blocks": ["conv1"], "statement": "Blocks conv1 stayed frozen"}))
+    (a / "explain").mkdir()
+    (a / "explain" / "pointing.json").write_text(json.dumps(
+        {"images": 40, "chance": 0.2, "centre_baseline": 0.5, "methods": {"gradcam": {"accuracy": 0.8}}}))
+    (a / "explain" / "deletion.json").write_text(json.dumps({"auc": {"gradcam": 0.45, "random": 0.4}}))
+    out = render_report(R, R / "report", OPTIONS, False, config=_config(["circle", "square", "triangle"]))
+    text = out["html"].read_text()
+    order = [a.get("id") for t, a in Page(text).tags if t == "section" and a.get("class") == "block"]
+    assert order[:2] == ["findings", "data"] and order[-1] == "environment"
+    findings = text[text.index('id="findings"'):text.index('id="data"')]
+    assert "test accuracy 0.912 (95% CI 0.85–0.96)" in findings
+    assert "ECE 0.120 → 0.030 after temperature scaling (T = 1.80)" in findings and "3 seeds" in findings
+    assert "Blocks conv1 stayed frozen" in findings
+    assert "finetune beats scratch on test accuracy (0.900 vs 0.600); their 95% CIs do not overlap" in findings
+    assert f"McNemar exact p = {comparison['p_value']:.3g}, significant" in findings
+    # Grad-CAM beats chance and the centre in the pointing game, but deletes no faster than random.
+    assert "pointing game: Grad-CAM points inside the object box on 80% of 40" in findings
+    assert findings.count('class="badge pass"') == 1 and findings.count('class="badge fail"') == 2
+    assert "18 of 24 images kept, 6 quarantined (duplicate 3, too_small 3), of which 3 duplicates" in findings
+    assert text.index('id="environment"') > text.index('id="compute"')

@@ -63,8 +63,11 @@ def test_summary_picks_the_best_run_and_only_it_is_analysed(analysed):
     runs = pd.read_csv(grid_dir / "runs.csv")
     best = json.loads((grid_dir / "best.json").read_text())
     assert set(runs["strategy"]) == {"finetune", "features"}
-    top = runs.loc[runs["val_accuracy"].idxmax()]
+    # The analysed run is the best *trained* one; the features head is compared, not analysed.
+    trained = runs[runs["strategy"] != "features"]
+    top = trained.loc[trained["val_accuracy"].idxmax()]
     assert best[BACKBONE]["run"] == top["run"]
+    assert best[BACKBONE]["best_features"]["run"] == "features-logreg-C1"
     analysed_runs = sorted(p.name for p in (analysed.results / "analysis" / BACKBONE).iterdir())
     assert analysed_runs == [top["run"]]
 
@@ -75,7 +78,7 @@ def test_the_analysis_folder_holds_every_analysis_and_its_index(analysed):
     index = json.loads((folder / "index.json").read_text())
     validate(index, folder)  # every listed file exists, paths relative, ids unique
     ids = {s["id"] for s in index["sections"]}
-    assert {"confusion", "examples", "embedding", "filters", "activations", "cost"} <= ids
+    assert {"frozen", "confusion", "calibration", "examples", "embedding", "filters", "activations", "cost"} <= ids
     if best["strategy"] != "features":
         assert "curves" in ids
     # The explanation analyses run in the same job, with the same loaded model.

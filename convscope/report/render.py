@@ -39,6 +39,8 @@ def _schema_report() -> dict:
 _REPORT_SCHEMA = _schema_report()
 SECTIONS = tuple(_REPORT_SCHEMA["sections"]["items"]["enum"])  # in page order
 DEFAULTS = {key: spec["default"] for key, spec in _REPORT_SCHEMA.items()}
+# Sections that read the grid summary (rules/common.smk asks the same of report.sections).
+NEEDS_GRID = ("grid", "backbones", "explanations", "compute")
 ASSETS = "assets"
 STANDALONE = "report-standalone.html"
 # Data files larger than this are linked in index.html but not embedded in the
@@ -128,7 +130,8 @@ def _item(item: dict, folder: Path, dest: str, assets: Assets) -> dict:
     return out
 
 
-def _sections(index: dict, folder: Path, dest: str, anchor: str, assets: Assets) -> list[dict]:
+def index_sections(index: dict, folder: Path, dest: str, anchor: str, assets: Assets) -> list[dict]:
+    """An index.json's sections ready for the template (files copied to assets)."""
     return [
         {
             "id": sec.get("id", ""),
@@ -140,11 +143,11 @@ def _sections(index: dict, folder: Path, dest: str, anchor: str, assets: Assets)
     ]
 
 
-def _is_check(sec: dict) -> bool:
+def is_check(sec: dict) -> bool:
     return bool(collect.EXPLANATION_CHECK.search(str(sec["id"])))
 
 
-def _runs_table(runs: dict, best: dict, results: Path) -> dict:
+def runs_table(runs: dict, best: dict, results: Path) -> dict:
     """runs.csv as a sortable table: numbers sort as numbers, runs link to their metrics."""
     cols = runs["columns"]
     bcol = next((c for c in cols if c.lower() == "backbone"), None)
@@ -172,7 +175,7 @@ def _runs_table(runs: dict, best: dict, results: Path) -> dict:
     return {"columns": cols, "rows": rows, "linked": bool(bcol and rcol)}
 
 
-def _scalars(metrics: dict) -> list[tuple[str, str]]:
+def scalars(metrics: dict) -> list[tuple[str, str]]:
     """The numbers of metrics.json worth a glance (one level of nesting: val.accuracy, hp.dropout, ...)."""
     out = []
 
@@ -198,13 +201,25 @@ def _scalars(metrics: dict) -> list[tuple[str, str]]:
 
 
 def build_context(results: Path, out_dir: Path, options: dict, *, config: dict, classes: list[str]) -> dict:
-    """Everything the template shows, with files copied into out_dir/assets."""
+    """Everything the template shows, with files copied into out_dir/assets: one part per section.
+
+    Each requested section is built by its builder in convscope.report.sections.BUILDERS.
+    """
+    from convscope.report.sections import BUILDERS, Sources
+
     results, out_dir = Path(results), Path(out_dir)
     sections = list(options["sections"])
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         raise ValueError(f"config key report.sections: unknown section(s) {unknown}; allowed values: {list(SECTIONS)}")
+    missing = [s for s in SECTIONS if s not in BUILDERS]
+    if missing:
+        raise RuntimeError(f"report sections {missing} are allowed by the config schema but have no builder in "
+                           "convscope/report/sections.py")
     assets = Assets(out_dir)
+    src = Sources(results, options, config, list(classes), assets, sections)
+    page = [name for name in SECTIONS if name in sections]  # page order = the schema's order
+    parts = {name: BUILDERS[name](src) for name in page}
     ctx = {
         "title": options["title"],
         "description": options["description"],
@@ -214,92 +229,12 @@ def build_context(results: Path, out_dir: Path, options: dict, *, config: dict, 
         "machine": collect.machine(),
         "show": {s: s in sections for s in SECTIONS},
         "assets": assets,
-        "training_env": [],
+        "training_env": src.training_env(),
         "standalone": bool(options["self_contained"]),
+        "page": page,
+        "parts": {name: part.context for name, part in parts.items()},
+        "nav": [entry for part in parts.values() for entry in part.nav] + [("environment", "Versions and machine")],
     }
-    nav = []
-    grid_dir = results / "analysis" / "grid"
-
-    if "data" in sections:
-        log.info("report: data counts and %d thumbnails per class", options["thumbnails_per_class"])
-        data = collect.data_summary(results, classes)
-        data["thumbs"] = collect.make_thumbnails(
-            results, data["kept_files"], classes, options["thumbnails_per_class"], assets.root / "thumbs"
-        )
-        data["thumbs"] = {c: [{**t, "path": f"{ASSETS}/{t['path']}"} for t in ts] for c, ts in data["thumbs"].items()}
-        for q in data["quarantine"]:
-            q["href"] = "../raw/" + urllib.parse.quote(q["file"]) if (results / "raw" / q["file"]).is_file() else None
-            q["source_href"] = safe_url(q["source"])
-        ctx["data"] = data
-        nav.append(("data", "Data"))
-
-    need_best = any(s in sections for s in ("grid", "backbones", "explanations"))
-    best = collect.best_runs(grid_dir) if need_best else {}
-    runs = collect.grid_runs(grid_dir) if ("grid" in sections or "compute" in sections) else None
-
-    grid_sections = []
-    if "grid" in sections or "explanations" in sections:
-        grid_index = collect.load_index(grid_dir, "grid summary (analysis stage)")
-        grid_sections = _sections(grid_index, grid_dir, "grid", "grid", assets)
-        # runs.csv and best.json have their own tables; do not show them twice.
-        for sec in grid_sections:
-            sec["items"] = [it for it in sec["items"] if Path(it["file"]).name not in ("runs.csv", "best.json")]
-        grid_sections = [s for s in grid_sections if s["items"]]
-
-    if "grid" in sections:
-        ctx["grid"] = {
-            "runs": _runs_table(runs, best, results),
-            "best": [{"backbone": b, **info, "anchor": f"bb-{slug(b)}"} for b, info in best.items()],
-            "best_columns": list(dict.fromkeys(k for info in best.values() for k in info if k != "run")),
-            "sections": [s for s in grid_sections if not _is_check(s)],
-        }
-        nav.append(("grid", "Grid"))
-
-    backbones, checks = [], []
-    if "backbones" in sections or "explanations" in sections:
-        for b, info in best.items():
-            run = info["run"]
-            folder = results / "analysis" / b / run
-            index = collect.load_index(folder, f"analysis rules ({b} {run})")
-            secs = _sections(index, folder, f"{slug(b)}/{slug(run)}", f"bb-{slug(b)}", assets)
-            m = collect.metrics(results, b, run)
-            if isinstance(m.get("versions"), dict):
-                env = {str(k): str(v) for k, v in m["versions"].items()}
-                if env not in [e["versions"] for e in ctx["training_env"]]:
-                    ctx["training_env"].append({"runs": f"{b} {run}", "versions": env})
-            backbones.append(
-                {
-                    "name": b,
-                    "run": run,
-                    "anchor": f"bb-{slug(b)}",
-                    "title": index.get("title") or f"{b} {run}",
-                    "metrics": _scalars(m),
-                    "sections": [s for s in secs if not _is_check(s)],
-                }
-            )
-            checks.append({"name": b, "run": run, "sections": [s for s in secs if _is_check(s)]})
-    if "backbones" in sections:
-        ctx["backbones"] = backbones
-        nav.extend((bb["anchor"], bb["name"]) for bb in backbones)
-    if "explanations" in sections:
-        ctx["explanations"] = {
-            "grid": [s for s in grid_sections if _is_check(s)],
-            "backbones": [c for c in checks if c["sections"]],
-        }
-        nav.append(("explanations", "Explanation checks"))
-
-    if "compute" in sections:
-        bench = collect.benchmarks(results / "benchmarks")
-        throughput = []
-        for row in runs["rows"]:
-            ips = collect.images_per_second(row)
-            b, r = row.get("backbone"), row.get("run") or row.get("run_id")
-            if ips is None and b and r and (results / "models" / b / r / "metrics.json").is_file():
-                ips = collect.images_per_second(collect.metrics(results, b, r))
-            throughput.append({"backbone": b, "run": r, "images_per_s": ips})
-        ctx["compute"] = {**bench, "throughput": throughput}
-        nav.append(("compute", "Compute cost"))
-    ctx["nav"] = nav
     return ctx
 
 

@@ -1,0 +1,140 @@
+"""The findings that open the report: what a reader came for, in a few cards.
+
+Per backbone: the model analysed (its test accuracy with the 95% CI, calibration),
+whether fine-tuning beat training from scratch and a frozen-base features head
+(CI overlap said plainly, McNemar's exact test on the same test images), and
+whether the explanation checks passed; then the data health. Each card is read
+from files the stages already wrote (best.json, comparisons.csv, the analysis
+folders, the clean manifest), nothing is recomputed here.
+
+An explanation check is one function in CHECKS: (analysis folder) -> Check or
+None when that check did not run; adding one (e.g. a sanity badge) is one
+function and one entry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from convscope.report import collect
+
+# Strategies that train the network (a features head fits a linear layer on a frozen base).
+TRAINED = ("finetune", "progressive")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    text: str
+
+
+def _json(path: Path | None) -> dict | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise collect.ReportInputError(f"{path}: not valid JSON ({e}); re-run the analyse rule") from e
+
+
+def pointing_check(folder: Path) -> Check | None:
+    game = _json(folder / "explain" / "pointing.json")
+    if not game or not game.get("images") or "gradcam" not in (game.get("methods") or {}):
+        return None
+    acc = float(game["methods"]["gradcam"]["accuracy"])
+    bar = max(float(game.get("chance") or 0), float(game.get("centre_baseline") or 0))
+    return Check(
+        "pointing game",
+        acc > bar,
+        f"Grad-CAM points inside the object box on {acc:.0%} of {game['images']} test images "
+        f"(chance {float(game.get('chance') or 0):.0%}, always-the-centre {float(game.get('centre_baseline') or 0):.0%})",
+    )
+
+
+def deletion_check(folder: Path) -> Check | None:
+    d = _json(folder / "explain" / "deletion.json")
+    auc = (d or {}).get("auc") or {}
+    if "gradcam" not in auc or "random" not in auc:
+        return None
+    return Check(
+        "deletion",
+        auc["gradcam"] < auc["random"],
+        f"deleting the pixels Grad-CAM ranks first lowers the true class's probability "
+        f"{'faster' if auc['gradcam'] < auc['random'] else 'no faster'} than a random order "
+        f"(AUC {auc['gradcam']:.2f} vs {auc['random']:.2f}; lower is better)",
+    )
+
+
+CHECKS: tuple[Callable[[Path], Check | None], ...] = (pointing_check, deletion_check)
+
+
+def _ci(info: dict) -> str:
+    lo, hi = collect.number(info.get("test_ci95_low")), collect.number(info.get("test_ci95_high"))
+    return f" (95% CI {lo:.2f}–{hi:.2f})" if lo is not None and hi is not None else ""
+
+
+def model_line(backbone: str, info: dict, folder: Path | None) -> dict:
+    """The analysed model of one backbone: run, accuracy, CI, calibration, seeds."""
+    acc = collect.number(info.get("test_accuracy"))
+    parts = [f"{info.get('strategy') or 'run'} {info['run']}"]
+    parts.append(f"test accuracy {acc:.3f}{_ci(info)}" if acc is not None else "no test accuracy recorded")
+    cal = _json(folder / "calibration.json") if folder else None
+    if cal:
+        parts.append(f"ECE {cal['ece_before']:.3f} → {cal['ece_after']:.3f} after temperature scaling "
+                     f"(T = {cal['temperature']:.2f})")
+    seeds = collect.number(info.get("seeds"))
+    if seeds and seeds > 1:
+        parts.append(f"{seeds} seeds, mean val accuracy {info['val_accuracy_seed_mean']:.3f}")
+    frozen = _json(folder / "frozen.json") if folder else None
+    return {"text": "; ".join(parts), "frozen": frozen.get("statement") if frozen and frozen["frozen_blocks"] else None}
+
+
+def strategy_lines(backbone: str, comparisons: list[dict]) -> list[dict]:
+    """Fine-tuning (or progressive) against scratch and features, as the grid summary compared them."""
+    lines = []
+    for row in comparisons:
+        if row.get("backbone") != backbone:
+            continue
+        pair = {row.get("strategy_a"), row.get("strategy_b")}
+        if not pair & set(TRAINED) or not pair & {"scratch", "features"}:
+            continue
+        p = collect.number(row.get("p_value"))
+        lines.append({"pair": f"{row['strategy_a']} vs {row['strategy_b']}", "text": row.get("statement") or "",
+                      "significant": str(row.get("significant")).lower() == "true" if p is not None else None})
+    return lines
+
+
+def backbone_card(backbone: str, info: dict, results: Path, comparisons: list[dict], analysed: bool = True) -> dict:
+    """analysed: the report reads this run's analysis folder (else only the grid summary's numbers)."""
+    folder = Path(results) / "analysis" / backbone / info["run"] if analysed else None
+    checks = [c for c in (check(folder) for check in CHECKS) if c is not None] if folder else []
+    return {
+        "backbone": backbone,
+        "model": model_line(backbone, info, folder),
+        "strategies": strategy_lines(backbone, comparisons),
+        "checks": checks,
+        "checks_passed": all(c.passed for c in checks) if checks else None,
+    }
+
+
+def data_card(data: dict) -> dict:
+    t = data["totals"]
+    by = t.get("by_reason") or {}
+    dups = sum(v for k, v in by.items() if "duplicate" in k)
+    return {
+        "raw": t["raw"], "kept": t["kept"], "quarantined": t["quarantined"], "duplicates": dups,
+        "near_duplicates": by.get("near_duplicate", 0),
+        "reasons": ", ".join(f"{k} {v}" for k, v in by.items() if v) or "none",
+        "splits": t["splits"],
+    }
+
+
+def findings(results: Path, best: dict, comparisons: list[dict], data: dict | None, *, analysed: bool = True) -> dict:
+    return {
+        "backbones": [backbone_card(b, info, results, comparisons, analysed) for b, info in best.items()],
+        "data": data_card(data) if data else None,
+    }
