@@ -337,7 +337,7 @@ def test_strategy_comparison_tests_the_best_runs_on_the_same_images(tmp_path):
         lo_b, hi_b = strategies.loc[c.strategy_b, ["test_ci95_low", "test_ci95_high"]]
         assert c.ci_overlap == (lo_a <= hi_b and lo_b <= hi_a)
     ft = comp[(comp["strategy_a"] == "finetune") & (comp["strategy_b"] == "scratch")].iloc[0]
-    assert ft.significant and ft.p_value < 0.01 and ft.statement.startswith("finetune beats scratch")
+    assert ft.significant and ft.p_value < 0.01 and ft.statement.startswith("finetune scores higher than scratch")
 
 
 def _read(root, run):

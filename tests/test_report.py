@@ -542,10 +542,10 @@ def test_findings_open_the_page(tmp_path):
     order = [a.get("id") for t, a in Page(text).tags if t == "section" and a.get("class") == "block"]
     assert order[:2] == ["findings", "data"] and order[-1] == "environment"
     findings = text[text.index('id="findings"'):text.index('id="data"')]
-    assert "test accuracy 0.912 (95% CI 0.85–0.96)" in findings
-    assert "ECE 0.120 → 0.030 after temperature scaling (T = 1.80)" in findings and "3 seeds" in findings
+    assert "Test accuracy 0.912 (95% CI 0.85–0.96)" in findings and f"{run} (finetune)" in findings
+    assert "ECE 0.120 → 0.030 after temperature scaling (T = 1.80" in findings and "3 seeds" in findings
     assert "Blocks conv1 stayed frozen" in findings
-    assert "finetune beats scratch on test accuracy (0.900 vs 0.600); their 95% CIs do not overlap" in findings
+    assert "finetune scores higher than scratch on test accuracy (0.900 vs 0.600); their 95% CIs do not overlap" in findings
     assert f"McNemar exact p = {comparison['p_value']:.3g}, significant" in findings
     # Grad-CAM beats chance and the centre in the pointing game, but deletes no faster than random.
     assert "pointing game: Grad-CAM points inside the object box on 80% of 40" in findings

@@ -57,7 +57,7 @@ def compare(name_a: str, acc_a, ci_a, correct_a, name_b: str, acc_b, ci_b, corre
         lead = f"{name_a} and {name_b} have the same test accuracy ({acc_a:.3f})"
     else:
         hi, lo = (name_a, name_b) if acc_a > acc_b else (name_b, name_a)
-        lead = f"{hi} beats {lo} on test accuracy ({max(acc_a, acc_b):.3f} vs {min(acc_a, acc_b):.3f})"
+        lead = f"{hi} scores higher than {lo} on test accuracy ({max(acc_a, acc_b):.3f} vs {min(acc_a, acc_b):.3f})"
     ci_text = {
         True: "their 95% CIs overlap",
         False: "their 95% CIs do not overlap",

@@ -78,19 +78,25 @@ def _ci(info: dict) -> str:
 
 
 def model_line(backbone: str, info: dict, folder: Path | None) -> dict:
-    """The analysed model of one backbone: run, accuracy, CI, calibration, seeds."""
+    """The analysed model of one backbone: its test accuracy with the CI, then run, calibration, seeds."""
     acc = collect.number(info.get("test_accuracy"))
-    parts = [f"{info.get('strategy') or 'run'} {info['run']}"]
-    parts.append(f"test accuracy {acc:.3f}{_ci(info)}" if acc is not None else "no test accuracy recorded")
+    headline = f"Test accuracy {acc:.3f}{_ci(info)}" if acc is not None else "No test accuracy recorded"
+    details = [f"{info['run']} ({info['strategy']})" if info.get("strategy") else info["run"]]
     cal = _json(folder / "calibration.json") if folder else None
     if cal:
-        parts.append(f"ECE {cal['ece_before']:.3f} → {cal['ece_after']:.3f} after temperature scaling "
-                     f"(T = {cal['temperature']:.2f})")
+        details.append(
+            f"ECE {cal['ece_before']:.3f} → {cal['ece_after']:.3f} after temperature scaling "
+            f"(T = {cal['temperature']:.2f}, fitted on the validation split)"
+        )
     seeds = collect.number(info.get("seeds"))
     if seeds and seeds > 1:
-        parts.append(f"{seeds} seeds, mean val accuracy {info['val_accuracy_seed_mean']:.3f}")
+        details.append(f"{seeds} seeds, mean val accuracy {info['val_accuracy_seed_mean']:.3f}")
     frozen = _json(folder / "frozen.json") if folder else None
-    return {"text": "; ".join(parts), "frozen": frozen.get("statement") if frozen and frozen["frozen_blocks"] else None}
+    return {
+        "headline": headline,
+        "details": details,
+        "frozen": frozen.get("statement") if frozen and frozen.get("frozen_blocks") else None,
+    }
 
 
 def strategy_lines(backbone: str, comparisons: list[dict]) -> list[dict]:
@@ -103,8 +109,13 @@ def strategy_lines(backbone: str, comparisons: list[dict]) -> list[dict]:
         if not pair & set(TRAINED) or not pair & {"scratch", "features"}:
             continue
         p = collect.number(row.get("p_value"))
-        lines.append({"pair": f"{row['strategy_a']} vs {row['strategy_b']}", "text": row.get("statement") or "",
-                      "significant": str(row.get("significant")).lower() == "true" if p is not None else None})
+        lines.append(
+            {
+                "pair": f"{row['strategy_a']} vs {row['strategy_b']}",
+                "text": row.get("statement") or "",
+                "significant": str(row.get("significant")).lower() == "true" if p is not None else None,
+            }
+        )
     return lines
 
 
@@ -126,7 +137,10 @@ def data_card(data: dict) -> dict:
     by = t.get("by_reason") or {}
     dups = sum(v for k, v in by.items() if "duplicate" in k)
     return {
-        "raw": t["raw"], "kept": t["kept"], "quarantined": t["quarantined"], "duplicates": dups,
+        "raw": t["raw"],
+        "kept": t["kept"],
+        "quarantined": t["quarantined"],
+        "duplicates": dups,
         "near_duplicates": by.get("near_duplicate", 0),
         "reasons": ", ".join(f"{k} {v}" for k, v in by.items() if v) or "none",
         "splits": t["splits"],

@@ -82,10 +82,20 @@ class Sources:
             run = info["run"]
             folder = self.results / "analysis" / b / run
             index = collect.load_index(folder, f"analysis rules ({b} {run})")
-            secs = render.index_sections(index, folder, f"{render.slug(b)}/{render.slug(run)}",
-                                         f"bb-{render.slug(b)}", self.assets)
-            out.append({"name": b, "run": run, "info": info, "index": index, "sections": secs,
-                        "metrics": collect.metrics(self.results, b, run), "anchor": f"bb-{render.slug(b)}"})
+            secs = render.index_sections(
+                index, folder, f"{render.slug(b)}/{render.slug(run)}", f"bb-{render.slug(b)}", self.assets
+            )
+            out.append(
+                {
+                    "name": b,
+                    "run": run,
+                    "info": info,
+                    "index": index,
+                    "sections": secs,
+                    "metrics": collect.metrics(self.results, b, run),
+                    "anchor": f"bb-{render.slug(b)}",
+                }
+            )
         return out
 
     def training_env(self) -> list[dict]:
@@ -119,8 +129,13 @@ def builder(name: str):
 def findings(src: Sources) -> Part:
     """The cards that open the page, from what the other requested sections read."""
     has_grid = bool(set(render.NEEDS_GRID) & set(src.sections))
-    cards = findings_lib.findings(src.results, src.best if has_grid else {}, src.comparisons if has_grid else [],
-                                  src.data if "data" in src.sections else None, analysed=src.sections_need_analyses())
+    cards = findings_lib.findings(
+        src.results,
+        src.best if has_grid else {},
+        src.comparisons if has_grid else [],
+        src.data if "data" in src.sections else None,
+        analysed=src.sections_need_analyses(),
+    )
     for card in cards["backbones"]:
         card["anchor"] = f"bb-{render.slug(card['backbone'])}" if "backbones" in src.sections else None
     return Part(cards, [("findings", "Findings")])
@@ -130,8 +145,9 @@ def findings(src: Sources) -> Part:
 def data(src: Sources) -> Part:
     log.info("report: data counts and %d thumbnails per class", src.options["thumbnails_per_class"])
     d = dict(src.data)
-    thumbs = collect.make_thumbnails(src.results, d["kept_files"], src.classes, src.options["thumbnails_per_class"],
-                                     src.assets.root / "thumbs")
+    thumbs = collect.make_thumbnails(
+        src.results, d["kept_files"], src.classes, src.options["thumbnails_per_class"], src.assets.root / "thumbs"
+    )
     d["thumbs"] = {c: [{**t, "path": f"{render.ASSETS}/{t['path']}"} for t in ts] for c, ts in thumbs.items()}
     for q in d["quarantine"]:
         q["href"] = "../raw/" + urllib.parse.quote(q["file"]) if (src.results / "raw" / q["file"]).is_file() else None
@@ -173,10 +189,15 @@ def backbones(src: Sources) -> Part:
 
 @builder("explanations")
 def explanations(src: Sources) -> Part:
-    checks = [{"name": a["name"], "run": a["run"], "sections": [s for s in a["sections"] if render.is_check(s)]}
-              for a in src.analyses]
+    checks = [
+        {"name": a["name"], "run": a["run"], "sections": [s for s in a["sections"] if render.is_check(s)]}
+        for a in src.analyses
+    ]
     return Part(
-        {"grid": [s for s in src.grid_sections if render.is_check(s)], "backbones": [c for c in checks if c["sections"]]},
+        {
+            "grid": [s for s in src.grid_sections if render.is_check(s)],
+            "backbones": [c for c in checks if c["sections"]],
+        },
         [("explanations", "Explanation checks")],
     )
 
