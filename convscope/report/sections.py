@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from convscope.report import collect
+from convscope.report import collect, render
 from convscope.report import findings as findings_lib
-from convscope.report import render
 
 log = logging.getLogger(__name__)
 
