@@ -124,6 +124,13 @@ def test_finetune_writes_outputs_whose_metrics_match_the_saved_model(prepared, t
     assert [metrics["test"]["per_class"][c]["support"] for c in CLASSES] == list(np.bincount(y, minlength=3))
     low, high = metrics["test"]["accuracy_ci95"]
     assert 0 <= low <= metrics["test"]["accuracy"] <= high <= 1
+    # per-image test predictions (for the grid summary's paired tests) and the ECE, from the same model
+    from convscope.analysis.calibration import expected_calibration_error
+    from convscope.training.metrics import PREDICTIONS, read_predictions
+
+    true, pred = read_predictions(out / PREDICTIONS)
+    assert np.array_equal(true, y) and np.array_equal(pred, probs.argmax(1))
+    assert metrics["test"]["ece"] == pytest.approx(expected_calibration_error(probs, y), abs=1e-4)
     assert metrics["val"]["n"] == 12 and metrics["epochs_trained"] == 2
     assert metrics["images_per_s"] > 0 and metrics["train_time_s"] > 0
     # the first step's time is taken on Keras' async callback thread: still recorded, within the run
@@ -302,6 +309,14 @@ def test_features_embed_once_and_heads_never_touch_the_network(prepared, tmp_pat
     metrics = json.loads((tmp_path / "features-logreg-C1.0" / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] == pytest.approx(float(np.mean(ref_probs.argmax(1) == y["test"])))
     assert metrics["strategy"] == "features" and metrics["embedding"]["dim"] == 256
+    from convscope.training.metrics import PREDICTIONS, read_predictions
+
+    true, pred = read_predictions(tmp_path / "features-logreg-C1.0" / PREDICTIONS)
+    assert np.array_equal(true, y["test"]) and np.array_equal(pred, ref_probs.argmax(1))
+    svm = json.loads((tmp_path / "features-linsvm-C1.0" / "metrics.json").read_text())
+    true, pred = read_predictions(tmp_path / "features-linsvm-C1.0" / PREDICTIONS)
+    assert np.mean(pred == true) == pytest.approx(svm["test"]["accuracy"])
+    assert svm["test"]["ece"] is None and metrics["test"]["ece"] >= 0  # margins have no calibration
 
     # the Keras model of the run (frozen base + folded head) reproduces the head from images
     model = head_model(head_path=tmp_path / "features-logreg-C1.0" / "head.npz", out_path=tmp_path / "m.keras",
