@@ -107,7 +107,7 @@ def defaults(section: str) -> dict:
     return copy.deepcopy(_section_defaults(section))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _section_defaults(section: str) -> dict:
     return _defaults(section_schema(section))
 
