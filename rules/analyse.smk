@@ -10,26 +10,21 @@
 
 checkpoint summarise:
     input:
-        metrics=[
-            f"{R}/models/{r.backbone}/{r.id}/metrics.json" for r in grid.runs(config)
-        ],
+        metrics=[L.metrics(r.backbone, r.id) for r in grid.runs(config)],
         # Per-image test predictions, for the paired (McNemar) strategy comparison.
-        predictions=[
-            f"{R}/models/{r.backbone}/{r.id}/test_predictions.csv"
-            for r in grid.runs(config)
-        ],
+        predictions=[L.predictions(r.backbone, r.id) for r in grid.runs(config)],
     output:
-        index=f"{R}/analysis/grid/index.json",
-        runs=f"{R}/analysis/grid/runs.csv",
-        best=f"{R}/analysis/grid/best.json",
-        heatmaps=f"{R}/analysis/grid/heatmaps.csv",
-        strategies=f"{R}/analysis/grid/strategies.csv",
-        seeds=f"{R}/analysis/grid/seeds.csv",
-        comparisons=f"{R}/analysis/grid/comparisons.csv",
+        index=L.grid_index,
+        runs=L.runs_csv,
+        best=L.best_json,
+        heatmaps=L.grid_dir / "heatmaps.csv",
+        strategies=L.grid_dir / "strategies.csv",
+        seeds=L.seeds_csv,
+        comparisons=L.comparisons_csv,
     log:
-        f"{R}/logs/summarise.log",
+        L.log("summarise"),
     benchmark:
-        f"{R}/benchmarks/summarise.tsv"
+        L.benchmark("summarise")
     conda:
         "../envs/train.yaml"
     params:
@@ -42,11 +37,11 @@ rule analyse:
     input:
         unpack(analyse_inputs),
     output:
-        index=f"{R}/analysis/{{backbone}}/{{run}}/index.json",
+        index=L.analysis_index("{backbone}", "{run}"),
     log:
-        f"{R}/logs/analyse/{{backbone}}/{{run}}.log",
+        L.log("analyse", "{backbone}", "{run}"),
     benchmark:
-        f"{R}/benchmarks/analyse/{{backbone}}/{{run}}.tsv"
+        L.benchmark("analyse", "{backbone}", "{run}")
     wildcard_constraints:
         backbone=BACKBONE,
         run=f"{TRAINED_RUN}|{FEATURES_RUN}",
@@ -74,6 +69,6 @@ rule analyse:
 # `snakemake analyses`: everything up to the analyses (no report).
 rule analyses:
     input:
-        f"{R}/analysis/grid/index.json",
+        L.grid_index,
         analyses_all,
     localrule: True

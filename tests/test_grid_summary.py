@@ -15,12 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import tiny_config
 from convscope import config as cfg
-from convscope import grid
+from convscope import grid, layout, records
 from convscope.analysis import paired
 from convscope.analysis.grid_summary import Selection, summarise_grid, wilson_interval
-from convscope.training.metrics import PREDICTIONS, split_report, write_json_atomic, write_predictions
-from conftest import tiny_config
+from convscope.atomic import write_json
+from convscope.training.metrics import split_report
 
 CLASSES = ["circle", "square", "triangle", "star"]
 N_VAL, N_TEST = 40, 40
@@ -60,8 +61,8 @@ def write_grid(root: Path, config: dict, accuracy) -> list[Path]:
                    "classes": CLASSES, **split_report(yv, sv, yt, st, CLASSES, bootstrap=200, seed=1),
                    "train_time_s": 10.0 + i, "images_per_s": 100.0 + i, "seed": 7}
         path = root / "models" / run.backbone / run.id / "metrics.json"
-        write_json_atomic(path, metrics)
-        write_predictions(path.parent / PREDICTIONS, yt, st)
+        write_json(path, metrics)
+        records.write_predictions(path.parent / layout.PREDICTIONS, yt, st)
         paths.append(path)
     return paths
 
@@ -341,9 +342,7 @@ def test_strategy_comparison_tests_the_best_runs_on_the_same_images(tmp_path):
 
 
 def _read(root, run):
-    from convscope.training.metrics import read_predictions
-
-    return read_predictions(root / "models" / "alexnet" / run / PREDICTIONS)
+    return records.read_predictions(root / "models" / "alexnet" / run / layout.PREDICTIONS)
 
 
 def test_the_runs_table_carries_each_runs_test_calibration_error(summary):

@@ -126,7 +126,8 @@ def test_finetune_writes_outputs_whose_metrics_match_the_saved_model(prepared, t
     assert 0 <= low <= metrics["test"]["accuracy"] <= high <= 1
     # per-image test predictions (for the grid summary's paired tests) and the ECE, from the same model
     from convscope.analysis.calibration import expected_calibration_error
-    from convscope.training.metrics import PREDICTIONS, read_predictions
+    from convscope.layout import PREDICTIONS
+    from convscope.records import read_predictions
 
     true, pred = read_predictions(out / PREDICTIONS)
     assert np.array_equal(true, y) and np.array_equal(pred, probs.argmax(1))
@@ -309,7 +310,8 @@ def test_features_embed_once_and_heads_never_touch_the_network(prepared, tmp_pat
     metrics = json.loads((tmp_path / "features-logreg-C1.0" / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] == pytest.approx(float(np.mean(ref_probs.argmax(1) == y["test"])))
     assert metrics["strategy"] == "features" and metrics["embedding"]["dim"] == 256
-    from convscope.training.metrics import PREDICTIONS, read_predictions
+    from convscope.layout import PREDICTIONS
+    from convscope.records import read_predictions
 
     true, pred = read_predictions(tmp_path / "features-logreg-C1.0" / PREDICTIONS)
     assert np.array_equal(true, y["test"]) and np.array_equal(pred, ref_probs.argmax(1))

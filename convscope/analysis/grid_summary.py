@@ -28,7 +28,6 @@ the run listed first (grid order): test accuracy never decides which run is
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -37,10 +36,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from convscope import grid
+from convscope import grid, layout, records
 from convscope.analysis import paired, plots
 from convscope.analysis.index import item, section, write_index
-from convscope.training.metrics import PREDICTIONS, read_predictions
 
 log = logging.getLogger(__name__)
 
@@ -79,19 +77,12 @@ def _number(value):
 
 def read_run(path) -> dict:
     """One runs.csv row from one metrics.json."""
-    path = Path(path)
-    try:
-        m = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: unreadable metrics ({e}); re-run the training job of this run") from e
-    missing = [k for k in ("backbone", "run", "strategy", "val", "test") if k not in m]
-    if missing:
-        raise ValueError(f"{path}: metrics.json lacks {missing}; it was written by an older train stage, re-run it")
-    val, test = m["val"], m["test"]
+    m = records.read_metrics(path)
+    val, test = m.val, m.test
     val_lo, val_hi = wilson_interval(_number(val.get("accuracy")), int(val.get("n") or 0))
     ci = test.get("accuracy_ci95") or [float("nan"), float("nan")]
-    row = {"backbone": m["backbone"], "run": m["run"], "strategy": m["strategy"]}
-    row.update({k: v for k, v in (m.get("hp") or {}).items()})
+    row = {"backbone": m.backbone, "run": m.run, "strategy": m.strategy}
+    row.update(m.hp)
     row.update(
         {
             "val_accuracy": _number(val.get("accuracy")),
@@ -103,8 +94,8 @@ def read_run(path) -> dict:
             "test_ci95_high": _number(ci[1]),
             "test_n": int(test.get("n") or 0),
             "test_ece": _number(test.get("ece")),
-            "train_time_s": _number(m.get("train_time_s")),
-            "images_per_s": _number(m.get("images_per_s")),
+            "train_time_s": _number(m.train_time_s),
+            "images_per_s": _number(m.images_per_s),
         }
     )
     return row
@@ -168,7 +159,7 @@ def _entry(top: pd.Series, runs: pd.DataFrame) -> dict:
     }
 
 
-def best_runs(table: pd.DataFrame, selection: Selection = Selection()) -> dict:
+def best_runs(table: pd.DataFrame, selection: Selection = Selection()) -> dict[str, records.BestRun]:
     """Per backbone: the run to analyse ("run", ...) and the best trained, features and overall runs."""
     best = {}
     for backbone, runs in table.groupby("backbone", sort=False):
@@ -188,7 +179,7 @@ def best_runs(table: pd.DataFrame, selection: Selection = Selection()) -> dict:
             chosen = picks["best_any"]
             why = "best run of any strategy" if selection.analysed == "best_any" else "best run (no trained runs)"
         by = "mean validation accuracy over seeds" if selection.by == "seed_mean" else "validation accuracy"
-        best[backbone] = {**chosen, "runs": len(runs), "chosen_as": f"{why}, by {by}", **picks}
+        best[backbone] = records.BestRun(**chosen, runs=len(runs), chosen_as=f"{why}, by {by}", **picks)
     return best
 
 
@@ -339,9 +330,9 @@ def comparisons(comp: pd.DataFrame, predictions: dict) -> pd.DataFrame:
             if missing:
                 log.warning("%s: no per-image test predictions for %s vs %s (%s): no paired test",
                             backbone, a["best_run"], b["best_run"], missing or "not given")
-                rows.append({**row, "statement": f"no per-image predictions ({PREDICTIONS}) to compare on"})
+                rows.append({**row, "statement": f"no per-image predictions ({layout.PREDICTIONS}) to compare on"})
                 continue
-            (ya, pa), (yb, pb) = (read_predictions(p) for p in paths)
+            (ya, pa), (yb, pb) = (records.read_predictions(p) for p in paths)
             if not np.array_equal(ya, yb):
                 raise ValueError(f"{paths[0]} and {paths[1]}: the two runs' test labels differ; re-run both "
                                  "(they must predict the same prepared test split)")
@@ -369,10 +360,10 @@ def summarise_grid(metric_files, out_dir, *, title: str = "Grid summary", select
     seeds.to_csv(seeds_csv, index=False)
     best = best_runs(table, selection)
     best_json = out_dir / "best.json"
-    best_json.write_text(json.dumps(best, indent=1))
+    records.write_best(best_json, best)
     for b, e in best.items():
-        log.info("run analysed for %s: %s (%s; val accuracy %.3f of %d runs)", b, e["run"], e["chosen_as"],
-                 e["val_accuracy"], e["runs"])
+        log.info("run analysed for %s: %s (%s; val accuracy %.3f of %d runs)", b, e.run, e.chosen_as,
+                 e.val_accuracy, e.runs)
     sections = [
         section("runs", "All runs", [
             item("table", runs_csv, "Every run of the grid: strategy, hyperparameters, validation accuracy (Wilson 95% "
@@ -395,7 +386,7 @@ def summarise_grid(metric_files, out_dir, *, title: str = "Grid summary", select
     heat_items, _ = heatmaps(table, out_dir)
     if heat_items:
         sections.append(section("heatmaps", "Hyperparameter heatmaps", heat_items))
-    predictions = {(r.backbone, r.run): p.parent / PREDICTIONS for r, p in zip(table.itertuples(), metric_files)}
+    predictions = {(r.backbone, r.run): p.parent / layout.PREDICTIONS for r, p in zip(table.itertuples(), metric_files)}
     sections.append(strategy_comparison(table, out_dir, selection.by, predictions))
     log.info("grid summary: %d runs of %d backbones", len(table), table["backbone"].nunique())
     return write_index(out_dir, title, sections)

@@ -14,17 +14,9 @@ the grid summary and the report read all runs alike:
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from convscope.analysis.calibration import expected_calibration_error, is_probabilities
-from convscope.atomic import write_bytes as atomic_write_bytes
-
-# Per-image test predictions of a run, beside its metrics.json: what paired tests
-# (McNemar's, in the grid summary) compare between two runs on the same images.
-PREDICTIONS = "test_predictions.csv"
 
 
 def top_k(num_classes: int) -> int:
@@ -86,43 +78,3 @@ def split_report(y_val, s_val, y_test, s_test, classes, *, bootstrap: int, seed:
     correct = np.asarray(s_test).argmax(axis=1) == np.asarray(y_test)
     test["accuracy_ci95"] = bootstrap_accuracy_ci(correct, bootstrap, seed)
     return {"val": val, "test": test, "bootstrap": {"samples": int(bootstrap), "seed": int(seed)}}
-
-
-def write_predictions(path, y_true, scores) -> None:
-    """One row per test image in the prepared split's order: row, true and predicted class
-    index, and the top score (the confidence, when scores are probabilities)."""
-    from convscope.atomic import write_csv
-
-    scores = np.asarray(scores, dtype="float64")
-    pred = scores.argmax(axis=1)
-    top = scores.max(axis=1)
-    rows = [{"row": i, "true": int(t), "pred": int(p), "top_score": f"{s:.6g}"}
-            for i, (t, p, s) in enumerate(zip(np.asarray(y_true).astype(int), pred, top))]
-    write_csv(path, rows, ["row", "true", "pred", "top_score"])
-
-
-def read_predictions(path) -> tuple[np.ndarray, np.ndarray]:
-    """(true, pred) class indices from a PREDICTIONS file."""
-    import pandas as pd
-
-    table = pd.read_csv(path)
-    missing = {"row", "true", "pred"} - set(table.columns)
-    if missing:
-        raise ValueError(f"{path}: lacks column(s) {sorted(missing)}; re-run the run's training job")
-    table = table.sort_values("row")
-    return table["true"].to_numpy(int), table["pred"].to_numpy(int)
-
-
-def write_json_atomic(path, data) -> None:
-    """Write JSON to a temporary file beside `path`, then rename: readers never see half a file."""
-    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n").encode())
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
