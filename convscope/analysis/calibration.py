@@ -100,9 +100,11 @@ def fit_temperature(probs, labels) -> float:
 
     res = minimize_scalar(loss, bounds=_LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-5})
     if min(abs(res.x - b) for b in _LOG_T_BOUNDS) < 1e-3:
-        log.warning("temperature scaling: T = %.3g is at the end of the search range: the probabilities carry "
-                    "almost no information about the labels (a model near chance, or very few val images)",
-                    np.exp(res.x))
+        log.warning(
+            "temperature scaling: T = %.3g is at the end of the search range: the probabilities carry "
+            "almost no information about the labels (a model near chance, or very few val images)",
+            np.exp(res.x),
+        )
     return float(np.exp(res.x))
 
 
