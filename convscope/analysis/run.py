@@ -295,13 +295,14 @@ def _calibration(job: Job):
     cal = calibration.calibrate(val.probs, val.labels, job.test.probs, job.test.labels, bins=int(opts["bins"]))
     js, csv, png = calibration.write(cal, job.out_dir)
     log.info("calibration: ECE %.3f -> %.3f at temperature %.3f", cal.before["ece"], cal.after["ece"], cal.temperature)
+    leaning = "> 1: the network was over-confident" if cal.temperature > 1 else "<= 1: it was not over-confident"
     return section("calibration", "Calibrated probabilities", [
         item("image", png, f"Reliability diagrams of the {len(job.test.x)} test images: each bar is the accuracy of "
              "the images whose top probability falls in that bin; on the diagonal, a probability of 0.8 means right "
              f"80% of the time. Left as trained (ECE {cal.before['ece']:.3f}), right after dividing the logits by "
              f"T = {cal.temperature:.2f} fitted on the {cal.val_images} validation images (ECE "
-             f"{cal.after['ece']:.3f}); T > 1: the network was over-confident. Predictions, and so accuracy, do not "
-             "change.", csv, root=job.out_dir),
+             f"{cal.after['ece']:.3f}); T {leaning}. Predictions, and so accuracy, do not change.", csv,
+             root=job.out_dir),
         item("json", js, "Temperature, expected calibration error and negative log-likelihood before and after.",
              js, root=job.out_dir),
     ])
