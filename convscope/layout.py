@@ -24,9 +24,22 @@ SPLITS = ("train", "val", "test")
 PREPARED_KINDS = ("npy", "labels.npy", "index.csv")
 LEDGER = "manifest.csv"  # a class's crawl ledger, raw/{cls}/manifest.csv
 CRAWL_SUMMARY = "crawl.json"
-TRAIN_OUTPUTS = ("model.keras", "history.csv", "metrics.json")
-FEATURES_OUTPUTS = ("metrics.json", "head.npz")
+MODEL, HISTORY, METRICS, HEAD = "model.keras", "history.csv", "metrics.json", "head.npz"
+TRAIN_OUTPUTS = (MODEL, HISTORY, METRICS)  # a trained run's folder
+FEATURES_OUTPUTS = (METRICS, HEAD)  # a features head's folder (model.keras only on demand)
 INDEX = "index.json"  # an analysis folder's table of contents
+EMBED_INFO = "embed.json"
+
+
+# File names inside a folder a job was handed (the rule declared the files as inputs).
+def prepared_in(folder, split: str, kind: str = "npy") -> Path:
+    """{split}.{kind} of a prepared/{size}/ folder."""
+    return Path(folder) / f"{split}.{kind}"
+
+
+def embedding_in(folder, split: str) -> Path:
+    """{split}.npy of a features/{backbone}/ folder."""
+    return Path(folder) / f"{split}.npy"
 
 
 def ledger_beside(crawl_summary) -> Path:
@@ -67,7 +80,7 @@ class Results:
         return self.root / "prepared" / str(size)
 
     def prepared(self, size, split: str, kind: str = "npy") -> Path:
-        return self.prepared_dir(size) / f"{split}.{kind}"
+        return prepared_in(self.prepared_dir(size), split, kind)
 
     def prepared_files(self, size) -> list[Path]:
         return [self.prepared(size, s, k) for s in SPLITS for k in PREPARED_KINDS]
@@ -77,26 +90,26 @@ class Results:
         return self.root / "models" / backbone / run
 
     def metrics(self, backbone: str, run: str) -> Path:
-        return self.run_dir(backbone, run) / "metrics.json"
+        return self.run_dir(backbone, run) / METRICS
 
     def model(self, backbone: str, run: str) -> Path:
-        return self.run_dir(backbone, run) / "model.keras"
+        return self.run_dir(backbone, run) / MODEL
 
     def history(self, backbone: str, run: str) -> Path:
-        return self.run_dir(backbone, run) / "history.csv"
+        return self.run_dir(backbone, run) / HISTORY
 
     def head(self, backbone: str, run: str) -> Path:
-        return self.run_dir(backbone, run) / "head.npz"
+        return self.run_dir(backbone, run) / HEAD
 
     def features_dir(self, backbone: str) -> Path:
         return self.root / "features" / backbone
 
     def embeddings(self, backbone: str) -> list[Path]:
         """The frozen base's embeddings, one file per split in SPLITS order."""
-        return [self.features_dir(backbone) / f"{s}.npy" for s in SPLITS]
+        return [embedding_in(self.features_dir(backbone), s) for s in SPLITS]
 
     def embed_info(self, backbone: str) -> Path:
-        return self.features_dir(backbone) / "embed.json"
+        return self.features_dir(backbone) / EMBED_INFO
 
     def sanity(self, backbone: str) -> Path:
         return self.root / "sanity" / backbone / "imagenet_top5.csv"

@@ -50,7 +50,8 @@ class RunMetrics:
     seed: int | None = None
     train_time_s: float | None = None
     images_per_s: float | None = None
-    extra: dict = field(default_factory=dict)  # strategy-specific: phases, embedding, versions, ...
+    versions: dict = field(default_factory=dict)  # library versions; trained runs name the Keras "backend"
+    extra: dict = field(default_factory=dict)  # strategy-specific: phases, embedding, fixed costs, ...
 
     @classmethod
     def from_dict(cls, raw: dict, where) -> RunMetrics:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from convscope import backbones as registry
+from convscope import records
 from convscope.analysis import plots
 from convscope.analysis.index import item, section
 
@@ -594,4 +595,6 @@ def _checks_section(model, maps, x, idx, labels, boxes, classes, size, ck, bs, s
         )
     )
     items.append(item("json", d_json, "Area under each deletion curve (mean over images).", d_json, root=root))
-    return section("explanation_checks", "Are the explanations right? Pointing game and deletion", items)
+    return section(
+        "explanation_checks", "Are the explanations right? Pointing game and deletion", items, group=records.CHECKS
+    )

@@ -247,7 +247,7 @@ def summarise_grid(metric_files, out_dir, *, title: str = "Grid summary") -> Pat
                  "CI), test accuracy (bootstrap 95% CI), training time and throughput.", runs_csv, root=out_dir),
             item("json", best_json, "Best run per backbone by validation accuracy (the run analysed in detail); "
                  "its test accuracy is an unbiased estimate because test data did not pick it.", None, root=out_dir),
-        ]),
+        ], group=records.OWN_TABLE),  # the report draws both itself
     ]
     heat_items, _ = heatmaps(table, out_dir)
     if heat_items:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from convscope import backbones as registry
+from convscope import layout, records
 from convscope.analysis.index import item, section, write_index
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,9 @@ def contract_layers(model):
 
 def load_split(prepared_dir, split: str = "test") -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     prepared_dir = Path(prepared_dir)
-    x = np.load(prepared_dir / f"{split}.npy")
-    labels = np.load(prepared_dir / f"{split}.labels.npy").astype(np.int64)
-    index = pd.read_csv(prepared_dir / f"{split}.index.csv")
+    x = np.load(layout.prepared_in(prepared_dir, split))
+    labels = np.load(layout.prepared_in(prepared_dir, split, "labels.npy")).astype(np.int64)
+    index = pd.read_csv(layout.prepared_in(prepared_dir, split, "index.csv"))
     if not (len(x) == len(labels) == len(index)):
         raise ValueError(
             f"{prepared_dir}: {split}.npy ({len(x)}), {split}.labels.npy ({len(labels)}) and "
@@ -105,18 +106,17 @@ class Timer:
         log.info("%s done in %.1f s", name, self.seconds[name])
 
 
-def read_metrics(run_dir) -> dict:
-    """The run's metrics.json (written by the train stage), {} when there is none."""
-    path = Path(run_dir) / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+def read_metrics(run_dir) -> records.RunMetrics | None:
+    """The run's metrics.json (written by the train stage), None when there is none."""
+    path = Path(run_dir) / layout.METRICS
+    return records.read_metrics(path) if path.is_file() else None
 
 
-def _train_seconds(metrics: dict) -> float | None:
-    value = metrics.get("train_time_s")
-    return float(value) if isinstance(value, (int, float)) else None
+def _train_seconds(metrics: records.RunMetrics | None) -> float | None:
+    return None if metrics is None or metrics.train_time_s is None else float(metrics.train_time_s)
 
 
-def reference_base(backbone: str, metrics: dict, backbone_options: dict, input_size: int, num_classes: int):
+def reference_base(backbone: str, metrics: records.RunMetrics, backbone_options: dict, input_size: int, num_classes: int):
     """The base as it was before training: rebuilt exactly as the train stage built it.
 
     build_classifier seeds the backend before creating the base, so the same
@@ -126,9 +126,8 @@ def reference_base(backbone: str, metrics: dict, backbone_options: dict, input_s
     from convscope.models import build
     from convscope.training.strategies import weights_for
 
-    strategy = metrics["strategy"]
-    hp = metrics.get("hp") or {}
-    seed = hp.get("seed", metrics.get("seed"))
+    strategy = metrics.strategy
+    seed = metrics.hp["seed"] if "seed" in metrics.hp else metrics.seed
     model = build.build_classifier(
         backbone, num_classes, input_size=input_size, seed=None if seed is None else int(seed),
         **weights_for(strategy, backbone_options),
@@ -136,7 +135,7 @@ def reference_base(backbone: str, metrics: dict, backbone_options: dict, input_s
     return build.base_of(model)
 
 
-def starting_base(model, backbone: str, metrics: dict, backbone_options: dict, input_size: int, num_classes: int):
+def starting_base(model, backbone: str, metrics: records.RunMetrics, backbone_options: dict, input_size: int, num_classes: int):
     """reference_base, or None (with the reason logged) when it cannot be the real start.
 
     A random init is reproducible only on the backend that drew it; and every layer
@@ -148,8 +147,8 @@ def starting_base(model, backbone: str, metrics: dict, backbone_options: dict, i
     from convscope.models.build import base_of
     from convscope.training.strategies import weights_for
 
-    random_start = weights_for(metrics["strategy"], backbone_options).get("weights", "imagenet") == "none"
-    trained_on = (metrics.get("versions") or {}).get("backend")
+    random_start = weights_for(metrics.strategy, backbone_options).get("weights", "imagenet") == "none"
+    trained_on = metrics.versions.get("backend")
     if random_start and trained_on and trained_on != keras.backend.backend():
         log.warning("change from the starting weights skipped: the run started from a random init drawn by "
                     "%s, which %s cannot redraw; analyse with train.backend=%s", trained_on,
@@ -215,12 +214,12 @@ def analyse_model(
 
     metrics = read_metrics(run_dir)
     sections = []
-    if metrics.get("strategy") == "features":
+    if metrics is not None and metrics.strategy == "features":
         # A features run fits a linear head on frozen embeddings: no epochs, no curves.
         log.info("features run: no training epochs, so no learning curves")
     else:
         with timer("learning curves"):
-            sections.append(curves.learning_curves(run_dir / "history.csv", out_dir))
+            sections.append(curves.learning_curves(run_dir / layout.HISTORY, out_dir))
     with timer("confusion"):
         sections.append(confusion.confusion(labels, probs, classes, out_dir))
         sections[-1]["items"].append(

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from convscope.data import imageio
+from convscope.layout import SPLITS
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 INDEX_COLUMNS = ["row", "cls", "label", "file", "sha256", "box_x0", "box_y0", "box_x1", "box_y1"]
 SPLITS_COLUMNS = ("cls", "file", "sha256", "split")
 _CHUNK_PER_THREAD = 16  # images in flight per thread: bounds memory, keeps threads busy

@@ -15,12 +15,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from convscope import layout
+
 MAX_READ_THREADS = 4
 
 
 def split_paths(prepared_dir, split: str) -> tuple[Path, Path]:
-    d = Path(prepared_dir)
-    return d / f"{split}.npy", d / f"{split}.labels.npy"
+    return layout.prepared_in(prepared_dir, split), layout.prepared_in(prepared_dir, split, "labels.npy")
 
 
 class MemmapDataset(keras.utils.PyDataset):

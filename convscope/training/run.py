@@ -26,12 +26,10 @@ import statistics
 import time
 from pathlib import Path
 
-from convscope import atomic, keras_compat, records
+from convscope import atomic, keras_compat, layout, records
 from convscope import backend as backend_lib
 
 log = logging.getLogger(__name__)
-
-OUTPUTS = ("model.keras", "history.csv", "metrics.json")
 
 
 def distribution_for(n_gpus: int):
@@ -263,12 +261,12 @@ def train_run(
         },
     }
     # Outputs, each atomically; metrics.json last, the run's "complete" mark.
-    with atomic.path(out / "model.keras") as tmp_model:
+    with atomic.path(out / layout.MODEL) as tmp_model:
         model.save(str(tmp_model))
-    atomic.write_bytes(out / "history.csv", history_tmp.read_bytes())
+    atomic.write_bytes(out / layout.HISTORY, history_tmp.read_bytes())
     result["wall_s"] = round(time.perf_counter() - t_start, 3)
     result["eval_s"] = round(time.perf_counter() - t_trained, 3)
-    records.write_metrics(out / "metrics.json", records.RunMetrics.from_dict(result, f"run {backbone}/{run_id}"))
+    records.write_metrics(out / layout.METRICS, records.RunMetrics.from_dict(result, f"run {backbone}/{run_id}"))
     shutil.rmtree(work, ignore_errors=True)
     log.info(
         "run %s/%s done: val accuracy %.3f, test accuracy %.3f (95%% CI %.3f-%.3f), %s images/s, %.1f s",
