@@ -58,7 +58,9 @@ class RunMetrics:
         """From metrics.json's layout; ValueError naming `where` when a field every run has is missing."""
         missing = [k for k in REQUIRED if k not in raw]
         if missing:
-            raise ValueError(f"{where}: metrics.json lacks {missing}; it was written by an older train stage, re-run it")
+            raise ValueError(
+                f"{where}: metrics.json lacks {missing}; it was written by an older train stage, re-run it"
+            )
         known = {k: raw[k] for k in _FIELDS if k in raw}
         return cls(**known, extra={k: v for k, v in raw.items() if k not in _FIELDS})
 
