@@ -332,7 +332,6 @@ def test_starting_base_is_rebuilt_exactly_and_checked_against_frozen_layers():
 
     from convscope.analysis.run import starting_base
     from convscope.models.build import base_of, build_classifier, set_tune_depth
-
     from convscope.records import RunMetrics
 
     metrics = RunMetrics(backbone="alexnet", run="r", strategy="finetune", val={}, test={}, hp={"seed": 5},

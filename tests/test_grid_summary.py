@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import tiny_config
 from convscope import config as cfg
 from convscope import grid
 from convscope.analysis.grid_summary import summarise_grid, wilson_interval
 from convscope.atomic import write_json
 from convscope.training.metrics import split_report
-from conftest import tiny_config
 
 CLASSES = ["circle", "square", "triangle", "star"]
 N_VAL, N_TEST = 40, 40

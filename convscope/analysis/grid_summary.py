@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from convscope import records
+from convscope import atomic, records
 from convscope.analysis import plots
 from convscope.analysis.index import item, section, write_index
 
@@ -170,7 +170,7 @@ def heatmaps(table: pd.DataFrame, out_dir: Path) -> tuple[list[dict], pd.DataFra
         )
     columns = ["backbone", "y_key", "y_value", "x_key", "x_value", "mean_val_accuracy", "runs", "file"]
     long = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
-    long.to_csv(csv, index=False)
+    atomic.write_text(csv, long.to_csv(index=False))
     if not frames:
         log.info("grid summary: no backbone has two hyperparameters that vary together; no heatmaps")
     return items, long
@@ -203,7 +203,7 @@ def strategy_comparison(table: pd.DataFrame, out_dir: Path) -> dict:
                      "test_ci95_high": top["test_ci95_high"]})
     comp = pd.DataFrame(rows)
     csv = out_dir / "strategies.csv"
-    comp.to_csv(csv, index=False)
+    atomic.write_text(csv, comp.to_csv(index=False))
     backbones = list(dict.fromkeys(comp["backbone"]))
     strategies = list(dict.fromkeys(comp["strategy"]))
     width = 0.8 / len(strategies)
@@ -235,7 +235,7 @@ def summarise_grid(metric_files, out_dir, *, title: str = "Grid summary") -> Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     table = runs_table(metric_files)
     runs_csv = out_dir / "runs.csv"
-    table.to_csv(runs_csv, index=False)
+    atomic.write_text(runs_csv, table.to_csv(index=False))
     best = best_runs(table)
     best_json = out_dir / "best.json"
     records.write_best(best_json, best)

@@ -26,8 +26,8 @@ import yaml
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
+from convscope import atomic, layout, records
 from convscope import config as cfg
-from convscope import layout, records
 from convscope.report import collect
 
 log = logging.getLogger(__name__)
@@ -375,12 +375,12 @@ def render_report(
     ctx = build_context(results, out_dir, options, config=config, classes=classes)
     written = {"html": out_dir / "index.html", "assets": out_dir / ASSETS}
     (out_dir / ASSETS).mkdir(exist_ok=True)
-    written["html"].write_text(render_page(ctx, embed=False), encoding="utf-8")
+    atomic.write_text(written["html"], render_page(ctx, embed=False))
     files = sum(1 for p in (out_dir / ASSETS).rglob("*") if p.is_file())
     log.info("report: wrote %s (%d files in %s/)", written["html"], files, ASSETS)
     standalone = out_dir / STANDALONE
     if self_contained:
-        standalone.write_text(render_page(ctx, embed=True), encoding="utf-8")
+        atomic.write_text(standalone, render_page(ctx, embed=True))
         written["standalone"] = standalone
         log.info("report: wrote %s (%.1f MB, images embedded)", standalone, standalone.stat().st_size / 2**20)
     elif standalone.exists():

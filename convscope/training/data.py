@@ -167,7 +167,7 @@ class MemmapDataset(keras.utils.PyDataset):
         return x, y
 
 
-def predict(model, dataset: "MemmapDataset", replicas=None):
+def predict(model, dataset: MemmapDataset, replicas=None):
     """model.predict over every image of a dataset made with for_predict=True (padding cut off).
 
     `replicas` (convscope.distribute.Replicas) evens out batches for multi-device predict.
