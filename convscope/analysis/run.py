@@ -14,7 +14,6 @@ import json
 import logging
 import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import pandas as pd
 from convscope import backbones as registry
 from convscope import layout, records
 from convscope.analysis.index import item, section, write_index
+from convscope.analysis.steps import StepTimer, spread_over_classes
 
 log = logging.getLogger(__name__)
 
@@ -81,29 +81,6 @@ def forward(model, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarr
     # uint8 in: the model casts each batch to its float input, no float copy of the whole set.
     emb, probs = both.predict(x, batch_size=batch_size, verbose=0)
     return np.asarray(probs, dtype=np.float32), np.asarray(emb, dtype=np.float32).reshape(len(x), -1)
-
-
-def sample_indices(labels: np.ndarray, n: int) -> np.ndarray:
-    """n test images spread over classes: first of each class, then second of each, ..."""
-    labels = np.asarray(labels)
-    per_class = [np.flatnonzero(labels == k) for k in np.unique(labels)]
-    picked = []
-    for rank in range(max(len(p) for p in per_class)):
-        picked.extend(int(p[rank]) for p in per_class if rank < len(p))
-    return np.asarray(picked[:n], dtype=np.int64)
-
-
-class Timer:
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str):
-        t0 = time.perf_counter()
-        log.info("%s ...", name)
-        yield
-        self.seconds[name] = round(time.perf_counter() - t0, 3)
-        log.info("%s done in %.1f s", name, self.seconds[name])
 
 
 def read_metrics(run_dir) -> records.RunMetrics | None:
@@ -192,7 +169,7 @@ def analyse_model(
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = list(classes)
-    timer = Timer()
+    timer = StepTimer()
 
     with timer("load model and test set"):
         model = load_model(model_path)
@@ -205,7 +182,7 @@ def analyse_model(
         probs, emb = forward(model, x, opts["batch_size"])
     preds = probs.argmax(axis=1)
     files = index["file"].astype(str).tolist() if "file" in index else None
-    sample = sample_indices(labels, opts["sample_images"])
+    sample = spread_over_classes(labels, opts["sample_images"])
     pd.DataFrame(
         {"row": np.arange(len(x)), "file": files or "", "true": [classes[k] for k in labels],
          "pred": [classes[k] for k in preds], **{f"p_{c}": probs[:, k] for k, c in enumerate(classes)}}
