@@ -60,7 +60,7 @@ def _prepare_backup(work: Path, settings: dict) -> bool:
         log.warning("backup %s was made with other settings: discarding it and starting over", work)
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    stamp.write_text(want)
+    atomic.write_text(stamp, want)
     return False
 
 
