@@ -3,10 +3,13 @@
 import sys
 
 from convscope import config as cfg
+from convscope import configcheck
 
 try:
+    # The files first: a key given twice is merged silently by the YAML loader.
+    configcheck.check_files([*workflow.overwrite_configfiles, *workflow.configfiles])
     cfg.load_and_validate(config)
-except cfg.ConfigError as e:
+except (cfg.ConfigError, configcheck.ConfigFileError) as e:
     sys.exit(str(e))
 
 R = config["results"]
