@@ -138,10 +138,10 @@ def results_errors(results) -> list[str]:
             if Path(results) == folder
             else f"{results!r} (that is {str(folder)!r})"
         )
-        return [
-            f"config key results: {shown} is a system or home folder; every output is written under it: "
-            "name a folder of its own, e.g. results"
-        ]
+        hint = (
+            "every output is written under it: name a folder of its own, e.g. results"
+        )
+        return [f"config key results: {shown} is a system or home folder; {hint}"]
     return []
 
 

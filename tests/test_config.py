@@ -10,8 +10,8 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import REPO, tiny_config
+
 from convscope import backbones as registry
 from convscope import config as cfg
 from convscope import configcheck
@@ -216,7 +216,7 @@ def test_yaml_syntax_error_names_file_line_and_column(workflow):
     wf = workflow(tiny_config())
     wf.configfile.write_text(BROKEN_YAML)
     command = [a for a in wf.command("-n") if a not in ("--configfile", str(wf.configfile))]
-    proc = subprocess.run(command, cwd=wf.workdir, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(command, check=False, cwd=wf.workdir, capture_output=True, text=True, timeout=120)
     assert_rejected_before_any_job(proc, wf, ["config file config.yaml, line 4, column 12", "mapping values are not allowed"])
 
 
@@ -230,7 +230,7 @@ def test_yaml_syntax_error_in_a_configfile_argument(workflow):
     assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
     assert sorted(p.name for p in wf.workdir.iterdir()) == ["config.yaml"]
     check = subprocess.run([sys.executable, "-m", "convscope.configcheck", str(wf.configfile)],
-                           capture_output=True, text=True, cwd=REPO)  # fmt: skip
+                           check=False, capture_output=True, text=True, cwd=REPO)  # fmt: skip
     assert check.returncode != 0
     assert f"config file {wf.configfile}, line 4, column 12" in check.stderr
 
