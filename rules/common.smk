@@ -13,6 +13,29 @@ except (cfg.ConfigError, configcheck.ConfigFileError) as e:
     sys.exit(str(e))
 
 R = config["results"]
+
+
+# One run at a time per results folder (convscope/results_lock.py). onstart runs only
+# in the main process of a real run: dry runs write nothing, and the jobs Snakemake
+# spawns (locally or on a cluster) get --no-hooks, so they never wait on it.
+from convscope import results_lock
+
+
+onstart:
+    try:
+        results_lock.acquire(R)
+    except results_lock.ResultsLocked as e:
+        sys.exit(str(e))
+
+
+onsuccess:
+    results_lock.release(R)
+
+
+onerror:
+    results_lock.release(R)
+
+
 CLASSES = cfg.class_names(config)
 SIZES = cfg.input_sizes(config)
 SPLITS = ["train", "val", "test"]
