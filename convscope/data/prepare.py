@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convscope import faults
 from convscope.data import imageio
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,9 @@ def prepare(
         total, size, size, policy, threads, out_dir,
         ", ".join(f"{s} {len(r)}" for s, r in by_split.items()),
     )
+    # The arrays are memory-mapped: on a full disk a write would be a SIGBUS, so check first.
+    needed = total * (size * size * 3 + 4 + 256) + 9 * 4096  # pixels, labels, index rows, headers
+    faults.require_space(out_dir, needed, f"the arrays of {total} images at {size}x{size}")
     summary = {}
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="prepare") as pool:
         for split in SPLITS:
