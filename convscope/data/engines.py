@@ -46,6 +46,7 @@ from icrawler.builtin import (
 from icrawler.builtin.greedy import GreedyParser
 from icrawler.storage import BaseStorage
 
+from convscope.data import network
 from convscope.data.ledger import FAILED, OK, REJECTED, Ledger
 from convscope.data.sniff import sniff
 
@@ -205,6 +206,7 @@ class Intake:
         self.active = 0  # fetches and HTTP requests in progress
         self.last_change = time.monotonic()
         self._crawler: Crawler | None = None
+        self._local = threading.local()  # .image: this thread is fetching an image, not a page
 
     # -- activity, for the idle rule
     def _touch(self, delta: int) -> None:
@@ -221,6 +223,10 @@ class Intake:
             self._touch(+1)
             try:
                 return get(*args, **kwargs)
+            except requests.RequestException as e:
+                if not getattr(self._local, "image", False):  # a search or site page: into the ledger too
+                    self._record(args[0] if args else kwargs.get("url", ""), FAILED, network.page_failure_detail(e))
+                raise
             finally:
                 self._touch(-1)
 
@@ -241,6 +247,7 @@ class Intake:
         if self.stopped.is_set() or not self.ledger.claim(url):
             return False
         self._touch(+1)
+        self._local.image = True
         try:
             return self._fetch(session, url, min_side)
         except Exception as e:  # noqa: BLE001 - a worker thread must not die silently
@@ -248,6 +255,7 @@ class Intake:
             self._record(url, FAILED, f"unexpected error: {type(e).__name__}: {e}")
             return False
         finally:
+            self._local.image = False
             self.ledger.release(url)
             self._touch(-1)
 
