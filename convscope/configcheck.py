@@ -17,6 +17,7 @@ Relative paths are relative to the working directory of the run (Snakemake's
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -81,15 +82,34 @@ def _duplicates(node, path: str, key: tuple = ()) -> list[str]:
     return problems
 
 
+def _read_json(path: str, text: str) -> dict:
+    problems = []
+
+    def pairs(items):
+        keys = [k for k, _ in items]
+        problems.extend(f"{path}: config key {k} is given twice in one mapping; keep one"
+                        for k in dict.fromkeys(k for k in keys if keys.count(k) > 1))  # fmt: skip
+        return dict(items)
+
+    data = json.loads(text, object_pairs_hook=pairs)
+    if problems:
+        raise ConfigFileError("\n  - ".join(["invalid config:", *problems]))
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"config file {path}: expected a mapping of config keys at the top level")
+    return data
+
+
 def read_config_file(path) -> dict:
     """The mapping in config file `path`, or ConfigFileError naming file, line and column."""
     path = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
-        raise ConfigFileError(
-            f"config file {path} cannot be read: {e.strerror or e}"
-        ) from None
+        raise ConfigFileError(f"config file {path} cannot be read: {e.strerror or e}") from None
+    try:  # JSON first, as Snakemake reads it (JSON with tabs is no YAML)
+        return _read_json(path, text)
+    except json.JSONDecodeError:
+        pass
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
@@ -97,7 +117,9 @@ def read_config_file(path) -> dict:
         where = _where(path, mark) if mark else path
         what = e.problem or "syntax error"
         if e.context and e.context_mark:
-            what += f" ({e.context}, which starts at line {e.context_mark.line + 1}, column {e.context_mark.column + 1})"
+            what += (
+                f" ({e.context}, which starts at line {e.context_mark.line + 1}, column {e.context_mark.column + 1})"
+            )
         raise ConfigFileError(f"config file {where}: not valid YAML: {what}") from None
     except yaml.YAMLError as e:
         raise ConfigFileError(f"config file {path}: not valid YAML: {e}") from None
@@ -106,9 +128,7 @@ def read_config_file(path) -> dict:
         raise ConfigFileError("\n  - ".join(["invalid config:", *problems]))
     data = yaml.safe_load(text)
     if not isinstance(data, dict):
-        raise ConfigFileError(
-            f"config file {path}: expected a mapping of config keys at the top level"
-        )
+        raise ConfigFileError(f"config file {path}: expected a mapping of config keys at the top level")
     return data
 
 
@@ -123,24 +143,14 @@ def results_errors(results) -> list[str]:
     if not isinstance(results, str):
         return []  # the schema reports the type
     if not results.strip():
-        return [
-            "config key results: empty; name the folder all outputs go under (default: results)"
-        ]
+        return ["config key results: empty; name the folder all outputs go under (default: results)"]
     folder = Path(results).expanduser().resolve()
     home = Path.home().resolve()
     system = folder in {Path(p) for p in _SYSTEM_FOLDERS} or folder == home
-    system = system or any(
-        folder == Path(t) or Path(t) in folder.parents for t in _SYSTEM_TREES
-    )
+    system = system or any(folder == Path(t) or Path(t) in folder.parents for t in _SYSTEM_TREES)
     if system:
-        shown = (
-            repr(results)
-            if Path(results) == folder
-            else f"{results!r} (that is {str(folder)!r})"
-        )
-        hint = (
-            "every output is written under it: name a folder of its own, e.g. results"
-        )
+        shown = repr(results) if Path(results) == folder else f"{results!r} (that is {str(folder)!r})"
+        hint = "every output is written under it: name a folder of its own, e.g. results"
         return [f"config key results: {shown} is a system or home folder; {hint}"]
     return []
 
@@ -194,9 +204,7 @@ def path_errors(config: dict, crawl_options) -> list[str]:
     return [p for p in problems if p]
 
 
-if (
-    __name__ == "__main__"
-):  # `python -m convscope.configcheck FILE...`: where exactly a config file is broken
+if __name__ == "__main__":  # `python -m convscope.configcheck FILE...`: where exactly a config file is broken
     import sys
 
     try:

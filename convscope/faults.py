@@ -94,9 +94,7 @@ def _path_in_traceback(exc: BaseException) -> str | None:
     """The file a failed write was for, from the innermost frame that names one (f.write has no filename)."""
     found, tb = None, exc.__traceback__
     while tb is not None:
-        if not tb.tb_frame.f_code.co_filename.endswith(
-            os.path.join("convscope", "logs.py")
-        ):
+        if not tb.tb_frame.f_code.co_filename.endswith(os.path.join("convscope", "logs.py")):
             found = _named_path(tb.tb_frame.f_locals) or found
         tb = tb.tb_next
     return found

@@ -59,9 +59,7 @@ def job_log(path: str | None, name: str = "convscope"):
                 file=sys.stderr,
             )
             path = None
-    fmt = logging.Formatter(
-        "%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"
-    )
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     root = logging.getLogger()
     for h in handlers:
         h.setFormatter(fmt)

@@ -40,9 +40,7 @@ class ResultsLocked(RuntimeError):
 def _holder_text(info: dict) -> str:
     if not info:
         return "a process that left no details"
-    started = time.strftime(
-        "%Y-%m-%d %H:%M:%S UTC", time.gmtime(info.get("started", 0))
-    )
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(info.get("started", 0)))
     return (
         f"pid {info.get('pid')} on host {info.get('host')}, working directory {info.get('cwd')}, "
         f"started {started}: {info.get('command')}"

@@ -208,6 +208,15 @@ def test_duplicate_key_in_a_list_item_and_nested(tmp_path):
     assert "config key seed is given twice (lines 5 and 6)" in message
 
 
+def test_json_config_files_are_checked_too(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{\n\t"seed": 1,\n\t"classes": {"a": {}, "b": {}}\n}\n')  # tabs: JSON, not YAML
+    assert configcheck.read_config_file(path)["seed"] == 1
+    path.write_text('{"seed": 1, "classes": {"a": {}, "a": {}}}')
+    with pytest.raises(configcheck.ConfigFileError, match="config key a is given twice"):
+        configcheck.read_config_file(path)
+
+
 BROKEN_YAML = "seed: 1\nclasses:\n  circle: {}\n  square: x: y\n"
 
 

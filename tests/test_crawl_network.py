@@ -44,33 +44,21 @@ def crawl_fails(tmp_path, **class_options) -> tuple[str, list[dict]]:
     ],
 )
 def test_greedy_without_network_names_the_network(tmp_path, host, cause):
-    message, rows = crawl_fails(
-        tmp_path, source="greedy", site=f"http://{host}/gallery"
-    )
+    message, rows = crawl_fails(tmp_path, source="greedy", site=f"http://{host}/gallery")
     assert "gave no usable image because the network failed" in message
     assert f"for a network reason ({cause}" in message and host in message
-    assert (
-        "machine with internet access" in message
-        and "classes.cat.source to 'folder'" in message
-    )
+    assert "machine with internet access" in message and "classes.cat.source to 'folder'" in message
     assert f"{tmp_path / 'raw' / 'cat' / 'manifest.csv'} (status 'failed')" in message
     # The pointer leads somewhere: the failed page request is in the ledger.
     pages = [r for r in rows if r["detail"].startswith("page request failed")]
-    assert pages and all(
-        r["status"] == "failed" and host in r["url_or_path"] for r in pages
-    )
+    assert pages and all(r["status"] == "failed" and host in r["url_or_path"] for r in pages)
     assert "1 page request(s) and 0 image download(s) failed" in message
 
 
 def test_urllist_without_network_counts_the_downloads(tmp_path):
     urls = [f"http://nonexistent.invalid/{i}.jpg" for i in range(4)]
-    message, rows = crawl_fails(
-        tmp_path, source="urllist", urls=url_file(tmp_path, urls)
-    )
-    assert (
-        "0 page request(s) and 4 image download(s) failed, 4 of them for a network reason"
-        in message
-    )
+    message, rows = crawl_fails(tmp_path, source="urllist", urls=url_file(tmp_path, urls))
+    assert "0 page request(s) and 4 image download(s) failed, 4 of them for a network reason" in message
     assert "name not resolved 4×" in message
     assert sorted(r["url_or_path"] for r in rows) == sorted(urls)
 
@@ -96,9 +84,7 @@ def test_crawl_summary_counts_failed_page_requests(tmp_path):
     site = Site()
     site.add("/ok.jpg", image_bytes(1))
     try:
-        listing = url_file(
-            tmp_path, [f"{site.base}/ok.jpg", "http://nonexistent.invalid/a.jpg"]
-        )
+        listing = url_file(tmp_path, [f"{site.base}/ok.jpg", "http://nonexistent.invalid/a.jpg"])
         out = tmp_path / "raw" / "cat"
         summary = crawl_class("cat", options(tmp_path, "cat", source="urllist", urls=listing, max_images=5), out,
                               out / "crawl.json")  # fmt: skip

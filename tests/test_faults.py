@@ -44,16 +44,12 @@ def assert_one_clear_line(proc, *texts):
     assert proc.returncode != 0
     for text in texts:
         assert text in proc.stderr, f"{text!r} missing from:\n{proc.stderr[-4000:]}"
-    assert (
-        "Traceback" not in out and "SIGBUS" not in out and "Logging error" not in out
-    ), out[-4000:]
+    assert "Traceback" not in out and "SIGBUS" not in out and "Logging error" not in out, out[-4000:]
 
 
 def test_prepare_checks_free_space_before_the_memmaps(workflow, small_disk):
     disk = small_disk("3m")
-    config = tiny_config(
-        images=20, image_size=64, input_size=160, results=str(disk / "results")
-    )
+    config = tiny_config(images=20, image_size=64, input_size=160, results=str(disk / "results"))
     wf = workflow(config)
     wf.run("--until", "split")  # raw images and splits fit (well under 1 MB)
     proc = wf.run(*wf.prepared(160), check=False)
@@ -66,9 +62,7 @@ def test_prepare_checks_free_space_before_the_memmaps(workflow, small_disk):
     )
     log = (disk / "results" / "logs" / "prepare" / "160.log").read_text()
     assert "Traceback" in log and "NoSpace" in log
-    assert not list(folder.glob("*.npy")) and not list(
-        folder.glob(".tmp-*")
-    )  # nothing half-written
+    assert not list(folder.glob("*.npy")) and not list(folder.glob(".tmp-*"))  # nothing half-written
 
 
 def test_disk_full_while_crawling_is_one_line(workflow, small_disk):
@@ -117,28 +111,20 @@ def test_killed_attempts_log_lines_are_kept(workflow):
     try:
         deadline = time.monotonic() + 60
         while not (attempts.exists() and "source synthetic" in attempts.read_text()):
-            assert time.monotonic() < deadline and run.poll() is None, (
-                "the crawl did not start"
-            )
+            assert time.monotonic() < deadline and run.poll() is None, "the crawl did not start"
             time.sleep(0.05)
     finally:
         os.killpg(run.pid, signal.SIGKILL)
         run.wait()
     assert not (wf.results / "raw" / "circle" / "crawl.json").exists()
-    assert (
-        "LockException" in wf.run(target, check=False).stderr
-    )  # Snakemake's own lock, left by the kill
+    assert "LockException" in wf.run(target, check=False).stderr  # Snakemake's own lock, left by the kill
     wf.run("--unlock")
     wf.run(target)
     kept = attempts.read_text()
     assert kept.count("==== attempt started") == 2, kept
-    assert (
-        kept.count("class circle: source synthetic") == 2
-    )  # the killed attempt's lines too
+    assert kept.count("class circle: source synthetic") == 2  # the killed attempt's lines too
     assert kept.count("class circle: done") == 1
-    assert (
-        log.read_text().count("==== attempt started") == 1
-    )  # Snakemake's log: this attempt only
+    assert log.read_text().count("==== attempt started") == 1  # Snakemake's log: this attempt only
 
 
 def test_human_sizes():

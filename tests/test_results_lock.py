@@ -48,9 +48,7 @@ def test_second_run_is_refused_naming_the_folder_and_the_holder(workflow, holder
     target = "results/raw/circle/crawl.json"
     proc = wf.run(target, check=False)
     assert proc.returncode != 0
-    assert (
-        f"results folder {wf.results.resolve()} is in use by another run" in proc.stderr
-    )
+    assert f"results folder {wf.results.resolve()} is in use by another run" in proc.stderr
     assert f"pid {other.pid} on host {socket.gethostname()}" in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert sorted(p.name for p in wf.results.iterdir()) == [".lock"]  # nothing crawled
@@ -80,9 +78,7 @@ def test_lock_left_by_a_dead_run_is_taken_over(workflow):
     (wf.results / ".lock").write_text(json.dumps(stale))
     wf.run("results/raw/circle/crawl.json")
     assert (wf.results / "raw" / "circle" / "crawl.json").exists()
-    assert (
-        results_lock.read_holder(wf.results) == {}
-    )  # taken over, then released at the end of the run
+    assert results_lock.read_holder(wf.results) == {}  # taken over, then released at the end of the run
 
 
 def test_acquire_twice_in_one_process_and_holder_details(tmp_path):
@@ -91,11 +87,7 @@ def test_acquire_twice_in_one_process_and_holder_details(tmp_path):
     try:
         assert results_lock.acquire(folder) == path  # re-entrant within the holder
         info = results_lock.read_holder(folder)
-        assert (
-            info["pid"] == os.getpid()
-            and info["host"] == socket.gethostname()
-            and info["cwd"] == os.getcwd()
-        )
+        assert info["pid"] == os.getpid() and info["host"] == socket.gethostname() and info["cwd"] == os.getcwd()
     finally:
         results_lock.release(folder)
     assert results_lock.read_holder(folder) == {}
