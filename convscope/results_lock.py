@@ -29,7 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-LOCK_NAME = ".lock"
+from convscope.layout import Results
+
 _held: dict[str, int] = {}  # resolved folder -> open fd holding the lock
 
 
@@ -50,7 +51,7 @@ def _holder_text(info: dict) -> str:
 def read_holder(folder) -> dict:
     """The holder recorded in folder/.lock ({} when none or unreadable)."""
     try:
-        return json.loads((Path(folder) / LOCK_NAME).read_text() or "{}")
+        return json.loads(Results(folder).lock.read_text() or "{}")
     except (OSError, ValueError):
         return {}
 
@@ -71,7 +72,7 @@ def _refuse(folder: Path, info: dict):
     raise ResultsLocked(
         f"results folder {folder} is in use by another run ({_holder_text(info)}). Two runs writing one "
         "results folder would download and prepare the same files twice. Wait for that run to finish or "
-        f"stop it, or set config key results to another folder. (The lock is {folder / LOCK_NAME}; it is "
+        f"stop it, or set config key results to another folder. (The lock is {Results(folder).lock}; it is "
         "released when its process ends.)"
     )
 
@@ -79,10 +80,10 @@ def _refuse(folder: Path, info: dict):
 def acquire(folder) -> Path:
     """Hold folder/.lock for the rest of this process, or raise ResultsLocked naming the holder."""
     folder = Path(folder).resolve()
+    path = Results(folder).lock
     if str(folder) in _held:
-        return folder / LOCK_NAME
+        return path
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

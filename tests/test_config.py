@@ -10,8 +10,8 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO, tiny_config
 
+from conftest import REPO, tiny_config
 from convscope import backbones as registry
 from convscope import config as cfg
 from convscope import configcheck

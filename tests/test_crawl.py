@@ -23,7 +23,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config
 from icrawler.builtin import (
     BaiduImageCrawler,
     BaiduParser,
@@ -38,6 +37,7 @@ from icrawler.builtin.bing import BingFeeder
 from icrawler.builtin.google import GoogleFeeder
 from PIL import Image
 
+from conftest import tiny_config
 from convscope import config as cfg
 from convscope.data import engines
 from convscope.data.crawl import CrawlError, crawl_class

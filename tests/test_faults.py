@@ -12,8 +12,8 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, tiny_config
 
+from conftest import REPO, tiny_config
 from convscope import faults
 
 

@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, tiny_config
 
+from conftest import REPO, tiny_config
 from convscope import results_lock
 
 HOLD = (
