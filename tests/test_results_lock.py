@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -61,6 +63,31 @@ def test_second_run_is_refused_naming_the_folder_and_the_holder(workflow, holder
     assert (wf.results / "raw" / "circle" / "crawl.json").exists()
     assert results_lock.acquire(wf.results)
     results_lock.release(wf.results)
+
+
+def test_two_snakemake_runs_from_two_folders_on_one_results_folder(workflow, tmp_path):
+    """The case Snakemake's own lock misses: two working directories, one `results:` folder."""
+    shared = tmp_path / "shared-results"
+    first, second = (workflow(tiny_config(images=400, image_size=96, results=str(shared)), name=n) for n in "ab")
+    target = f"{shared}/raw/circle/crawl.json"
+    running = subprocess.Popen(first.command(target), cwd=first.workdir, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while results_lock.read_holder(shared).get("pid") != running.pid:
+            assert time.monotonic() < deadline and running.poll() is None, "the first run did not take the lock"
+            time.sleep(0.05)
+        proc = second.run(target, check=False)
+        assert proc.returncode != 0
+        assert f"results folder {shared} is in use by another run (pid {running.pid}" in proc.stderr
+        assert f"working directory {first.workdir}" in proc.stderr
+        assert running.wait(timeout=120) == 0  # the first run is not disturbed
+    finally:
+        if running.poll() is None:
+            os.killpg(running.pid, signal.SIGKILL)
+            running.wait()
+    ledger = (shared / "raw" / "circle" / "manifest.csv").read_text().splitlines()
+    assert len(ledger) == 1 + 400  # header + one row per image: nothing downloaded twice
 
 
 def test_lock_left_by_a_dead_run_is_taken_over(workflow):
