@@ -24,32 +24,10 @@ from pathlib import Path
 import yaml
 
 # `results` may be none of these folders, nor anything inside the first group.
-_SYSTEM_TREES = (
-    "/bin",
-    "/boot",
-    "/dev",
-    "/etc",
-    "/lib",
-    "/lib32",
-    "/lib64",
-    "/proc",
-    "/sbin",
-    "/sys",
-    "/usr",
-)
-_SYSTEM_FOLDERS = (
-    "/",
-    "/home",
-    "/media",
-    "/mnt",
-    "/opt",
-    "/root",
-    "/run",
-    "/srv",
-    "/tmp",
-    "/var",
-    "/var/tmp",
-)
+_SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys",
+                 "/usr/bin", "/usr/include", "/usr/lib", "/usr/sbin", "/usr/share")  # fmt: skip
+_SYSTEM_FOLDERS = ("/", "/home", "/media", "/mnt", "/opt", "/root", "/run", "/srv", "/tmp", "/usr", "/usr/local",
+                   "/var", "/var/tmp")  # fmt: skip
 
 
 class ConfigFileError(ValueError):
@@ -148,10 +126,12 @@ def results_errors(results) -> list[str]:
     home = Path.home().resolve()
     system = folder in {Path(p) for p in _SYSTEM_FOLDERS} or folder == home
     system = system or any(folder == Path(t) or Path(t) in folder.parents for t in _SYSTEM_TREES)
+    shown = repr(results) if Path(results) == folder else f"{results!r} (that is {str(folder)!r})"
+    hint = "every output is written under it: name a folder of its own, e.g. results"
     if system:
-        shown = repr(results) if Path(results) == folder else f"{results!r} (that is {str(folder)!r})"
-        hint = "every output is written under it: name a folder of its own, e.g. results"
         return [f"config key results: {shown} is a system or home folder; {hint}"]
+    if folder == Path.cwd().resolve():
+        return [f"config key results: {shown} is the folder the workflow runs in; {hint}"]
     return []
 
 

@@ -84,6 +84,7 @@ BAD = [
     ("results-etc", _set("results", "/etc"), ["config key results", "'/etc'", "system"]),
     ("results-inside-usr", _set("results", "/usr/share/x"), ["config key results", "system"]),
     ("results-home", _set("results", "~"), ["config key results", "home"]),
+    ("results-working-directory", _set("results", "."), ["config key results", "'.' (that is", "runs in"]),
     # Paths the config names exist now, not several jobs later.
     ("folder-path-missing", _set("classes.circle", {"source": "folder", "path": "no/such/images"}),
      ["config key classes.circle.path", "'no/such/images'", "does not exist"]),
@@ -206,6 +207,12 @@ def test_duplicate_key_in_a_list_item_and_nested(tmp_path):
     message = str(pytest.raises(configcheck.ConfigFileError, configcheck.read_config_file, path).value)
     assert "config key train.grid.lr is given twice (lines 3 and 4)" in message
     assert "config key seed is given twice (lines 5 and 6)" in message
+
+
+def test_results_folders_that_are_fine(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for ok in ("results", "out/run1", "../elsewhere", str(tmp_path / "r"), "/usr/local/src/convscope/results"):
+        assert configcheck.results_errors(ok) == [], ok
 
 
 def test_json_config_files_are_checked_too(tmp_path):
