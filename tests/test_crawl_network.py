@@ -91,3 +91,30 @@ def test_crawl_summary_counts_failed_page_requests(tmp_path):
     finally:
         site.close()
     assert summary["failed_requests"] == {"pages": 0, "images": 1, "network": 1}
+
+
+def test_a_page_that_loads_on_its_retry_leaves_no_failed_row(tmp_path):
+    import threading
+    import time
+
+    from test_crawl import SLOW_S, Site, image_bytes
+
+    site = Site()
+    page = f'<html><body><img src="{site.base}/gallery/1.jpg"></body></html>'.encode()
+    site.add("/gallery/1.jpg", image_bytes(1))
+    site.add("/gallery", page, "text/html", delay=SLOW_S)  # the first try times out (request_timeout_s 0.8)
+
+    def answer_fast_after_first_hit():
+        while not site.hits["/gallery"]:
+            time.sleep(0.01)
+        site.add("/gallery", page, "text/html")
+
+    threading.Thread(target=answer_fast_after_first_hit, daemon=True).start()
+    out = tmp_path / "raw" / "cat"
+    try:
+        summary = crawl_class("cat", options(tmp_path, "cat", source="greedy", site=f"{site.base}/gallery",
+                                             max_images=1), out, out / "crawl.json")  # fmt: skip
+    finally:
+        site.close()
+    assert site.hits["/gallery"] >= 2 and summary["counts"]["new"] == 1
+    assert [r["url_or_path"] for r in ledger_rows(out) if r["status"] == "failed"] == []

@@ -94,7 +94,9 @@ _STOPPED = {
 }
 
 
-def _no_images_message(cls, options, counts, manifest, stopped, diagnosis) -> str:
+def _no_images_message(
+    cls: str, options: dict, counts: dict, manifest: Path, stopped: str, diagnosis: network.Diagnosis
+) -> str:
     source = options["source"]
     if diagnosis.network_down:
         return (

@@ -27,6 +27,7 @@ import os
 import re
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -207,6 +208,7 @@ class Intake:
         self.last_change = time.monotonic()
         self._crawler: Crawler | None = None
         self._local = threading.local()  # .image: this thread is fetching an image, not a page
+        self._page_tries: Counter = Counter()
 
     # -- activity, for the idle rule
     def _touch(self, delta: int) -> None:
@@ -225,12 +227,20 @@ class Intake:
                 return get(*args, **kwargs)
             except requests.RequestException as e:
                 if not getattr(self._local, "image", False):  # a search or site page: into the ledger too
-                    self._record(args[0] if args else kwargs.get("url", ""), FAILED, network.page_failure_detail(e))
+                    self._page_failed(args[0] if args else kwargs.get("url", ""), e)
                 raise
             finally:
                 self._touch(-1)
 
         crawler.session.get = tracked_get
+
+    def _page_failed(self, url: str, error: Exception) -> None:
+        # icrawler's parser tries a page as often as our downloads (parser max_retry): record the last try only.
+        with self._activity:
+            self._page_tries[url] += 1
+            last = self._page_tries[url] == self.attempts
+        if last:
+            self._record(url, FAILED, network.page_failure_detail(error))
 
     def stop(self) -> None:
         with self._lock:
