@@ -66,6 +66,22 @@ def require_space(folder, needed: int, what: str) -> None:
         raise NoSpace(folder, needed, free, what)
 
 
+def reserve(path) -> None:
+    """Allocate the blocks of sparse file `path` now (a memmap's), so a full disk is an OSError here, not a
+    SIGBUS at some later write into the mapping. Filesystems without fallocate are left as they are."""
+    size = os.path.getsize(path)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno in _FULL:
+            raise NoSpace(Path(path).parent, size, free_bytes(path), f"{Path(path).name}") from e
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    finally:
+        os.close(fd)
+
+
 def _chain(exc: BaseException):
     seen = set()
     while exc is not None and id(exc) not in seen:

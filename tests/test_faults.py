@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conftest import REPO, tiny_config
@@ -63,6 +64,21 @@ def test_prepare_checks_free_space_before_the_memmaps(workflow, small_disk):
     log = (disk / "results" / "logs" / "prepare" / "160.log").read_text()
     assert "Traceback" in log and "NoSpace" in log
     assert not list(folder.glob("*.npy")) and not list(folder.glob(".tmp-*"))  # nothing half-written
+
+
+def test_memmap_blocks_are_reserved_before_writing(small_disk):
+    """The disk fills between the free-space check and the writes: an error naming the file, not a SIGBUS."""
+    disk = small_disk("1m")
+    path = disk / ".tmp-train.npy"
+    images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(40, 96, 96, 3))  # 1.1 MB, sparse
+    with pytest.raises(faults.NoSpace) as err:
+        faults.reserve(path)
+    del images
+    assert f"not enough disk space in {disk} for .tmp-train.npy: 1.1 MB" in str(err.value)
+    small = disk / "small.npy"
+    np.lib.format.open_memmap(small, mode="w+", dtype=np.uint8, shape=(4, 96, 96, 3))
+    faults.reserve(small)  # fits: the blocks are allocated
+    assert os.stat(small).st_blocks * 512 >= os.path.getsize(small)
 
 
 def test_disk_full_while_crawling_is_one_line(workflow, small_disk):

@@ -137,6 +137,7 @@ def _write_split(
 def _fill_split(split, items, raw_root, size, policy, out_dir, pool, threads, tmp) -> dict:
     n = len(items)
     images = np.lib.format.open_memmap(tmp["npy"], mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+    faults.reserve(tmp["npy"])  # a disk filled since the check: an error now, not a SIGBUS mid-write
     labels = np.empty(n, dtype=np.int32)
     boxes: list[tuple | None] = [None] * n
     start = last = time.monotonic()
