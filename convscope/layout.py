@@ -139,6 +139,11 @@ class Results:
 
     # ---- bookkeeping and the report --------------------------------------------
     @property
+    def lock(self) -> Path:
+        """Held by the main process of the snakemake run writing this folder (convscope/results_lock.py)."""
+        return self.root / ".lock"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 

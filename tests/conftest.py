@@ -132,6 +132,7 @@ class Workflow:
 
     def log_tail(self, chars: int = 3000) -> str:
         logs = sorted((self.results / "logs").rglob("*.log")) if (self.results / "logs").exists() else []
+        logs = [p for p in logs if not p.name.endswith(".attempts.log")]  # the same lines, all attempts
         return "\n".join(f"[{p.relative_to(self.workdir)}]\n{p.read_text()[-chars:]}" for p in logs)
 
 
