@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from convscope import backbones as registry
+from convscope import configcheck
 
 SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
@@ -188,6 +189,7 @@ def load_and_validate(config: dict, schema_path: Path = SCHEMA) -> dict:
 
         validate(config, str(schema_path), set_default=True)
         problems = semantic_errors(config)
+        problems += configcheck.results_errors(config["results"]) + configcheck.path_errors(config, crawl_options)
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
     return config

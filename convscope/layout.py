@@ -24,12 +24,25 @@ SPLITS = ("train", "val", "test")
 PREPARED_KINDS = ("npy", "labels.npy", "index.csv")
 LEDGER = "manifest.csv"  # a class's crawl ledger, raw/{cls}/manifest.csv
 CRAWL_SUMMARY = "crawl.json"
+MODEL, HISTORY, METRICS, HEAD = "model.keras", "history.csv", "metrics.json", "head.npz"
 # Per-image test predictions of a run (convscope.records.write_predictions): what the grid
 # summary's paired tests compare between two runs on the same images.
 PREDICTIONS = "test_predictions.csv"
-TRAIN_OUTPUTS = ("model.keras", "history.csv", PREDICTIONS, "metrics.json")
-FEATURES_OUTPUTS = ("metrics.json", "head.npz", PREDICTIONS)
+TRAIN_OUTPUTS = (MODEL, HISTORY, PREDICTIONS, METRICS)  # a trained run's folder
+FEATURES_OUTPUTS = (METRICS, HEAD, PREDICTIONS)  # a features head's folder (model.keras only on demand)
 INDEX = "index.json"  # an analysis folder's table of contents
+EMBED_INFO = "embed.json"
+
+
+# File names inside a folder a job was handed (the rule declared the files as inputs).
+def prepared_in(folder, split: str, kind: str = "npy") -> Path:
+    """{split}.{kind} of a prepared/{size}/ folder."""
+    return Path(folder) / f"{split}.{kind}"
+
+
+def embedding_in(folder, split: str) -> Path:
+    """{split}.npy of a features/{backbone}/ folder."""
+    return Path(folder) / f"{split}.npy"
 
 
 def ledger_beside(crawl_summary) -> Path:
@@ -70,7 +83,7 @@ class Results:
         return self.root / "prepared" / str(size)
 
     def prepared(self, size, split: str, kind: str = "npy") -> Path:
-        return self.prepared_dir(size) / f"{split}.{kind}"
+        return prepared_in(self.prepared_dir(size), split, kind)
 
     def prepared_files(self, size) -> list[Path]:
         return [self.prepared(size, s, k) for s in SPLITS for k in PREPARED_KINDS]
@@ -80,29 +93,29 @@ class Results:
         return self.root / "models" / backbone / run
 
     def metrics(self, backbone: str, run: str) -> Path:
-        return self.run_dir(backbone, run) / "metrics.json"
+        return self.run_dir(backbone, run) / METRICS
 
     def model(self, backbone: str, run: str) -> Path:
-        return self.run_dir(backbone, run) / "model.keras"
+        return self.run_dir(backbone, run) / MODEL
 
     def history(self, backbone: str, run: str) -> Path:
-        return self.run_dir(backbone, run) / "history.csv"
+        return self.run_dir(backbone, run) / HISTORY
 
     def predictions(self, backbone: str, run: str) -> Path:
         return self.run_dir(backbone, run) / PREDICTIONS
 
     def head(self, backbone: str, run: str) -> Path:
-        return self.run_dir(backbone, run) / "head.npz"
+        return self.run_dir(backbone, run) / HEAD
 
     def features_dir(self, backbone: str) -> Path:
         return self.root / "features" / backbone
 
     def embeddings(self, backbone: str) -> list[Path]:
         """The frozen base's embeddings, one file per split in SPLITS order."""
-        return [self.features_dir(backbone) / f"{s}.npy" for s in SPLITS]
+        return [embedding_in(self.features_dir(backbone), s) for s in SPLITS]
 
     def embed_info(self, backbone: str) -> Path:
-        return self.features_dir(backbone) / "embed.json"
+        return self.features_dir(backbone) / EMBED_INFO
 
     def sanity(self, backbone: str) -> Path:
         return self.root / "sanity" / backbone / "imagenet_top5.csv"
@@ -139,6 +152,11 @@ class Results:
         return self.grid_dir / "comparisons.csv"
 
     # ---- bookkeeping and the report --------------------------------------------
+    @property
+    def lock(self) -> Path:
+        """Held by the main process of the snakemake run writing this folder (convscope/results_lock.py)."""
+        return self.root / ".lock"
+
     @property
     def logs(self) -> Path:
         return self.root / "logs"

@@ -52,14 +52,17 @@ class RunMetrics:
     seed: int | None = None
     train_time_s: float | None = None
     images_per_s: float | None = None
-    extra: dict = field(default_factory=dict)  # strategy-specific: phases, embedding, versions, ...
+    versions: dict = field(default_factory=dict)  # library versions; trained runs name the Keras "backend"
+    extra: dict = field(default_factory=dict)  # strategy-specific: phases, embedding, fixed costs, ...
 
     @classmethod
     def from_dict(cls, raw: dict, where) -> RunMetrics:
         """From metrics.json's layout; ValueError naming `where` when a field every run has is missing."""
         missing = [k for k in REQUIRED if k not in raw]
         if missing:
-            raise ValueError(f"{where}: metrics.json lacks {missing}; it was written by an older train stage, re-run it")
+            raise ValueError(
+                f"{where}: metrics.json lacks {missing}; it was written by an older train stage, re-run it"
+            )
         known = {k: raw[k] for k in _FIELDS if k in raw}
         return cls(**known, extra={k: v for k, v in raw.items() if k not in _FIELDS})
 
@@ -150,7 +153,9 @@ def read_best(path) -> dict[str, BestRun]:
     path = Path(path)
     raw = json.loads(Path(path).read_text())
     names = {f.name for f in dataclasses.fields(BestRun)}
-    if not isinstance(raw, dict) or not all(isinstance(v, dict) and set(v) == names for v in raw.values()):
+    # Fields with a default may be absent (a best.json written before they existed).
+    required = {f.name for f in dataclasses.fields(BestRun) if f.default is dataclasses.MISSING}
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) and required <= set(v) <= names for v in raw.values()):
         raise ValueError(
             f"{path}: expected {{backbone: {{{', '.join(sorted(names))}}}}} as the grid summary writes it; "
             "re-run the summarise rule"

@@ -3,15 +3,41 @@
 import sys
 
 from convscope import config as cfg
+from convscope import configcheck
 from convscope import layout
 
 try:
+    # The files first: a key given twice is merged silently by the YAML loader.
+    configcheck.check_files([*workflow.overwrite_configfiles, *workflow.configfiles])
     cfg.load_and_validate(config)
-except cfg.ConfigError as e:
+except (cfg.ConfigError, configcheck.ConfigFileError) as e:
     sys.exit(str(e))
 
 R = config["results"]
 L = layout.Results(R)  # every results path: convscope/layout.py
+
+
+# One run at a time per results folder (convscope/results_lock.py). onstart runs only
+# in the main process of a real run: dry runs write nothing, and the jobs Snakemake
+# spawns (locally or on a cluster) get --no-hooks, so they never wait on it.
+from convscope import results_lock
+
+
+onstart:
+    try:
+        results_lock.acquire(R)
+    except results_lock.ResultsLocked as e:
+        sys.exit(str(e))
+
+
+onsuccess:
+    results_lock.release(R)
+
+
+onerror:
+    results_lock.release(R)
+
+
 CLASSES = cfg.class_names(config)
 SIZES = cfg.input_sizes(config)
 SPLITS = layout.SPLITS

@@ -1,11 +1,11 @@
 from pathlib import Path
 
 from convscope.analysis.grid_summary import Selection, summarise_grid
-from convscope.logs import job_log
+from convscope.entry import job
 
-with job_log(snakemake.log[0]):
+with job(snakemake):
     summarise_grid(
-        snakemake.input.metrics,
-        Path(snakemake.output.index).parent,
+        metric_files=snakemake.input.metrics,
+        out_dir=Path(snakemake.output.index).parent,
         selection=Selection(**snakemake.params.selection),
     )

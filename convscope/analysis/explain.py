@@ -17,18 +17,18 @@ Files go under out_dir/explain/; index items are relative to `root`
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from convscope import backbones as registry
+from convscope import records
 from convscope.analysis import plots
 from convscope.analysis.index import item, section
+from convscope.analysis.steps import StepTimer, spread_over_classes
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,6 @@ def resolve_options(options: dict | None) -> dict:
     merged = cfg.merged("analysis", options, strict=True)
     merged.setdefault("seed", 0)
     return merged
-
-
-def spread_over_classes(labels, n: int) -> np.ndarray:
-    """Up to n indices: the first image of each class, then the second of each, ..."""
-    labels = np.asarray(labels)
-    per_class = [np.flatnonzero(labels == k) for k in np.unique(labels)]
-    picked = [int(p[r]) for r in range(max((len(p) for p in per_class), default=0)) for p in per_class if r < len(p)]
-    return np.asarray(picked[:n], dtype=np.int64)
 
 
 def boxes_of(data: dict, n: int) -> np.ndarray:
@@ -69,21 +61,6 @@ def boxes_of(data: dict, n: int) -> np.ndarray:
 
 def _backbone_spec(backbone):
     return backbone if isinstance(backbone, registry.Backbone) else registry.get(backbone)
-
-
-class _Timer:
-    """Seconds per step, logged as they finish (written to explain/timings.json)."""
-
-    def __init__(self):
-        self.seconds = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name):
-        t0 = time.perf_counter()
-        log.info("explain: %s ...", name)
-        yield
-        self.seconds[name] = round(time.perf_counter() - t0, 3)
-        log.info("explain: %s done in %.1f s", name, self.seconds[name])
 
 
 def explain_model(model, backbone, data: dict, out_dir, options: dict | None = None, *, base_reference=None, root=None):
@@ -124,7 +101,7 @@ def explain_model(model, backbone, data: dict, out_dir, options: dict | None = N
         if data.get("sample") is not None
         else spread_over_classes(labels, opts["sample_images"])
     )
-    timer = _Timer()
+    timer = StepTimer("explain")  # seconds per step go to explain/timings.json
     sections = []
 
     # Default: the deepest block end whose maps are readable (convscope.analysis.layer_choice).
@@ -597,4 +574,6 @@ def _checks_section(model, maps, x, idx, labels, boxes, classes, size, ck, bs, s
         )
     )
     items.append(item("json", d_json, "Area under each deletion curve (mean over images).", d_json, root=root))
-    return section("explanation_checks", "Are the explanations right? Pointing game and deletion", items)
+    return section(
+        "explanation_checks", "Are the explanations right? Pointing game and deletion", items, group=records.CHECKS
+    )

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from convscope import grid, layout, records
+from convscope import atomic, grid, layout, records
 from convscope.analysis import paired, plots
 from convscope.analysis.index import item, section, write_index
 
@@ -243,7 +243,7 @@ def heatmaps(table: pd.DataFrame, out_dir: Path) -> tuple[list[dict], pd.DataFra
         )
     columns = ["backbone", "y_key", "y_value", "x_key", "x_value", "mean_val_accuracy", "runs", "file"]
     long = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
-    long.to_csv(csv, index=False)
+    atomic.write_text(csv, long.to_csv(index=False))
     if not frames:
         log.info("grid summary: no backbone has two hyperparameters that vary together; no heatmaps")
     return items, long
@@ -280,7 +280,7 @@ def strategy_comparison(table: pd.DataFrame, out_dir: Path, by: str = "run", pre
                      "test_ci95_high": top["test_ci95_high"]})
     comp = pd.DataFrame(rows)
     csv = out_dir / "strategies.csv"
-    comp.to_csv(csv, index=False)
+    atomic.write_text(csv, comp.to_csv(index=False))
     backbones = list(dict.fromkeys(comp["backbone"]))
     strategies = list(dict.fromkeys(comp["strategy"]))
     width = 0.8 / len(strategies)
@@ -300,7 +300,7 @@ def strategy_comparison(table: pd.DataFrame, out_dir: Path, by: str = "run", pre
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     png = plots.save_figure(fig, out_dir / "strategies.png")
     pairs_csv = out_dir / "comparisons.csv"
-    comparisons(comp, predictions or {}).to_csv(pairs_csv, index=False)
+    atomic.write_text(pairs_csv, comparisons(comp, predictions or {}).to_csv(index=False))
     return section("strategies", "Strategy comparison", [
         item("image", png, "Per backbone, the best run of each strategy: bars are validation accuracy (which picked "
              "the run), dots its test accuracy with the bootstrap 95% CI. Scratch vs finetune shows what "
@@ -354,10 +354,10 @@ def summarise_grid(metric_files, out_dir, *, title: str = "Grid summary", select
     metric_files = [Path(p) for p in metric_files]
     table = runs_table(metric_files)
     runs_csv = out_dir / "runs.csv"
-    table.to_csv(runs_csv, index=False)
+    atomic.write_text(runs_csv, table.to_csv(index=False))
     seeds = seed_groups(table)
     seeds_csv = out_dir / "seeds.csv"
-    seeds.to_csv(seeds_csv, index=False)
+    atomic.write_text(seeds_csv, seeds.to_csv(index=False))
     best = best_runs(table, selection)
     best_json = out_dir / "best.json"
     records.write_best(best_json, best)
@@ -373,7 +373,7 @@ def summarise_grid(metric_files, out_dir, *, title: str = "Grid summary", select
             item("json", best_json, "Per backbone, the run analysed in detail (by default the best trained run, by "
                  "validation accuracy) and the best trained, features and overall runs; test accuracy is an unbiased "
                  "estimate because test data did not pick them.", None, root=out_dir),
-        ]),
+        ], group=records.OWN_TABLE),  # the report draws both itself
     ]
     if (seeds["seeds"] > 1).any():
         sections.append(section("seeds", "Runs that differ only by seed", [

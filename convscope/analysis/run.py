@@ -14,7 +14,6 @@ import json
 import logging
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +21,9 @@ import numpy as np
 import pandas as pd
 
 from convscope import backbones as registry
+from convscope import layout, records
 from convscope.analysis.index import item, section, write_index
+from convscope.analysis.steps import StepTimer, spread_over_classes
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,9 @@ def contract_layers(model):
 
 def load_split(prepared_dir, split: str = "test") -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     prepared_dir = Path(prepared_dir)
-    x = np.load(prepared_dir / f"{split}.npy")
-    labels = np.load(prepared_dir / f"{split}.labels.npy").astype(np.int64)
-    index = pd.read_csv(prepared_dir / f"{split}.index.csv")
+    x = np.load(layout.prepared_in(prepared_dir, split))
+    labels = np.load(layout.prepared_in(prepared_dir, split, "labels.npy")).astype(np.int64)
+    index = pd.read_csv(layout.prepared_in(prepared_dir, split, "index.csv"))
     if not (len(x) == len(labels) == len(index)):
         raise ValueError(
             f"{prepared_dir}: {split}.npy ({len(x)}), {split}.labels.npy ({len(labels)}) and "
@@ -83,41 +84,17 @@ def forward(model, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarr
     return np.asarray(probs, dtype=np.float32), np.asarray(emb, dtype=np.float32).reshape(len(x), -1)
 
 
-def sample_indices(labels: np.ndarray, n: int) -> np.ndarray:
-    """n test images spread over classes: first of each class, then second of each, ..."""
-    labels = np.asarray(labels)
-    per_class = [np.flatnonzero(labels == k) for k in np.unique(labels)]
-    picked = []
-    for rank in range(max(len(p) for p in per_class)):
-        picked.extend(int(p[rank]) for p in per_class if rank < len(p))
-    return np.asarray(picked[:n], dtype=np.int64)
+def read_metrics(run_dir) -> records.RunMetrics | None:
+    """The run's metrics.json (written by the train stage), None when there is none."""
+    path = Path(run_dir) / layout.METRICS
+    return records.read_metrics(path) if path.is_file() else None
 
 
-class Timer:
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str):
-        t0 = time.perf_counter()
-        log.info("%s ...", name)
-        yield
-        self.seconds[name] = round(time.perf_counter() - t0, 3)
-        log.info("%s done in %.1f s", name, self.seconds[name])
+def _train_seconds(metrics: records.RunMetrics | None) -> float | None:
+    return None if metrics is None or metrics.train_time_s is None else float(metrics.train_time_s)
 
 
-def read_metrics(run_dir) -> dict:
-    """The run's metrics.json (written by the train stage), {} when there is none."""
-    path = Path(run_dir) / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _train_seconds(metrics: dict) -> float | None:
-    value = metrics.get("train_time_s")
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def reference_base(backbone: str, metrics: dict, backbone_options: dict, input_size: int, num_classes: int):
+def reference_base(backbone: str, metrics: records.RunMetrics, backbone_options: dict, input_size: int, num_classes: int):
     """The base as it was before training: rebuilt exactly as the train stage built it.
 
     build_classifier seeds the backend before creating the base, so the same
@@ -127,9 +104,8 @@ def reference_base(backbone: str, metrics: dict, backbone_options: dict, input_s
     from convscope.models import build
     from convscope.training.strategies import weights_for
 
-    strategy = metrics["strategy"]
-    hp = metrics.get("hp") or {}
-    seed = hp.get("seed", metrics.get("seed"))
+    strategy = metrics.strategy
+    seed = metrics.hp["seed"] if "seed" in metrics.hp else metrics.seed
     model = build.build_classifier(
         backbone, num_classes, input_size=input_size, seed=None if seed is None else int(seed),
         **weights_for(strategy, backbone_options),
@@ -137,7 +113,7 @@ def reference_base(backbone: str, metrics: dict, backbone_options: dict, input_s
     return build.base_of(model)
 
 
-def starting_base(model, backbone: str, metrics: dict, backbone_options: dict, input_size: int, num_classes: int):
+def starting_base(model, backbone: str, metrics: records.RunMetrics, backbone_options: dict, input_size: int, num_classes: int):
     """reference_base, or None (with the reason logged) when it cannot be the real start.
 
     A random init is reproducible only on the backend that drew it; and every layer
@@ -149,8 +125,8 @@ def starting_base(model, backbone: str, metrics: dict, backbone_options: dict, i
     from convscope.models.build import base_of
     from convscope.training.strategies import weights_for
 
-    random_start = weights_for(metrics["strategy"], backbone_options).get("weights", "imagenet") == "none"
-    trained_on = (metrics.get("versions") or {}).get("backend")
+    random_start = weights_for(metrics.strategy, backbone_options).get("weights", "imagenet") == "none"
+    trained_on = metrics.versions.get("backend")
     if random_start and trained_on and trained_on != keras.backend.backend():
         log.warning("change from the starting weights skipped: the run started from a random init drawn by "
                     "%s, which %s cannot redraw; analyse with train.backend=%s", trained_on,
@@ -215,12 +191,17 @@ class Job:
     out_dir: Path
     prepared_dir: Path
     opts: dict
-    metrics: dict
+    metrics: records.RunMetrics | None  # None: no metrics.json beside the model (library use)
     test: TestSet
     sample: np.ndarray  # test rows shown in per-image figures
-    timer: Timer
+    timer: StepTimer
     backbone_options: dict | None = None
     blocks: list[dict] = field(default_factory=list)  # convscope.analysis.frozen.blocks
+
+    @property
+    def record(self) -> dict:
+        """metrics.json as a dict ({} without one)."""
+        return self.metrics.to_json() if self.metrics is not None else {}
 
 
 def open_job(model_path, prepared_dir, run_dir, out_dir, classes, options, *, backbone, fresh, backbone_options):
@@ -233,7 +214,7 @@ def open_job(model_path, prepared_dir, run_dir, out_dir, classes, options, *, ba
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = list(classes)
-    timer = Timer()
+    timer = StepTimer()
     with timer("load model"):
         model = load_model(model_path)
         base, _ = contract_layers(model)
@@ -248,7 +229,7 @@ def open_job(model_path, prepared_dir, run_dir, out_dir, classes, options, *, ba
     ).to_csv(out_dir / "predictions.csv", index=False)
     log.info("test accuracy %.3f (%d images)", float((test.preds == test.labels).mean()), len(test.x))
     return Job(model, base, backbone or run_dir.parent.name, classes, run_dir, out_dir, Path(prepared_dir), opts,
-               read_metrics(run_dir), test, sample_indices(test.labels, opts["sample_images"]), timer,
+               read_metrics(run_dir), test, spread_over_classes(test.labels, opts["sample_images"]), timer,
                backbone_options, frozen.blocks(base, backbone or run_dir.parent.name))
 
 
@@ -258,17 +239,17 @@ def open_job(model_path, prepared_dir, run_dir, out_dir, classes, options, *, ba
 def _frozen(job: Job):
     from convscope.analysis import frozen
 
-    return frozen.frozen_section(job.blocks, job.metrics, job.out_dir)
+    return frozen.frozen_section(job.blocks, job.record, job.out_dir)
 
 
 def _curves(job: Job):
     from convscope.analysis import curves
 
-    if job.metrics.get("strategy") == "features":
+    if job.metrics is not None and job.metrics.strategy == "features":
         # A features run fits a linear head on frozen embeddings: no epochs, no curves.
         log.info("features run: no training epochs, so no learning curves")
         return None
-    return curves.learning_curves(job.run_dir / "history.csv", job.out_dir)
+    return curves.learning_curves(job.run_dir / layout.HISTORY, job.out_dir)
 
 
 def _confusion(job: Job):
@@ -328,7 +309,7 @@ def _filters(job: Job):
 
     bgr = registry.get(job.backbone).preprocess == "caffe" if job.backbone in registry.BACKBONES else False
     first = filters.first_conv(job.base)
-    frozen_at = frozen.start_of(job.metrics) if first.name in frozen.frozen_layer_names(job.blocks) else None
+    frozen_at = frozen.start_of(job.record) if first.name in frozen.frozen_layer_names(job.blocks) else None
     return filters.first_layer_filters(job.base, job.out_dir, bgr=bgr, frozen_at=frozen_at, **job.opts["filters"])
 
 
@@ -372,7 +353,7 @@ def explain_sections(job: Job) -> list[dict]:
     data = {"x": t.x, "labels": t.labels, "classes": job.classes, "probs": t.probs, "preds": t.preds,
             "embeddings": t.embeddings, "index": t.index, "sample": job.sample, "size": t.size,
             "seed": job.opts["seed"]}
-    if job.backbone_options is not None and (job.opts.get("change") or {}).get("enabled", True) and job.metrics:
+    if job.backbone_options is not None and (job.opts.get("change") or {}).get("enabled", True) and job.metrics is not None:
         with job.timer("rebuild the starting base"):
             data["base_reference"] = starting_base(job.model, job.backbone, job.metrics, job.backbone_options, t.size,
                                                    len(job.classes))

@@ -178,7 +178,7 @@ def cut(model, layer_name: str) -> Cut:
             if stage is not None:
                 feed, dense = stage
                 tail = _submodel(child_out, feed, f"{parent.name}/{child.name} output")
-                logit_after = [*after, tail, lambda h, training=False: dense(h)]
+                logit_after = [*after, tail, lambda h, training=False, dense=dense: dense(h)]
         after.append(_submodel(child_out, _single(parent.outputs), f"{parent.name}/{child.name} output"))
     if len(models) == 1:  # flat model: the layer is a top-level layer
         stage = _logit_stage(model)

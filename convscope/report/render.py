@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import mimetypes
+import os
 import re
 import shutil
 import urllib.parse
@@ -24,6 +25,7 @@ import yaml
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
+from convscope import atomic, layout, records
 from convscope import config as cfg
 from convscope.report import collect
 
@@ -130,6 +132,7 @@ def index_sections(index: dict, folder: Path, dest: str, anchor: str, assets: As
             "id": sec.get("id", ""),
             "anchor": f"{anchor}-{slug(sec.get('id', n))}",
             "title": sec.get("title") or sec.get("id", ""),
+            "group": sec["group"],  # collect.load_index checked it
             "items": [_item(it, folder, dest, assets) for it in sec.get("items", [])],
         }
         for n, sec in enumerate(index.get("sections", []))
@@ -137,24 +140,23 @@ def index_sections(index: dict, folder: Path, dest: str, anchor: str, assets: As
 
 
 def is_check(sec: dict) -> bool:
-    return bool(collect.EXPLANATION_CHECK.search(str(sec["id"])))
+    return sec["group"] == records.CHECKS
 
 
-def runs_table(runs: dict, best: dict, results: Path) -> dict:
+def runs_table(runs: dict, best: dict[str, records.BestRun], results: Path) -> dict:
     """runs.csv as a sortable table: numbers sort as numbers, runs link to their metrics."""
     cols = runs["columns"]
-    bcol = next((c for c in cols if c.lower() == "backbone"), None)
-    rcol = next((c for c in cols if c.lower() in ("run", "run_id")), None)
+    linked = "backbone" in cols and "run" in cols  # the grid summary writes both; a hand-made table may not
     rows = []
     for row in runs["rows"]:
         cells = [{"text": fmt(row[c]), "sort": collect.number(row[c])} for c in cols]
-        backbone, run = (row.get(bcol), row.get(rcol)) if bcol and rcol else (None, None)
+        backbone, run = (row["backbone"], row["run"]) if linked else (None, None)
         link = None
         if backbone and run:
-            metrics = results / "models" / backbone / run / "metrics.json"
+            metrics = layout.Results(results).metrics(backbone, run)
             if metrics.is_file():
-                link = f"../models/{urllib.parse.quote(backbone)}/{urllib.parse.quote(run)}/metrics.json"
-        is_best = bool(backbone and best.get(backbone, {}).get("run") == run)
+                link = urllib.parse.quote(os.path.relpath(metrics, layout.Results(results).report_dir))
+        is_best = bool(backbone in best and best[backbone].run == run)
         rows.append(
             {
                 "cells": cells,
@@ -165,7 +167,7 @@ def runs_table(runs: dict, best: dict, results: Path) -> dict:
                 "anchor": f"bb-{slug(backbone)}",
             }
         )
-    return {"columns": cols, "rows": rows, "linked": bool(bcol and rcol)}
+    return {"columns": cols, "rows": rows, "linked": linked}
 
 
 def scalars(metrics: dict) -> list[tuple[str, str]]:
@@ -306,12 +308,12 @@ def render_report(
     ctx = build_context(results, out_dir, options, config=config, classes=classes)
     written = {"html": out_dir / "index.html", "assets": out_dir / ASSETS}
     (out_dir / ASSETS).mkdir(exist_ok=True)
-    written["html"].write_text(render_page(ctx, embed=False), encoding="utf-8")
+    atomic.write_text(written["html"], render_page(ctx, embed=False))
     files = sum(1 for p in (out_dir / ASSETS).rglob("*") if p.is_file())
     log.info("report: wrote %s (%d files in %s/)", written["html"], files, ASSETS)
     standalone = out_dir / STANDALONE
     if self_contained:
-        standalone.write_text(render_page(ctx, embed=True), encoding="utf-8")
+        atomic.write_text(standalone, render_page(ctx, embed=True))
         written["standalone"] = standalone
         log.info("report: wrote %s (%.1f MB, images embedded)", standalone, standalone.stat().st_size / 2**20)
     elif standalone.exists():

@@ -12,13 +12,16 @@ template, and the name in the schema's report.sections enum.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from convscope import layout, records
 from convscope.report import collect, render
 from convscope.report import findings as findings_lib
 
@@ -43,30 +46,32 @@ class Sources:
     sections: list[str]
 
     @property
+    def paths(self) -> layout.Results:
+        return layout.Results(self.results)
+
+    @property
     def grid_dir(self) -> Path:
-        return self.results / "analysis" / "grid"
+        return self.paths.grid_dir
 
     @cached_property
-    def best(self) -> dict:
-        return collect.best_runs(self.grid_dir)
+    def best(self) -> dict[str, records.BestRun]:
+        return collect.best_runs(self.paths.best_json)
 
     @cached_property
     def runs(self) -> dict:
-        return collect.grid_runs(self.grid_dir)
+        return collect.grid_runs(self.paths.runs_csv)
 
     @cached_property
     def grid_sections(self) -> list[dict]:
         """The grid summary's index.json sections (runs.csv and best.json have tables of their own)."""
         index = collect.load_index(self.grid_dir, "grid summary (analysis stage)")
         secs = render.index_sections(index, self.grid_dir, "grid", "grid", self.assets)
-        for sec in secs:
-            sec["items"] = [it for it in sec["items"] if Path(it["file"]).name not in ("runs.csv", "best.json")]
-        return [s for s in secs if s["items"]]
+        return [s for s in secs if s["group"] != records.OWN_TABLE]
 
     @cached_property
     def comparisons(self) -> list[dict]:
         """comparisons.csv of the grid summary ([] from a summary written before it existed)."""
-        path = self.grid_dir / "comparisons.csv"
+        path = self.paths.comparisons_csv
         return collect.read_csv(path, "grid summary (analysis stage)") if path.is_file() else []
 
     @cached_property
@@ -78,8 +83,8 @@ class Sources:
         """Each backbone's analysed run: its index.json sections and metrics."""
         out = []
         for b, info in self.best.items():
-            run = info["run"]
-            folder = self.results / "analysis" / b / run
+            run = info.run
+            folder = self.paths.analysis_dir(b, run)
             index = collect.load_index(folder, f"analysis rules ({b} {run})")
             secs = render.index_sections(
                 index, folder, f"{render.slug(b)}/{render.slug(run)}", f"bb-{render.slug(b)}", self.assets
@@ -103,8 +108,8 @@ class Sources:
             return []
         envs = []
         for a in self.analyses:
-            if isinstance(a["metrics"].get("versions"), dict):
-                env = {str(k): str(v) for k, v in a["metrics"]["versions"].items()}
+            if a["metrics"].versions:
+                env = {str(k): str(v) for k, v in a["metrics"].versions.items()}
                 if env not in [e["versions"] for e in envs]:
                     envs.append({"runs": f"{a['name']} {a['run']}", "versions": env})
         return envs
@@ -130,7 +135,7 @@ def findings(src: Sources) -> Part:
     has_grid = bool(set(render.NEEDS_GRID) & set(src.sections))
     cards = findings_lib.findings(
         src.results,
-        src.best if has_grid else {},
+        {b: info.fields() for b, info in src.best.items()} if has_grid else {},
         src.comparisons if has_grid else [],
         src.data if "data" in src.sections else None,
         analysed=src.sections_need_analyses(),
@@ -149,7 +154,8 @@ def data(src: Sources) -> Part:
     )
     d["thumbs"] = {c: [{**t, "path": f"{render.ASSETS}/{t['path']}"} for t in ts] for c, ts in thumbs.items()}
     for q in d["quarantine"]:
-        q["href"] = "../raw/" + urllib.parse.quote(q["file"]) if (src.results / "raw" / q["file"]).is_file() else None
+        raw = src.paths.raw_dir / q["file"]
+        q["href"] = urllib.parse.quote(os.path.relpath(raw, src.paths.report_dir)) if raw.is_file() else None
         q["source_href"] = render.safe_url(q["source"])
     return Part(d, [("data", "Data")])
 
@@ -157,12 +163,13 @@ def data(src: Sources) -> Part:
 @builder("grid")
 def grid(src: Sources) -> Part:
     best = src.best
-    scalar = [k for info in best.values() for k, v in info.items() if k != "run" and not isinstance(v, (dict, list))]
+    # The nested best_trained / best_features / best_any entries are runs of the table below.
+    scalar = [f.name for f in dataclasses.fields(records.BestRun) if f.name != "run" and not f.name.startswith("best_")]
     return Part(
         {
             "runs": render.runs_table(src.runs, best, src.results),
-            "best": [{"backbone": b, **info, "anchor": f"bb-{render.slug(b)}"} for b, info in best.items()],
-            "best_columns": list(dict.fromkeys(scalar)),
+            "best": [{"backbone": b, **info.fields(), "anchor": f"bb-{render.slug(b)}"} for b, info in best.items()],
+            "best_columns": scalar,
             "sections": [s for s in src.grid_sections if not render.is_check(s)],
         },
         [("grid", "Grid")],
@@ -177,8 +184,8 @@ def backbones(src: Sources) -> Part:
             "run": a["run"],
             "anchor": a["anchor"],
             "title": a["index"].get("title") or f"{a['name']} {a['run']}",
-            "chosen_as": a["info"].get("chosen_as"),
-            "metrics": render.scalars(a["metrics"]),
+            "chosen_as": a["info"].chosen_as,
+            "metrics": render.scalars(a["metrics"].to_json()),
             "sections": [s for s in a["sections"] if not render.is_check(s)],
         }
         for a in src.analyses
@@ -203,12 +210,13 @@ def explanations(src: Sources) -> Part:
 
 @builder("compute")
 def compute(src: Sources) -> Part:
-    bench = collect.benchmarks(src.results / "benchmarks")
+    bench = collect.benchmarks(src.paths.benchmarks)
     throughput = []
     for row in src.runs["rows"]:
-        ips = collect.images_per_second(row)
-        b, r = row.get("backbone"), row.get("run") or row.get("run_id")
-        if ips is None and b and r and (src.results / "models" / b / r / "metrics.json").is_file():
-            ips = collect.images_per_second(collect.metrics(src.results, b, r))
+        # runs.csv has images_per_s (the grid summary copies it from metrics.json); else the run's own record.
+        ips = collect.number(row.get("images_per_s"))
+        b, r = row["backbone"], row["run"]
+        if ips is None and src.paths.metrics(b, r).is_file():
+            ips = collect.metrics(src.results, b, r).images_per_s
         throughput.append({"backbone": b, "run": r, "images_per_s": ips})
     return Part({**bench, "throughput": throughput}, [("compute", "Compute cost")])

@@ -31,8 +31,6 @@ from convscope import backend as backend_lib
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = layout.TRAIN_OUTPUTS
-
 
 def distribution_for(n_gpus: int):
     """The context that model building, compiling, fitting and predicting run in.
@@ -62,7 +60,7 @@ def _prepare_backup(work: Path, settings: dict) -> bool:
         log.warning("backup %s was made with other settings: discarding it and starting over", work)
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    stamp.write_text(want)
+    atomic.write_text(stamp, want)
     return False
 
 
@@ -263,13 +261,13 @@ def train_run(
         },
     }
     # Outputs, each atomically; metrics.json last, the run's "complete" mark.
-    with atomic.path(out / "model.keras") as tmp_model:
+    with atomic.path(out / layout.MODEL) as tmp_model:
         model.save(str(tmp_model))
-    atomic.write_bytes(out / "history.csv", history_tmp.read_bytes())
+    atomic.write_bytes(out / layout.HISTORY, history_tmp.read_bytes())
     records.write_predictions(out / layout.PREDICTIONS, test_x.y, scores_test)
     result["wall_s"] = round(time.perf_counter() - t_start, 3)
     result["eval_s"] = round(time.perf_counter() - t_trained, 3)
-    records.write_metrics(out / "metrics.json", records.RunMetrics.from_dict(result, f"run {backbone}/{run_id}"))
+    records.write_metrics(out / layout.METRICS, records.RunMetrics.from_dict(result, f"run {backbone}/{run_id}"))
     shutil.rmtree(work, ignore_errors=True)
     log.info(
         "run %s/%s done: val accuracy %.3f, test accuracy %.3f (95%% CI %.3f-%.3f), %s images/s, %.1f s",
