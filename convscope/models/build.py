@@ -101,14 +101,13 @@ def build_base(
     weights: str = "imagenet",
     *,
     weights_sha256: str | None = None,
-    trust_pickle: bool = False,
 ) -> keras.Model:
     """The backbone without top as a functional model named "base", weights loaded.
 
-    weights: "imagenet" (Keras download cache; AlexNet: bvlc_alexnet.npy in that
-    cache), "none" (random init), or a path (.weights.h5/.h5 of a base, a .keras
+    weights: "imagenet" (Keras download cache; AlexNet: bvlc_alexnet.npy, fetched
+    into that cache on first use), "none" (random init), or a path (.weights.h5/.h5 of a base, a .keras
     model whose "base" or own layers are copied by name, or an AlexNet .npy).
-    weights_sha256 / trust_pickle: gates for AlexNet's pickled .npy file.
+    weights_sha256: optional pin of AlexNet's .npy file.
     """
     spec = registry.get(backbone)
     size = int(input_size or spec.input_size)
@@ -122,7 +121,7 @@ def build_base(
         base = AlexNet(include_top=False, input_shape=shape, name="base")
         if weights == "imagenet":
             path = weights_lib.alexnet_imagenet_path()
-            weights_lib.load_alexnet_npy(base, path, sha256=weights_sha256, trust=trust_pickle)
+            weights_lib.load_alexnet_npy(base, path, sha256=weights_sha256)
     else:
         if weights == "imagenet":
             app = weights_lib.imagenet_app(backbone, spec.keras_app, shape)
@@ -131,7 +130,7 @@ def build_base(
         # Re-wrapped only to be named "base"; the layers are the application's own.
         base = keras.Model(app.inputs[0], app.outputs[0], name="base")
     if weights not in ("imagenet", "none"):
-        weights_lib.load_weights_file(base, weights, backbone, sha256=weights_sha256, trust=trust_pickle)
+        weights_lib.load_weights_file(base, weights, backbone, sha256=weights_sha256)
     return base
 
 
@@ -145,7 +144,6 @@ def build_classifier(
     augment: str = "none",
     seed: int | None = None,
     weights_sha256: str | None = None,
-    trust_pickle: bool = False,
 ) -> keras.Model:
     """image -> augment -> preprocess -> base -> pool -> dropout -> head (see module doc).
 
@@ -159,7 +157,7 @@ def build_classifier(
         keras.utils.set_random_seed(int(seed))
     spec = registry.get(backbone)
     size = int(input_size or spec.input_size)
-    base = build_base(backbone, size, weights, weights_sha256=weights_sha256, trust_pickle=trust_pickle)
+    base = build_base(backbone, size, weights, weights_sha256=weights_sha256)
     inputs = keras.Input(shape=(size, size, 3), name="image", dtype="float32")
     x = augmentation(augment, seed)(inputs)
     x = Preprocess(spec.preprocess, name="preprocess", dtype="float32")(x)

@@ -64,7 +64,7 @@ def phases(strategy: str, backbone: str, hp: dict, progressive: dict | None = No
 
 def weights_for(strategy: str, options: dict) -> dict:
     """build_classifier's weight arguments from backbone options; scratch starts from random weights."""
-    kwargs = {k: options[k] for k in ("weights", "weights_sha256", "trust_pickle") if k in options}
+    kwargs = {k: options[k] for k in ("weights", "weights_sha256") if k in options}
     if strategy == "scratch":
         kwargs["weights"] = "none"
     return kwargs
