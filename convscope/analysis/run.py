@@ -92,10 +92,12 @@ def load_split(prepared_dir, split: str = "test") -> tuple[np.ndarray, np.ndarra
 
 
 def forward(model, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and penultimate embeddings (the input of "head") in one batched pass."""
+    """Probabilities and penultimate embeddings (build.embedding_tensor, what "head" reads) in one pass."""
     import keras
 
-    both = keras.Model(model.inputs, [model.get_layer("head").input, model.output])
+    from convscope.models.build import embedding_tensor
+
+    both = keras.Model(model.inputs, [embedding_tensor(model), model.output])
     # uint8 in: the model casts each batch to its float input, no float copy of the whole set.
     emb, probs = both.predict(x, batch_size=batch_size, verbose=0)
     return np.asarray(probs, dtype=np.float32), np.asarray(emb, dtype=np.float32).reshape(len(x), -1)
