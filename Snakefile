@@ -28,6 +28,7 @@ include: "rules/prepare.smk"
 include: "rules/train.smk"
 include: "rules/analyse.smk"
 include: "rules/report.smk"
+include: "rules/predict.smk"
 
 
 rule all:

@@ -1,0 +1,89 @@
+# Trained models put to work (convscope/predict, convscope/export); neither is part
+# of `all`. `snakemake predict --config predict_folder=DIR` applies each backbone's
+# best run (or the runs config key predict.runs names) to the images in DIR:
+# R/predict/{backbone}/{run}/predictions.csv, index.html and Grad-CAM overlays.
+# The folder's listing is a param, so adding an image reruns the job, and the job
+# predicts only the new images (per-image cache). `snakemake export`: the same
+# runs as model.keras + TF SavedModel in R/export/{backbone}/{run}/.
+from convscope.predict import images as predict_images
+from convscope.predict import params as predict_params
+
+
+def predict_runs():
+    """[(backbone, run)]: predict.runs, or each backbone's best run (the summarise checkpoint)."""
+    try:
+        named = predict_params.named_runs(config)
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"invalid config: {e}") from None
+    return named if named is not None else list(best_runs().items())
+
+
+rule predict_model:
+    input:
+        model=f"{R}/models/{{backbone}}/{{run}}/model.keras",
+    output:
+        csv=f"{R}/predict/{{backbone}}/{{run}}/predictions.csv",
+        html=f"{R}/predict/{{backbone}}/{{run}}/index.html",
+    log:
+        f"{R}/logs/predict/{{backbone}}/{{run}}.log",
+    benchmark:
+        f"{R}/benchmarks/predict/{{backbone}}/{{run}}.tsv"
+    wildcard_constraints:
+        backbone=BACKBONE,
+        run=f"{TRAINED_RUN}|{FEATURES_RUN}",
+    conda:
+        "../envs/train.yaml"
+    threads: ANALYSIS["threads"]
+    resources:
+        gpu=1 if ANALYSIS["gpu"] else 0,
+        mem_mb=ANALYSIS["mem_mb"],
+        runtime=ANALYSIS["runtime"],
+    params:
+        folder=lambda wc: predict_params.folder(config),
+        listing=lambda wc: predict_images.fingerprint(predict_params.folder(config)),
+        settings=lambda wc: predict_params.settings(config, wc.backbone),
+        classes=CLASSES,
+        backend=config["train"]["backend"],
+        out_dir=lambda wc, output: os.path.dirname(output.csv),
+    script:
+        "../scripts/predict.py"
+
+
+rule predict:
+    input:
+        lambda wc: [f"{R}/predict/{b}/{r}/predictions.csv" for b, r in predict_runs()],
+    localrule: True
+
+
+rule export_model:
+    input:
+        model=f"{R}/models/{{backbone}}/{{run}}/model.keras",
+        test=lambda wc: prepared_split(wc.backbone, "test"),
+    output:
+        keras=f"{R}/export/{{backbone}}/{{run}}/model.keras",
+        saved_model=directory(f"{R}/export/{{backbone}}/{{run}}/saved_model"),
+        check=f"{R}/export/{{backbone}}/{{run}}/export.json",
+    log:
+        f"{R}/logs/export/{{backbone}}/{{run}}.log",
+    benchmark:
+        f"{R}/benchmarks/export/{{backbone}}/{{run}}.tsv"
+    wildcard_constraints:
+        backbone=BACKBONE,
+        run=f"{TRAINED_RUN}|{FEATURES_RUN}",
+    conda:
+        "../envs/train.yaml"
+    threads: ANALYSIS["threads"]
+    resources:
+        mem_mb=ANALYSIS["mem_mb"],
+        runtime=ANALYSIS["runtime"],
+    params:
+        check_images=config["export"]["check_images"],
+        out_dir=lambda wc, output: os.path.dirname(output.check),
+    script:
+        "../scripts/export.py"
+
+
+rule export:
+    input:
+        lambda wc: [f"{R}/export/{b}/{r}/export.json" for b, r in predict_runs()],
+    localrule: True
