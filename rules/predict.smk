@@ -5,17 +5,7 @@
 # The folder's listing is a param, so adding an image reruns the job, and the job
 # predicts only the new images (per-image cache). `snakemake export`: the same
 # runs as model.keras + TF SavedModel in R/export/{backbone}/{run}/.
-from convscope.predict import images as predict_images
-from convscope.predict import params as predict_params
-
-
-def predict_runs():
-    """[(backbone, run)]: predict.runs, or each backbone's best run (the summarise checkpoint)."""
-    try:
-        named = predict_params.named_runs(config)
-    except (KeyError, ValueError) as e:
-        raise ValueError(f"invalid config: {e}") from None
-    return named if named is not None else list(best_runs().items())
+# Helpers (predict_runs): rules/common.smk.
 
 
 rule predict_model:

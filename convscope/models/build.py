@@ -207,11 +207,10 @@ def embedding_layer(model: keras.Model, backbone: str) -> str:
 
 
 def embedding_tensor(model: keras.Model):
-    """The output of the embedding layer: "pool", or with the fc head the base's output (fc7 / fc2).
-
-    Both are the input of "dropout" (the base's own .output would be its inner graph's tensor).
+    """The embedding layer's output as the head reads it: "pool", or with the fc head the base's output
+    (fc7 / fc2), after "dropout" (identity at inference; the base's own .output would be its inner graph's).
     """
-    return model.get_layer("dropout").input
+    return model.get_layer("head").input
 
 
 def embedder(model: keras.Model, backbone: str) -> keras.Model:
