@@ -147,3 +147,25 @@ def test_vgg16_fc_head_keeps_fc1_fc2():
     build.set_tune_depth(model, "vgg16", 3)
     assert _trainable_layers(model) == {"fc1", "fc2", "block5_conv1", "block5_conv2", "block5_conv3"}
     assert build.embedding_layer(model, "vgg16") == "fc2"
+
+
+def test_features_strategy_embeds_at_fc7_when_the_fc_stack_is_kept(tmp_path):
+    from convscope.training.features import compute_embeddings
+
+    rng = np.random.default_rng(3)
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    for split, n in (("train", 4), ("val", 2), ("test", 2)):
+        np.save(prepared / f"{split}.npy", rng.integers(0, 255, size=(n, 227, 227, 3), dtype=np.uint8))
+        np.save(prepared / f"{split}.labels.npy", np.arange(n) % 3)
+    info = compute_embeddings(
+        prepared_dir=prepared,
+        out_dir=tmp_path / "features",
+        backbone="alexnet",
+        options={"weights": "none", "head": "fc"},
+        input_size=227,
+        batch_size=4,
+    )
+    assert {s["dim"] for s in info["splits"].values()} == {4096}  # fc7, not the 256 channels of pool5
+    emb = np.load(tmp_path / "features" / "train.npy")
+    assert emb.shape == (4, 4096) and emb.min() >= 0  # fc7's ReLU
