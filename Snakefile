@@ -36,6 +36,6 @@ rule all:
     input:
         prepared_all(),
         trained_all(),
-        f"{R}/analysis/grid/index.json",
+        L.grid_index,
         analyses_all,
         rules.report.output,

@@ -32,47 +32,16 @@ from convscope.analysis.index import item, section
 
 log = logging.getLogger(__name__)
 
-# Mirrors the defaults of these keys in schemas/config.schema.yaml (analysis section);
-# tests/test_explain.py keeps the two equal. Library callers may pass fewer keys.
-DEFAULTS = {
-    "batch_size": 64,
-    "sample_images": 8,
-    "seed": 0,
-    "gradcam": {"enabled": True, "layer": None},
-    "occlusion": {"enabled": True, "patch": None, "stride": None, "fill": "mean"},
-    "saliency": {"enabled": True, "smoothgrad_samples": 16, "smoothgrad_noise": 0.15},
-    "filter_vis": {
-        "enabled": True,
-        "layer": None,
-        "channels": 6,
-        "steps": 96,
-        "learning_rate": 0.05,
-        "jitter": 4,
-        "scale": 0.1,
-        "rotation": 10.0,
-        "tv_weight": 0.05,
-        "fourier": True,
-    },
-    "change": {"enabled": True, "gray_std": 0.02},
-    "checks": {"enabled": True, "max_images": 64, "deletion_steps": 10, "tolerance": 0.0},
-}
 # Keys of the analysis section this module owns (the others belong to run.py's analyses).
 OWN_KEYS = ("gradcam", "occlusion", "saliency", "filter_vis", "change", "checks")
 
 
 def resolve_options(options: dict | None) -> dict:
-    """The config `analysis` section over DEFAULTS (nested sections merged key by key)."""
-    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
-    for k, v in (options or {}).items():
-        if isinstance(merged.get(k), dict) and isinstance(v, dict):
-            unknown = set(v) - set(merged[k])
-            if unknown:
-                raise ValueError(
-                    f"config key analysis.{k}: unknown key(s) {sorted(unknown)}; allowed: {sorted(merged[k])}"
-                )
-            merged[k].update(v)
-        else:
-            merged[k] = v
+    """The config `analysis` section over its schema defaults (nested sections merged key by key)."""
+    from convscope import config as cfg
+
+    merged = cfg.merged("analysis", options, strict=True)
+    merged.setdefault("seed", 0)
     return merged
 
 
@@ -126,7 +95,7 @@ def explain_model(model, backbone, data: dict, out_dir, options: dict | None = N
         classes (names); optional boxes (N x 4, image pixels, NaN = none) or index
         (the prepared index.csv with box_* columns), sample (indices to show),
         base_reference (see below).
-    options: the config `analysis` section (missing keys take DEFAULTS).
+    options: the config `analysis` section (missing keys take the schema defaults).
     base_reference: the same backbone with the weights the run started from (a
         classifier or the bare base) for the change-from-pretrained section.
     """

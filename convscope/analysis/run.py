@@ -25,30 +25,11 @@ from convscope.analysis.index import item, section, write_index
 
 log = logging.getLogger(__name__)
 
-def _defaults(properties: dict) -> dict:
-    out = {}
-    for key, spec in properties.items():
-        if "properties" in spec:
-            out[key] = _defaults(spec["properties"])
-        elif "default" in spec:
-            out[key] = spec["default"]
-    return out
-
-
-def defaults() -> dict:
-    """The `analysis` section's defaults, read from the config schema (their one home)."""
-    import yaml
-
-    from convscope.config import SCHEMA
-
-    return _defaults(yaml.safe_load(SCHEMA.read_text())["properties"]["analysis"]["properties"])
-
-
 def _options(options: dict | None) -> dict:
     """Config `analysis` section over the schema defaults (library callers may pass less)."""
-    merged = defaults()
-    for k, v in (options or {}).items():
-        merged[k] = {**merged[k], **v} if isinstance(merged.get(k), dict) and isinstance(v, dict) else v
+    from convscope import config as cfg
+
+    merged = cfg.merged("analysis", options)
     merged.setdefault("seed", 0)
     return merged
 

@@ -24,21 +24,14 @@ import yaml
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
+from convscope import config as cfg
 from convscope.report import collect
 
 log = logging.getLogger(__name__)
 
 
-def _schema_report() -> dict:
-    """The `report` section of the config schema: its defaults serve callers that skip validation."""
-    from convscope.config import SCHEMA
-
-    return yaml.safe_load(SCHEMA.read_text())["properties"]["report"]["properties"]
-
-
-_REPORT_SCHEMA = _schema_report()
-SECTIONS = tuple(_REPORT_SCHEMA["sections"]["items"]["enum"])  # in page order
-DEFAULTS = {key: spec["default"] for key, spec in _REPORT_SCHEMA.items()}
+SECTIONS = tuple(cfg.section_schema("report")["sections"]["items"]["enum"])  # in page order
+DEFAULTS = cfg.defaults("report")
 ASSETS = "assets"
 STANDALONE = "report-standalone.html"
 # Data files larger than this are linked in index.html but not embedded in the

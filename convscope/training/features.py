@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convscope import atomic, records
 from convscope.training import metrics
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ CLASSIFIERS = ("logreg", "linsvm")
 def _save_npy_atomic(path, array) -> None:
     buf = io.BytesIO()
     np.save(buf, array)
-    metrics.atomic_write_bytes(path, buf.getvalue())
+    atomic.write_bytes(path, buf.getvalue())
 
 
 def compute_embeddings(
@@ -102,7 +103,7 @@ def compute_embeddings(
             "versions": backend_lib.versions(),
         }
     )
-    metrics.write_json_atomic(out / "embed.json", info)
+    atomic.write_json(out / "embed.json", info)
     return info
 
 
@@ -187,7 +188,7 @@ def fit_head(
     out = Path(out_dir)
     buf = io.BytesIO()
     np.savez(buf, W=W, b=b, classifier=np.array(hp["classifier"]), softmax=np.array(hp["classifier"] == "logreg"))
-    metrics.atomic_write_bytes(out / "head.npz", buf.getvalue())
+    atomic.write_bytes(out / "head.npz", buf.getvalue())
     embed_info = {}
     if (feats / "embed.json").exists():
         embed_info = json.loads((feats / "embed.json").read_text())
@@ -216,7 +217,7 @@ def fit_head(
         "versions": {"python": platform.python_version(), "numpy": np.__version__, "scikit-learn": sklearn.__version__},
         "wall_s": round(time.perf_counter() - t0, 3),
     }
-    metrics.write_json_atomic(out / "metrics.json", result)
+    records.write_metrics(out / "metrics.json", records.RunMetrics.from_dict(result, f"features run {backbone}/{out.name}"))
     log.info(
         "%s/%s: val accuracy %.3f, test accuracy %.3f (fit %.2f s on %d x %d embeddings)",
         backbone, out.name, report["val"]["accuracy"], report["test"]["accuracy"], fit_s, *X["train"].shape,
@@ -247,7 +248,6 @@ def head_model(
     model.get_layer("head").set_weights([head["W"], head["b"]])
     build.set_tune_depth(model, backbone, 0)
     out = Path(out_path)
-    tmp = out.with_name(f".tmp-{out.name}")
-    model.save(str(tmp))
-    tmp.replace(out)
+    with atomic.path(out) as tmp:
+        model.save(str(tmp))
     return model
