@@ -118,9 +118,7 @@ def get(name: str) -> Backbone:
     try:
         return BACKBONES[name]
     except KeyError:
-        raise KeyError(
-            f"unknown backbone {name!r}; known backbones: {', '.join(sorted(BACKBONES))}"
-        ) from None
+        raise KeyError(f"unknown backbone {name!r}; known backbones: {', '.join(sorted(BACKBONES))}") from None
 
 
 def input_size(name: str, options: dict | None = None) -> int:

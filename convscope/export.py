@@ -10,7 +10,6 @@ writes them.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -51,9 +50,8 @@ def export_model(*, model_path, out_dir, check_images: np.ndarray, batch_size: i
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(model_path, compile=False)
     serving = serving_model(model)
-    tmp_keras = out / ".tmp-model.keras"
-    serving.save(str(tmp_keras))
-    tmp_keras.replace(out / "model.keras")
+    with atomic.path(out / "model.keras") as tmp:
+        serving.save(str(tmp))
     tmp_saved = out / ".tmp-saved_model"
     shutil.rmtree(tmp_saved, ignore_errors=True)
     serving.export(str(tmp_saved), format="tf_saved_model", verbose=False)
@@ -83,7 +81,7 @@ def export_model(*, model_path, out_dir, check_images: np.ndarray, batch_size: i
             for name, pred in got.items()
         },
     }
-    atomic.write_bytes(out / "export.json", json.dumps(check, indent=1).encode())
+    atomic.write_json(out / "export.json", check)
     bad = {k: v for k, v in check["formats"].items() if v["max_abs_diff"] > TOLERANCE or not v["same_top1"]}
     if bad:
         raise RuntimeError(f"{out}: exported model(s) {sorted(bad)} do not reproduce {model_path}: {bad}")

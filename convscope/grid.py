@@ -225,7 +225,7 @@ def find(config: dict, backbone: str, run: str) -> Run:
 
 def backbone_options(config: dict, backbone: str) -> dict:
     """The backbone's own options (input size, weights, head, ...) without its grid override."""
-    opts = dict((config["backbones"].get(backbone) or {}))
+    opts = dict(config["backbones"].get(backbone) or {})
     opts.pop("grid", None)
     opts["head"] = registry.head(backbone, opts)  # resolved: "auto" follows the input size
     return opts

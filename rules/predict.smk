@@ -10,14 +10,14 @@
 
 rule predict_model:
     input:
-        model=f"{R}/models/{{backbone}}/{{run}}/model.keras",
+        model=L.model("{backbone}", "{run}"),
     output:
-        csv=f"{R}/predict/{{backbone}}/{{run}}/predictions.csv",
-        html=f"{R}/predict/{{backbone}}/{{run}}/index.html",
+        csv=L.predictions("{backbone}", "{run}"),
+        html=L.predict_page("{backbone}", "{run}"),
     log:
-        f"{R}/logs/predict/{{backbone}}/{{run}}.log",
+        L.log("predict", "{backbone}", "{run}"),
     benchmark:
-        f"{R}/benchmarks/predict/{{backbone}}/{{run}}.tsv"
+        L.benchmark("predict", "{backbone}", "{run}")
     wildcard_constraints:
         backbone=BACKBONE,
         run=f"{TRAINED_RUN}|{FEATURES_RUN}",
@@ -41,22 +41,22 @@ rule predict_model:
 
 rule predict:
     input:
-        lambda wc: [f"{R}/predict/{b}/{r}/predictions.csv" for b, r in predict_runs()],
+        lambda wc: [L.predictions(b, r) for b, r in predict_runs()],
     localrule: True
 
 
 rule export_model:
     input:
-        model=f"{R}/models/{{backbone}}/{{run}}/model.keras",
+        model=L.model("{backbone}", "{run}"),
         test=lambda wc: prepared_split(wc.backbone, "test"),
     output:
-        keras=f"{R}/export/{{backbone}}/{{run}}/model.keras",
-        saved_model=directory(f"{R}/export/{{backbone}}/{{run}}/saved_model"),
-        check=f"{R}/export/{{backbone}}/{{run}}/export.json",
+        keras=L.export_keras("{backbone}", "{run}"),
+        saved_model=directory(L.export_saved_model("{backbone}", "{run}")),
+        check=L.export_check("{backbone}", "{run}"),
     log:
-        f"{R}/logs/export/{{backbone}}/{{run}}.log",
+        L.log("export", "{backbone}", "{run}"),
     benchmark:
-        f"{R}/benchmarks/export/{{backbone}}/{{run}}.tsv"
+        L.benchmark("export", "{backbone}", "{run}")
     wildcard_constraints:
         backbone=BACKBONE,
         run=f"{TRAINED_RUN}|{FEATURES_RUN}",
@@ -75,5 +75,5 @@ rule export_model:
 
 rule export:
     input:
-        lambda wc: [f"{R}/export/{b}/{r}/export.json" for b, r in predict_runs()],
+        lambda wc: [L.export_check(b, r) for b, r in predict_runs()],
     localrule: True

@@ -14,8 +14,11 @@ import json
 
 import numpy as np
 import pytest
-from conftest import tiny_config
 from PIL import Image, ImageDraw
+
+from conftest import tiny_config
+from convscope.layout import Results
+from convscope.records import read_best
 
 pytestmark = pytest.mark.slow
 
@@ -85,8 +88,8 @@ def predicted(tmp_path_factory):
     wf = Workflow(workdir, config())
     wf.write_config()
     wf.run("predict", "--config", f"predict_folder={folder}", timeout=900)
-    best = json.loads((wf.results / "analysis" / "grid" / "best.json").read_text())[BACKBONE]["run"]
-    return wf, folder, wf.results / "predict" / BACKBONE / best
+    best = read_best(Results(wf.results).best_json)[BACKBONE].run
+    return wf, folder, Results(wf.results).predict_dir(BACKBONE, best)
 
 
 def test_predictions_csv_reports_every_file(predicted):
@@ -152,8 +155,9 @@ def test_export_reproduces_the_trained_model(predicted):
     wf, _, out = predicted
     run = out.name
     wf.run("export", timeout=600)
-    folder = wf.results / "export" / BACKBONE / run
-    check = json.loads((folder / "export.json").read_text())
+    res = Results(wf.results)
+    folder = res.export_dir(BACKBONE, run)
+    check = json.loads(res.export_check(BACKBONE, run).read_text())
     assert set(check["formats"]) == {"keras", "saved_model"}
     # Independently of the job's own check: load both exports here and compare on test images.
     import keras
@@ -161,8 +165,8 @@ def test_export_reproduces_the_trained_model(predicted):
 
     from convscope.models.build import load_model
 
-    x = np.load(wf.results / "prepared" / "64" / "test.npy")[:12].astype("float32")
-    want = load_model(wf.results / "models" / BACKBONE / run / "model.keras", compile=False).predict(x, verbose=0)
+    x = np.load(res.prepared(64, "test"))[:12].astype("float32")
+    want = load_model(res.model(BACKBONE, run), compile=False).predict(x, verbose=0)
     saved = tf.saved_model.load(str(folder / "saved_model"))
     served = saved.serve(x).numpy()
     native = keras.saving.load_model(str(folder / "model.keras"), compile=False).predict(x, verbose=0)
