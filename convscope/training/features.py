@@ -56,7 +56,6 @@ def compute_embeddings(
     from convscope import backend as backend_lib
 
     backend_lib.select(backend, threads=threads)
-    import keras
 
     from convscope.models import build
     from convscope.training import data, strategies
