@@ -56,6 +56,7 @@ def compute_embeddings(
     from convscope import backend as backend_lib
 
     backend_lib.select(backend, threads=threads)
+    import keras  # noqa: F401 - imported here, so fixed_cost_s.imports measures it
 
     from convscope.models import build
     from convscope.training import data, strategies
