@@ -36,6 +36,7 @@ include: "rules/prepare.smk"
 include: "rules/train.smk"
 include: "rules/analyse.smk"
 include: "rules/report.smk"
+include: "rules/predict.smk"
 
 
 rule all:

@@ -161,6 +161,9 @@ def semantic_errors(config: dict) -> list[str]:
         low = registry.get(name).min_size
         if size is not None and size < low:
             errors.append(f"config key backbones.{name}.input_size: {size} is below {name}'s minimum of {low}")
+        problem = registry.head_problem(name, options)
+        if problem:
+            errors.append(problem)
     for cls in config.get("classes") or {}:
         opts = crawl_options(config, cls)
         need = {"urllist": "urls", "folder": "path", "greedy": "site"}.get(opts["source"])

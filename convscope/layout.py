@@ -12,6 +12,8 @@ Snakemake wildcards pass through: `Results(R).metrics("{backbone}", "{run}")`.
     sanity/{backbone}/imagenet_top5.csv
     analysis/{backbone}/{run}/index.json, analysis/grid/ (index.json, runs.csv, best.json, ...)
     logs/, benchmarks/, report/
+    predict/{backbone}/{run}/       predictions.csv, index.html, overlays/, cache/ (the predict target)
+    export/{backbone}/{run}/        model.keras, saved_model/, export.json (the export target)
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ class Results:
     def history(self, backbone: str, run: str) -> Path:
         return self.run_dir(backbone, run) / HISTORY
 
-    def predictions(self, backbone: str, run: str) -> Path:
+    def test_predictions(self, backbone: str, run: str) -> Path:
+        """A run's per-image test predictions (not predict/'s predictions of new images)."""
         return self.run_dir(backbone, run) / PREDICTIONS
 
     def head(self, backbone: str, run: str) -> Path:
@@ -176,3 +179,25 @@ class Results:
     @property
     def report_dir(self) -> Path:
         return self.root / "report"
+
+    # ---- trained models put to work (predict, export) --------------------------
+    def predict_dir(self, backbone: str, run: str) -> Path:
+        return self.root / "predict" / backbone / run
+
+    def predictions(self, backbone: str, run: str) -> Path:
+        return self.predict_dir(backbone, run) / "predictions.csv"
+
+    def predict_page(self, backbone: str, run: str) -> Path:
+        return self.predict_dir(backbone, run) / "index.html"
+
+    def export_dir(self, backbone: str, run: str) -> Path:
+        return self.root / "export" / backbone / run
+
+    def export_keras(self, backbone: str, run: str) -> Path:
+        return self.export_dir(backbone, run) / "model.keras"
+
+    def export_saved_model(self, backbone: str, run: str) -> Path:
+        return self.export_dir(backbone, run) / "saved_model"
+
+    def export_check(self, backbone: str, run: str) -> Path:
+        return self.export_dir(backbone, run) / "export.json"

@@ -12,7 +12,7 @@ checkpoint summarise:
     input:
         metrics=[L.metrics(r.backbone, r.id) for r in grid.runs(config)],
         # Per-image test predictions, for the paired (McNemar) strategy comparison.
-        predictions=[L.predictions(r.backbone, r.id) for r in grid.runs(config)],
+        predictions=[L.test_predictions(r.backbone, r.id) for r in grid.runs(config)],
     output:
         index=L.grid_index,
         runs=L.runs_csv,

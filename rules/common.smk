@@ -207,3 +207,17 @@ def analyse_inputs(wildcards):
     if grid.find(config, b, run).strategy != "features":
         inputs["history"] = L.history(b, run)
     return inputs
+
+
+# ---- predict and export (rules/predict.smk) ------------------------------------
+from convscope.predict import images as predict_images
+from convscope.predict import params as predict_params
+
+
+def predict_runs():
+    """[(backbone, run)]: predict.runs, or each backbone's best run (the summarise checkpoint)."""
+    try:
+        named = predict_params.named_runs(config)
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"invalid config: {e}") from None
+    return named if named is not None else list(best_runs().items())

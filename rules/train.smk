@@ -14,7 +14,7 @@ rule train:
         model=L.model("{backbone}", "{run}"),
         history=L.history("{backbone}", "{run}"),
         metrics=L.metrics("{backbone}", "{run}"),
-        predictions=L.predictions("{backbone}", "{run}"),
+        predictions=L.test_predictions("{backbone}", "{run}"),
     log:
         L.log("train", "{backbone}", "{run}"),
     benchmark:
@@ -72,7 +72,7 @@ rule features_head:
     output:
         metrics=L.metrics("{backbone}", "{run}"),
         head=L.head("{backbone}", "{run}"),
-        predictions=L.predictions("{backbone}", "{run}"),
+        predictions=L.test_predictions("{backbone}", "{run}"),
     log:
         L.log("features", "{backbone}", "{run}"),
     benchmark:

@@ -320,7 +320,9 @@ def test_offline_imagenet_weights_give_a_clear_message(tmp_path, monkeypatch):
     with pytest.raises(WeightsError) as caught:
         build.build_classifier("alexnet", 3, **kw)
     message = str(caught.value)
-    assert str(models / "bvlc_alexnet.npy") in message and "weights_sha256" in message
+    assert str(models / "bvlc_alexnet.npy") in message and "could not be downloaded" in message
+    assert "bvlc_alexnet.npy" in message.split("download\n")[1].splitlines()[0]  # the URL to fetch by hand
+    assert not (models / "bvlc_alexnet.npy").exists()
 
 
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax", reason="already running under JAX")

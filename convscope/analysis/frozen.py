@@ -24,12 +24,18 @@ _WHERE_FROM = {"none": "a random init", "imagenet": "the ImageNet weights"}
 
 
 def blocks(base, backbone: str) -> list[dict]:
-    """One row per block of the base (the registry's blocks; each weighted layer for other models)."""
+    """One row per block of the base (the registry's tunable blocks; each weighted layer for other models)."""
     names = {layer.name for layer in base.layers}
     if backbone in registry.BACKBONES and set(registry.get(backbone).blocks) <= names:
         from convscope.models.build import block_layers
 
-        groups = [(registry.get(backbone).blocks[i], layers) for i, layers in enumerate(block_layers(base, backbone))]
+        spec = registry.get(backbone)
+        # A block is named by the boundary layer that closes it (conv blocks, then kept fc layers).
+        boundaries = {*spec.blocks, *(getattr(spec, "fc_stack", None) or ())}
+        groups = []
+        for layers in block_layers(base, backbone):
+            closing = [layer.name for layer in layers if layer.name in boundaries]
+            groups.append((closing[-1] if closing else layers[-1].name, layers))
     else:
         groups = [(layer.name, [layer]) for layer in base.layers if layer.weights]
     rows = []

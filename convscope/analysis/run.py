@@ -74,11 +74,21 @@ def load_split(prepared_dir, split: str = "test") -> tuple[np.ndarray, np.ndarra
     return x, labels, index
 
 
+def embedding_layer_name(model, backbone: str) -> str:
+    """The layer `forward` takes embeddings from, for titles (build.embedding_layer; models of other shapes: "penultimate")."""
+    from convscope import backbones as registry
+    from convscope.models.build import embedding_layer
+
+    return embedding_layer(model, backbone) if backbone in registry.BACKBONES else "penultimate"
+
+
 def forward(model, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and penultimate embeddings (the input of "head") in one batched pass."""
+    """Probabilities and penultimate embeddings (build.embedding_tensor, what "head" reads) in one pass."""
     import keras
 
-    both = keras.Model(model.inputs, [model.get_layer("head").input, model.output])
+    from convscope.models.build import embedding_tensor
+
+    both = keras.Model(model.inputs, [embedding_tensor(model), model.output])
     # uint8 in: the model casts each batch to its float input, no float copy of the whole set.
     emb, probs = both.predict(x, batch_size=batch_size, verbose=0)
     return np.asarray(probs, dtype=np.float32), np.asarray(emb, dtype=np.float32).reshape(len(x), -1)
@@ -301,7 +311,8 @@ def _embedding(job: Job):
 
     t = job.test
     return embedding.embedding_maps(t.embeddings, t.x, t.labels, job.classes, job.out_dir, seed=job.opts["seed"],
-                                    files=t.files, preds=t.preds, **job.opts["embedding"])
+                                    files=t.files, preds=t.preds, layer=embedding_layer_name(job.model, job.backbone),
+                                    **job.opts["embedding"])
 
 
 def _filters(job: Job):

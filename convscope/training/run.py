@@ -122,7 +122,9 @@ def train_run(
     history_tmp = work / "history.csv"
 
     precision = build.configure_precision()
-    plan = strategies.phases(strategy, backbone, hp, progressive)
+    from convscope import backbones as registry
+
+    plan = strategies.phases(strategy, backbone, hp, progressive, registry.head(backbone, options))
     num_classes = len(classes)
     batch = int(hp["batch_size"])
     workers = int(threads)  # read-ahead threads of the datasets
