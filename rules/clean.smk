@@ -6,7 +6,8 @@ rule clean:
     input:
         expand(f"{R}/raw/{{cls}}/crawl.json", cls=CLASSES),
     output:
-        f"{R}/clean/manifest.csv",
+        # update(): not removed before the job runs; clean reads it as the prior decisions.
+        update(f"{R}/clean/manifest.csv"),
     log:
         f"{R}/logs/clean.log",
     benchmark:

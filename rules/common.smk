@@ -21,6 +21,13 @@ wildcard_constraints:
     split="|".join(SPLITS),
 
 
+def crawl_listing(cls):
+    from convscope.data.folder_import import listing
+
+    opts = cfg.crawl_params(config, cls)
+    return listing(opts["path"]) if opts["source"] == "folder" else ""
+
+
 def prepared_files(size):
     return expand(
         f"{R}/prepared/{size}/{{split}}.{{kind}}",

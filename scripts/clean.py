@@ -9,4 +9,7 @@ with job_log(snakemake.log[0]):
         snakemake.params.classes,
         snakemake.params.options,
         Path(snakemake.output[0]),
+        # The output is flagged update(): Snakemake leaves the last manifest in place, and its
+        # decisions stand for the files it already listed (splits never move).
+        prior=Path(snakemake.output[0]),
     )

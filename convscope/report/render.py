@@ -228,7 +228,8 @@ def build_context(results: Path, out_dir: Path, options: dict, *, config: dict, 
         )
         data["thumbs"] = {c: [{**t, "path": f"{ASSETS}/{t['path']}"} for t in ts] for c, ts in data["thumbs"].items()}
         for q in data["quarantine"]:
-            q["href"] = "../raw/" + urllib.parse.quote(q["file"]) if (results / "raw" / q["file"]).is_file() else None
+            on_disk = q["file"] and (results / "raw" / q["file"]).is_file()
+            q["href"] = "../raw/" + urllib.parse.quote(q["file"]) if on_disk else None
             q["source_href"] = safe_url(q["source"])
         ctx["data"] = data
         nav.append(("data", "Data"))
