@@ -4,7 +4,9 @@
 
 rule clean:
     input:
-        expand(f"{R}/raw/{{cls}}/crawl.json", cls=CLASSES),
+        raw=expand(f"{R}/raw/{{cls}}/crawl.json", cls=CLASSES),
+        # The user's decisions (config clean.review): editing the file reruns clean.
+        review=[config["clean"]["review"]] if config["clean"]["review"] else [],
     output:
         # update(): not removed before the job runs; clean reads it as the prior decisions.
         update(f"{R}/clean/manifest.csv"),
@@ -18,7 +20,7 @@ rule clean:
         "../envs/data.yaml"
     params:
         classes=CLASSES,
-        options=config["clean"],
+        options={k: v for k, v in config["clean"].items() if k != "review"},
     script:
         "../scripts/clean.py"
 

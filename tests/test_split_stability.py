@@ -36,20 +36,10 @@ def save(arr, path, **kw):
 
 def bomb_png():
     def chunk(kind, data):
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data))
-        )
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 def read(path):
@@ -74,18 +64,14 @@ def sources(tmp_path):
     save(patched(base, (0, 0), 1), cat / "zA.png")
     save(patched(base, (48, 48), 2), cat / "zC.png")
     # Turned away at import: the clean manifest must still list them.
-    (dog / "x_vector.svg").write_text(
-        '<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>'
-    )
+    (dog / "x_vector.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>')
     (dog / "x_empty.jpg").write_bytes(b"")
     (dog / "x_bomb.png").write_bytes(bomb_png())
     shutil.copy(dog / "d00.png", dog / "x_copy.png")
     return cat, dog, base
 
 
-def test_folder_additions_keep_existing_splits_and_quarantine_the_newcomers(
-    workflow, sources
-):
+def test_folder_additions_keep_existing_splits_and_quarantine_the_newcomers(workflow, sources):
     cat, dog, base = sources
     config = tiny_config(
         ("cat", "dog"),
@@ -100,9 +86,7 @@ def test_folder_additions_keep_existing_splits_and_quarantine_the_newcomers(
     splits1 = {r["file"]: r["split"] for r in read(R / "clean" / "splits.csv")}
     kept1 = {r["file"] for r in manifest1 if r["status"] == "kept"}
     assert len(kept1) == 30 and set(splits1) == kept1  # A and C are apart: both kept
-    rejected = {
-        r["source"].rsplit("/", 1)[-1]: r for r in manifest1 if r["stage"] == "import"
-    }
+    rejected = {r["source"].rsplit("/", 1)[-1]: r for r in manifest1 if r["stage"] == "import"}
     assert {k: r["reason"] for k, r in rejected.items()} == {
         "x_vector.svg": "not_an_image",
         "x_empty.jpg": "empty_file",
@@ -115,9 +99,7 @@ def test_folder_additions_keep_existing_splits_and_quarantine_the_newcomers(
     # New files in the folders: B bridges A and C; dog gets a near copy of a kept cat image.
     save(base, cat / "zB.png")
     save(blocks(20), cat / "zz_new.png")
-    Image.fromarray(blocks(3)).resize((60, 60)).save(
-        dog / "zz_cat_copy.jpg", quality=90
-    )
+    Image.fromarray(blocks(3)).resize((60, 60)).save(dog / "zz_cat_copy.jpg", quality=90)
     save(blocks(520), dog / "zz_new.png")
     assert wf.planned(SPLITS_CSV) == {"crawl": 2, "clean": 1, "split": 1}
     wf.run(SPLITS_CSV)
@@ -125,15 +107,9 @@ def test_folder_additions_keep_existing_splits_and_quarantine_the_newcomers(
     splits2 = {r["file"]: r["split"] for r in read(R / "clean" / "splits.csv")}
     rows2 = by_source(manifest2)
 
-    assert all(splits2.get(f) == s for f, s in splits1.items()), (
-        "an existing image moved or left"
-    )
+    assert all(splits2.get(f) == s for f, s in splits1.items()), "an existing image moved or left"
     old = {r["file"]: (r["status"], r["reason"]) for r in manifest1 if r["file"]}
-    assert all(
-        (r["status"], r["reason"]) == old[r["file"]]
-        for r in manifest2
-        if r["file"] in old
-    )
+    assert all((r["status"], r["reason"]) == old[r["file"]] for r in manifest2 if r["file"] in old)
     bridge = rows2["zB.png"]
     a, c = rows2["zA.png"]["file"], rows2["zC.png"]["file"]
     assert (bridge["status"], bridge["reason"], bridge["dup_of"]) == (
@@ -141,10 +117,7 @@ def test_folder_additions_keep_existing_splits_and_quarantine_the_newcomers(
         "near_duplicate",
         a,
     )
-    assert (
-        f"{a} (distance 2)" in bridge["detail"]
-        and f"{c} (distance 4)" in bridge["detail"]
-    )
+    assert f"{a} (distance 2)" in bridge["detail"] and f"{c} (distance 4)" in bridge["detail"]
     copy = rows2["zz_cat_copy.jpg"]
     assert (copy["status"], copy["reason"], copy["dup_of"]) == (
         "quarantined",
@@ -152,7 +125,5 @@ def test_folder_additions_keep_existing_splits_and_quarantine_the_newcomers(
         rows2["c03.png"]["file"],
     )
     assert rows2["c03.png"]["status"] == "kept"
-    assert {rows2["zz_new.png"]["status"]} == {"kept"} and len(splits2) == len(
-        splits1
-    ) + 2
+    assert {rows2["zz_new.png"]["status"]} == {"kept"} and len(splits2) == len(splits1) + 2
     assert len(manifest2) == len(manifest1) + 4  # every file that came in has its row

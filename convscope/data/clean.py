@@ -22,12 +22,13 @@ import logging
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import imagehash
 
 from convscope import atomic
-from convscope.data import dedup, imageio
+from convscope.data import dedup, imageio, review
 
 # Files the crawl stage writes beside the images, decided by name, not extension,
 # so a .txt or .svg posing as an image still gets its row. The ledger owns the list.
@@ -59,9 +60,7 @@ def raw_files(raw_root: Path, cls: str) -> list[Path]:
     """The raw image files of one class: every plain file but our sidecars, sorted."""
     folder = Path(raw_root) / cls
     if not folder.is_dir():
-        raise CleanError(
-            f"class {cls!r}: raw folder {folder} does not exist; run the crawl stage for it first"
-        )
+        raise CleanError(f"class {cls!r}: raw folder {folder} does not exist; run the crawl stage for it first")
     files = []
     for p in sorted(folder.iterdir()):
         if p.name in SIDECARS:
@@ -85,14 +84,10 @@ def _inspect(cls: str, path: Path, options: dict) -> dict:
     try:
         row["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError as e:
-        row.update(
-            status=QUARANTINED, reason=imageio.UNDECODABLE, detail=f"cannot read: {e}"
-        )
+        row.update(status=QUARANTINED, reason=imageio.UNDECODABLE, detail=f"cannot read: {e}")
         return row
     try:
-        img = imageio.load_rgb(
-            path, draft_size=_DRAFT, max_pixels=options["max_pixels"]
-        )
+        img = imageio.load_rgb(path, draft_size=_DRAFT, max_pixels=options["max_pixels"])
     except imageio.ImageRejected as e:
         row.update(e.header)
         row.update(status=QUARANTINED, reason=e.reason, detail=e.detail)
@@ -118,9 +113,7 @@ def _inspect(cls: str, path: Path, options: dict) -> dict:
 
 def summary_table(by_class: dict[str, list[dict]]) -> str:
     """Per class: raw, kept, quarantined, and quarantined by reason."""
-    reasons = sorted(
-        {r["reason"] for rows in by_class.values() for r in rows if r["reason"]}
-    )
+    reasons = sorted({r["reason"] for rows in by_class.values() for r in rows if r["reason"]})
     header = ["class", "raw", "kept", "quarantined", *reasons]
     lines = [header]
     totals = Counter()
@@ -138,9 +131,7 @@ def summary_table(by_class: dict[str, list[dict]]) -> str:
         lines.append(line)
     lines.append(["TOTAL", *(totals[h] for h in header[1:])])
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(str(v).rjust(w) for v, w in zip(line, widths)) for line in lines
-    )
+    return "\n".join("  ".join(str(v).rjust(w) for v, w in zip(line, widths)) for line in lines)
 
 
 def import_rejects(raw_root: Path, cls: str) -> list[dict]:
@@ -196,11 +187,7 @@ def _ledger_sources(raw_root: Path, cls: str) -> dict[str, str]:
     if not path.is_file():
         return {}
     with open(path, newline="") as f:
-        return {
-            f"{cls}/{r['file']}": r["url_or_path"]
-            for r in csv.DictReader(f)
-            if r.get("file")
-        }
+        return {f"{cls}/{r['file']}": r["url_or_path"] for r in csv.DictReader(f) if r.get("file")}
 
 
 def options_path(manifest_csv: Path) -> Path:
@@ -220,11 +207,7 @@ def read_prior(prior_csv: Path | None, options: dict) -> dict[str, dict]:
                     prior_csv, made_with, deciding)  # fmt: skip
         return {}
     with open(prior_csv, newline="") as f:
-        rows = [
-            r
-            for r in csv.DictReader(f)
-            if r.get("file") and r.get("stage", "clean") == "clean"
-        ]
+        rows = [r for r in csv.DictReader(f) if r.get("file") and r.get("stage", "clean") == "clean"]
     # A row a review changed is decided afresh, so removing the review restores the automatic decision.
     return {r["file"]: r for r in rows if not r.get("review")}
 
@@ -232,95 +215,75 @@ def read_prior(prior_csv: Path | None, options: dict) -> dict[str, dict]:
 _DECISION = ("status", "reason", "dup_of", "cluster", "detail")
 
 
-def decide(
-    by_class: dict[str, list[dict]], prior: dict[str, dict], threshold: int
-) -> int:
+def decide(by_class: dict[str, list[dict]], prior: dict[str, dict], threshold: int) -> int:
     """Keep the prior's decisions for unchanged files, decide the newcomers; return how many were new."""
     established, newcomers = {c: [] for c in by_class}, {c: [] for c in by_class}
     for cls, rows in by_class.items():
         for r in rows:
             before = prior.get(r["file"])
-            if (
-                before is not None
-                and before["sha256"] == r["sha256"]
-                and before["cls"] == r["cls"]
-            ):
+            if before is not None and before["sha256"] == r["sha256"] and before["cls"] == r["cls"]:
                 r.update({k: before.get(k, "") for k in _DECISION})
                 established[cls].append(r)
             else:
                 newcomers[cls].append(r)
     every = [r for rows in established.values() for r in rows]
-    dedup.mark_ambiguous(
-        every, [r for rows in newcomers.values() for r in rows], threshold
-    )
+    dedup.mark_ambiguous(every, [r for rows in newcomers.values() for r in rows], threshold)
     for cls in by_class:
         dedup.collapse(established[cls], newcomers[cls], threshold)
     return sum(len(rows) for rows in newcomers.values())
 
 
+@dataclass(frozen=True)
+class Memory:
+    """What clean remembers and obeys besides the raw folders."""
+
+    prior: Path | None = None  # the previous manifest: its decisions stand for unchanged files
+    review: Path | None = None  # the user's review file (config clean.review)
+
+
 def clean(
-    raw_root: Path, classes: list[str], options: dict, out_csv: Path, *, prior: Path | None = None,
-    threads: int | None = None,
-) -> list[dict]:  # fmt: skip
+    raw_root: Path, classes: list[str], options: dict, out_csv: Path, memory: Memory = Memory(), threads: int = 0
+) -> list[dict]:
     """Write the clean manifest for `classes` under `raw_root`; return its rows.
 
     options: the config's `clean` section (min_side, max_pixels, near_duplicate_distance).
-    prior: a previous manifest of these folders; its decisions stand for unchanged files.
     Raises CleanError naming the class when a class ends with no kept image.
     """
     raw_root = Path(raw_root)
-    threshold = int(options["near_duplicate_distance"])
-    earlier = read_prior(prior, options)  # read before anything is written
+    earlier = read_prior(memory.prior, options)  # read before anything is written
+    decisions = review.read_review(memory.review, classes) if memory.review else {}
     files = {cls: raw_files(raw_root, cls) for cls in classes}
     jobs = [(cls, p) for cls in classes for p in files[cls]]
-    log.info(
-        "clean: %d raw files in %d classes under %s", len(jobs), len(classes), raw_root
-    )
-    threads = threads or min(
-        8, (os.cpu_count() or 1) + 2
-    )  # decoding is I/O + GIL-free C
+    log.info("clean: %d raw files in %d classes under %s", len(jobs), len(classes), raw_root)
+    threads = threads or min(8, (os.cpu_count() or 1) + 2)  # decoding is I/O + GIL-free C
     by_class: dict[str, list[dict]] = {cls: [] for cls in classes}
     with ThreadPoolExecutor(max_workers=threads) as pool:
         # map keeps input order, so the manifest is sorted and deterministic.
-        for n, row in enumerate(
-            pool.map(lambda job: _inspect(job[0], job[1], options), jobs), 1
-        ):
+        for n, row in enumerate(pool.map(lambda job: _inspect(job[0], job[1], options), jobs), 1):
             by_class[row["cls"]].append(row)
             if n % 500 == 0:
                 log.info("clean: inspected %d/%d files", n, len(jobs))
-    new = decide(by_class, earlier, threshold)
-    log.info(
-        "clean: %d files decided before keep their decision, %d newcomers decided now",
-        len(jobs) - new,
-        new,
-    )
+    new = decide(by_class, earlier, int(options["near_duplicate_distance"]))
+    log.info("clean: %d files keep their earlier decision, %d newcomers decided now", len(jobs) - new, new)
     for cls in classes:
         sources = _ledger_sources(raw_root, cls)
         for r in by_class[cls]:
             r["source"] = sources.get(r["file"], "")
         by_class[cls] += import_rejects(raw_root, cls)
     rows = [r for cls in classes for r in by_class[cls]]
-    assert sum(len(f) for f in files.values()) == sum(
-        r["stage"] == "clean" for r in rows
-    )  # one row per raw file
-    log.info(
-        "clean summary (raw = kept + quarantined; rows at import included):\n%s",
-        summary_table(by_class),
-    )
-    _fail_on_empty(by_class)
+    assert len(jobs) == sum(r["stage"] == "clean" for r in rows)  # one row per raw file
+    if decisions:
+        review.apply_review(rows, decisions, str(memory.review))
+    by_label = {cls: [r for r in rows if r["cls"] == cls] for cls in classes}  # after relabels
+    log.info("clean summary (raw = kept + quarantined; rows at import included):\n%s", summary_table(by_label))
+    _fail_on_empty(by_label)
     atomic.write_csv(out_csv, rows, COLUMNS)
-    atomic.write_bytes(
-        options_path(out_csv), json.dumps({k: options[k] for k in DECIDING}).encode()
-    )
+    atomic.write_bytes(options_path(out_csv), json.dumps({k: options[k] for k in DECIDING}).encode())
     return rows
 
 
 def _fail_on_empty(by_class: dict[str, list[dict]]) -> None:
-    empty = [
-        cls
-        for cls, rows in by_class.items()
-        if not any(r["status"] == KEPT for r in rows)
-    ]
+    empty = [cls for cls, rows in by_class.items() if not any(r["status"] == KEPT for r in rows)]
     if empty:
         details = "; ".join(
             f"class {cls!r}: {len(by_class[cls])} raw files, none kept "

@@ -38,26 +38,20 @@ def distances(hashes: np.ndarray, h: int) -> np.ndarray:
     return np.bitwise_count(hashes ^ np.uint64(h))
 
 
-def _matches(
-    pool: list[dict], hashes: np.ndarray, row: dict, threshold: int
-) -> list[tuple[int, dict]]:
+def _matches(pool: list[dict], hashes: np.ndarray, row: dict, threshold: int) -> list[tuple[int, dict]]:
     """(distance, pool row) of every pool row within threshold of `row`, closest first."""
     if not len(pool) or threshold < 0:
         return []
     d = distances(hashes, phash_int(row))
     idx = np.nonzero(d <= threshold)[0]
-    return sorted(
-        ((int(d[i]), pool[i]) for i in idx), key=lambda m: (m[0], m[1]["file"])
-    )
+    return sorted(((int(d[i]), pool[i]) for i in idx), key=lambda m: (m[0], m[1]["file"]))
 
 
 def _named(matches: list[tuple[int, dict]]) -> str:
     return ", ".join(f"{m['file']} (distance {d})" for d, m in matches)
 
 
-def mark_ambiguous(
-    established: list[dict], newcomers: list[dict], threshold: int
-) -> None:
+def mark_ambiguous(established: list[dict], newcomers: list[dict], threshold: int) -> None:
     """Quarantine newcomers whose bytes or phash match a kept image of another class."""
     # Established ambiguous images count too: a new copy of a known ambiguous picture is ambiguous.
     kept = [r for r in established if r["status"] == KEPT or r["reason"] == AMBIGUOUS]
@@ -67,9 +61,7 @@ def mark_ambiguous(
         classes_of.setdefault(r["sha256"], {}).setdefault(r["cls"], r["file"])
     hits: dict[int, list[tuple[int, dict]]] = {}
     for r in usable:
-        for cls, file in classes_of[
-            r["sha256"]
-        ].items():  # exact copies, also when phash is off
+        for cls, file in classes_of[r["sha256"]].items():  # exact copies, also when phash is off
             if cls != r["cls"]:
                 hits.setdefault(id(r), []).append((0, {"file": file}))
     pool = kept + usable
@@ -99,9 +91,7 @@ def mark_ambiguous(
 
 def collapse(established: list[dict], newcomers: list[dict], threshold: int) -> None:
     """Within one class: newcomers that duplicate or nearly duplicate a kept image are quarantined."""
-    first = {
-        r["sha256"]: r for r in reversed(established) if r["sha256"] and r["phash"]
-    }
+    first = {r["sha256"]: r for r in reversed(established) if r["sha256"] and r["phash"]}
     pool = [r for r in established if r["status"] == KEPT]
     hashes = np.array([phash_int(r) for r in pool], dtype=np.uint64)
     for r in newcomers:
@@ -116,9 +106,7 @@ def collapse(established: list[dict], newcomers: list[dict], threshold: int) -> 
         near = _matches(pool, hashes, r, threshold)
         if near:
             closest = near[0][1]
-            bridge = (
-                " (it would join kept images that are apart)" if len(near) > 1 else ""
-            )
+            bridge = " (it would join kept images that are apart)" if len(near) > 1 else ""
             r.update(
                 status=QUARANTINED,
                 reason=NEAR_DUPLICATE,

@@ -45,9 +45,7 @@ def listing(path) -> str:
     files = source_files(root)
     for p in files:
         st = p.stat()
-        digest.update(
-            f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()
-        )
+        digest.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return f"{len(files)} files, sha256 {digest.hexdigest()[:16]}"
 
 
