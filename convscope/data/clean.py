@@ -28,7 +28,7 @@ from pathlib import Path
 import imagehash
 
 from convscope import atomic
-from convscope.data import dedup, imageio, review
+from convscope.data import dedup, imageio, quality, review
 
 # Files the crawl stage writes beside the images, decided by name, not extension,
 # so a .txt or .svg posing as an image still gets its row. The ledger owns the list.
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 COLUMNS = [
     "cls", "file", "sha256", "phash", "width", "height", "mode", "format",
     "status", "reason", "dup_of", "cluster", "detail", "stage", "source", "review",
+    *quality.COLUMNS,
 ]  # fmt: skip
 KEPT, QUARANTINED = dedup.KEPT, dedup.QUARANTINED
 TOO_SMALL = "too_small"
@@ -107,6 +108,7 @@ def _inspect(cls: str, path: Path, options: dict) -> dict:
         )
         return row
     row["phash"] = str(imagehash.phash(img))
+    row.update(quality.measure(img, (width, height)))
     row["status"] = KEPT
     return row
 
@@ -274,6 +276,7 @@ def clean(
     assert len(jobs) == sum(r["stage"] == "clean" for r in rows)  # one row per raw file
     if decisions:
         review.apply_review(rows, decisions, str(memory.review))
+    quality.flag_rows([r for r in rows if r["status"] == KEPT], options.get("quality") or {})
     by_label = {cls: [r for r in rows if r["cls"] == cls] for cls in classes}  # after relabels
     log.info("clean summary (raw = kept + quarantined; rows at import included):\n%s", summary_table(by_label))
     _fail_on_empty(by_label)
