@@ -27,6 +27,7 @@ include: "rules/clean.smk"
 include: "rules/prepare.smk"
 include: "rules/train.smk"
 include: "rules/analyse.smk"
+include: "rules/audit.smk"
 include: "rules/report.smk"
 
 
@@ -37,4 +38,5 @@ rule all:
         trained_all(),
         f"{R}/analysis/grid/index.json",
         analyses_all,
+        audit_all(),
         rules.report.output,

@@ -47,6 +47,35 @@ REPORT = config["report"]
 NEEDS_GRID = {"grid", "backbones", "explanations", "compute"}
 
 
+# ---- audit (rules/audit.smk) ----------------------------------------------------
+AUDIT_OPTIONS = {k: v for k, v in config["audit"].items() if k != "backbones"}
+
+
+def audited_backbones():
+    named = config["audit"]["backbones"]
+    unknown = sorted(set(named) - set(config["backbones"]))
+    if unknown:
+        sys.exit(
+            f"config key audit.backbones: {unknown} not in backbones {list(config['backbones'])}"
+        )
+    return named or list(config["backbones"])
+
+
+def audit_files(backbone):
+    return {
+        k: f"{R}/audit/{backbone}/{name}"
+        for k, name in (
+            ("issues", "label_issues.csv"),
+            ("leakage", "leakage.csv"),
+            ("summary", "audit.json"),
+        )
+    }
+
+
+def audit_all():
+    return [f for b in audited_backbones() for f in audit_files(b).values()]
+
+
 def report_inputs(wildcards):
     sections = set(REPORT["sections"])
     inputs = {}
@@ -54,6 +83,9 @@ def report_inputs(wildcards):
         inputs["crawl"] = expand(f"{R}/raw/{{cls}}/crawl.json", cls=CLASSES)
         inputs["manifest"] = f"{R}/clean/manifest.csv"
         inputs["splits"] = f"{R}/clean/splits.csv"
+    if "audit" in sections:
+        inputs["audit"] = audit_all()
+        inputs.setdefault("manifest", f"{R}/clean/manifest.csv")
     if sections & NEEDS_GRID:
         inputs["grid"] = f"{R}/analysis/grid/index.json"
     if sections & {"backbones", "explanations"}:

@@ -1,0 +1,27 @@
+# The data audit per backbone: label issues (cleanlab on k-fold probabilities) and
+# near-twins across splits, both on the frozen-base embeddings of the embed rule.
+# No network pass and no Keras: seconds of scikit-learn per backbone.
+
+
+rule audit:
+    input:
+        embeddings=expand(f"{R}/features/{{{{backbone}}}}/{{split}}.npy", split=SPLITS),
+        index=lambda wc: [prepared_split(wc.backbone, s, "index.csv") for s in SPLITS],
+        labels=lambda wc: [prepared_split(wc.backbone, s, "labels.npy") for s in SPLITS],
+    output:
+        issues=f"{R}/audit/{{backbone}}/label_issues.csv",
+        leakage=f"{R}/audit/{{backbone}}/leakage.csv",
+        summary=f"{R}/audit/{{backbone}}/audit.json",
+    log:
+        f"{R}/logs/audit/{{backbone}}.log",
+    benchmark:
+        f"{R}/benchmarks/audit/{{backbone}}.tsv"
+    wildcard_constraints:
+        backbone=BACKBONE,
+    conda:
+        "../envs/train.yaml"
+    params:
+        classes=CLASSES,
+        options={**AUDIT_OPTIONS, "seed": config["seed"]},
+    script:
+        "../scripts/audit.py"
