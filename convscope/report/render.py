@@ -25,6 +25,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from convscope.report import collect
+from convscope.report.audit_section import build_audit
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,9 @@ def _item(item: dict, folder: Path, dest: str, assets: Assets) -> dict:
     elif item["kind"] == "json":
         value = json.loads(source.read_text(encoding="utf-8"))
         # A flat mapping of numbers and words reads best as a small table.
-        flat = isinstance(value, dict) and all(isinstance(v, (str, int, float, bool, type(None))) for v in value.values())
+        flat = isinstance(value, dict) and all(
+            isinstance(v, (str, int, float, bool, type(None))) for v in value.values()
+        )
         out["pairs"] = [(k, fmt(v)) for k, v in value.items()] if flat and len(value) <= 40 else None
         text = json.dumps(value, indent=1)
         out["json"] = text if len(text) < 20000 else text[:20000] + "\n… (truncated; see the file)"
@@ -235,6 +238,8 @@ def build_context(results: Path, out_dir: Path, options: dict, *, config: dict, 
         nav.append(("data", "Data"))
 
     need_best = any(s in sections for s in ("grid", "backbones", "explanations"))
+    # The audit shows the best runs' test accuracy when their analyses are in the report anyway.
+    need_best = need_best or ("audit" in sections and "backbones" in sections)
     best = collect.best_runs(grid_dir) if need_best else {}
     runs = collect.grid_runs(grid_dir) if ("grid" in sections or "compute" in sections) else None
 
@@ -300,6 +305,9 @@ def build_context(results: Path, out_dir: Path, options: dict, *, config: dict, 
             throughput.append({"backbone": b, "run": r, "images_per_s": ips})
         ctx["compute"] = {**bench, "throughput": throughput}
         nav.append(("compute", "Compute cost"))
+    if "audit" in sections:
+        ctx["audit"] = build_audit(results, classes, assets, {b: info["run"] for b, info in best.items()})
+        nav.insert(1 if "data" in sections else 0, ("audit", "Data audit"))
     ctx["nav"] = nav
     return ctx
 
@@ -342,7 +350,7 @@ def _csp_hash(text: str) -> str:
 
 
 def render_page(ctx: dict, embed: bool) -> str:
-    css, js = _static("report.css"), _static("report.js")
+    css, js = _static("report.css"), _static("report.js") + "\n" + _static("review.js")
     img = "data:" if embed else "'self' data:"
     csp = (
         f"default-src 'none'; img-src {img}; style-src {_csp_hash(css)}; script-src {_csp_hash(js)}; "
