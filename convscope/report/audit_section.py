@@ -76,7 +76,7 @@ def quality(manifest: list[dict], thumbs: Thumbs) -> dict:
             "count": len(rows),
             "examples": [
                 {"file": r["file"], "cls": r["cls"], "thumb": thumbs(r["file"]), "note": flag} for r in rows[:PER_FLAG]
-            ],  # fmt: skip
+            ],
         }
         for flag, rows in sorted(by_flag.items())
     ]
