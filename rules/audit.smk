@@ -5,17 +5,15 @@
 
 rule audit:
     input:
-        embeddings=expand(f"{R}/features/{{{{backbone}}}}/{{split}}.npy", split=SPLITS),
+        embeddings=L.embeddings("{backbone}"),
         index=lambda wc: [prepared_split(wc.backbone, s, "index.csv") for s in SPLITS],
         labels=lambda wc: [prepared_split(wc.backbone, s, "labels.npy") for s in SPLITS],
     output:
-        issues=f"{R}/audit/{{backbone}}/label_issues.csv",
-        leakage=f"{R}/audit/{{backbone}}/leakage.csv",
-        summary=f"{R}/audit/{{backbone}}/audit.json",
+        **audit_files("{backbone}"),
     log:
-        f"{R}/logs/audit/{{backbone}}.log",
+        L.log("audit", "{backbone}"),
     benchmark:
-        f"{R}/benchmarks/audit/{{backbone}}.tsv"
+        L.benchmark("audit", "{backbone}")
     wildcard_constraints:
         backbone=BACKBONE,
     conda:

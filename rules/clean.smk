@@ -4,16 +4,16 @@
 
 rule clean:
     input:
-        raw=expand(f"{R}/raw/{{cls}}/crawl.json", cls=CLASSES),
+        raw=[L.crawl_summary(c) for c in CLASSES],
         # The user's decisions (config clean.review): editing the file reruns clean.
         review=[config["clean"]["review"]] if config["clean"]["review"] else [],
     output:
         # update(): not removed before the job runs; clean reads it as the prior decisions.
-        update(f"{R}/clean/manifest.csv"),
+        update(L.clean_manifest),
     log:
-        f"{R}/logs/clean.log",
+        L.log("clean"),
     benchmark:
-        f"{R}/benchmarks/clean.tsv"
+        L.benchmark("clean")
     group:
         "data"
     conda:
@@ -27,13 +27,13 @@ rule clean:
 
 rule split:
     input:
-        f"{R}/clean/manifest.csv",
+        L.clean_manifest,
     output:
-        f"{R}/clean/splits.csv",
+        L.splits_csv,
     log:
-        f"{R}/logs/split.log",
+        L.log("split"),
     benchmark:
-        f"{R}/benchmarks/split.tsv"
+        L.benchmark("split")
     group:
         "data"
     conda:

@@ -1,13 +1,14 @@
 from pathlib import Path
 
-from convscope.data.audit import AuditPaths, run_audit
-from convscope.logs import job_log
+from convscope.entry import job
 
-with job_log(snakemake.log[0]):
+with job(snakemake):
+    from convscope.data.audit import AuditPaths, run_audit
+
     run_audit(
-        Path(snakemake.input.embeddings[0]).parent,
-        Path(snakemake.input.index[0]).parent,
-        snakemake.params.classes,
-        snakemake.params.options,
-        AuditPaths(Path(snakemake.output.issues), Path(snakemake.output.leakage), Path(snakemake.output.summary)),
+        features_dir=Path(snakemake.input.embeddings[0]).parent,
+        prepared_dir=Path(snakemake.input.index[0]).parent,
+        classes=snakemake.params.classes,
+        options=snakemake.params.options,
+        out=AuditPaths(Path(snakemake.output.issues), Path(snakemake.output.leakage), Path(snakemake.output.summary)),
     )

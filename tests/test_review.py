@@ -6,8 +6,8 @@ from __future__ import annotations
 import csv
 
 import pytest
-from conftest import tiny_config
 
+from conftest import tiny_config
 from convscope.data.review import ReviewError, read_review
 
 SPLITS = "results/clean/splits.csv"

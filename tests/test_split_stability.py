@@ -10,8 +10,9 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import tiny_config
 from PIL import Image
+
+from conftest import tiny_config
 
 SPLITS_CSV = "results/clean/splits.csv"
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-KEPT, QUARANTINED = "kept", "quarantined"
+from convscope.records import KEPT, QUARANTINED  # the manifest status strings, one place
+
 DUPLICATE = "duplicate"
 NEAR_DUPLICATE = "near_duplicate"
 AMBIGUOUS = "ambiguous_label"

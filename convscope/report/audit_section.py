@@ -13,6 +13,7 @@ import json
 import logging
 from pathlib import Path
 
+from convscope import layout
 from convscope.report import collect
 
 log = logging.getLogger(__name__)
@@ -103,10 +104,10 @@ def test_accuracies(predictions: Path, twins: set[str], flagged: set[str]) -> di
 
 def backbone_audit(results: Path, backbone: str, ctx: dict) -> dict:
     """One backbone's label issues and leakage pairs; ctx: thumbs, planted, flagged, best run."""
-    folder = results / "audit" / backbone
-    summary = collect.read_json(folder / "audit.json", f"audit rule ({backbone})")
-    issues = collect.read_csv(folder / "label_issues.csv", f"audit rule ({backbone})")
-    leaks = collect.read_csv(folder / "leakage.csv", f"audit rule ({backbone})")
+    paths = layout.Results(results)
+    summary = collect.read_json(paths.audit_summary(backbone), f"audit rule ({backbone})")
+    issues = collect.read_csv(paths.label_issues(backbone), f"audit rule ({backbone})")
+    leaks = collect.read_csv(paths.leakage(backbone), f"audit rule ({backbone})")
     thumbs, planted = ctx["thumbs"], ctx["planted"]
     flagged_issues = [r for r in issues if r["issue"] == "True"]
     cards = [
@@ -120,13 +121,13 @@ def backbone_audit(results: Path, backbone: str, ctx: dict) -> dict:
     top_k = {r["file"] for r in issues[:k]}
     pairs = [{**r, "thumb": thumbs(r["file"]), "twin_thumb": thumbs(r["twin"])} for r in leaks[:PAIRS_SHOWN]]
     run = ctx["best"].get(backbone)
-    preds = results / "analysis" / backbone / run / "predictions.csv" if run else Path("/nonexistent")
+    preds = paths.analysis_dir(backbone, run) / "predictions.csv" if run else Path("/nonexistent")
     return {
         "name": backbone,
         "summary": summary,
         "issues": cards,
-        "issues_csv": ctx["assets"].add(folder / "label_issues.csv", f"audit/{backbone}/label_issues.csv"),
-        "leakage_csv": ctx["assets"].add(folder / "leakage.csv", f"audit/{backbone}/leakage.csv"),
+        "issues_csv": ctx["assets"].add(paths.label_issues(backbone), f"audit/{backbone}/label_issues.csv"),
+        "leakage_csv": ctx["assets"].add(paths.leakage(backbone), f"audit/{backbone}/leakage.csv"),
         "planted": {"n": k, "in_issue_set": len(in_set & set(planted)), "in_top_k": len(top_k & set(planted))}
         if k
         else None,
@@ -139,7 +140,7 @@ def backbone_audit(results: Path, backbone: str, ctx: dict) -> dict:
 def build_audit(results: Path, classes: list[str], assets, best: dict) -> dict:
     """The audit section's context; `best`: {backbone: run} (empty when runs are not reported)."""
     results = Path(results)
-    manifest = collect.read_csv(results / "clean" / "manifest.csv", "clean stage (rule clean)")
+    manifest = collect.read_csv(layout.Results(results).clean_manifest, "clean stage (rule clean)")
     thumbs = Thumbs(results, assets.root)
     ctx = {
         "thumbs": thumbs,
