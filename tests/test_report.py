@@ -506,7 +506,7 @@ def _browser_check(results: Path, tmp_path: Path):
         return
     if CHROMIUM is None:
         return
-    browser = Browser(tmp_path / "chromium-profile")
+    browser = Browser()
     try:
         with serve(results) as base:
             browser.load(f"{base}/report/index.html")
