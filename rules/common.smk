@@ -49,6 +49,13 @@ wildcard_constraints:
     split="|".join(SPLITS),
 
 
+def crawl_listing(cls):
+    from convscope.data.folder_import import listing
+
+    opts = cfg.crawl_params(config, cls)
+    return listing(opts["path"]) if opts["source"] == "folder" else ""
+
+
 def prepared_all():
     return [f for size in SIZES for f in L.prepared_files(size)]
 
@@ -60,6 +67,32 @@ REPORT = config["report"]
 NEEDS_GRID = {"grid", "backbones", "explanations", "compute"}
 
 
+# ---- audit (rules/audit.smk) ----------------------------------------------------
+AUDIT_OPTIONS = {k: v for k, v in config["audit"].items() if k != "backbones"}
+
+
+def audited_backbones():
+    named = config["audit"]["backbones"]
+    unknown = sorted(set(named) - set(config["backbones"]))
+    if unknown:
+        sys.exit(
+            f"config key audit.backbones: {unknown} not in backbones {list(config['backbones'])}"
+        )
+    return named or list(config["backbones"])
+
+
+def audit_files(backbone):
+    return {
+        "issues": L.label_issues(backbone),
+        "leakage": L.leakage(backbone),
+        "summary": L.audit_summary(backbone),
+    }
+
+
+def audit_all():
+    return [f for b in audited_backbones() for f in audit_files(b).values()]
+
+
 def report_inputs(wildcards):
     sections = set(REPORT["sections"])
     inputs = {}
@@ -67,6 +100,9 @@ def report_inputs(wildcards):
         inputs["crawl"] = [L.crawl_summary(c) for c in CLASSES]
         inputs["manifest"] = L.clean_manifest
         inputs["splits"] = L.splits_csv
+    if "audit" in sections:
+        inputs["audit"] = audit_all()
+        inputs.setdefault("manifest", L.clean_manifest)
     if sections & NEEDS_GRID:
         inputs["grid"] = L.grid_index
         inputs["runs"] = L.runs_csv
