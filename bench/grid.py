@@ -73,7 +73,11 @@ SMALL = {
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--small", action="store_true", help="the 2-CPU-core shape (defaults: config.yaml's shape)")
+    p.add_argument(
+        "--small",
+        action="store_true",
+        help="the 2-CPU-core shape (defaults: config.yaml's shape)",
+    )
     p.add_argument("--classes", type=int)
     p.add_argument("--images", type=int, help="images per class")
     p.add_argument("--backbones", nargs="+", help="NAME:INPUT_SIZE ...")
@@ -86,13 +90,43 @@ def parse_args(argv=None):
     p.add_argument("--C", nargs="+", type=float)
     p.add_argument("--backend", default="tensorflow", choices=["tensorflow", "jax"])
     p.add_argument("--cores", type=int, default=os.cpu_count())
-    p.add_argument("--threads", type=int, default=1, help="config train.threads (cores per training job)")
-    p.add_argument("--gpu", action="store_true", help="GPU jobs claim the GPU resource (train.gpu: true)")
-    p.add_argument("--gpus", type=int, default=1, help="GPUs on this machine (--resources gpu=N)")
-    p.add_argument("--jobs-per-gpu", type=int, help="config train.jobs_per_gpu (left out: the code's default)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=YAML", help="extra train.* config keys")
-    p.add_argument("--repo", type=Path, default=REPO, help="checkout whose Snakefile and convscope run")
-    p.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="config train.threads (cores per training job)",
+    )
+    p.add_argument(
+        "--gpu",
+        action="store_true",
+        help="GPU jobs claim the GPU resource (train.gpu: true)",
+    )
+    p.add_argument(
+        "--gpus", type=int, default=1, help="GPUs on this machine (--resources gpu=N)"
+    )
+    p.add_argument(
+        "--jobs-per-gpu",
+        type=int,
+        help="config train.jobs_per_gpu (left out: the code's default)",
+    )
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=YAML",
+        help="extra train.* config keys",
+    )
+    p.add_argument(
+        "--repo",
+        type=Path,
+        default=REPO,
+        help="checkout whose Snakefile and convscope run",
+    )
+    p.add_argument(
+        "--keep",
+        type=Path,
+        help="work in this folder and keep it (default: a temporary one)",
+    )
     p.add_argument("--json", type=Path, help="write the numbers here")
     args = p.parse_args(argv)
     shape = SMALL if args.small else REAL
@@ -106,7 +140,10 @@ def make_config(args) -> dict:
     backbones = {}
     for spec in args.backbones:
         name, _, size = spec.partition(":")
-        backbones[name] = {"weights": "none", **({"input_size": int(size)} if size else {})}
+        backbones[name] = {
+            "weights": "none",
+            **({"input_size": int(size)} if size else {}),
+        }
     train = {
         "backend": args.backend,
         "strategies": list(args.strategies),
@@ -134,9 +171,17 @@ def make_config(args) -> dict:
     return {
         "report": {"title": "grid benchmark"},
         "seed": 1,
-        "classes": {SHAPES[i % len(SHAPES)] + ("" if i < len(SHAPES) else str(i)): {"shape": SHAPES[i % len(SHAPES)]}
-                    for i in range(args.classes)},
-        "crawl": {"source": "synthetic", "max_images": args.images, "synthetic": {"size": 64}},
+        "classes": {
+            SHAPES[i % len(SHAPES)] + ("" if i < len(SHAPES) else str(i)): {
+                "shape": SHAPES[i % len(SHAPES)]
+            }
+            for i in range(args.classes)
+        },
+        "crawl": {
+            "source": "synthetic",
+            "max_images": args.images,
+            "synthetic": {"size": 64},
+        },
         "clean": {"min_side": 16},
         "split": {"train": 0.7, "val": 0.15, "test": 0.15},
         "prepare": {"resize": "center_crop"},
@@ -148,17 +193,34 @@ def make_config(args) -> dict:
 
 def snakemake(args, workdir: Path, *targets: str) -> float:
     cmd = [
-        str(Path(sys.executable).parent / "snakemake"), "-s", str(args.repo / "Snakefile"),
-        "--directory", str(workdir), "--cores", str(args.cores), "--resources", f"gpu={args.gpus}",
-        "--configfile", str(workdir / "config.yaml"), "--quiet", "rules", "--", *targets,
+        str(Path(sys.executable).parent / "snakemake"),
+        "-s",
+        str(args.repo / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        str(args.cores),
+        "--resources",
+        f"gpu={args.gpus}",
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--quiet",
+        "rules",
+        "--",
+        *targets,
     ]
     env = {**os.environ, "PYTHONPATH": str(args.repo), "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, cwd=workdir, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        logs = "\n".join(f"[{p}]\n{p.read_text()[-2000:]}" for p in sorted((workdir / "results/logs").rglob("*.log")))
-        sys.exit(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-4000:]}\n{logs[-6000:]}")
+        logs = "\n".join(
+            f"[{p}]\n{p.read_text()[-2000:]}"
+            for p in sorted((workdir / "results/logs").rglob("*.log"))
+        )
+        sys.exit(
+            f"snakemake failed ({proc.returncode}):\n{proc.stderr[-4000:]}\n{logs[-6000:]}"
+        )
     return wall
 
 
@@ -167,18 +229,25 @@ def dry_run_targets(args, workdir: Path) -> list[str]:
     code = (
         "import sys, yaml; from convscope import config as cfg, grid\n"
         "c = yaml.safe_load(open(sys.argv[1])); cfg.load_and_validate(c)\n"
-        "for r in grid.runs(c): print(f\"results/models/{r.backbone}/{r.id}/metrics.json\")\n"
+        'for r in grid.runs(c): print(f"results/models/{r.backbone}/{r.id}/metrics.json")\n'
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, str(workdir / "config.yaml")], env={**os.environ, "PYTHONPATH": str(args.repo)},
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code, str(workdir / "config.yaml")],
+        env={**os.environ, "PYTHONPATH": str(args.repo)},
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return out.split()
 
 
 def prepared_targets(config) -> list[str]:
     sizes = {b.get("input_size") for b in config["backbones"].values()}
-    return [f"results/prepared/{s}/{split}.npy" for s in sizes for split in ("train", "val", "test")]
+    return [
+        f"results/prepared/{s}/{split}.npy"
+        for s in sizes
+        for split in ("train", "val", "test")
+    ]
 
 
 class GpuSampler:
@@ -189,8 +258,15 @@ class GpuSampler:
         self.proc = None
         if shutil.which("nvidia-smi"):
             self.proc = subprocess.Popen(
-                ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits",
-                 "-lms", "500"], stdout=subprocess.PIPE, text=True,
+                [
+                    "nvidia-smi",
+                    "--query-gpu=utilization.gpu,memory.used",
+                    "--format=csv,noheader,nounits",
+                    "-lms",
+                    "500",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
             )
             threading.Thread(target=self._read, daemon=True).start()
 
@@ -210,9 +286,12 @@ class GpuSampler:
         if not self.samples:
             return {"samples": 0}
         utils = [u for u, _ in self.samples]
-        return {"samples": len(utils), "mean_pct": round(statistics.mean(utils), 1),
-                "busy_pct": round(100 * sum(u > 0 for u in utils) / len(utils), 1),
-                "max_mem_mib": max(m for _, m in self.samples)}
+        return {
+            "samples": len(utils),
+            "mean_pct": round(statistics.mean(utils), 1),
+            "busy_pct": round(100 * sum(u > 0 for u in utils) / len(utils), 1),
+            "max_mem_mib": max(m for _, m in self.samples),
+        }
 
 
 def job_records(results: Path) -> list[dict]:
@@ -224,13 +303,25 @@ def job_records(results: Path) -> list[dict]:
                 row = next(csv.DictReader(f, delimiter="\t"))
             wall = float(row["s"])
             end = tsv.stat().st_mtime
-            rec = {"rule": rule, "job": str(tsv.relative_to(results / "benchmarks")), "wall_s": wall,
-                   "start": end - wall, "end": end}
+            rec = {
+                "rule": rule,
+                "job": str(tsv.relative_to(results / "benchmarks")),
+                "wall_s": wall,
+                "start": end - wall,
+                "end": end,
+            }
             if rule == "train":
                 backbone, run = tsv.parent.name, tsv.stem
-                m = json.loads((results / "models" / backbone / run / "metrics.json").read_text())
-                rec.update(compute_s=m["train_time_s"], run_wall_s=m.get("wall_s"), eval_s=m.get("eval_s"),
-                           fixed=m.get("fixed_cost_s", {}), env=m.get("job_env"))
+                m = json.loads(
+                    (results / "models" / backbone / run / "metrics.json").read_text()
+                )
+                rec.update(
+                    compute_s=m["train_time_s"],
+                    run_wall_s=m.get("wall_s"),
+                    eval_s=m.get("eval_s"),
+                    fixed=m.get("fixed_cost_s", {}),
+                    env=m.get("job_env"),
+                )
             jobs.append(rec)
     return jobs
 
@@ -242,8 +333,11 @@ def concurrency(jobs: list[dict]) -> dict:
         now += step
         peak = max(peak, now)
     span = max(j["end"] for j in jobs) - min(j["start"] for j in jobs)
-    return {"max": peak, "mean": round(sum(j["wall_s"] for j in jobs) / span, 2) if span else None,
-            "span_s": round(span, 2)}
+    return {
+        "max": peak,
+        "mean": round(sum(j["wall_s"] for j in jobs) / span, 2) if span else None,
+        "span_s": round(span, 2),
+    }
 
 
 def fixed_breakdown(train_jobs: list[dict]) -> dict:
@@ -252,7 +346,9 @@ def fixed_breakdown(train_jobs: list[dict]) -> dict:
     for j in train_jobs:
         items = dict(j["fixed"])
         items["eval_and_save"] = j["eval_s"]
-        items["outside_run (process start, script preamble)"] = j["wall_s"] - (j["run_wall_s"] or 0)
+        items["outside_run (process start, script preamble)"] = j["wall_s"] - (
+            j["run_wall_s"] or 0
+        )
         for key, value in items.items():
             if isinstance(value, (int, float)):
                 parts.setdefault(key, []).append(float(value))
@@ -267,8 +363,11 @@ def main(argv=None):
     config = make_config(args)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     targets = dry_run_targets(args, workdir)
-    print(f"grid: {len(targets)} runs on {args.backbones}, {args.classes} classes x {args.images} images, "
-          f"code {args.repo}, work {workdir}", flush=True)
+    print(
+        f"grid: {len(targets)} runs on {args.backbones}, {args.classes} classes x {args.images} images, "
+        f"code {args.repo}, work {workdir}",
+        flush=True,
+    )
     t0 = time.perf_counter()
     snakemake(args, workdir, *prepared_targets(config))
     print(f"data stages: {time.perf_counter() - t0:.1f} s (not counted)", flush=True)
@@ -290,9 +389,14 @@ def main(argv=None):
         "phase_wall_s": round(phase_wall, 2),
         "compute_s": round(compute, 2),
         "ratio": round(phase_wall / compute, 2) if compute else None,
-        "fixed_cost_per_job_s": {"median": round(statistics.median(fixed), 2), "min": round(min(fixed), 2),
-                                 "max": round(max(fixed), 2)},
-        "job_wall_median_s": round(statistics.median(j["wall_s"] for j in train_jobs), 2),
+        "fixed_cost_per_job_s": {
+            "median": round(statistics.median(fixed), 2),
+            "min": round(min(fixed), 2),
+            "max": round(max(fixed), 2),
+        },
+        "job_wall_median_s": round(
+            statistics.median(j["wall_s"] for j in train_jobs), 2
+        ),
         "fixed_breakdown_median_s": fixed_breakdown(train_jobs),
         "gpu_jobs_at_once": concurrency(gpu_jobs),
         "heads": {"n": len(heads), "first_start_after_phase_start_s": None},
@@ -302,8 +406,15 @@ def main(argv=None):
     if heads and gpu_jobs:
         first = min(j["start"] for j in gpu_jobs)
         last_train = max(j["end"] for j in train_jobs)
-        result["heads"] = {"n": len(heads), "started_before_last_train_end": sum(h["start"] < last_train for h in heads),
-                           "first_start_after_phase_start_s": round(min(h["start"] for h in heads) - first, 2)}
+        result["heads"] = {
+            "n": len(heads),
+            "started_before_last_train_end": sum(
+                h["start"] < last_train for h in heads
+            ),
+            "first_start_after_phase_start_s": round(
+                min(h["start"] for h in heads) - first, 2
+            ),
+        }
     report(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
@@ -313,16 +424,22 @@ def main(argv=None):
 
 
 def report(r: dict) -> None:
-    print(f"training phase wall: {r['phase_wall_s']:.1f} s for {r['trained_runs']} trained runs ({r['runs']} runs)")
+    print(
+        f"training phase wall: {r['phase_wall_s']:.1f} s for {r['trained_runs']} trained runs ({r['runs']} runs)"
+    )
     print(f"sum of per-run compute (epoch time): {r['compute_s']:.1f} s")
     print(f"ratio phase wall / compute: {r['ratio']}")
     f = r["fixed_cost_per_job_s"]
-    print(f"fixed cost per trained job (job wall - compute): median {f['median']:.2f} s "
-          f"(min {f['min']:.2f}, max {f['max']:.2f}); job wall median {r['job_wall_median_s']:.2f} s")
+    print(
+        f"fixed cost per trained job (job wall - compute): median {f['median']:.2f} s "
+        f"(min {f['min']:.2f}, max {f['max']:.2f}); job wall median {r['job_wall_median_s']:.2f} s"
+    )
     for key, value in r["fixed_breakdown_median_s"].items():
         print(f"    {key:48s} {value:8.3f} s")
     c = r["gpu_jobs_at_once"]
-    print(f"GPU jobs (train, embed) at once: max {c['max']}, mean {c['mean']} over {c['span_s']} s")
+    print(
+        f"GPU jobs (train, embed) at once: max {c['max']}, mean {c['mean']} over {c['span_s']} s"
+    )
     print(f"features heads: {r['heads']}")
     g = r["gpu_utilisation"]
     print(f"GPU utilisation: {g if g is not None else 'no nvidia-smi'}")
