@@ -101,9 +101,7 @@ def parse_args(argv=None):
         action="store_true",
         help="GPU jobs claim the GPU resource (train.gpu: true)",
     )
-    p.add_argument(
-        "--gpus", type=int, default=1, help="GPUs on this machine (--resources gpu=N)"
-    )
+    p.add_argument("--gpus", type=int, default=1, help="GPUs on this machine (--resources gpu=N)")
     p.add_argument(
         "--jobs-per-gpu",
         type=int,
@@ -172,9 +170,7 @@ def make_config(args) -> dict:
         "report": {"title": "grid benchmark"},
         "seed": 1,
         "classes": {
-            SHAPES[i % len(SHAPES)] + ("" if i < len(SHAPES) else str(i)): {
-                "shape": SHAPES[i % len(SHAPES)]
-            }
+            SHAPES[i % len(SHAPES)] + ("" if i < len(SHAPES) else str(i)): {"shape": SHAPES[i % len(SHAPES)]}
             for i in range(args.classes)
         },
         "crawl": {
@@ -193,7 +189,9 @@ def make_config(args) -> dict:
 
 def snakemake(args, workdir: Path, *targets: str) -> float:
     cmd = [
-        str(Path(sys.executable).parent / "snakemake"),
+        sys.executable,
+        "-m",
+        "snakemake",
         "-s",
         str(args.repo / "Snakefile"),
         "--directory",
@@ -214,13 +212,8 @@ def snakemake(args, workdir: Path, *targets: str) -> float:
     proc = subprocess.run(cmd, check=False, cwd=workdir, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        logs = "\n".join(
-            f"[{p}]\n{p.read_text()[-2000:]}"
-            for p in sorted((workdir / "results/logs").rglob("*.log"))
-        )
-        sys.exit(
-            f"snakemake failed ({proc.returncode}):\n{proc.stderr[-4000:]}\n{logs[-6000:]}"
-        )
+        logs = "\n".join(f"[{p}]\n{p.read_text()[-2000:]}" for p in sorted((workdir / "results/logs").rglob("*.log")))
+        sys.exit(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-4000:]}\n{logs[-6000:]}")
     return wall
 
 
@@ -243,11 +236,7 @@ def dry_run_targets(args, workdir: Path) -> list[str]:
 
 def prepared_targets(config) -> list[str]:
     sizes = {b.get("input_size") for b in config["backbones"].values()}
-    return [
-        f"results/prepared/{s}/{split}.npy"
-        for s in sizes
-        for split in ("train", "val", "test")
-    ]
+    return [f"results/prepared/{s}/{split}.npy" for s in sizes for split in ("train", "val", "test")]
 
 
 class GpuSampler:
@@ -312,9 +301,7 @@ def job_records(results: Path) -> list[dict]:
             }
             if rule == "train":
                 backbone, run = tsv.parent.name, tsv.stem
-                m = json.loads(
-                    (results / "models" / backbone / run / "metrics.json").read_text()
-                )
+                m = json.loads((results / "models" / backbone / run / "metrics.json").read_text())
                 rec.update(
                     compute_s=m["train_time_s"],
                     run_wall_s=m.get("wall_s"),
@@ -346,9 +333,7 @@ def fixed_breakdown(train_jobs: list[dict]) -> dict:
     for j in train_jobs:
         items = dict(j["fixed"])
         items["eval_and_save"] = j["eval_s"]
-        items["outside_run (process start, script preamble)"] = j["wall_s"] - (
-            j["run_wall_s"] or 0
-        )
+        items["outside_run (process start, script preamble)"] = j["wall_s"] - (j["run_wall_s"] or 0)
         for key, value in items.items():
             if isinstance(value, (int, float)):
                 parts.setdefault(key, []).append(float(value))
@@ -394,9 +379,7 @@ def main(argv=None):
             "min": round(min(fixed), 2),
             "max": round(max(fixed), 2),
         },
-        "job_wall_median_s": round(
-            statistics.median(j["wall_s"] for j in train_jobs), 2
-        ),
+        "job_wall_median_s": round(statistics.median(j["wall_s"] for j in train_jobs), 2),
         "fixed_breakdown_median_s": fixed_breakdown(train_jobs),
         "gpu_jobs_at_once": concurrency(gpu_jobs),
         "heads": {"n": len(heads), "first_start_after_phase_start_s": None},
@@ -408,12 +391,8 @@ def main(argv=None):
         last_train = max(j["end"] for j in train_jobs)
         result["heads"] = {
             "n": len(heads),
-            "started_before_last_train_end": sum(
-                h["start"] < last_train for h in heads
-            ),
-            "first_start_after_phase_start_s": round(
-                min(h["start"] for h in heads) - first, 2
-            ),
+            "started_before_last_train_end": sum(h["start"] < last_train for h in heads),
+            "first_start_after_phase_start_s": round(min(h["start"] for h in heads) - first, 2),
         }
     report(result)
     if args.json:
@@ -424,9 +403,7 @@ def main(argv=None):
 
 
 def report(r: dict) -> None:
-    print(
-        f"training phase wall: {r['phase_wall_s']:.1f} s for {r['trained_runs']} trained runs ({r['runs']} runs)"
-    )
+    print(f"training phase wall: {r['phase_wall_s']:.1f} s for {r['trained_runs']} trained runs ({r['runs']} runs)")
     print(f"sum of per-run compute (epoch time): {r['compute_s']:.1f} s")
     print(f"ratio phase wall / compute: {r['ratio']}")
     f = r["fixed_cost_per_job_s"]
@@ -437,9 +414,7 @@ def report(r: dict) -> None:
     for key, value in r["fixed_breakdown_median_s"].items():
         print(f"    {key:48s} {value:8.3f} s")
     c = r["gpu_jobs_at_once"]
-    print(
-        f"GPU jobs (train, embed) at once: max {c['max']}, mean {c['mean']} over {c['span_s']} s"
-    )
+    print(f"GPU jobs (train, embed) at once: max {c['max']}, mean {c['mean']} over {c['span_s']} s")
     print(f"features heads: {r['heads']}")
     g = r["gpu_utilisation"]
     print(f"GPU utilisation: {g if g is not None else 'no nvidia-smi'}")

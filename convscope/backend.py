@@ -41,9 +41,7 @@ def select(
     runtime starts, at the first operation, which comes later.
     """
     if name not in BACKENDS:
-        raise BackendError(
-            f"config key train.backend: {name!r} is not supported; allowed values: {list(BACKENDS)}"
-        )
+        raise BackendError(f"config key train.backend: {name!r} is not supported; allowed values: {list(BACKENDS)}")
     os.environ.update(_thread_env(threads))
     os.environ.update(gpu_memory_env(name, jobs_per_gpu))
     if "keras" in sys.modules:
@@ -71,9 +69,7 @@ def _thread_env(threads: int | None) -> dict:
     n = str(int(threads))
     env = {
         "TF_NUM_INTRAOP_THREADS": os.environ.get("TF_NUM_INTRAOP_THREADS", n),
-        "TF_NUM_INTEROP_THREADS": os.environ.get(
-            "TF_NUM_INTEROP_THREADS", "1" if int(threads) <= 2 else "2"
-        ),
+        "TF_NUM_INTEROP_THREADS": os.environ.get("TF_NUM_INTEROP_THREADS", "1" if int(threads) <= 2 else "2"),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", n),
     }
     flags = os.environ.get("XLA_FLAGS", "")
@@ -142,9 +138,7 @@ def tensorflow_memory_limit() -> None:
             continue
         limit = int(total_mb * float(fraction))
         try:
-            tf.config.set_logical_device_configuration(
-                gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=limit)]
-            )
+            tf.config.set_logical_device_configuration(gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=limit)])
         except RuntimeError as e:
             log.warning("could not cap GPU %d at %d MB (%s)", i, limit, e)
 
@@ -197,16 +191,10 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if type(exc).__name__ == "ResourceExhaustedError":
         return True
     text = str(exc)
-    return (
-        "RESOURCE_EXHAUSTED" in text
-        or "Out of memory" in text
-        or "out of memory" in text
-    )
+    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
 
 
-def out_of_memory_message(
-    exc: BaseException, jobs_per_gpu: int, batch_size: int
-) -> str:
+def out_of_memory_message(exc: BaseException, jobs_per_gpu: int, batch_size: int) -> str:
     return (
         f"the job ran out of GPU memory ({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}) "
         f"with {jobs_per_gpu} job(s) sharing each GPU: lower config key train.jobs_per_gpu (now {jobs_per_gpu})"
@@ -234,9 +222,7 @@ def _tensorflow_only_once_imported() -> None:
         lazy = module_utils.tensorflow
     except (ImportError, AttributeError):
         return  # a Keras without that handle: correct, only slower
-    if getattr(
-        type(lazy), "convscope_imported_only", False
-    ):  # (lazy.attr would import TF)
+    if getattr(type(lazy), "convscope_imported_only", False):  # (lazy.attr would import TF)
         return
 
     class ImportedOnly(type(lazy)):
@@ -253,11 +239,7 @@ def default_compile_cache() -> Path:
     base = os.environ.get("CONVSCOPE_COMPILE_CACHE")
     if base:
         return Path(base)
-    return (
-        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-        / "convscope"
-        / "jax"
-    )
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "convscope" / "jax"
 
 
 def _jax_compile_cache(folder) -> None:

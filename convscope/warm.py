@@ -65,11 +65,7 @@ PACKAGE = Path(__file__).resolve().parent
 
 
 def supported() -> bool:
-    return (
-        sys.platform.startswith("linux")
-        and hasattr(socket, "send_fds")
-        and hasattr(os, "fork")
-    )
+    return sys.platform.startswith("linux") and hasattr(socket, "send_fds") and hasattr(os, "fork")
 
 
 def server_key(backend: str) -> str:
@@ -134,9 +130,7 @@ def call(target: str, kwargs: dict, *, backend: str, enabled: bool = True) -> No
     key = server_key(backend)
     sock = _connect(key, backend)
     if sock is None:
-        log.warning(
-            "no warm training process could be started: running this job in its own process"
-        )
+        log.warning("no warm training process could be started: running this job in its own process")
         return _resolve(target)(**kwargs)
     with sock:
         request = {
@@ -148,8 +142,7 @@ def call(target: str, kwargs: dict, *, backend: str, enabled: bool = True) -> No
         _send(sock, request, fds=(0, 1, 2))
         (pid,), _ = _recv(sock)
         previous = {
-            s: signal.signal(s, lambda signum, _f: os.kill(pid, signum))
-            for s in (signal.SIGTERM, signal.SIGINT)
+            s: signal.signal(s, lambda signum, _f: os.kill(pid, signum)) for s in (signal.SIGTERM, signal.SIGINT)
         }
         try:
             (status,), _ = _recv(sock)
@@ -166,11 +159,9 @@ def call(target: str, kwargs: dict, *, backend: str, enabled: bool = True) -> No
         raise SystemExit(status)
 
 
-def _connect(
-    key: str, backend: str, timeout: float = START_TIMEOUT_S
-) -> socket.socket | None:
+def _connect(key: str, backend: str, timeout: float = START_TIMEOUT_S) -> socket.socket | None:
     deadline = time.monotonic() + timeout
-    spawned = False
+    server = None
     while time.monotonic() < deadline:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -178,16 +169,17 @@ def _connect(
             return sock
         except (ConnectionRefusedError, FileNotFoundError):
             sock.close()
-        if not spawned:
-            _spawn(key, backend)
-            spawned = True
+        if server is None:
+            server = _spawn(key, backend)
+        elif server.poll() is not None and server.returncode != 0:
+            return None  # it could not start (exit 0: another job's server won the address)
         time.sleep(0.05)
     return None
 
 
-def _spawn(key: str, backend: str) -> None:
+def _spawn(key: str, backend: str) -> subprocess.Popen:
     # A session of its own: Snakemake's signals to the job's process group do not reach it.
-    subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "convscope.warm", backend, key],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -217,6 +209,9 @@ def serve(backend: str, key: str) -> None:
     backend_lib.select(backend)
     for module in PRELOAD:
         importlib.import_module(module)
+    if _runtime_started(backend):
+        # A fork of a process whose GPU runtime is up would share (and break) its context.
+        sys.exit("warm start: the backend's runtime started during the imports; jobs run in their own process")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     listener.settimeout(IDLE_S)
     while True:
@@ -228,6 +223,19 @@ def serve(backend: str, key: str) -> None:
             listener.close()
             _child(conn)  # never returns
         conn.close()
+
+
+def _runtime_started(backend: str) -> bool:
+    """Whether the backend has created a device runtime (then forking is unsafe)."""
+    if backend == "jax":
+        from jax._src import xla_bridge  # private: the device backends created so far
+
+        return bool(getattr(xla_bridge, "_backends", {}))
+    from tensorflow.python.eager import (
+        context,  # private: whether the eager context exists
+    )
+
+    return getattr(context.context(), "_context_handle", None) is not None
 
 
 def _child(conn: socket.socket) -> None:

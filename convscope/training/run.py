@@ -75,10 +75,7 @@ def _read_history(path: Path) -> list[dict]:
     if not path.exists():
         return []
     with path.open(newline="") as f:
-        return [
-            {k: float(v) for k, v in row.items() if v not in ("", None)}
-            for row in csv.DictReader(f)
-        ]
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
 @dataclass(frozen=True)
@@ -160,22 +157,16 @@ def train_run(
     clock.mark("imported")
     out = Path(out_dir)
     try:
-        state = _train(
-            run, job, prepared_dir, out, run_id or out.name, tuple(callbacks), clock
-        )
+        state = _train(run, job, prepared_dir, out, run_id or out.name, tuple(callbacks), clock)
     except Exception as e:
         if backend_lib.is_out_of_memory(e):
             raise backend_lib.GpuMemoryError(
-                backend_lib.out_of_memory_message(
-                    e, job.jobs_per_gpu, int(run.hp["batch_size"])
-                )
+                backend_lib.out_of_memory_message(e, job.jobs_per_gpu, int(run.hp["batch_size"]))
             ) from e
         raise
     result = _result(run, job, state, clock)
     _write_outputs(state, out, result, clock)
-    metrics.write_json_atomic(
-        out / "metrics.json", result
-    )  # last: the run's "complete" mark
+    metrics.write_json_atomic(out / "metrics.json", result)  # last: the run's "complete" mark
     shutil.rmtree(state.work, ignore_errors=True)
     log.info(
         "run %s/%s done: val accuracy %.3f, test accuracy %.3f (95%% CI %.3f-%.3f), %s images/s, %.1f s",
@@ -233,9 +224,7 @@ def _datasets(prepared_dir, run: RunSettings, workers: int) -> Datasets:
             f"{train.images_path}: images are {train.image_shape[:2]} but {run.backbone} trains at "
             f"{run.input_size}x{run.input_size} (config key backbones.{run.backbone}.input_size)"
         )
-    val = data.MemmapDataset(
-        *data.split_paths(prepared_dir, "val"), batch, num_classes, workers=workers
-    )
+    val = data.MemmapDataset(*data.split_paths(prepared_dir, "val"), batch, num_classes, workers=workers)
     val_x, test_x = (
         data.MemmapDataset(
             *data.split_paths(prepared_dir, s),
@@ -331,18 +320,14 @@ def _phases_to_do(state: TrainState, run: RunSettings) -> list:
     """Phases not yet done; the model gets the weights of the last done phase."""
     from convscope.models import build
 
-    done = [
-        p for p in state.plan if (state.work / f"phase{p.index}.weights.h5").exists()
-    ]
+    done = [p for p in state.plan if (state.work / f"phase{p.index}.weights.h5").exists()]
     if not done:
         return list(state.plan)
     last = done[-1]
     build.set_tune_depth(state.model, run.backbone, last.depth)
     state.model.load_weights(str(state.work / f"phase{last.index}.weights.h5"))
     state.resumed_from = last.end
-    log.info(
-        "phases up to %d done (epoch %d): resuming after them", last.index, last.end
-    )
+    log.info("phases up to %d done (epoch %d): resuming after them", last.index, last.end)
     return list(state.plan[last.index + 1 :])
 
 
@@ -369,9 +354,7 @@ def run_callbacks(state: TrainState, phase, runlog, backup, extra: tuple) -> lis
     ]
 
 
-def _fit_phase(
-    state: TrainState, run: RunSettings, phase, replicas, jit, extra_callbacks
-) -> None:
+def _fit_phase(state: TrainState, run: RunSettings, phase, replicas, jit, extra_callbacks) -> None:
     from convscope.models import build
     from convscope.training import callbacks as cb
     from convscope.training import strategies
@@ -383,12 +366,8 @@ def _fit_phase(
     epoch = cb.backup_epoch(backup.folder)
     if epoch is not None:
         state.resumed_from = epoch
-        log.info(
-            "phase %d: resuming at epoch %d from %s", phase.index, epoch, backup.folder
-        )
-    cb.csv_rows_before(
-        state.work / "history.csv", epoch if epoch is not None else phase.start
-    )
+        log.info("phase %d: resuming at epoch %d from %s", phase.index, epoch, backup.folder)
+    cb.csv_rows_before(state.work / "history.csv", epoch if epoch is not None else phase.start)
     # EpochBackup sets model._initial_epoch when it restores; a value left
     # by an earlier phase's fit would override this phase's initial_epoch.
     model._initial_epoch = None
@@ -427,9 +406,7 @@ def _result(run: RunSettings, job: JobOptions, state: TrainState, clock: Clock) 
     history, first_fit = state.history, state.first_fit
     phase_starts = {p.start for p in state.plan}
     steady = [r for r in history if int(r["epoch"]) not in phase_starts] or history
-    train_s = (
-        statistics.median(r["train_s"] for r in steady) if steady else float("nan")
-    )
+    train_s = statistics.median(r["train_s"] for r in steady) if steady else float("nan")
     first_epoch = next((r for r in history if int(r["epoch"]) == 0), None)
     samples = state.data.train.samples_per_epoch
     return {
@@ -439,9 +416,7 @@ def _result(run: RunSettings, job: JobOptions, state: TrainState, clock: Clock) 
         "hp": run.hp,
         "classes": list(run.classes),
         "input_size": run.input_size,
-        "weights": strategies.weights_for(run.strategy, run.options).get(
-            "weights", "imagenet"
-        ),
+        "weights": strategies.weights_for(run.strategy, run.options).get("weights", "imagenet"),
         **state.report,
         "epochs_trained": len(history),
         "phases": [
@@ -455,22 +430,14 @@ def _result(run: RunSettings, job: JobOptions, state: TrainState, clock: Clock) 
         ],
         "resumed_from_epoch": state.resumed_from,
         "train_time_s": round(sum(r.get("epoch_s", 0.0) for r in history), 3),
-        "images_per_s": round(samples / train_s, 2)
-        if train_s and train_s > 0
-        else None,
+        "images_per_s": round(samples / train_s, 2) if train_s and train_s > 0 else None,
         "fixed_cost_s": {
             "imports": clock.between("start", "imported"),
-            "setup": clock.between(
-                "imported", "build"
-            ),  # backup check, memory maps of the prepared arrays
+            "setup": clock.between("imported", "build"),  # backup check, memory maps of the prepared arrays
             "build_and_weights": clock.between("build", "built"),
-            "first_step": round(first_fit.first_step_s, 3)
-            if first_fit and first_fit.first_step_s
-            else None,
+            "first_step": round(first_fit.first_step_s, 3) if first_fit and first_fit.first_step_s else None,
             "first_epoch_overhead": (
-                round(first_epoch["train_s"] - train_s, 3)
-                if first_epoch and len(history) > 1
-                else None
+                round(first_epoch["train_s"] - train_s, 3) if first_epoch and len(history) > 1 else None
             ),
             "predict": clock.between("trained", "predicted"),
             "metrics": clock.between("predicted", "evaluated"),
@@ -483,9 +450,7 @@ def _result(run: RunSettings, job: JobOptions, state: TrainState, clock: Clock) 
         "versions": backend_lib.versions(),
         "tensorboard": {
             "enabled": bool(run.tensorboard),
-            "ok": bool(run.tensorboard)
-            and state.tb is not None
-            and state.tb.error is None,
+            "ok": bool(run.tensorboard) and state.tb is not None and state.tb.error is None,
             "warning": state.tb.error if state.tb is not None else None,
         },
     }
@@ -498,9 +463,7 @@ def _write_outputs(state: TrainState, out: Path, result: dict, clock: Clock) -> 
     tmp_model = out / ".model.tmp.keras"
     state.model.save(str(tmp_model))
     tmp_model.replace(out / "model.keras")
-    metrics.atomic_write_bytes(
-        out / "history.csv", (state.work / "history.csv").read_bytes()
-    )
+    metrics.atomic_write_bytes(out / "history.csv", (state.work / "history.csv").read_bytes())
     clock.mark("saved")
     result["fixed_cost_s"]["save"] = clock.between("evaluated", "saved")
     result["wall_s"] = clock.between("start", "saved")
