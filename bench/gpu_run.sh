@@ -30,11 +30,14 @@ PY=${PYTHON:-python3}
 
 if [ "${1:-}" = "--prepare" ]; then
     mkdir -p .whl .ref
-    grep -v '^#' bench/gpu_wheels.txt | xargs "$PY" -m pip download -q --no-deps --only-binary=:all: \
-        --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
-        --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-        --platform manylinux1_x86_64 --platform manylinux_2_5_x86_64 -d .whl || exit 1
-    cp ../shared/reference/gpu_anchor.py .ref/ || exit 1
+    for pin in $(grep -v '^#' bench/gpu_wheels.txt); do
+        "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+            --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+            --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl "$pin" 2>/dev/null \
+        || "$PY" -m pip wheel -q --no-deps -w .whl "$pin" \
+        || { echo "no wheel for $pin"; exit 1; }  # sdist only (pure Python): built here
+    done
+    cp "${CONVSCOPE_SHARED:-../shared}/reference/gpu_anchor.py" .ref/ || { echo "set CONVSCOPE_SHARED to the shared folder"; exit 1; }
     echo "wheels: $(ls .whl | wc -l) files, $(du -sh .whl | cut -f1); reference: .ref/gpu_anchor.py"
     exit 0
 fi
