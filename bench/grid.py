@@ -101,7 +101,9 @@ def parse_args(argv=None):
         action="store_true",
         help="GPU jobs claim the GPU resource (train.gpu: true)",
     )
-    p.add_argument("--gpus", type=int, default=1, help="GPUs on this machine (--resources gpu=N)")
+    p.add_argument(
+        "--gpus", type=int, default=1, help="GPUs on this machine (the profile's resources scaled: gpu_share=100*N)"
+    )
     p.add_argument(
         "--jobs-per-gpu",
         type=int,
@@ -199,7 +201,7 @@ def snakemake(args, workdir: Path, *targets: str) -> float:
         "--cores",
         str(args.cores),
         "--resources",
-        f"gpu={args.gpus}",
+        *machine_resources(args),
         "--configfile",
         str(workdir / "config.yaml"),
         "--quiet",
@@ -215,6 +217,15 @@ def snakemake(args, workdir: Path, *targets: str) -> float:
         logs = "\n".join(f"[{p}]\n{p.read_text()[-2000:]}" for p in sorted((workdir / "results/logs").rglob("*.log")))
         sys.exit(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-4000:]}\n{logs[-6000:]}")
     return wall
+
+
+def machine_resources(args) -> list[str]:
+    """The checkout's own profiles/default resources for a machine of --gpus GPUs (gpu=N, or gpu_share=100*N)."""
+    profile = yaml.safe_load((args.repo / "profiles" / "default" / "config.yaml").read_text()) or {}
+    per_gpu = {"gpu": 1, "gpu_share": 100}
+    return [
+        f"{k}={per_gpu.get(k, v) * (args.gpus if k in per_gpu else 1)}" for k, v in profile.get("resources", {}).items()
+    ]
 
 
 def dry_run_targets(args, workdir: Path) -> list[str]:
