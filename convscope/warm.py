@@ -126,12 +126,12 @@ def call(target: str, kwargs: dict, *, backend: str, enabled: bool = True) -> No
     traceback went to the job's stderr and log, as in a fresh process).
     """
     if not (enabled and supported()):
-        return _resolve(target)(**kwargs)
+        return resolve(target)(**kwargs)
     key = server_key(backend)
     sock = _connect(key, backend)
     if sock is None:
         log.warning("no warm training process could be started: running this job in its own process")
-        return _resolve(target)(**kwargs)
+        return resolve(target)(**kwargs)
     with sock:
         request = {
             "target": target,
@@ -189,7 +189,7 @@ def _spawn(key: str, backend: str) -> subprocess.Popen:
     )
 
 
-def _resolve(target: str):
+def resolve(target: str):
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
 
@@ -257,7 +257,7 @@ def _child(conn: socket.socket) -> None:
         _send(conn, (os.getpid(),))
         threading.Thread(target=_die_with_client, args=(conn,), daemon=True).start()
         try:
-            _resolve(request["target"])(**request["kwargs"])
+            resolve(request["target"])(**request["kwargs"])
             status = 0
         except SystemExit as e:
             status = e.code if isinstance(e.code, int) else 1

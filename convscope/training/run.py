@@ -27,11 +27,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from convscope import atomic, keras_compat, layout, records
 from convscope import backend as backend_lib
 
 log = logging.getLogger(__name__)
-
-OUTPUTS = ("model.keras", "history.csv", "metrics.json")
 
 
 def distribution_for(n_gpus: int):
@@ -65,7 +64,7 @@ def _prepare_backup(work: Path, settings: dict) -> bool:
         )
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    stamp.write_text(want)
+    atomic.write_text(stamp, want)
     return False
 
 
@@ -121,14 +120,6 @@ class Clock:
         return round(self.marks[b] - (self.start if a == "start" else self.marks[a]), 3)
 
 
-def train_job(log_path=None, **kwargs) -> dict:
-    """scripts/train.py's call (possibly in a warm fork, convscope.warm): train_run with the job's log."""
-    from convscope.logs import job_log
-
-    with job_log(log_path):
-        return train_run(**kwargs)
-
-
 def train_run(
     *,
     prepared_dir,
@@ -152,8 +143,6 @@ def train_run(
     backend_lib.select(run.backend, threads=job.threads, jobs_per_gpu=job.jobs_per_gpu)
     import keras  # noqa: F401 - the backend's import, timed as "imports"
 
-    from convscope.training import metrics
-
     clock.mark("imported")
     out = Path(out_dir)
     try:
@@ -166,7 +155,10 @@ def train_run(
         raise
     result = _result(run, job, state, clock)
     _write_outputs(state, out, result, clock)
-    metrics.write_json_atomic(out / "metrics.json", result)  # last: the run's "complete" mark
+    # last: the run's "complete" mark
+    records.write_metrics(
+        out / layout.METRICS, records.RunMetrics.from_dict(result, f"run {run.backbone}/{state.run_id}")
+    )
     shutil.rmtree(state.work, ignore_errors=True)
     log.info(
         "run %s/%s done: val accuracy %.3f, test accuracy %.3f (95%% CI %.3f-%.3f), %s images/s, %.1f s",
@@ -368,9 +360,9 @@ def _fit_phase(state: TrainState, run: RunSettings, phase, replicas, jit, extra_
         state.resumed_from = epoch
         log.info("phase %d: resuming at epoch %d from %s", phase.index, epoch, backup.folder)
     cb.csv_rows_before(state.work / "history.csv", epoch if epoch is not None else phase.start)
-    # EpochBackup sets model._initial_epoch when it restores; a value left
+    # EpochBackup sets the model's initial epoch when it restores; a value left
     # by an earlier phase's fit would override this phase's initial_epoch.
-    model._initial_epoch = None
+    keras_compat.set_initial_epoch(model, None)
     runlog = cb.RunLog(phase.depth, d.train.samples_per_epoch)
     log.info(
         "phase %d: epochs %d..%d, tune_depth %s, learning rate %.3g, %d trainable parameters",
@@ -458,12 +450,9 @@ def _result(run: RunSettings, job: JobOptions, state: TrainState, clock: Clock) 
 
 def _write_outputs(state: TrainState, out: Path, result: dict, clock: Clock) -> None:
     """model.keras and history.csv, each atomically; fills in the save time and the walls."""
-    from convscope.training import metrics
-
-    tmp_model = out / ".model.tmp.keras"
-    state.model.save(str(tmp_model))
-    tmp_model.replace(out / "model.keras")
-    metrics.atomic_write_bytes(out / "history.csv", (state.work / "history.csv").read_bytes())
+    with atomic.path(out / layout.MODEL) as tmp_model:
+        state.model.save(str(tmp_model))
+    atomic.write_bytes(out / layout.HISTORY, (state.work / "history.csv").read_bytes())
     clock.mark("saved")
     result["fixed_cost_s"]["save"] = clock.between("evaluated", "saved")
     result["wall_s"] = clock.between("start", "saved")
