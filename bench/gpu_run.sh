@@ -112,8 +112,8 @@ if has throughput; then
         if [ $SMOKE = 0 ]; then args=(--batch 128 --steps 30 --epochs 3); else args=(--batch 8 --steps 2 --epochs 2 --threads 2); fi
         step "train_throughput $m@$s" 150 "$PY" bench/train_throughput.py --backbone "$m" --size "$s" "${args[@]}" \
             --backend jax --no-jpeg --no-fixed-cost --augment none --json "$OUT/throughput_$m.json"
-        [ -f "$OUT/throughput_$m.json" ] && { cat "$OUT/throughput_$m.json"; echo; } >> "$OUT/throughput.jsonl" \
-            && rm "$OUT/throughput_$m.json"
+        [ -f "$OUT/throughput_$m.json" ] && "$PY" -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))))' \
+            "$OUT/throughput_$m.json" >> "$OUT/throughput.jsonl" && rm "$OUT/throughput_$m.json"
     done
 fi
 
