@@ -28,7 +28,7 @@ def job(snakemake, *, backend: str | None = None):
         yield log
 
 
-def warm_job(snakemake, target: str, *, backend: str, enabled: bool = True, **kwargs) -> None:
+def warm_job(snakemake, target: str, kwargs: dict, *, backend: str, enabled: bool = True) -> None:
     """job() for Keras jobs that run in a warm fork (convscope.warm, config train.warm_start).
 
     The fork, not this process, sets up logging and selects the backend, so

@@ -7,14 +7,16 @@ from convscope.training.run import JobOptions
 warm_job(
     snakemake,
     "convscope.training.run:train_run",
+    dict(
+        prepared_dir=Path(snakemake.input.train_images).parent,
+        out_dir=Path(snakemake.output.metrics).parent,
+        job=JobOptions(
+            threads=snakemake.threads,
+            n_gpus=snakemake.resources.get("gpu", 0),
+            jobs_per_gpu=snakemake.config["train"]["jobs_per_gpu"],
+        ),
+        **snakemake.params.run,
+    ),
     backend=snakemake.params.run["backend"],
     enabled=snakemake.config["train"]["warm_start"],
-    prepared_dir=Path(snakemake.input.train_images).parent,
-    out_dir=Path(snakemake.output.metrics).parent,
-    job=JobOptions(
-        threads=snakemake.threads,
-        n_gpus=snakemake.resources.get("gpu", 0),
-        jobs_per_gpu=snakemake.config["train"]["jobs_per_gpu"],
-    ),
-    **snakemake.params.run,
 )
