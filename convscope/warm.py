@@ -18,7 +18,9 @@ caps) starts in the child, after the job's environment is in place.
   abstract Unix socket (Linux; elsewhere jobs run in their own process).
 - The child dies with its client: if the job is killed (Snakemake, SLURM,
   Ctrl-C), the client's end of the socket closes and the child kills itself.
-- Config key train.warm_start: false runs every job in its own process.
+- Config key train.warm_start: false runs every job in its own process; so
+  does every job under SLURM (a shared warm process would live outside the
+  job's allocation, its CPUs, memory and time limit).
 """
 
 from __future__ import annotations
@@ -125,7 +127,8 @@ def call(target: str, kwargs: dict, *, backend: str, enabled: bool = True) -> No
     Raises SystemExit with the child's exit status when it fails (its
     traceback went to the job's stderr and log, as in a fresh process).
     """
-    if not (enabled and supported()):
+    # Under SLURM a job's processes must stay inside its allocation, which a shared warm process would not.
+    if not (enabled and supported()) or "SLURM_JOB_ID" in os.environ:
         return resolve(target)(**kwargs)
     key = server_key(backend)
     sock = _connect(key, backend)
