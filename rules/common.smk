@@ -147,6 +147,15 @@ try:
 except (KeyError, ValueError) as e:
     sys.exit(f"invalid config: {e}")
 
+
+# GPU sharing (README "Sharing a GPU"): a GPU is gpu_share=100 (profiles/default and
+# profiles/local give one); every job that runs a network claims 100/n of one, with
+# n = train.jobs_per_gpu, so n such jobs run on a GPU at once. `gpu` stays the number
+# of GPUs a job uses (data parallel; SLURM maps it to --gpus).
+def gpu_share(uses_gpu):
+    return 100 // config["train"]["jobs_per_gpu"] if uses_gpu else 0
+
+
 TRAINED_RUN = "(?:" + "|".join(grid.TRAINED) + r")-[^/]+"
 FEATURES_RUN = r"features-[^/]+"
 BACKBONE = "|".join(config["backbones"])
