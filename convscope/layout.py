@@ -9,6 +9,7 @@ Snakemake wildcards pass through: `Results(R).metrics("{backbone}", "{run}")`.
     prepared/{size}/{split}.{npy,labels.npy,index.csv}
     models/{backbone}/{run}/        model.keras, history.csv, metrics.json | head.npz; test_predictions.csv
     features/{backbone}/            {split}.npy embeddings, embed.json
+    audit/{backbone}/               label_issues.csv, leakage.csv, audit.json
     sanity/{backbone}/imagenet_top5.csv
     analysis/{backbone}/{run}/index.json, analysis/grid/ (index.json, runs.csv, best.json, ...)
     logs/, benchmarks/, report/
@@ -119,6 +120,19 @@ class Results:
 
     def embed_info(self, backbone: str) -> Path:
         return self.features_dir(backbone) / EMBED_INFO
+
+    # ---- data audit (convscope/data/audit.py) -----------------------------------------
+    def audit_dir(self, backbone: str) -> Path:
+        return self.root / "audit" / backbone
+
+    def label_issues(self, backbone: str) -> Path:
+        return self.audit_dir(backbone) / "label_issues.csv"
+
+    def leakage(self, backbone: str) -> Path:
+        return self.audit_dir(backbone) / "leakage.csv"
+
+    def audit_summary(self, backbone: str) -> Path:
+        return self.audit_dir(backbone) / "audit.json"
 
     def sanity(self, backbone: str) -> Path:
         return self.root / "sanity" / backbone / "imagenet_top5.csv"

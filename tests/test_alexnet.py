@@ -14,6 +14,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from convscope import keras_compat  # noqa: E402
 from convscope.models import build  # noqa: E402
 from convscope.models.alexnet import AlexNet, LocalResponseNormalization  # noqa: E402
 from convscope.models.weights import WeightsError, load_alexnet_npy  # noqa: E402
@@ -275,9 +276,7 @@ def test_a_file_loads_without_checksum(tmp_path, small_alexnet):
 
 def test_build_classifier_loads_alexnet_weights(tmp_path, monkeypatch):
     """weights="imagenet" reads bvlc_alexnet.npy from the Keras cache; a path works too."""
-    from keras.src.backend import config as keras_config
-
-    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path / "keras"))
+    monkeypatch.setattr(*keras_compat.keras_home_setting(), str(tmp_path / "keras"))
     monkeypatch.setenv("CONVSCOPE_ALEXNET_URL", "http://127.0.0.1:9/nothing-listens-here.npy")
     reference = AlexNet(include_top=True, input_shape=(227, 227, 3), fc_units=8, classes=4)
     params = random_params(reference, seed=7)

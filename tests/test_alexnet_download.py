@@ -11,6 +11,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from convscope import keras_compat  # noqa: E402
 from convscope.models import build  # noqa: E402
 from convscope.models import weights as weights_lib  # noqa: E402
 from convscope.models.alexnet import AlexNet  # noqa: E402
@@ -69,9 +70,7 @@ class Server:
 
 @pytest.fixture
 def keras_cache(tmp_path, monkeypatch):
-    from keras.src.backend import config as keras_config
-
-    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path / "keras"))
+    monkeypatch.setattr(*keras_compat.keras_home_setting(), str(tmp_path / "keras"))
     return tmp_path / "keras" / "models"
 
 

@@ -118,7 +118,9 @@ def _item(item: dict, folder: Path, dest: str, assets: Assets) -> dict:
     elif item["kind"] == "json":
         value = json.loads(source.read_text(encoding="utf-8"))
         # A flat mapping of numbers and words reads best as a small table.
-        flat = isinstance(value, dict) and all(isinstance(v, (str, int, float, bool, type(None))) for v in value.values())
+        flat = isinstance(value, dict) and all(
+            isinstance(v, (str, int, float, bool, type(None))) for v in value.values()
+        )
         out["pairs"] = [(k, fmt(v)) for k, v in value.items()] if flat and len(value) <= 40 else None
         text = json.dumps(value, indent=1)
         out["json"] = text if len(text) < 20000 else text[:20000] + "\n… (truncated; see the file)"
@@ -271,7 +273,7 @@ def _csp_hash(text: str) -> str:
 
 
 def render_page(ctx: dict, embed: bool) -> str:
-    css, js = _static("report.css"), _static("report.js")
+    css, js = _static("report.css"), _static("report.js") + "\n" + _static("review.js")
     img = "data:" if embed else "'self' data:"
     csp = (
         f"default-src 'none'; img-src {img}; style-src {_csp_hash(css)}; script-src {_csp_hash(js)}; "

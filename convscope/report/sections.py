@@ -155,9 +155,20 @@ def data(src: Sources) -> Part:
     d["thumbs"] = {c: [{**t, "path": f"{render.ASSETS}/{t['path']}"} for t in ts] for c, ts in thumbs.items()}
     for q in d["quarantine"]:
         raw = src.paths.raw_dir / q["file"]
-        q["href"] = urllib.parse.quote(os.path.relpath(raw, src.paths.report_dir)) if raw.is_file() else None
+        on_disk = q["file"] and raw.is_file()  # rows turned away at import have no file
+        q["href"] = urllib.parse.quote(os.path.relpath(raw, src.paths.report_dir)) if on_disk else None
         q["source_href"] = render.safe_url(q["source"])
     return Part(d, [("data", "Data")])
+
+
+@builder("audit")
+def audit(src: Sources) -> Part:
+    """Quality flags, label issues, leakage (convscope.report.audit_section), with the analysed runs' test
+    accuracy when their analyses are in the report anyway."""
+    from convscope.report.audit_section import build_audit
+
+    best = {b: info.run for b, info in src.best.items()} if "backbones" in src.sections else {}
+    return Part(build_audit(src.results, src.classes, src.assets, best), [("audit", "Data audit")])
 
 
 @builder("grid")
