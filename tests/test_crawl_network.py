@@ -40,10 +40,12 @@ def crawl_fails(tmp_path, **class_options) -> tuple[str, list[dict]]:
     "host, cause",
     [
         ("nonexistent.invalid", "name not resolved"),
-        (f"127.0.0.1:{closed_port()}", "connection refused"),
+        ("127.0.0.1:{closed_port}", "connection refused"),
     ],
+    ids=["unresolvable-name", "refused-port"],  # stable ids: pytest-xdist workers must collect the same tests
 )
 def test_greedy_without_network_names_the_network(tmp_path, host, cause):
+    host = host.format(closed_port=closed_port())
     message, rows = crawl_fails(tmp_path, source="greedy", site=f"http://{host}/gallery")
     assert "gave no usable image because the network failed" in message
     assert f"for a network reason ({cause}" in message and host in message
