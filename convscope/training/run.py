@@ -12,6 +12,8 @@ a Snakemake output, so Snakemake does not delete it when a job fails):
   history.csv          CSVLogger(append=True), trimmed to the backed-up epochs
   phase{i}/            callbacks.EpochBackup of phase i (per epoch)
   phase{i}.weights.h5  weights at the end of phase i (the phase is done)
+  best.npz             callbacks.KeepBest at the end of the last finished phase
+                       (within a phase, the best-so-far rides in its EpochBackup file)
 A re-run of a killed job resumes from the last completed epoch (from the one
 before if the kill came while that epoch's backup was still being written); the
 folder is removed once the outputs are in place.
@@ -93,18 +95,20 @@ def train_run(
     n_gpus: int = 0,
     callbacks: tuple = (),
     run_id: str | None = None,
+    keep: str = "val_loss",
 ) -> dict:
     """Train one run and write its outputs; returns the metrics dict.
 
     The keyword arguments from `backbone` to `progressive` are the run's
-    settings (convscope.grid.train_params); `callbacks` are extra Keras
+    settings (convscope.grid.train_params), as is `keep` (train.keep: the
+    epoch whose weights the run keeps); `callbacks` are extra Keras
     callbacks appended after the run's own (tests use them).
     """
     t_start = time.perf_counter()
     settings = {
         "backbone": backbone, "options": options, "input_size": input_size, "strategy": strategy, "hp": hp,
         "classes": list(classes), "backend": backend, "jit_compile": jit_compile, "bootstrap": bootstrap,
-        "tensorboard": tensorboard, "progressive": progressive,
+        "tensorboard": tensorboard, "progressive": progressive, "keep": keep,
     }
     backend_lib.select(backend, threads=threads)
     import keras
@@ -150,6 +154,7 @@ def train_run(
     jit = backend_lib.jit_compile(jit_compile)
     resumed_from = None
     first_fit = None
+    best = cb.KeepBest(keep, work / "best.npz")
 
     with distribution_for(n_gpus) as replicas:
         t_build = time.perf_counter()
@@ -171,11 +176,12 @@ def train_run(
             model.load_weights(str(work / f"phase{last.index}.weights.h5"))
             start_at = last.index + 1
             resumed_from = last.end
+            best.load()
             log.info("phases up to %d done (epoch %d): resuming after them", last.index, last.end)
         for phase in plan[start_at:]:
             build.set_tune_depth(model, backbone, phase.depth)
             strategies.compile_phase(model, phase, hp, num_classes, jit)
-            backup = cb.EpochBackup(work / f"phase{phase.index}")
+            backup = cb.EpochBackup(work / f"phase{phase.index}", extra=best)
             epoch = cb.backup_epoch(backup.folder)
             if epoch is not None:
                 resumed_from = epoch
@@ -214,6 +220,7 @@ def train_run(
         if tb is not None:
             tb.close()
         t_trained = time.perf_counter()
+        kept = best.apply(model, last_epoch=plan[-1].end - 1)
         scores_val = data.predict(model, val_x, replicas)
         scores_test = data.predict(model, test_x, replicas)
 
@@ -235,6 +242,7 @@ def train_run(
         "weights": strategies.weights_for(strategy, options).get("weights", "imagenet"),
         **report,
         "epochs_trained": len(history),
+        "kept": kept,  # the epoch whose weights model.keras holds (train.keep); history.csv has them all
         "phases": [
             {"index": p.index, "depth": p.depth, "learning_rate": p.learning_rate, "epochs": [p.start, p.end]}
             for p in plan
