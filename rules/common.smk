@@ -11,7 +11,9 @@ except cfg.ConfigError as e:
 
 R = config["results"]
 CLASSES = cfg.class_names(config)
-SOURCE_CLASSES = cfg.pretrain_classes(config)  # pretraining's source classes (may be none)
+SOURCE_CLASSES = cfg.pretrain_classes(
+    config
+)  # pretraining's source classes (may be none)
 SIZES = cfg.input_sizes(config)
 SPLITS = ["train", "val", "test"]
 

@@ -19,7 +19,7 @@ rule pretrain:
         backbone=BACKBONE,
     conda:
         "../envs/train.yaml"
-    threads: config["train"]["threads"]
+    threads: config["pretrain"]["threads"]
     resources:
         gpu=1 if config["train"]["gpu"] else 0,
         mem_mb=config["train"]["mem_mb"],

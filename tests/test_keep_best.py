@@ -2,8 +2,8 @@
 
 The validation loss is made to peak early on purpose: a callback placed after
 the run's own ones snapshots the weights of every epoch to disk and, at the end
-of every epoch from 1 on, replaces the head's kernel with large noise, so every
-later epoch validates far worse than epochs 0-1. The kept model must then predict exactly
+of epoch 1, makes the head confidently wrong and stops learning (learning rate
+0 from then on), so every later epoch validates far worse than epochs 0-1. The kept model must then predict exactly
 what the snapshot of the epoch history.csv names as best predicts.
 """
 
@@ -29,7 +29,9 @@ import keras
 import numpy as np
 
 class Snapshot(keras.callbacks.Callback):
-    '''Save each epoch's weights (as KeepBest saw them), then spoil the head from epoch `spoil_after` on.'''
+    '''Save each epoch's weights (as KeepBest saw them); at the end of epoch `spoil_after` make the head
+    confidently wrong (its class columns rolled, times 50) and stop learning from then on (learning rate 0),
+    so every later epoch validates far worse.'''
 
     def __init__(self, folder, spoil_after=1, kill_after=None, kill_before=None):
         super().__init__()
@@ -39,14 +41,16 @@ class Snapshot(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == self.kill_before:
             os.kill(os.getpid(), signal.SIGKILL)
+        if epoch > self.spoil_after:
+            self.model.optimizer.learning_rate.assign(0.0)
 
     def on_epoch_end(self, epoch, logs=None):
         self.folder.mkdir(parents=True, exist_ok=True)
         self.model.save_weights(str(self.folder / f"epoch{epoch}.weights.h5"))
-        if epoch >= self.spoil_after:
+        if epoch == self.spoil_after:
             head = self.model.get_layer("head")
-            rng = np.random.default_rng(0)
-            head.kernel.assign(rng.normal(0, 50, tuple(head.kernel.shape)).astype("float32"))
+            kernel = keras.ops.convert_to_numpy(head.kernel)
+            head.kernel.assign(np.roll(kernel, 1, axis=1) * 50)
         if epoch == self.kill_after:
             folders = sorted((self.folder.parent / "run" / "backup").glob("phase*"))
             from convscope.training.callbacks import backup_epoch
@@ -102,6 +106,13 @@ def spec(prepared, out, **changes) -> dict:
     }
     base.update(changes)
     return base
+
+
+def snapshot_callback(**snap):
+    """The same Snapshot callback in this process (for the resumed half of a killed run)."""
+    namespace: dict = {}
+    exec(CALLBACKS, namespace)  # noqa: S102 - the test's own callback source, shared with the subprocess
+    return namespace["Snapshot"](**snap)
 
 
 def run_in_subprocess(run_spec: dict, snap: dict):
@@ -168,7 +179,7 @@ def test_a_run_keeps_its_best_epoch_and_an_interrupted_one_the_same(prepared, tm
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert not (killed_dir / "run" / "metrics.json").exists()
-    train_run(**spec(prepared, killed_dir / "run"))
+    train_run(**spec(prepared, killed_dir / "run"), callbacks=(snapshot_callback(folder=str(killed_dir / "snap")),))
     metrics = json.loads((killed_dir / "run" / "metrics.json").read_text())
     assert metrics["resumed_from_epoch"] == 3
     assert check_kept(killed_dir / "run", prepared, killed_dir / "snap") == best
@@ -191,7 +202,7 @@ def test_progressive_keeps_the_best_epoch_of_a_finished_phase_after_a_kill(prepa
     backup = tmp_path / "run" / "backup"
     assert (backup / "phase1.weights.h5").exists() and (backup / "best.npz").exists()
     assert not (backup / "phase2").exists()
-    train_run(**run_spec)
+    train_run(**run_spec, callbacks=(snapshot_callback(folder=str(tmp_path / "snap")),))
     check_kept(tmp_path / "run", prepared, tmp_path / "snap")
 
 
