@@ -35,13 +35,9 @@ import itertools
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import yaml
 
 from convscope import backbones as registry
-
-SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+from convscope import config as cfg
 
 STRATEGIES = ("finetune", "progressive", "scratch", "features")
 TRAINED = ("finetune", "progressive", "scratch")  # strategies that run model.fit
@@ -70,16 +66,9 @@ class Run:
     hp: dict = field(hash=False)  # grid point: every GRID_KEYS value (features: classifier, C, seed)
 
 
-@functools.lru_cache(maxsize=1)
-def _schema_defaults() -> dict:
-    schema = yaml.safe_load(SCHEMA.read_text())
-    props = schema["$defs"]["train_grid"]["properties"]
-    return {k: v["default"] for k, v in props.items() if "default" in v}
-
-
 def defaults(config: dict) -> dict:
     """Value of each grid key that ids leave out: schema defaults, the global seed."""
-    d = {k: _as_list(v)[0] for k, v in _schema_defaults().items()}
+    d = {k: _as_list(v)[0] for k, v in cfg.defaults("$defs.train_grid").items()}
     d["seed"] = config["seed"]
     return d
 
@@ -242,7 +231,7 @@ def backbone_options(config: dict, backbone: str) -> dict:
     """
     from convscope import config as cfg
 
-    opts = dict((config["backbones"].get(backbone) or {}))
+    opts = dict(config["backbones"].get(backbone) or {})
     opts.pop("grid", None)
     if opts.get("weights") == cfg.PRETRAINED:
         opts["weights"] = cfg.pretrained_weights(config, backbone)

@@ -7,14 +7,14 @@
 
 rule pretrain:
     input:
-        crawl=expand(f"{R}/raw/{{cls}}/crawl.json", cls=SOURCE_CLASSES),
+        crawl=[L.crawl_summary(cls) for cls in SOURCE_CLASSES],
     output:
-        weights=f"{R}/pretrained/{{backbone}}/base.weights.h5",
-        record=f"{R}/pretrained/{{backbone}}/pretrain.json",
+        weights=L.pretrained_base("{backbone}"),
+        record=L.pretrain_record("{backbone}"),
     log:
-        f"{R}/logs/pretrain/{{backbone}}.log",
+        L.log("pretrain", "{backbone}"),
     benchmark:
-        f"{R}/benchmarks/pretrain/{{backbone}}.tsv"
+        L.benchmark("pretrain", "{backbone}")
     wildcard_constraints:
         backbone=BACKBONE,
     conda:
@@ -25,7 +25,7 @@ rule pretrain:
         mem_mb=config["train"]["mem_mb"],
         runtime=config["train"]["runtime"],
     params:
-        raw=f"{R}/raw",
+        raw=L.raw_dir,
         pretrain=lambda wc: cfg.pretrain_params(config, wc.backbone),
     script:
         "../scripts/pretrain.py"

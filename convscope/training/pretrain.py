@@ -29,12 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from convscope import atomic, layout
 from convscope import backend as backend_lib
 
 log = logging.getLogger(__name__)
-
-WEIGHTS_FILE = "base.weights.h5"
-RECORD_FILE = "pretrain.json"
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,7 @@ class SourceSet:
 
 def _ledger_files(raw_root: Path, cls: str) -> list[tuple[str, str]]:
     """(file, sha256) of the class's images that the crawl stored (status ok), in file order."""
-    manifest = raw_root / cls / "manifest.csv"
+    manifest = raw_root / cls / layout.LEDGER
     if not manifest.exists():
         raise FileNotFoundError(f"{manifest}: no crawl ledger for source class {cls!r} (config key pretrain.classes)")
     with open(manifest, newline="") as f:
@@ -118,7 +116,7 @@ def pretrain(
 
     from convscope.models import build
     from convscope.training import callbacks as cb
-    from convscope.training import metrics, strategies
+    from convscope.training import strategies
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,9 +158,8 @@ def pretrain(
         verbose=0,
     )
     kept = best.apply(model, last_epoch=phase.end - 1)
-    tmp = out / f".tmp-{WEIGHTS_FILE}"
-    build.base_of(model).save_weights(str(tmp))
-    tmp.replace(out / WEIGHTS_FILE)
+    with atomic.path(out / layout.PRETRAINED_BASE) as tmp:
+        build.base_of(model).save_weights(str(tmp))
     from convscope.models.weights import sha256_file
 
     history = [
@@ -187,13 +184,13 @@ def pretrain(
         "kept": kept,
         "val_accuracy": history[kept["epoch"]]["val_accuracy"],
         "chance": round(1 / n_classes, 4),
-        "weights_file": WEIGHTS_FILE,
-        "weights_sha256": sha256_file(out / WEIGHTS_FILE),
+        "weights_file": layout.PRETRAINED_BASE,
+        "weights_sha256": sha256_file(out / layout.PRETRAINED_BASE),
         "wall_s": round(time.perf_counter() - t_start, 2),
         "versions": backend_lib.versions(),
         "keras": keras.__version__,
     }
-    metrics.write_json_atomic(out / RECORD_FILE, record)
+    atomic.write_json(out / layout.PRETRAIN_RECORD, record)
     log.info(
         "pretrained %s: kept epoch %d, val accuracy %.3f (chance %.2f), %.1f s",
         backbone,
