@@ -1,12 +1,12 @@
 from pathlib import Path
 
-from convscope.logs import job_log
+from convscope.entry import job
 
-with job_log(snakemake.log[0]):
+with job(snakemake, backend=snakemake.params.pretrain["backend"]):
     from convscope.training.pretrain import pretrain
 
     pretrain(
-        raw_root=snakemake.params.raw,
+        raw_root=Path(snakemake.params.raw),
         out_dir=Path(snakemake.output.weights).parent,
         threads=snakemake.threads,
         **snakemake.params.pretrain,
