@@ -171,13 +171,14 @@ def semantic_errors(config: dict) -> list[str]:
         problem = registry.head_problem(name, options)
         if problem:
             errors.append(problem)
-    for cls in config.get("classes") or {}:
+    errors += pretrain_errors(config)
+    for cls in crawled_classes(config):
         opts = crawl_options(config, cls)
         need = {"urllist": "urls", "folder": "path", "greedy": "site"}.get(opts["source"])
         if need and not opts.get(need):
             errors.append(
-                f"config key classes.{cls}.{need}: source {opts['source']!r} needs {need!r} "
-                f"(set it under classes.{cls})"
+                f"config key {_class_key(config, cls)}.{need}: source {opts['source']!r} needs {need!r} "
+                f"(set it under {_class_key(config, cls)})"
             )
         if opts["source"] == "synthetic":
             from convscope.data.synthetic import SHAPES
@@ -185,7 +186,7 @@ def semantic_errors(config: dict) -> list[str]:
             shape = opts.get("shape", cls)
             if shape not in SHAPES:
                 errors.append(
-                    f"config key classes.{cls}.shape: class {cls!r} uses the synthetic source but "
+                    f"config key {_class_key(config, cls)}.shape: class {cls!r} uses the synthetic source but "
                     f"{shape!r} is not a shape; set shape to one of {sorted(SHAPES)}"
                 )
     return errors
@@ -209,9 +210,12 @@ def load_and_validate(config: dict, schema_path: Path = SCHEMA) -> dict:
 
 
 def crawl_options(config: dict, cls: str) -> dict:
-    """The crawl settings of one class: global `crawl` section overlaid by the class's own."""
+    """The crawl settings of one class (target or pretrain source): global `crawl` overlaid by the class's own."""
     base = {k: v for k, v in (config.get("crawl") or {}).items()}
-    base.update((config.get("classes") or {}).get(cls) or {})
+    own = (config.get("classes") or {}).get(cls) if cls in (config.get("classes") or {}) else None
+    if own is None:
+        own = (_pretrain(config).get("classes") or {}).get(cls)
+    base.update(own or {})
     base.setdefault("keywords", [cls.replace("_", " ")])
     return base
 
@@ -252,6 +256,77 @@ def crawl_params(config: dict, cls: str) -> dict:
 def class_names(config: dict) -> list[str]:
     """Classes in config order; label i is class_names()[i]."""
     return list(config["classes"])
+
+
+def crawled_classes(config: dict) -> list[str]:
+    """Every class the crawl stage fetches: the target classes, then pretrain's source classes."""
+    return class_names(config) + pretrain_classes(config)
+
+
+def _class_key(config: dict, cls: str) -> str:
+    return f"classes.{cls}" if cls in (config.get("classes") or {}) else f"pretrain.classes.{cls}"
+
+
+# ---- pretraining (convscope/training/pretrain.py) ----------------------------
+
+PRETRAINED = "pretrained"  # backbones.<name>.weights value: start from R/pretrained/{backbone}/
+_PRETRAIN_TRAINING = ("epochs", "learning_rate", "batch_size", "optimizer", "dropout", "augment", "val_fraction")
+
+
+def _pretrain(config: dict) -> dict:
+    return config.get("pretrain") or {}
+
+
+def pretrain_classes(config: dict) -> list[str]:
+    """The source classes of pretraining, in config order (label i = pretrain_classes()[i])."""
+    return list(_pretrain(config).get("classes") or {})
+
+
+def uses_pretrained(config: dict, backbone: str) -> bool:
+    return ((config["backbones"].get(backbone) or {}).get("weights")) == PRETRAINED
+
+
+def pretrained_weights(config: dict, backbone: str) -> str:
+    """The pretrained base of `backbone` (what weights: pretrained loads), relative to the workdir."""
+    from convscope import layout
+
+    return str(layout.Results(config["results"]).pretrained_base(backbone))
+
+
+def pretrain_params(config: dict, backbone: str) -> dict:
+    """Exactly the settings that change one backbone's pretrained base (the pretrain rule's params).
+
+    The source images themselves are the rule's inputs (each source class's crawl
+    summary), so crawl settings need not be repeated here.
+    """
+    section = _pretrain(config)
+    settings = {k: section[k] for k in _PRETRAIN_TRAINING}
+    settings["seed"] = config["seed"]
+    return {
+        "backbone": backbone,
+        "input_size": registry.input_size(backbone, config["backbones"].get(backbone)),
+        "classes": pretrain_classes(config),
+        "settings": settings,
+        "resize": config["prepare"]["resize"],
+        "backend": config["train"]["backend"],
+    }
+
+
+def pretrain_errors(config: dict) -> list[str]:
+    errors = []
+    sources = pretrain_classes(config)
+    for cls in sorted(set(sources) & set(config.get("classes") or {})):
+        errors.append(
+            f"config key pretrain.classes.{cls}: {cls!r} is also a target class (classes.{cls}); source classes "
+            f"must be other classes (rename one: both would share results/raw/{cls}/)"
+        )
+    for name in config.get("backbones") or {}:
+        if uses_pretrained(config, name) and len(sources) < 2:
+            errors.append(
+                f"config key backbones.{name}.weights: 'pretrained' needs at least 2 source classes under "
+                f"pretrain.classes (got {len(sources)}); add them, or use imagenet, none or a path"
+            )
+    return errors
 
 
 def backbone_sizes(config: dict) -> dict[str, int]:

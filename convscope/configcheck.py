@@ -150,12 +150,14 @@ def path_errors(config: dict, crawl_options) -> list[str]:
     `crawl_options(config, cls)` is convscope.config's merge of crawl and class options.
     """
     problems = []
-    for cls in config.get("classes") or {}:
+    sources = list((config.get("pretrain") or {}).get("classes") or {})  # pretraining's source classes
+    for cls in [*(config.get("classes") or {}), *sources]:
         opts = crawl_options(config, cls)
+        key = f"classes.{cls}" if cls in (config.get("classes") or {}) else f"pretrain.classes.{cls}"
         if opts.get("source") == "folder" and opts.get("path"):
             problems.append(
                 _missing(
-                    f"classes.{cls}.path",
+                    f"{key}.path",
                     opts["path"],
                     "folder",
                     "point it at this class's images",
@@ -164,7 +166,7 @@ def path_errors(config: dict, crawl_options) -> list[str]:
         if opts.get("source") == "urllist" and opts.get("urls"):
             problems.append(
                 _missing(
-                    f"classes.{cls}.urls",
+                    f"{key}.urls",
                     opts["urls"],
                     "file",
                     "give a text file with one image URL per line",
@@ -172,13 +174,13 @@ def path_errors(config: dict, crawl_options) -> list[str]:
             )
     for name, options in (config.get("backbones") or {}).items():
         weights = (options or {}).get("weights")
-        if weights and weights not in ("imagenet", "none"):
+        if weights and weights not in ("imagenet", "none", "pretrained"):
             problems.append(
                 _missing(
                     f"backbones.{name}.weights",
                     weights,
                     "file",
-                    "give a weights file, or 'imagenet' or 'none'",
+                    "give a weights file, or 'imagenet', 'none' or 'pretrained'",
                 )
             )
     return [p for p in problems if p]

@@ -233,10 +233,18 @@ def find(config: dict, backbone: str, run: str) -> Run:
 
 
 def backbone_options(config: dict, backbone: str) -> dict:
-    """The backbone's own options (input size, weights, head, ...) without its grid override."""
+    """The backbone's own options (input size, weights, head, ...) without its grid override.
+
+    weights: pretrained becomes the path of the pretrained base (R/pretrained/{backbone}/),
+    so everything that builds the network loads it like any weights file.
+    """
+    from convscope import config as cfg
+
     opts = dict(config["backbones"].get(backbone) or {})
     opts.pop("grid", None)
     opts["head"] = registry.head(backbone, opts)  # resolved: "auto" follows the input size
+    if opts.get("weights") == cfg.PRETRAINED:
+        opts["weights"] = cfg.pretrained_weights(config, backbone)
     return opts
 
 
@@ -255,6 +263,7 @@ def train_params(config: dict, backbone: str, run: str) -> dict:
         "jit_compile": train["jit_compile"],
         "bootstrap": train["bootstrap"],
         "tensorboard": train["tensorboard"],
+        "keep": train["keep"],
     }
     if r.strategy == "progressive":
         params["progressive"] = dict(train["progressive"])

@@ -7,6 +7,7 @@ Snakemake wildcards pass through: `Results(R).metrics("{backbone}", "{run}")`.
     raw/{cls}/                      downloads, ledger manifest.csv, crawl.json (summary)
     clean/manifest.csv, splits.csv
     prepared/{size}/{split}.{npy,labels.npy,index.csv}
+    pretrained/{backbone}/          base.weights.h5, pretrain.json (optional pretraining on source classes)
     models/{backbone}/{run}/        model.keras, history.csv, metrics.json | head.npz; test_predictions.csv
     features/{backbone}/            {split}.npy embeddings, embed.json
     audit/{backbone}/               label_issues.csv, leakage.csv, audit.json
@@ -35,6 +36,7 @@ TRAIN_OUTPUTS = (MODEL, HISTORY, PREDICTIONS, METRICS)  # a trained run's folder
 FEATURES_OUTPUTS = (METRICS, HEAD, PREDICTIONS)  # a features head's folder (model.keras only on demand)
 INDEX = "index.json"  # an analysis folder's table of contents
 EMBED_INFO = "embed.json"
+PRETRAINED_BASE, PRETRAIN_RECORD = "base.weights.h5", "pretrain.json"  # a pretrained/{backbone}/ folder
 
 
 # File names inside a folder a job was handed (the rule declared the files as inputs).
@@ -90,6 +92,17 @@ class Results:
 
     def prepared_files(self, size) -> list[Path]:
         return [self.prepared(size, s, k) for s in SPLITS for k in PREPARED_KINDS]
+
+    # ---- pretraining -------------------------------------------------------------
+    def pretrained_dir(self, backbone: str) -> Path:
+        return self.root / "pretrained" / backbone
+
+    def pretrained_base(self, backbone: str) -> Path:
+        """What `backbones.<name>.weights: pretrained` loads."""
+        return self.pretrained_dir(backbone) / PRETRAINED_BASE
+
+    def pretrain_record(self, backbone: str) -> Path:
+        return self.pretrained_dir(backbone) / PRETRAIN_RECORD
 
     # ---- models ----------------------------------------------------------------
     def run_dir(self, backbone: str, run: str) -> Path:

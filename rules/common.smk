@@ -39,12 +39,15 @@ onerror:
 
 
 CLASSES = cfg.class_names(config)
+SOURCE_CLASSES = cfg.pretrain_classes(
+    config
+)  # pretraining's source classes (may be none)
 SIZES = cfg.input_sizes(config)
 SPLITS = layout.SPLITS
 
 
 wildcard_constraints:
-    cls="|".join(CLASSES),
+    cls="|".join(CLASSES + SOURCE_CLASSES),
     size=r"\d+",
     split="|".join(SPLITS),
 
@@ -166,11 +169,22 @@ def prepared_split(backbone, split, kind="npy"):
     return L.prepared(cfg.backbone_sizes(config)[backbone], split, kind)
 
 
+def pretrained_base(backbone, strategy=None):
+    """The pretrained base a job loads ({} when the backbone does not use one; scratch never does)."""
+    if not cfg.uses_pretrained(config, backbone) or strategy == "scratch":
+        return {}
+    return {"pretrained": cfg.pretrained_weights(config, backbone)}
+
+
 def train_inputs(wildcards):
+    strategy = grid.find(config, wildcards.backbone, wildcards.run).strategy
     return {
-        f"{split}_{kind}": prepared_split(wildcards.backbone, split, ext)
-        for split in SPLITS
-        for kind, ext in (("images", "npy"), ("labels", "labels.npy"))
+        **{
+            f"{split}_{kind}": prepared_split(wildcards.backbone, split, ext)
+            for split in SPLITS
+            for kind, ext in (("images", "npy"), ("labels", "labels.npy"))
+        },
+        **pretrained_base(wildcards.backbone, strategy),
     }
 
 

@@ -1,4 +1,4 @@
-# One job per class. Images and the class's ledger (manifest.csv) accumulate in
+# One job per class (target classes and pretrain's source classes). Images and the class's ledger (manifest.csv) accumulate in
 # results/raw/{cls}/ across runs and are never deleted; the job's declared
 # output is a summary, so re-running never removes what was downloaded.
 

@@ -40,6 +40,7 @@ rule train:
 
 rule embed:
     input:
+        unpack(lambda wc: pretrained_base(wc.backbone)),
         images=lambda wc: [prepared_split(wc.backbone, s) for s in SPLITS],
         labels=lambda wc: [prepared_split(wc.backbone, s, "labels.npy") for s in SPLITS],
     output:
@@ -104,6 +105,7 @@ rule features_head:
 # the fitted linear head, for analyses that need a network.
 rule features_model:
     input:
+        unpack(lambda wc: pretrained_base(wc.backbone)),
         head=L.head("{backbone}", "{run}"),
     output:
         model=L.model("{backbone}", "{run}"),

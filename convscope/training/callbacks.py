@@ -174,6 +174,105 @@ class EpochTensorBoard(keras.callbacks.Callback):
 
 
 BACKUP_FILE = "state.npz"
+KEEP = {"val_loss": "min", "val_accuracy": "max", "last": None}  # train.keep: monitored metric -> better when
+
+
+class KeepBest(keras.callbacks.Callback):
+    """The weights of the run's best epoch by a validation metric, kept across phases (train.keep).
+
+    monitor: "val_loss" (lowest wins), "val_accuracy" (highest; a tie goes to the
+    lower val_loss) or "last" (keeps nothing: the model ends as trained). The best
+    weights are copied to host memory when an epoch improves; apply() puts them
+    back into the model at the end of the run. Surviving a kill: EpochBackup
+    stores state() in each epoch's backup file (one file, so the best-so-far
+    always belongs to the epochs that backup holds), and on_train_end saves it
+    to `path` before PhaseDone marks the phase done (a later phase resumes from
+    load()). An epoch is numbered as in history.csv (0-based).
+    """
+
+    PREFIX = "best_"
+
+    def __init__(self, monitor: str = "val_loss", path=None):
+        super().__init__()
+        if monitor not in KEEP:
+            raise ValueError(f"config key train.keep: {monitor!r} unknown; allowed values: {list(KEEP)}")
+        self.monitor = monitor
+        self.path = Path(path) if path is not None else None
+        self.epoch: int | None = None
+        self.score: float | None = None
+        self.tie = math.inf  # val_loss of the best epoch (val_accuracy's tie-break)
+        self.weights: list | None = None
+
+    def _better(self, score: float, tie: float) -> bool:
+        if self.score is None:
+            return True
+        if KEEP[self.monitor] == "min":
+            return score < self.score
+        return score > self.score or (score == self.score and tie < self.tie)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor == "last":
+            return
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise KeyError(f"train.keep: {self.monitor} is not in the epoch's logs ({sorted(logs)}); is there a val split?")
+        score, tie = float(logs[self.monitor]), float(logs.get("val_loss", math.inf))
+        if math.isfinite(score) and self._better(score, tie):
+            self.epoch, self.score, self.tie = int(epoch), score, tie
+            self.weights = [_host_copy(w) for w in self.model.weights]
+
+    def state(self, epoch: int) -> dict:
+        """This object's part of the backup of epoch `epoch` (its weights left out when that epoch is the best:
+        they are the model's own, saved beside them)."""
+        if self.epoch is None:
+            return {}
+        out = {"best_epoch": np.int64(self.epoch), "best_score": np.float64(self.score), "best_tie": np.float64(self.tie)}
+        if self.epoch == epoch:
+            out["best_current"] = np.int64(1)
+        else:
+            out.update({f"best_w{i}": w for i, w in enumerate(self.weights)})
+            out["best_count"] = np.int64(len(self.weights))
+        return out
+
+    def restore(self, state: dict) -> None:
+        """Take back state() from a backup (called by EpochBackup after the model's variables are restored)."""
+        if "best_epoch" not in state:
+            return
+        self.epoch, self.score, self.tie = int(state["best_epoch"]), float(state["best_score"]), float(state["best_tie"])
+        if "best_current" in state:
+            self.weights = [_host_copy(w) for w in self.model.weights]
+        else:
+            self.weights = [np.asarray(state[f"best_w{i}"]) for i in range(int(state["best_count"]))]
+
+    def on_train_end(self, logs=None):
+        if self.path is None or self.epoch is None:
+            return
+        state = {"best_epoch": np.int64(self.epoch), "best_score": np.float64(self.score),
+                 "best_tie": np.float64(self.tie), "best_count": np.int64(len(self.weights)),
+                 **{f"best_w{i}": w for i, w in enumerate(self.weights)}}  # fmt: skip
+        with atomic.path(self.path) as tmp:
+            np.savez(tmp, **state)
+
+    def load(self) -> bool:
+        """The best-so-far saved at the end of the last finished phase (True when there was one)."""
+        if self.path is None or not self.path.exists():
+            return False
+        with np.load(self.path) as state:
+            self.restore({k: state[k] for k in state.files})
+        log.info("best epoch so far: %d (%s %.4g), from %s", self.epoch, self.monitor, self.score, self.path)
+        return True
+
+    def apply(self, model, last_epoch: int) -> dict:
+        """Put the best epoch's weights into `model`; returns what metrics.json records as "kept"."""
+        if self.monitor == "last" or self.weights is None:
+            return {"monitor": self.monitor, "epoch": int(last_epoch), "value": None}
+        weights = model.weights
+        if [tuple(w.shape) for w in weights] != [tuple(w.shape) for w in self.weights]:
+            raise RuntimeError("the kept best-epoch weights do not match the model's (was the backup made for another model?)")
+        for variable, value in zip(weights, self.weights):
+            variable.assign(value)
+        log.info("kept epoch %d of %d (%s %.4g)", self.epoch, last_epoch, self.monitor, self.score)
+        return {"monitor": self.monitor, "epoch": self.epoch, "value": self.score}
 
 
 def backup_epoch(folder) -> int | None:
@@ -210,12 +309,15 @@ class EpochBackup(keras.callbacks.Callback):
     bench/epoch_backup.py), longer than a GPU epoch of a small dataset, and
     writes weights and epoch as two files that a kill can leave out of step. on_train_begin restores a backup;
     on_train_end removes it, after PhaseDone has saved the phase's weights.
+    `extra` (a KeepBest) adds its best-so-far to each epoch's file and gets it
+    back on restore, so the best epoch always matches the epoch resumed at.
     No batch hooks (see module doc).
     """
 
-    def __init__(self, backup_dir):
+    def __init__(self, backup_dir, extra: KeepBest | None = None):
         super().__init__()
         self.folder = Path(backup_dir)
+        self.extra = extra
         self._pool = None
         self._pending = None
 
@@ -233,6 +335,7 @@ class EpochBackup(keras.callbacks.Callback):
         with np.load(path) as state:
             values = [state[f"v{i}"] for i in range(int(state["count"]))]
             epoch = int(state["epoch"])
+            extra = {k: state[k] for k in state.files if k.startswith(KeepBest.PREFIX)}
         # By position, as Keras' load_weights does: auto-generated layer names differ between processes.
         shapes = [tuple(v.shape) for v in variables]
         if [tuple(x.shape) for x in values] != shapes:
@@ -243,11 +346,15 @@ class EpochBackup(keras.callbacks.Callback):
         for variable, value in zip(variables, values):
             variable.assign(value)
         keras_compat.set_initial_epoch(self.model, epoch)
+        if self.extra is not None:
+            self.extra.restore(extra)
 
     def on_epoch_end(self, epoch, logs=None):
         self.wait()
         state = {f"v{i}": _host_copy(v) for i, v in enumerate(self._variables())}
         state.update(count=np.int64(len(state)), epoch=np.int64(epoch + 1))
+        if self.extra is not None:
+            state.update(self.extra.state(epoch))
         self.folder.mkdir(parents=True, exist_ok=True)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backup")
@@ -274,12 +381,14 @@ class EpochBackup(keras.callbacks.Callback):
 
 
 def phase_callbacks(train_ds, runlog: RunLog, history_csv, tensorboard, done_marker, backup: EpochBackup) -> list:
-    """The callbacks of one phase's fit, in the order they must run."""
+    """The callbacks of one phase's fit, in the order they must run (backup.extra: the run's KeepBest)."""
     return [
         EpochSeed(train_ds),
         runlog,  # before CSVLogger: adds learning_rate, trainable_params, timings
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         *([tensorboard] if tensorboard is not None else []),
+        # before EpochBackup (which stores its choice of this epoch) and PhaseDone (its file first)
+        *([backup.extra] if backup.extra is not None else []),
         PhaseDone(done_marker),  # before EpochBackup deletes its backup
         backup,
     ]

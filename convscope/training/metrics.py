@@ -9,6 +9,8 @@ the grid summary and the report read all runs alike:
               "confusion_matrix": [[...]]   # rows = true class, columns = predicted},
      "test": {... same ..., "accuracy_ci95": [low, high]},
      "bootstrap": {"samples", "seed"},
+     "kept": {"monitor", "epoch", "value"}   # trained runs: the epoch (0-based, as in history.csv)
+                                             # whose weights the model holds (train.keep) and its score
      "train_time_s", "images_per_s", "seed", "versions", ...}
 """
 

@@ -12,6 +12,8 @@ a Snakemake output, so Snakemake does not delete it when a job fails):
   history.csv          CSVLogger(append=True), trimmed to the backed-up epochs
   phase{i}/            callbacks.EpochBackup of phase i (per epoch)
   phase{i}.weights.h5  weights at the end of phase i (the phase is done)
+  best.npz             callbacks.KeepBest at the end of the last finished phase
+                       (within a phase, the best-so-far rides in its EpochBackup file)
 A re-run of a killed job resumes from the last completed epoch (from the one
 before if the kill came while that epoch's backup was still being written); the
 folder is removed once the outputs are in place.
@@ -93,6 +95,7 @@ class RunSettings:
     bootstrap: int = 1000
     tensorboard: bool = True
     progressive: dict | None = None
+    keep: str = "val_loss"  # train.keep: the epoch whose weights the run keeps
 
     def fingerprint(self) -> dict:
         return {**asdict(self), "classes": list(self.classes)}
@@ -195,6 +198,8 @@ class TrainState:
     resumed_from: int | None = None
     first_fit: object = None
     tb: object = None
+    best: object = None  # callbacks.KeepBest
+    kept: dict | None = None  # the epoch model.keras holds
     history: list = field(default_factory=list)
     report: dict = field(default_factory=dict)
 
@@ -261,6 +266,7 @@ def _train(
         _datasets(prepared_dir, run, int(job.threads)),
     )
     state.precision = build.configure_precision()
+    state.best = cb.KeepBest(run.keep, work / "best.npz")
     d = state.data
     log.info(
         "run %s/%s: %s, %d phase(s), %d train / %d val / %d test images, backend %s, dtype policy %s, env %s",
@@ -294,6 +300,7 @@ def _train(
         if state.tb is not None:
             state.tb.close()
         clock.mark("trained")
+        state.kept = state.best.apply(state.model, last_epoch=state.plan[-1].end - 1)
         scores_val = data.predict(state.model, d.val_x, replicas)
         scores_test = data.predict(state.model, d.test_x, replicas)
         clock.mark("predicted")
@@ -324,6 +331,7 @@ def _phases_to_do(state: TrainState, run: RunSettings) -> list:
     build.set_tune_depth(state.model, run.backbone, last.depth)
     state.model.load_weights(str(state.work / f"phase{last.index}.weights.h5"))
     state.resumed_from = last.end
+    state.best.load()
     log.info("phases up to %d done (epoch %d): resuming after them", last.index, last.end)
     return list(state.plan[last.index + 1 :])
 
@@ -359,7 +367,7 @@ def _fit_phase(state: TrainState, run: RunSettings, phase, replicas, jit, extra_
     model, d = state.model, state.data
     build.set_tune_depth(model, run.backbone, phase.depth)
     strategies.compile_phase(model, phase, run.hp, len(run.classes), jit)
-    backup = cb.EpochBackup(state.work / f"phase{phase.index}")
+    backup = cb.EpochBackup(state.work / f"phase{phase.index}", extra=state.best)
     epoch = cb.backup_epoch(backup.folder)
     if epoch is not None:
         state.resumed_from = epoch
@@ -416,6 +424,7 @@ def _result(run: RunSettings, job: JobOptions, state: TrainState, clock: Clock) 
         "weights": strategies.weights_for(run.strategy, run.options).get("weights", "imagenet"),
         **state.report,
         "epochs_trained": len(history),
+        "kept": state.kept,  # the epoch whose weights model.keras holds (train.keep); history.csv has them all
         "phases": [
             {
                 "index": p.index,

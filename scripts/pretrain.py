@@ -1,0 +1,13 @@
+from pathlib import Path
+
+from convscope.entry import job
+
+with job(snakemake, backend=snakemake.params.pretrain["backend"]):
+    from convscope.training.pretrain import pretrain
+
+    pretrain(
+        raw_root=Path(snakemake.params.raw),
+        out_dir=Path(snakemake.output.weights).parent,
+        threads=snakemake.threads,
+        **snakemake.params.pretrain,
+    )

@@ -1,0 +1,76 @@
+"""The demo learns: a reduced copy of config.demo.yaml through the real Snakefile.
+
+This is the end-to-end proof that training learns (a change that stops
+learning fails here): the demo's own classes, pretraining and backbone, with
+fewer images, the finetune and scratch strategies only, and the analyses cut
+down to Grad-CAM and its pointing game. Read from the outputs of the run: the
+best trained run's test accuracy, that fine-tuning from the pretrained base
+beats scratch, and Grad-CAM's pointing accuracy against the chance of a random
+point falling in the object's box (pointing.json).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+# Off: everything but Grad-CAM and the pointing game (they take most of an analysis job's time).
+ANALYSIS_OFF = ("occlusion", "saliency", "filter_vis", "change")
+
+
+def reduced_demo() -> dict:
+    config = yaml.safe_load((REPO / "config.demo.yaml").read_text())
+    config = copy.deepcopy(config)
+    # Fewer images and epochs than the demo itself (CI time), the same classes, base and grid otherwise.
+    config["crawl"]["max_images"] = 60
+    for options in config["pretrain"]["classes"].values():
+        options["max_images"] = 120
+    config["pretrain"]["epochs"] = 12
+    config["train"]["strategies"] = ["finetune", "scratch"]
+    config["train"]["bootstrap"] = 200
+    config["train"]["tensorboard"] = False
+    analysis = config.setdefault("analysis", {})
+    for name in ANALYSIS_OFF:
+        analysis[name] = {**analysis.get(name, {}), "enabled": False}
+    analysis["embedding"] = {**analysis.get("embedding", {}), "thumbnails": 0}
+    config["report"] = {**config.get("report", {}), "sections": ["data"]}
+    return config
+
+
+@pytest.mark.slow
+@pytest.mark.skip(
+    reason="the demo does not learn well enough yet (issue 12 part 2): this reduced copy measured best trained "
+    "test accuracy 0.52 (chance 0.33) and the full demo's Grad-CAM pointing 0.22 (chance 0.19); unskip when "
+    "config.demo.yaml reaches its targets"
+)
+def test_the_reduced_demo_learns_transfers_and_points_at_the_object(workflow):
+    config = reduced_demo()
+    wf = workflow(config)
+    wf.run("analyses", timeout=1200)
+
+    runs = {}
+    for path in (wf.results / "models").glob("*/*/metrics.json"):
+        m = json.loads(path.read_text())
+        runs[m["strategy"]] = m
+    assert set(runs) == {"finetune", "scratch"}, sorted(runs)
+    chance = 1 / len(config["classes"])
+    best = max(m["test"]["accuracy"] for m in runs.values())
+    assert best >= 0.55 > 1.6 * chance, f"best trained test accuracy {best:.3f} (chance {chance:.2f})"
+    assert runs["finetune"]["test"]["accuracy"] > runs["scratch"]["test"]["accuracy"], (
+        "fine-tuning the pretrained base should beat scratch at equal epochs: "
+        f"{runs['finetune']['test']['accuracy']:.3f} vs {runs['scratch']['test']['accuracy']:.3f}"
+    )
+    record = json.loads((wf.results / "pretrained" / "alexnet" / "pretrain.json").read_text())
+    assert record["val_accuracy"] > 2 * record["chance"], record["history"]
+
+    games = list((wf.results / "analysis").rglob("pointing.json"))
+    assert len(games) == 1, games
+    game = json.loads(games[0].read_text())
+    gradcam = game["methods"]["gradcam"]["accuracy"]
+    assert game["images"] >= 20
+    assert gradcam > game["chance"] + 0.1, f"Grad-CAM pointing {gradcam:.2f} (chance {game['chance']:.2f})"
