@@ -77,7 +77,13 @@ def test_two_snakemake_runs_from_two_folders_on_one_results_folder(workflow, tmp
         while results_lock.read_holder(shared).get("pid") != running.pid:
             assert time.monotonic() < deadline and running.poll() is None, "the first run did not take the lock"
             time.sleep(0.05)
-        proc = second.run(target, check=False)
+        # Freeze the first run while it holds the lock, so it cannot finish before the second one
+        # looks (on a loaded machine a 400-image crawl ends before a second snakemake has started).
+        os.killpg(running.pid, signal.SIGSTOP)
+        try:
+            proc = second.run(target, check=False)
+        finally:
+            os.killpg(running.pid, signal.SIGCONT)
         assert proc.returncode != 0
         assert f"results folder {shared} is in use by another run (pid {running.pid}" in proc.stderr
         assert f"working directory {first.workdir}" in proc.stderr
