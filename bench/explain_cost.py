@@ -25,22 +25,34 @@ sys.path.insert(0, str(REPO))
 
 # Switches of what issue 13 added; absent keys on a tree without them.
 NEW_OFF = {
-    "methods": {"hirescam": False, "xgradcam": False, "layercam": False, "scorecam": False, "eigencam": False,
-                "integrated_gradients": False},
+    "methods": {
+        "hirescam": False,
+        "xgradcam": False,
+        "layercam": False,
+        "scorecam": False,
+        "eigencam": False,
+        "integrated_gradients": False,
+    },
     "sanity": {"enabled": False},
     "checks": {"insertion": False},
 }
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--backbone", default="alexnet")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--images", type=int, default=48)
     p.add_argument("--classes", type=int, default=4)
     p.add_argument("--backend", default="tensorflow", choices=["tensorflow", "jax"])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--reference-only", action="store_true", help="time only today's methods (a tree before issue 13)")
+    p.add_argument(
+        "--reference-only",
+        action="store_true",
+        help="time only today's methods (a tree before issue 13)",
+    )
     args = p.parse_args(argv)
 
     from convscope import backend
@@ -51,15 +63,26 @@ def main(argv=None) -> dict:
     from convscope.analysis import explain
     from convscope.models.build import build_classifier
 
-    model = build_classifier(args.backbone, args.classes, input_size=args.size, weights="none", seed=1)
-    reference = build_classifier(args.backbone, args.classes, input_size=args.size, weights="none", seed=2)
+    model = build_classifier(
+        args.backbone, args.classes, input_size=args.size, weights="none", seed=1
+    )
+    reference = build_classifier(
+        args.backbone, args.classes, input_size=args.size, weights="none", seed=2
+    )
     rng = np.random.default_rng(0)
     n, s = args.images, args.size
     x = rng.integers(0, 256, (n, s, s, 3)).astype(np.uint8)
     lo = rng.integers(0, s // 2, (n, 2))
-    boxes = np.concatenate([lo, lo + rng.integers(s // 4, s // 2, (n, 2))], axis=1).astype(float)
-    data = {"x": x, "labels": np.arange(n) % args.classes, "classes": [f"c{k}" for k in range(args.classes)],
-            "probs": model.predict(x.astype("float32"), verbose=0), "boxes": boxes}
+    boxes = np.concatenate(
+        [lo, lo + rng.integers(s // 4, s // 2, (n, 2))], axis=1
+    ).astype(float)
+    data = {
+        "x": x,
+        "labels": np.arange(n) % args.classes,
+        "classes": [f"c{k}" for k in range(args.classes)],
+        "probs": model.predict(x.astype("float32"), verbose=0),
+        "boxes": boxes,
+    }
     known = set(explain.DEFAULTS)
     reference_opts = {k: v for k, v in NEW_OFF.items() if k in known}
     if "checks" in reference_opts and "insertion" not in explain.DEFAULTS["checks"]:
@@ -71,7 +94,9 @@ def main(argv=None) -> dict:
     for name, opts in variants.items():
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            explain.explain_model(model, args.backbone, data, Path(tmp), opts, base_reference=reference)
+            explain.explain_model(
+                model, args.backbone, data, Path(tmp), opts, base_reference=reference
+            )
             seconds[name] = round(time.perf_counter() - t0, 2)
             steps = json.loads((Path(tmp) / "explain" / "timings.json").read_text())
         print(f"{name}: {seconds[name]:.1f} s", flush=True)

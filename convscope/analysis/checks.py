@@ -98,7 +98,9 @@ def pointing_game(maps_by_method: dict, boxes, size, *, tolerance: float = 0.0) 
         "chance": float(box_fractions(b, size).mean()),
         "centre_baseline": float(centre_hits.mean()),
         "off_centre_images": int(off.sum()),
-        "off_centre_chance": float(box_fractions(b[off], size).mean()) if off.any() else None,
+        "off_centre_chance": float(box_fractions(b[off], size).mean())
+        if off.any()
+        else None,
         "tolerance_px": tolerance,
         "methods": methods,
         "hits": hits,
@@ -131,7 +133,10 @@ def deletion_curves(
     n, height, width = images.shape[:3]
     fractions = np.linspace(0.0, 1.0, steps + 1)
     rng = np.random.default_rng(seed)
-    orders = {name: upsample(m, (height, width)).reshape(n, -1) for name, m in maps_by_method.items()}
+    orders = {
+        name: upsample(m, (height, width)).reshape(n, -1)
+        for name, m in maps_by_method.items()
+    }
     orders["random"] = rng.random((n, height * width))
     fills = fill_values(images, "mean")
     counts = np.rint(fractions * height * width).astype(np.int64)
@@ -139,7 +144,12 @@ def deletion_curves(
     # Nothing and everything changed are the same images for every order: evaluated once.
     ends = predict_probs(
         model,
-        np.concatenate([images.astype(np.float32), np.broadcast_to(fills[:, None, None, :], images.shape)]),
+        np.concatenate(
+            [
+                images.astype(np.float32),
+                np.broadcast_to(fills[:, None, None, :], images.shape),
+            ]
+        ),
         batch_size,
     )[np.arange(2 * n), np.tile(targets, 2)].reshape(2, n)
     if insertion:
@@ -159,15 +169,29 @@ def deletion_curves(
             flat = np.arange(start, min(start + chunk, total))
             img, step = np.divmod(flat, len(inner))
             step = inner[step]
-            top = (rank[img] < counts[step][:, None]).reshape(len(flat), height, width, 1)
+            top = (rank[img] < counts[step][:, None]).reshape(
+                len(flat), height, width, 1
+            )
             filled = ~top if insertion else top
-            batch = np.where(filled, fills[img][:, None, None, :], images[img].astype(np.float32))
-            curve[img, step] = predict_probs(model, batch, batch_size)[np.arange(len(flat)), targets[img]]
+            batch = np.where(
+                filled, fills[img][:, None, None, :], images[img].astype(np.float32)
+            )
+            curve[img, step] = predict_probs(model, batch, batch_size)[
+                np.arange(len(flat)), targets[img]
+            ]
         out[name] = curve
     return fractions, out
 
 
-def faithfulness(model, images, targets, maps_by_method: dict, **kwargs) -> dict:
+def faithfulness(
+    model,
+    images,
+    targets,
+    maps_by_method: dict,
+    *,
+    directions=("deletion", "insertion"),
+    **kwargs,
+) -> dict:
     """Deletion and insertion curves and their AUCs, each against the random order.
 
     Returns {"fractions", "curves": {direction: {method: N x steps+1}}, "auc": {direction:
@@ -175,9 +199,14 @@ def faithfulness(model, images, targets, maps_by_method: dict, **kwargs) -> dict
     gain = random - method for deletion (lower is better) and method - random for insertion.
     """
     result = {"curves": {}, "auc": {}, "gain": {}}
-    for direction in ("deletion", "insertion"):
+    for direction in directions:
         fractions, curves = deletion_curves(
-            model, images, targets, maps_by_method, insertion=direction == "insertion", **kwargs
+            model,
+            images,
+            targets,
+            maps_by_method,
+            insertion=direction == "insertion",
+            **kwargs,
         )
         aucs = {name: float(auc(fractions, c).mean()) for name, c in curves.items()}
         sign = -1.0 if direction == "deletion" else 1.0
@@ -185,7 +214,9 @@ def faithfulness(model, images, targets, maps_by_method: dict, **kwargs) -> dict
         result["curves"][direction] = curves
         result["auc"][direction] = aucs
         result["gain"][direction] = {
-            name: sign * (v - aucs["random"]) for name, v in aucs.items() if name != "random"
+            name: sign * (v - aucs["random"])
+            for name, v in aucs.items()
+            if name != "random"
         }
     return result
 

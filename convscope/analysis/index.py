@@ -1,8 +1,12 @@
 """The index.json contract between analyses and the report.
 
-    {"title": str, "sections": [{"id": str, "title": str, "items": [
+    {"title": str, "sections": [{"id": str, "title": str, "group": str, "kind": str, "items": [
         {"kind": "image"|"table"|"json", "file": "relative/path", "caption": str,
-         "data": "relative/path" | null}]}]}
+         "data": "relative/path" | null, "badges": [{"method", "title", "passed", "note"}] (optional)}]}]}
+
+A section's group says which part of the analyses it belongs to (e.g. "explanations",
+"trust") and its kind what it holds (e.g. "maps", "sanity", "ranking"): the report
+selects sections by these fields, not by matching ids.
 
 Every analysis returns one or more sections built with `section`/`item`; the
 orchestrator writes them with `write_index`, which checks that every named file
@@ -35,8 +39,21 @@ def item(kind: str, file, caption: str, data=None, *, root=None) -> dict:
     return {"kind": kind, "file": rel(file), "caption": caption, "data": rel(data)}
 
 
-def section(id: str, title: str, items: list[dict]) -> dict:
-    return {"id": id, "title": title, "items": list(items)}
+def section(
+    id: str,
+    title: str,
+    items: list[dict],
+    *,
+    group: str = "model",
+    kind: str | None = None,
+) -> dict:
+    return {
+        "id": id,
+        "title": title,
+        "group": group,
+        "kind": kind or id,
+        "items": list(items),
+    }
 
 
 def validate(index: dict, root) -> None:
@@ -48,18 +65,26 @@ def validate(index: dict, root) -> None:
     for sec in index.get("sections", []):
         sid = sec.get("id")
         if not sid or sid in seen:
-            raise ValueError(f"{root}/index.json: section id {sid!r} is empty or repeated")
+            raise ValueError(
+                f"{root}/index.json: section id {sid!r} is empty or repeated"
+            )
         seen.add(sid)
         for it in sec["items"]:
             if it["kind"] not in KINDS:
-                raise ValueError(f"{root}/index.json section {sid}: kind {it['kind']!r} not in {KINDS}")
+                raise ValueError(
+                    f"{root}/index.json section {sid}: kind {it['kind']!r} not in {KINDS}"
+                )
             for key in ("file", "data"):
                 if it.get(key) is not None:
                     p = Path(it[key])
                     if p.is_absolute() or ".." in p.parts:
-                        raise ValueError(f"{root}/index.json section {sid}: {key} {it[key]!r} must be relative")
+                        raise ValueError(
+                            f"{root}/index.json section {sid}: {key} {it[key]!r} must be relative"
+                        )
                     if not (root / p).is_file():
-                        raise FileNotFoundError(f"{root}/index.json section {sid}: {key} {it[key]!r} was not written")
+                        raise FileNotFoundError(
+                            f"{root}/index.json section {sid}: {key} {it[key]!r} was not written"
+                        )
 
 
 def write_index(out_dir, title: str, sections: list[dict]) -> Path:

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -47,11 +47,17 @@ class Stage:
 class SanityResult:
     threshold: float
     images: int
-    rows: list = field(default_factory=list)  # {method, mode, stage, depth, spearman, ssim}
-    verdicts: dict = field(default_factory=dict)  # method -> {passed, spearman, ssim, stage, reason}
+    rows: list = field(
+        default_factory=list
+    )  # {method, mode, stage, depth, spearman, ssim}
+    verdicts: dict = field(
+        default_factory=dict
+    )  # method -> {passed, spearman, ssim, stage, reason}
 
 
-def stages(head_layers, blocks, n_blocks: int | None, independent: bool = True) -> list[Stage]:
+def stages(
+    head_layers, blocks, n_blocks: int | None, independent: bool = True
+) -> list[Stage]:
     """The randomisation stages: blocks bottom to top (lists of layers), the top n_blocks used."""
     top = list(reversed(blocks))[: (len(blocks) if n_blocks is None else int(n_blocks))]
     names = [_block_name(b) for b in top]
@@ -61,8 +67,44 @@ def stages(head_layers, blocks, n_blocks: int | None, independent: bool = True) 
         layers += list(block)
         out.append(Stage(name, "cascading", k, tuple(layers)))
     if independent:
-        out += [Stage(name, "independent", k, tuple(b)) for k, (name, b) in enumerate(zip(names, top), start=2)]
+        out += [
+            Stage(name, "independent", k, tuple(b))
+            for k, (name, b) in enumerate(zip(names, top), start=2)
+        ]
     return out
+
+
+def head_layers(model) -> list:
+    """The classifier's head: the layer named "head" (the contract), else its last layer with weights."""
+    try:
+        return [model.get_layer("head")]
+    except ValueError:
+        with_weights = [layer for layer in model.layers if layer.weights]
+        return with_weights[-1:]
+
+
+def base_blocks(model, boundaries) -> list[list]:
+    """The backbone's layers with weights split into blocks, bottom to top: block i ends at
+    boundaries[i] (layers after the last boundary join the last block). The backbone is the
+    nested "base" of the classifier contract, else the model itself."""
+    try:
+        base = model.get_layer("base")
+    except ValueError:
+        base = model
+    names = [layer.name for layer in base.layers]
+    missing = [b for b in boundaries if b not in names]
+    if missing:
+        raise ValueError(
+            f"randomisation check: block boundaries {missing} are not layers of {base.name!r}; "
+            f"check the backbone's blocks in convscope/backbones.py"
+        )
+    ends = [names.index(b) + 1 for b in boundaries]
+    ends[-1] = len(names)
+    starts = [0, *ends[:-1]]
+    return [
+        [layer for layer in base.layers[s:e] if layer.weights]
+        for s, e in zip(starts, ends)
+    ]
 
 
 def _block_name(block) -> str:
@@ -104,10 +146,12 @@ def ssim(a, b, sigma: float = 1.5) -> np.ndarray:
     out = np.zeros(len(a))
     for i, (x, y) in enumerate(zip(a, b)):
         x, y = _unit(x), _unit(y)
-        f = lambda t: gaussian_filter(t, sigma, mode="reflect")  # noqa: E731
+        f = lambda t: gaussian_filter(t, sigma, mode="reflect")
         mx, my = f(x), f(y)
         vx, vy, cov = f(x * x) - mx**2, f(y * y) - my**2, f(x * y) - mx * my
-        s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+        s = ((2 * mx * my + c1) * (2 * cov + c2)) / (
+            (mx**2 + my**2 + c1) * (vx + vy + c2)
+        )
         out[i] = float(s.mean())
     return out
 
@@ -133,9 +177,16 @@ def randomisation_check(
     compute is called once per stage on the same loaded model; it should batch its images.
     """
     reference = {name: upsample(m, size) for name, m in trained.items()}
-    result = SanityResult(threshold=float(threshold), images=len(next(iter(trained.values()))))
+    result = SanityResult(
+        threshold=float(threshold), images=len(next(iter(trained.values())))
+    )
     for k, stage in enumerate(stage_list):
-        log.info("sanity: randomising %s (%s, %d layers)", stage.name, stage.mode, len(stage.layers))
+        log.info(
+            "sanity: randomising %s (%s, %d layers)",
+            stage.name,
+            stage.mode,
+            len(stage.layers),
+        )
         with randomised(stage.layers, seed + k):
             maps = compute()
         for name, ref in reference.items():
