@@ -34,25 +34,20 @@ NEW_OFF = {
         "integrated_gradients": False,
     },
     "sanity": {"enabled": False},
-    "checks": {"insertion": False},
+    # today's deletion curves used every checked image
+    "checks": {"insertion": False, "curve_images": 64},
 }
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default="alexnet")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--images", type=int, default=48)
     p.add_argument("--classes", type=int, default=4)
     p.add_argument("--backend", default="tensorflow", choices=["tensorflow", "jax"])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument(
-        "--reference-only",
-        action="store_true",
-        help="time only today's methods (a tree before issue 13)",
-    )
+    p.add_argument("--reference-only", action="store_true", help="time only today's methods (a tree before issue 13)")
     args = p.parse_args(argv)
 
     from convscope import backend
@@ -63,19 +58,13 @@ def main(argv=None) -> dict:
     from convscope.analysis import explain
     from convscope.models.build import build_classifier
 
-    model = build_classifier(
-        args.backbone, args.classes, input_size=args.size, weights="none", seed=1
-    )
-    reference = build_classifier(
-        args.backbone, args.classes, input_size=args.size, weights="none", seed=2
-    )
+    model = build_classifier(args.backbone, args.classes, input_size=args.size, weights="none", seed=1)
+    reference = build_classifier(args.backbone, args.classes, input_size=args.size, weights="none", seed=2)
     rng = np.random.default_rng(0)
     n, s = args.images, args.size
     x = rng.integers(0, 256, (n, s, s, 3)).astype(np.uint8)
     lo = rng.integers(0, s // 2, (n, 2))
-    boxes = np.concatenate(
-        [lo, lo + rng.integers(s // 4, s // 2, (n, 2))], axis=1
-    ).astype(float)
+    boxes = np.concatenate([lo, lo + rng.integers(s // 4, s // 2, (n, 2))], axis=1).astype(float)
     data = {
         "x": x,
         "labels": np.arange(n) % args.classes,
@@ -85,7 +74,7 @@ def main(argv=None) -> dict:
     }
     known = set(explain.DEFAULTS)
     reference_opts = {k: v for k, v in NEW_OFF.items() if k in known}
-    if "checks" in reference_opts and "insertion" not in explain.DEFAULTS["checks"]:
+    if "checks" in reference_opts and "curve_images" not in explain.DEFAULTS["checks"]:
         reference_opts.pop("checks")
     variants = {"reference (before issue 13)": reference_opts}
     if not args.reference_only:
@@ -94,9 +83,7 @@ def main(argv=None) -> dict:
     for name, opts in variants.items():
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            explain.explain_model(
-                model, args.backbone, data, Path(tmp), opts, base_reference=reference
-            )
+            explain.explain_model(model, args.backbone, data, Path(tmp), opts, base_reference=reference)
             seconds[name] = round(time.perf_counter() - t0, 2)
             steps = json.loads((Path(tmp) / "explain" / "timings.json").read_text())
         print(f"{name}: {seconds[name]:.1f} s", flush=True)

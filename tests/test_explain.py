@@ -220,6 +220,12 @@ def check_explain_model_writes_its_sections():
         # head, then one block (cascading), then that block alone
         assert sanity["stages"] == ["cascading: head", "cascading: last", "independent: last"]
         assert all(isinstance(v["passed"], bool) and v["reason"] for v in sanity["methods"].values())
+        rows = pd.read_csv(out / "explain" / "sanity.csv").set_index(["method", "mode", "stage"])
+        # EigenCAM never reads the head: shuffling the head leaves it exactly as it was; shuffling
+        # the conv layer changes it (the weights really are shuffled in place, on either backend)
+        assert rows.loc[("eigencam", "cascading", "head"), "spearman"] == pytest.approx(1.0)
+        assert rows.loc[("eigencam", "independent", "last"), "spearman"] < 0.99
+        assert rows.loc[("gradcam", "cascading", "head"), "ssim"] < 0.99
         ranking = pd.read_csv(out / "explain" / "method_ranking.csv")
         assert sorted(ranking["method"]) == sorted(CHECKED) and list(ranking["rank"]) == list(range(1, 11))
         failed = set(ranking[ranking.sanity == "fail"]["method"])
@@ -257,7 +263,11 @@ def check_explain_model_writes_its_sections():
         )
         # without a reference the change section explains itself instead of vanishing
         sections = explain_model(
-            model, backbone, data, out / "noref", {**options, "filter_vis": {"enabled": False, "steps": 4}}
+            model,
+            backbone,
+            data,
+            out / "noref",
+            {**options, "filter_vis": {"enabled": False, "steps": 4}, "checks": {"enabled": False}},
         )
         change_sec = [s for s in sections if s["id"] == "change"][0]
         assert "base_reference" in (out / "noref" / change_sec["items"][0]["file"]).read_text()

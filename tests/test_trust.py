@@ -35,14 +35,8 @@ def small_cnn(seed: int = 0):
     image = keras.Input((SIZE, SIZE, 3), name="image")
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(image)
     x = layers.GlobalAveragePooling2D(name="pool")(base(x))
-    model = keras.Model(
-        image, layers.Dense(len(SHAPES), activation="softmax", name="head")(x)
-    )
-    model.compile(
-        keras.optimizers.Adam(3e-3),
-        "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    model = keras.Model(image, layers.Dense(len(SHAPES), activation="softmax", name="head")(x))
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
@@ -54,18 +48,9 @@ def trained():
     x_train, y_train, _ = shapes_on_clutter(700, seed=0)
     x_test, y_test, boxes = shapes_on_clutter(12, seed=1)
     model = small_cnn()
-    model.fit(
-        x_train.astype(np.float32),
-        y_train,
-        epochs=4,
-        batch_size=32,
-        verbose=0,
-        shuffle=True,
-    )
+    model.fit(x_train.astype(np.float32), y_train, epochs=4, batch_size=32, verbose=0, shuffle=True)
     accuracy = float(model.evaluate(x_test.astype(np.float32), y_test, verbose=0)[1])
-    assert accuracy > 0.55, (
-        f"the small CNN did not learn the shapes (test accuracy {accuracy:.2f})"
-    )
+    assert accuracy > 0.55, f"the small CNN did not learn the shapes (test accuracy {accuracy:.2f})"
     return model, x_test, y_test, boxes
 
 
@@ -100,9 +85,7 @@ def test_randomisation_check_fails_an_edge_detector(trained):
 
     trained_maps = compute()
     weights_before = [w.copy() for w in model.get_weights()]
-    stage_list = sanity.stages(
-        [model.get_layer("head")], base_blocks(model), n_blocks=2
-    )
+    stage_list = sanity.stages([model.get_layer("head")], base_blocks(model), n_blocks=2)
     assert [(s.name, s.mode) for s in stage_list] == [
         ("head", "cascading"),
         ("last_conv", "cascading"),
@@ -110,33 +93,19 @@ def test_randomisation_check_fails_an_edge_detector(trained):
         ("last_conv", "independent"),
         ("b2_pool", "independent"),
     ]
-    result = sanity.randomisation_check(
-        stage_list, compute, trained_maps, (SIZE, SIZE), threshold=0.5, seed=3
-    )
+    result = sanity.randomisation_check(stage_list, compute, trained_maps, (SIZE, SIZE), threshold=0.5, seed=3)
     # the trained weights are back, every one
     for a, b in zip(model.get_weights(), weights_before):
         np.testing.assert_array_equal(a, b)
     v = result.verdicts
-    print(
-        {
-            k: (r["passed"], round(r["spearman"], 3), round(r["ssim"], 3))
-            for k, r in v.items()
-        }
-    )
+    print({k: (r["passed"], round(r["spearman"], 3), round(r["ssim"], 3)) for k, r in v.items()})
     assert v["gradcam"]["passed"] and v["saliency"]["passed"], v
     assert not v["edges"]["passed"] and "barely change" in v["edges"]["reason"], v
     edges = [r for r in result.rows if r["method"] == "edges"]
     assert all(r["spearman"] > 0.999 and r["ssim"] > 0.999 for r in edges)
     # randomising deeper (cascading) moves Grad-CAM further from the trained maps than the head alone
-    gc = {
-        r["stage"]: r
-        for r in result.rows
-        if r["method"] == "gradcam" and r["mode"] == "cascading"
-    }
-    assert (
-        gc["b2_pool"]["ssim"] < 0.9
-        and gc["b2_pool"]["spearman"] < gc["head"]["spearman"] + 0.2
-    )
+    gc = {r["stage"]: r for r in result.rows if r["method"] == "gradcam" and r["mode"] == "cascading"}
+    assert gc["b2_pool"]["ssim"] < 0.9 and gc["b2_pool"]["spearman"] < gc["head"]["spearman"] + 0.2
 
 
 def test_similarity_measures_on_known_maps():
@@ -149,9 +118,7 @@ def test_similarity_measures_on_known_maps():
     np.testing.assert_allclose(spearman(a, a**3 + 2), 1.0)  # ranks only
     np.testing.assert_allclose(ssim(a, a), 1.0)
     assert (ssim(a, rng.random((3, 16, 16))) < 0.3).all()
-    assert (
-        spearman(a, np.zeros_like(a)) == 0
-    ).all()  # a flat map has no ranking: no similarity
+    assert (spearman(a, np.zeros_like(a)) == 0).all()  # a flat map has no ranking: no similarity
 
 
 def test_object_first_map_beats_random_in_both_directions(trained):

@@ -39,9 +39,7 @@ def hirescam(activations, grads) -> np.ndarray:
 def xgradcam(activations, grads) -> np.ndarray:
     a, g = np.asarray(activations, np.float64), np.asarray(grads, np.float64)
     total = a.sum(axis=(1, 2))
-    weights = np.divide(
-        (a * g).sum(axis=(1, 2)), total, out=np.zeros_like(total), where=total != 0
-    )
+    weights = np.divide((a * g).sum(axis=(1, 2)), total, out=np.zeros_like(total), where=total != 0)
     return _weighted(a, weights)
 
 
@@ -85,15 +83,7 @@ def unit_masks(activations, size) -> np.ndarray:
     return np.divide(up - lo, span, out=np.zeros_like(up), where=span > 0)
 
 
-def scorecam(
-    model,
-    activations,
-    images,
-    targets,
-    *,
-    channels: int | None = None,
-    batch_size: int = 64,
-) -> np.ndarray:
+def scorecam(model, activations, images, targets, *, channels: int | None = None, batch_size: int = 64) -> np.ndarray:
     """Score-CAM maps N x h x w: relu(sum_k p_target(image * mask_k) A_k).
 
     channels: use only each image's that many most active channels (mean activation),
@@ -106,9 +96,7 @@ def scorecam(
     size = images.shape[1:3]
     use = k if channels is None else max(1, min(int(channels), k))
     chosen = np.argsort(-a.mean(axis=(1, 2)), axis=1, kind="stable")[:, :use]  # N x use
-    masks = unit_masks(
-        np.take_along_axis(a, chosen[:, None, None, :], axis=-1), size
-    )  # N x use x H x W
+    masks = unit_masks(np.take_along_axis(a, chosen[:, None, None, :], axis=-1), size)  # N x use x H x W
     total = n * use
     log.info("Score-CAM: %d images x %d channels = %d forward passes", n, use, total)
     scores = np.empty(total, np.float64)
@@ -117,9 +105,7 @@ def scorecam(
         flat = np.arange(start, min(start + chunk, total))
         img, ch = np.divmod(flat, use)
         batch = images[img] * masks[img, ch][..., None]
-        scores[flat] = predict_probs(model, batch, batch_size)[
-            np.arange(len(flat)), targets[img]
-        ]
+        scores[flat] = predict_probs(model, batch, batch_size)[np.arange(len(flat)), targets[img]]
     weights = np.zeros((n, k), np.float64)
     np.put_along_axis(weights, chosen, scores.reshape(n, use), axis=1)
     return _weighted(a.astype(np.float64), weights)

@@ -77,13 +77,7 @@ DEFAULTS = {
     },
     "scorecam": {"channels": 16},
     "integrated_gradients": {"steps": 16, "tolerance": 0.1},
-    "sanity": {
-        "enabled": True,
-        "images": 4,
-        "blocks": 2,
-        "independent": True,
-        "threshold": 0.5,
-    },
+    "sanity": {"enabled": True, "images": 4, "blocks": 2, "independent": True, "threshold": 0.5},
 }
 # Keys of the analysis section this module owns (the others belong to run.py's analyses).
 OWN_KEYS = (
@@ -120,12 +114,7 @@ def spread_over_classes(labels, n: int) -> np.ndarray:
     """Up to n indices: the first image of each class, then the second of each, ..."""
     labels = np.asarray(labels)
     per_class = [np.flatnonzero(labels == k) for k in np.unique(labels)]
-    picked = [
-        int(p[r])
-        for r in range(max((len(p) for p in per_class), default=0))
-        for p in per_class
-        if r < len(p)
-    ]
+    picked = [int(p[r]) for r in range(max((len(p) for p in per_class), default=0)) for p in per_class if r < len(p)]
     return np.asarray(picked[:n], dtype=np.int64)
 
 
@@ -137,13 +126,9 @@ class ExplainInputs:
     labels: np.ndarray  # N true classes
     probs: np.ndarray  # N x C the model's probabilities
     classes: list  # class names
-    boxes: (
-        np.ndarray
-    )  # N x 4 object boxes (x0, y0, x1, y1 image pixels), NaN rows without
+    boxes: np.ndarray  # N x 4 object boxes (x0, y0, x1, y1 image pixels), NaN rows without
     sample: np.ndarray | None = None  # indices of the images shown in the figures
-    base_reference: object = (
-        None  # the starting weights' model (change from the pretrained base)
-    )
+    base_reference: object = None  # the starting weights' model (change from the pretrained base)
 
     @property
     def preds(self) -> np.ndarray:
@@ -170,30 +155,17 @@ def boxes_of(data: dict, n: int) -> np.ndarray:
     or the prepared index's box_* columns."""
     if data.get("boxes") is not None:
         boxes = np.asarray(data["boxes"], dtype=np.float64)
-    elif data.get("index") is not None and {
-        "box_x0",
-        "box_y0",
-        "box_x1",
-        "box_y1",
-    } <= set(data["index"].columns):
-        boxes = (
-            data["index"][["box_x0", "box_y0", "box_x1", "box_y1"]]
-            .apply(pd.to_numeric, errors="coerce")
-            .to_numpy()
-        )
+    elif data.get("index") is not None and {"box_x0", "box_y0", "box_x1", "box_y1"} <= set(data["index"].columns):
+        boxes = data["index"][["box_x0", "box_y0", "box_x1", "box_y1"]].apply(pd.to_numeric, errors="coerce").to_numpy()
     else:
         boxes = np.full((n, 4), np.nan)
     if boxes.shape != (n, 4):
-        raise ValueError(
-            f"object boxes have shape {boxes.shape}, expected ({n}, 4) for {n} test images"
-        )
+        raise ValueError(f"object boxes have shape {boxes.shape}, expected ({n}, 4) for {n} test images")
     return boxes
 
 
 def _backbone_spec(backbone):
-    return (
-        backbone if isinstance(backbone, registry.Backbone) else registry.get(backbone)
-    )
+    return backbone if isinstance(backbone, registry.Backbone) else registry.get(backbone)
 
 
 class _Timer:
@@ -211,16 +183,7 @@ class _Timer:
         log.info("explain: %s done in %.1f s", name, self.seconds[name])
 
 
-def explain_model(
-    model,
-    backbone,
-    data,
-    out_dir,
-    options: dict | None = None,
-    *,
-    base_reference=None,
-    root=None,
-):
+def explain_model(model, backbone, data, out_dir, options: dict | None = None, *, base_reference=None, root=None):
     """Run the explanation analyses of one classifier; returns index.json sections.
 
     model: the trained classifier (MODEL CONTRACT, nested "base"; flat models work too).
@@ -247,24 +210,13 @@ def explain_model(
     # Default 4 x 4 patches per image side at half-patch steps: 7 x 7 = 49 forward passes per image.
     patch = int(opts["occlusion"]["patch"] or max(1, size[0] // 4))
     stride = int(opts["occlusion"]["stride"] or max(1, patch // 2))
-    ctx = explain_maps.MapContext(
-        model,
-        cut(model, layer),
-        layer,
-        inputs.probs.shape[1],
-        opts,
-        patch,
-        stride,
-        timer,
-    )
+    ctx = explain_maps.MapContext(model, cut(model, layer), layer, inputs.probs.shape[1], opts, patch, stride, timer)
 
     check = _check_maps(ctx, inputs) if opts["checks"]["enabled"] else None
     verdicts = None
     trust_sections = []
     if check is not None:
-        trust_sections, verdicts = _trust_sections(
-            ctx, spec, inputs, check, folder, root
-        )
+        trust_sections, verdicts = _trust_sections(ctx, spec, inputs, check, folder, root)
     sections = _sample_sections(ctx, inputs, verdicts, folder, root)
     sections += _feature_sections(ctx, spec, inputs, folder, root)
     sections += trust_sections
@@ -275,17 +227,11 @@ def explain_model(
 def _sample_sections(ctx, inputs, verdicts, folder, root) -> list[dict]:
     """Maps of the sample images, explaining the predicted class, one section per figure group."""
     opts = ctx.opts
-    sample = (
-        inputs.sample
-        if inputs.sample is not None
-        else spread_over_classes(inputs.labels, opts["sample_images"])
-    )
+    sample = inputs.sample if inputs.sample is not None else spread_over_classes(inputs.labels, opts["sample_images"])
     names = explain_maps.enabled(opts)
     if not len(sample) or not names:
         return []
-    maps, _ = explain_maps.compute_maps(
-        ctx, inputs.x[sample], inputs.preds[sample], names
-    )
+    maps, _ = explain_maps.compute_maps(ctx, inputs.x[sample], inputs.preds[sample], names)
     heading = {
         "layer": ctx.layer,
         "patch": ctx.patch,
@@ -293,9 +239,7 @@ def _sample_sections(ctx, inputs, verdicts, folder, root) -> list[dict]:
         "fill": opts["occlusion"]["fill"],
         "smoothgrad_samples": opts["saliency"]["smoothgrad_samples"],
     }
-    return figures.map_sections(
-        maps, inputs, sample, folder, root, heading=heading, verdicts=verdicts
-    )
+    return figures.map_sections(maps, inputs, sample, folder, root, heading=heading, verdicts=verdicts)
 
 
 def _feature_sections(ctx, spec, inputs, folder, root) -> list[dict]:
@@ -313,13 +257,9 @@ def _feature_sections(ctx, spec, inputs, folder, root) -> list[dict]:
         channels = _channels(fv_cut, fv["channels"], x, ctx.batch_size, fv_layer)
         settings = filter_vis.Settings.from_options({**fv, "seed": ctx.seed})
         with timer(f"feature visualization ({len(channels)} channels of {fv_layer})"):
-            ft_result = filter_vis.visualize(
-                fv_cut.to_layer, channels, size=x.shape[1:3], settings=settings
-            )
+            ft_result = filter_vis.visualize(fv_cut.to_layer, channels, size=x.shape[1:3], settings=settings)
         if fv["enabled"]:
-            sections.append(
-                figures.filter_section(ft_result, fv_layer, folder, root, settings)
-            )
+            sections.append(figures.filter_section(ft_result, fv_layer, folder, root, settings))
         if do_change:
             gray_std = float(opts["change"]["gray_std"])
             with timer("change from the pretrained base"):
@@ -337,11 +277,7 @@ def _feature_sections(ctx, spec, inputs, folder, root) -> list[dict]:
                     finetuned=ft_result,
                     model_cut=fv_cut,
                 )
-            sections.append(
-                figures.change_section(
-                    result, weights, fv_layer, spec.last_conv, gray_std, folder, root
-                )
-            )
+            sections.append(figures.change_section(result, weights, fv_layer, spec.last_conv, gray_std, folder, root))
     if opts["change"]["enabled"] and ref is None:
         sections.append(figures.no_reference_section(folder, root))
     return sections
@@ -362,33 +298,23 @@ def _check_maps(ctx, inputs) -> _CheckMaps | None:
     with_box = np.isfinite(inputs.boxes).all(axis=1)
     # The images with a box when there are any (they feed every check), spread over classes.
     pool = np.flatnonzero(with_box) if with_box.any() else np.arange(len(inputs.x))
-    idx = pool[
-        spread_over_classes(inputs.labels[pool], int(ctx.opts["checks"]["max_images"]))
-    ]
-    maps, notes = explain_maps.compute_maps(
-        ctx, inputs.x[idx], inputs.labels[idx], names
-    )
+    idx = pool[spread_over_classes(inputs.labels[pool], int(ctx.opts["checks"]["max_images"]))]
+    maps, notes = explain_maps.compute_maps(ctx, inputs.x[idx], inputs.labels[idx], names)
     return _CheckMaps(idx, maps, notes)
 
 
-def _trust_sections(
-    ctx, spec, inputs, check: _CheckMaps, folder, root
-) -> tuple[list[dict], dict | None]:
+def _trust_sections(ctx, spec, inputs, check: _CheckMaps, folder, root) -> tuple[list[dict], dict | None]:
     """The checks, the sanity check and the ranking; returns (sections, sanity verdicts or None)."""
     from convscope.analysis import checks, ranking
 
     ck, timer, idx = ctx.opts["checks"], ctx.timer, check.idx
     x, labels, size = inputs.x, inputs.labels, inputs.x.shape[1:3]
     with timer("pointing game"):
-        game = checks.pointing_game(
-            check.maps, inputs.boxes[idx], size, tolerance=float(ck["tolerance"])
-        )
+        game = checks.pointing_game(check.maps, inputs.boxes[idx], size, tolerance=float(ck["tolerance"]))
     # The curves (many forward passes per image) on the first curve_images of the checked images.
     k = min(len(idx), int(ck["curve_images"]))
     sub = spread_over_classes(labels[idx], k)
-    with timer(
-        f"deletion{' and insertion' if ck['insertion'] else ''} curves ({k} images)"
-    ):
+    with timer(f"deletion{' and insertion' if ck['insertion'] else ''} curves ({k} images)"):
         faith = checks.faithfulness(
             ctx.model,
             x[idx[sub]],
@@ -404,11 +330,7 @@ def _trust_sections(
         ig = ctx.opts["integrated_gradients"]
         extra.append(
             trust.completeness_item(
-                check.notes["integrated_gradients"],
-                float(ig["tolerance"]),
-                int(ig["steps"]),
-                folder,
-                root,
+                check.notes["integrated_gradients"], float(ig["tolerance"]), int(ig["steps"]), folder, root
             )
         )
     sections = [
@@ -425,11 +347,7 @@ def _trust_sections(
         verdicts = result.verdicts
         sections.append(trust.sanity_section(result, stage_names, folder, root))
     rows = ranking.rank_methods(list(check.maps), faith, sanity=verdicts, pointing=game)
-    sections.append(
-        trust.ranking_section(
-            rows, ranking.verdict_line(rows, figures.TITLES), folder, root
-        )
-    )
+    sections.append(trust.ranking_section(rows, ranking.verdict_line(rows, figures.TITLES), folder, root))
     return sections, verdicts
 
 
@@ -442,28 +360,17 @@ def _sanity(ctx, spec, inputs, check: _CheckMaps):
     idx = check.idx[sub]
     names = list(check.maps)
     stage_list = sanity.stages(
-        sanity.head_layers(ctx.model),
-        sanity.base_blocks(ctx.model, spec.blocks),
-        so["blocks"],
-        so["independent"],
+        sanity.head_layers(ctx.model), sanity.base_blocks(ctx.model, spec.blocks), so["blocks"], so["independent"]
     )
 
     def compute():
         return explain_maps.compute_maps(
-            explain_maps.MapContext(**{**ctx.__dict__, "timer": None}),
-            inputs.x[idx],
-            inputs.labels[idx],
-            names,
+            explain_maps.MapContext(**{**ctx.__dict__, "timer": None}), inputs.x[idx], inputs.labels[idx], names
         )[0]
 
     trained = {n: m[sub] for n, m in check.maps.items()}
     result = sanity.randomisation_check(
-        stage_list,
-        compute,
-        trained,
-        inputs.x.shape[1:3],
-        threshold=float(so["threshold"]),
-        seed=ctx.seed,
+        stage_list, compute, trained, inputs.x.shape[1:3], threshold=float(so["threshold"]), seed=ctx.seed
     )
     return result, [f"{s.mode}: {s.name}" for s in stage_list]
 
@@ -474,15 +381,8 @@ def _channels(layer_cut, wanted, x, batch_size, layer):
 
     if isinstance(wanted, (list, tuple)):
         return [int(c) for c in wanted]
-    mean = channel_means(layer_cut.to_layer, x[: min(len(x), 256)], batch_size).mean(
-        axis=0
-    )
+    mean = channel_means(layer_cut.to_layer, x[: min(len(x), 256)], batch_size).mean(axis=0)
     count = min(int(wanted), len(mean))
     chosen = np.argsort(-mean, kind="stable")[:count]
-    log.info(
-        "explain: visualising the %d most active channels of %s: %s",
-        count,
-        layer,
-        chosen.tolist(),
-    )
+    log.info("explain: visualising the %d most active channels of %s: %s", count, layer, chosen.tolist())
     return chosen.tolist()

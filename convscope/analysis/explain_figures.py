@@ -25,10 +25,7 @@ TITLES = {name: m.title for name, m in METHODS.items()}
 FIGURES = {
     "gradcam": ("Grad-CAM and Grad-CAM++", "Grad-CAM at {layer}"),
     "cams": ("More class-activation maps", "CAMs at {layer}"),
-    "occlusion": (
-        "Occlusion sensitivity",
-        "Occlusion {patch}px patches, stride {stride}",
-    ),
+    "occlusion": ("Occlusion sensitivity", "Occlusion {patch}px patches, stride {stride}"),
     "saliency": ("Saliency, SmoothGrad and Integrated Gradients", "Input gradients"),
 }
 
@@ -38,12 +35,7 @@ def badges(names, verdicts: dict | None) -> list[dict]:
     if not verdicts:
         return []
     return [
-        {
-            "method": n,
-            "title": TITLES[n],
-            "passed": verdicts[n]["passed"],
-            "note": verdicts[n]["reason"],
-        }
+        {"method": n, "title": TITLES[n], "passed": verdicts[n]["passed"], "note": verdicts[n]["reason"]}
         for n in names
         if n in verdicts
     ]
@@ -73,52 +65,27 @@ def samples_table(maps, inputs, sample, folder):
         table[f"{name}_peak_row"], table[f"{name}_peak_col"] = p[:, 0], p[:, 1]
     path = folder / "explained_samples.csv"
     table.to_csv(path, index=False)
-    np.savez_compressed(
-        folder / "maps.npz",
-        rows=sample,
-        **{k.replace("+", "p"): v for k, v in maps.items()},
-    )
+    np.savez_compressed(folder / "maps.npz", rows=sample, **{k.replace("+", "p"): v for k, v in maps.items()})
     return path
 
 
 def _grid(maps, names, inputs, sample, path, suptitle):
-    x, labels, preds, probs, classes = (
-        inputs.x,
-        inputs.labels,
-        inputs.preds,
-        inputs.probs,
-        inputs.classes,
-    )
+    x, labels, preds, probs, classes = (inputs.x, inputs.labels, inputs.preds, inputs.probs, inputs.classes)
     size = x.shape[1:3]
     panels, titles, colors = [], [], []
     for j, i in enumerate(sample):
         panels.append(x[i])
-        titles.append(
-            f"{classes[labels[i]]} -> {classes[preds[i]]} {probs[i, preds[i]]:.2f}"
-        )
+        titles.append(f"{classes[labels[i]]} -> {classes[preds[i]]} {probs[i, preds[i]]:.2f}")
         colors.append("black" if labels[i] == preds[i] else "red")
         for name in names:
             m = maps[name][j]
-            panels.append(
-                plots.overlay(x[i], m)
-                if METHODS[name].overlay
-                else _as_rgb(plots.resize_map(m, size))
-            )
+            panels.append(plots.overlay(x[i], m) if METHODS[name].overlay else _as_rgb(plots.resize_map(m, size)))
             titles.append(TITLES[name])
             colors.append("black")
-    return plots.image_grid(
-        panels,
-        path,
-        titles=titles,
-        ncols=1 + len(names),
-        suptitle=suptitle,
-        title_colors=colors,
-    )
+    return plots.image_grid(panels, path, titles=titles, ncols=1 + len(names), suptitle=suptitle, title_colors=colors)
 
 
-def map_sections(
-    maps, inputs, sample, folder, root, *, heading: dict, verdicts=None, notes=None
-) -> list[dict]:
+def map_sections(maps, inputs, sample, folder, root, *, heading: dict, verdicts=None, notes=None) -> list[dict]:
     """One section per figure group with at least one computed method.
 
     heading: values for the figure headings (layer, patch, stride, fill, smoothgrad_samples).
@@ -131,22 +98,9 @@ def map_sections(
         names = [n for n in maps if METHODS[n].figure == fig]
         if not names:
             continue
-        path = _grid(
-            maps,
-            names,
-            inputs,
-            sample,
-            folder / f"{fig}.png",
-            suptitle.format(**heading),
-        )
+        path = _grid(maps, names, inputs, sample, folder / f"{fig}.png", suptitle.format(**heading))
         what = " ".join(f"{TITLES[n]}: {_caption(n, heading)}" for n in names)
-        it = item(
-            "image",
-            path,
-            f"{rows} each method's map for the predicted class. {what}",
-            table_path,
-            root=root,
-        )
+        it = item("image", path, f"{rows} each method's map for the predicted class. {what}", table_path, root=root)
         it["badges"] = badges(names, verdicts)
         sections.append(section(fig, title, [it], group="explanations", kind="maps"))
     return sections
@@ -175,9 +129,7 @@ def filter_section(result, layer, folder, root, settings):
     csv = folder / "filter_vis.csv"
     table.to_csv(csv, index=False)
     titles = [f"ch {c}: {a:.2g}" for c, a in zip(result.channels, result.final)]
-    path = plots.image_grid(
-        result.images, folder / "filter_vis.png", titles=titles, suptitle=f"{layer}"
-    )
+    path = plots.image_grid(result.images, folder / "filter_vis.png", titles=titles, suptitle=f"{layer}")
     param = "decorrelated Fourier" if settings.fourier else "pixel"
     return section(
         "filter_vis",
@@ -211,9 +163,7 @@ def no_reference_section(folder, root):
             indent=1,
         )
     )
-    log.warning(
-        "explain: no base_reference, the change-from-pretrained section has only a note"
-    )
+    log.warning("explain: no base_reference, the change-from-pretrained section has only a note")
     return section(
         "change",
         "Change from the pretrained base",
@@ -251,11 +201,7 @@ def change_section(result, weights, layer, embed_layer, gray_std, folder, root):
             f"fine-tuned cos {r['cosine_similarity']:.2f}{_flag(r, 'finetuned')}",
         ]
     c_png = plots.image_grid(
-        panels,
-        folder / "change_channels.png",
-        titles=titles,
-        ncols=2,
-        suptitle=f"{layer}: pretrained vs fine-tuned",
+        panels, folder / "change_channels.png", titles=titles, ncols=2, suptitle=f"{layer}: pretrained vs fine-tuned"
     )
     d = result["dead"]
     return section(

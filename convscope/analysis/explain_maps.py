@@ -53,17 +53,13 @@ class Batch:
     ctx: MapContext
     images: np.ndarray
     targets: np.ndarray
-    notes: dict = field(
-        default_factory=dict
-    )  # per-method diagnostics (e.g. IG completeness)
+    notes: dict = field(default_factory=dict)  # per-method diagnostics (e.g. IG completeness)
 
     @functools.cached_property
     def layer(self):
         """(activations, gradients of the target logits w.r.t. them) at the explained layer."""
         c = self.ctx
-        return gradcam.layer_gradients(
-            c.cut, self.images, self.targets, c.n_classes, batch_size=c.batch_size
-        )
+        return gradcam.layer_gradients(c.cut, self.images, self.targets, c.n_classes, batch_size=c.batch_size)
 
     @functools.cached_property
     def cams(self) -> dict:
@@ -79,9 +75,7 @@ class Method:
     enabled: Callable[[dict], bool]
     compute: Callable[[Batch], np.ndarray]
     overlay: bool = True  # drawn over the image (else as a grey map of its own)
-    in_checks: bool = (
-        True  # SmoothGrad is shown only: `smoothgrad_samples` gradients per image
-    )
+    in_checks: bool = True  # SmoothGrad is shown only: `smoothgrad_samples` gradients per image
 
 
 def _switch(section: str) -> Callable[[dict], bool]:
@@ -122,14 +116,7 @@ def _smoothgrad(b: Batch) -> np.ndarray:
 def _scorecam(b: Batch) -> np.ndarray:
     c = b.ctx
     channels = c.opts["scorecam"]["channels"]
-    return cams.scorecam(
-        c.model,
-        b.layer[0],
-        b.images,
-        b.targets,
-        channels=channels,
-        batch_size=c.batch_size,
-    )
+    return cams.scorecam(c.model, b.layer[0], b.images, b.targets, channels=channels, batch_size=c.batch_size)
 
 
 def _integrated_gradients(b: Batch) -> np.ndarray:
@@ -202,8 +189,7 @@ METHODS: dict[str, Method] = {
         Method(
             "scorecam",
             "Score-CAM",
-            "Channels weighted by the class probability of the image masked with each "
-            "channel (no gradients).",
+            "Channels weighted by the class probability of the image masked with each channel (no gradients).",
             "cams",
             _method("scorecam"),
             _scorecam,
@@ -222,13 +208,7 @@ METHODS: dict[str, Method] = {
             "|d score / d pixel|: pixels whose change moves the class score most.",
             "saliency",
             _switch("saliency"),
-            lambda b: saliency.saliency(
-                b.ctx.cut,
-                b.images,
-                b.targets,
-                b.ctx.n_classes,
-                batch_size=b.ctx.batch_size,
-            ),
+            lambda b: saliency.saliency(b.ctx.cut, b.images, b.targets, b.ctx.n_classes, batch_size=b.ctx.batch_size),
             overlay=False,
         ),
         Method(
@@ -244,8 +224,7 @@ METHODS: dict[str, Method] = {
         Method(
             "integrated_gradients",
             "Integrated Gradients",
-            "Pixel times gradient integrated from a black image: "
-            "each pixel's share of the class score.",
+            "Pixel times gradient integrated from a black image: each pixel's share of the class score.",
             "saliency",
             _method("integrated_gradients"),
             _integrated_gradients,
@@ -257,11 +236,7 @@ METHODS: dict[str, Method] = {
 
 def enabled(opts: dict, *, checks: bool = False) -> list[str]:
     """Names of the enabled methods in registry order (checks=True: those the checks score)."""
-    return [
-        m.name
-        for m in METHODS.values()
-        if m.enabled(opts) and (m.in_checks or not checks)
-    ]
+    return [m.name for m in METHODS.values() if m.enabled(opts) and (m.in_checks or not checks)]
 
 
 def compute_maps(ctx: MapContext, images, targets, names) -> tuple[dict, dict]:

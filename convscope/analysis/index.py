@@ -39,21 +39,8 @@ def item(kind: str, file, caption: str, data=None, *, root=None) -> dict:
     return {"kind": kind, "file": rel(file), "caption": caption, "data": rel(data)}
 
 
-def section(
-    id: str,
-    title: str,
-    items: list[dict],
-    *,
-    group: str = "model",
-    kind: str | None = None,
-) -> dict:
-    return {
-        "id": id,
-        "title": title,
-        "group": group,
-        "kind": kind or id,
-        "items": list(items),
-    }
+def section(id: str, title: str, items: list[dict], *, group: str = "model", kind: str | None = None) -> dict:
+    return {"id": id, "title": title, "group": group, "kind": kind or id, "items": list(items)}
 
 
 def validate(index: dict, root) -> None:
@@ -65,26 +52,18 @@ def validate(index: dict, root) -> None:
     for sec in index.get("sections", []):
         sid = sec.get("id")
         if not sid or sid in seen:
-            raise ValueError(
-                f"{root}/index.json: section id {sid!r} is empty or repeated"
-            )
+            raise ValueError(f"{root}/index.json: section id {sid!r} is empty or repeated")
         seen.add(sid)
         for it in sec["items"]:
             if it["kind"] not in KINDS:
-                raise ValueError(
-                    f"{root}/index.json section {sid}: kind {it['kind']!r} not in {KINDS}"
-                )
+                raise ValueError(f"{root}/index.json section {sid}: kind {it['kind']!r} not in {KINDS}")
             for key in ("file", "data"):
                 if it.get(key) is not None:
                     p = Path(it[key])
                     if p.is_absolute() or ".." in p.parts:
-                        raise ValueError(
-                            f"{root}/index.json section {sid}: {key} {it[key]!r} must be relative"
-                        )
+                        raise ValueError(f"{root}/index.json section {sid}: {key} {it[key]!r} must be relative")
                     if not (root / p).is_file():
-                        raise FileNotFoundError(
-                            f"{root}/index.json section {sid}: {key} {it[key]!r} was not written"
-                        )
+                        raise FileNotFoundError(f"{root}/index.json section {sid}: {key} {it[key]!r} was not written")
 
 
 def write_index(out_dir, title: str, sections: list[dict]) -> Path:

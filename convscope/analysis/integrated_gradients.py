@@ -32,9 +32,7 @@ class Attributions:
     def completeness_error(self) -> np.ndarray:
         """N: |sum of attributions - (score - baseline score)| relative to |score - baseline score|."""
         diff = self.score - self.baseline_score
-        residual = np.abs(
-            self.values.reshape(len(diff), -1).sum(axis=1, dtype=np.float64) - diff
-        )
+        residual = np.abs(self.values.reshape(len(diff), -1).sum(axis=1, dtype=np.float64) - diff)
         return residual / np.maximum(np.abs(diff), 1e-6)
 
 
@@ -44,12 +42,8 @@ def _target_logits(cut, images, targets, n_classes: int, batch_size: int) -> np.
     onehot = onehot_targets(targets, n_classes)
     out = []
     for s in range(0, len(images), batch_size):
-        acts = cut.to_layer.predict(
-            np.asarray(images[s : s + batch_size], np.float32), verbose=0
-        )
-        out.append(
-            ops.convert_to_numpy(cut.class_score(acts, onehot[s : s + batch_size]))
-        )
+        acts = cut.to_layer.predict(np.asarray(images[s : s + batch_size], np.float32), verbose=0)
+        out.append(ops.convert_to_numpy(cut.class_score(acts, onehot[s : s + batch_size])))
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
@@ -58,9 +52,7 @@ def integrated_gradients(
 ) -> Attributions:
     """Integrated Gradients of the target logits (cut: split_model.cut of the classifier)."""
     if steps < 1:
-        raise ValueError(
-            f"Integrated Gradients needs at least 1 step, got {steps} (analysis.methods.ig_steps)"
-        )
+        raise ValueError(f"Integrated Gradients needs at least 1 step, got {steps} (analysis.methods.ig_steps)")
     images = np.asarray(images, np.float32)
     targets = np.asarray(targets, np.int64)
     baseline = np.zeros_like(images)
@@ -78,9 +70,7 @@ def integrated_gradients(
             n_classes,
             batch_size=batch_size,
         )
-        total[s : s + len(x)] = grads.reshape(len(x), steps, *x.shape[1:]).mean(
-            axis=1
-        ) * (x - x0)
+        total[s : s + len(x)] = grads.reshape(len(x), steps, *x.shape[1:]).mean(axis=1) * (x - x0)
     return Attributions(
         values=total.astype(np.float32),
         score=_target_logits(cut, images, targets, n_classes, batch_size),

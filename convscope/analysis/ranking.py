@@ -21,9 +21,7 @@ def _ranks(values: dict) -> dict:
     return {k: order.index(k) + 1 for k in have}
 
 
-def rank_methods(
-    names, faith: dict, *, sanity: dict | None = None, pointing: dict | None = None
-) -> list[dict]:
+def rank_methods(names, faith: dict, *, sanity: dict | None = None, pointing: dict | None = None) -> list[dict]:
     """Rows (best first) with the evidence and the rank of each method.
 
     faith: checks.faithfulness(...) result (auc and gain per direction).
@@ -31,15 +29,11 @@ def rank_methods(
     pointing: checks.pointing_game(...) result, or None / without images (no boxes).
     """
     names = list(names)
-    criteria = {
-        f"{d}_gain": {n: faith["gain"][d].get(n) for n in names} for d in faith["gain"]
-    }
+    criteria = {f"{d}_gain": {n: faith["gain"][d].get(n) for n in names} for d in faith["gain"]}
     if pointing and pointing.get("images"):
         base = pointing["centre_baseline"]
         criteria["pointing_over_centre"] = {
-            n: pointing["methods"][n]["accuracy"] - base
-            for n in names
-            if n in pointing["methods"]
+            n: pointing["methods"][n]["accuracy"] - base for n in names if n in pointing["methods"]
         }
     ranks = {c: _ranks(v) for c, v in criteria.items()}
     rows = []
@@ -48,24 +42,11 @@ def rank_methods(
         r = [ranks[c][n] for c in criteria if n in ranks[c]]
         row = {
             "method": n,
-            "sanity": "not run"
-            if verdict is None
-            else ("pass" if verdict["passed"] else "fail"),
-            "sanity_spearman": None
-            if verdict is None
-            else round(verdict["spearman"], 3),
-            **{
-                f"{d}_auc": round(faith["auc"][d][n], 4)
-                for d in faith["auc"]
-                if n in faith["auc"][d]
-            },
-            **{
-                c: (None if v.get(n) is None else round(v[n], 4))
-                for c, v in criteria.items()
-            },
-            "beats_random_both_ways": all(
-                (faith["gain"][d].get(n) or 0) > 0 for d in faith["gain"]
-            ),
+            "sanity": "not run" if verdict is None else ("pass" if verdict["passed"] else "fail"),
+            "sanity_spearman": None if verdict is None else round(verdict["spearman"], 3),
+            **{f"{d}_auc": round(faith["auc"][d][n], 4) for d in faith["auc"] if n in faith["auc"][d]},
+            **{c: (None if v.get(n) is None else round(v[n], 4)) for c, v in criteria.items()},
+            "beats_random_both_ways": all((faith["gain"][d].get(n) or 0) > 0 for d in faith["gain"]),
             "mean_rank": round(float(np.mean(r)), 3) if r else None,
             "_order": pos,
         }
@@ -90,7 +71,9 @@ def verdict_line(rows, titles: dict) -> str:
     best = rows[0]
     t = titles.get(best["method"], best["method"])
     if best["sanity"] == "fail":
-        return f"No method passed the randomisation sanity check; {t} scored best on faithfulness, but distrust all maps."
+        return (
+            f"No method passed the randomisation sanity check; {t} scored best on faithfulness, but distrust all maps."
+        )
     both = "beats" if best["beats_random_both_ways"] else "does not beat"
     extra = "" if best["sanity"] == "not run" else " passes the randomisation check and"
     return f"Believe {t} first for this model: it{extra} {both} the random order in both deletion and insertion."

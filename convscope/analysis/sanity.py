@@ -47,17 +47,11 @@ class Stage:
 class SanityResult:
     threshold: float
     images: int
-    rows: list = field(
-        default_factory=list
-    )  # {method, mode, stage, depth, spearman, ssim}
-    verdicts: dict = field(
-        default_factory=dict
-    )  # method -> {passed, spearman, ssim, stage, reason}
+    rows: list = field(default_factory=list)  # {method, mode, stage, depth, spearman, ssim}
+    verdicts: dict = field(default_factory=dict)  # method -> {passed, spearman, ssim, stage, reason}
 
 
-def stages(
-    head_layers, blocks, n_blocks: int | None, independent: bool = True
-) -> list[Stage]:
+def stages(head_layers, blocks, n_blocks: int | None, independent: bool = True) -> list[Stage]:
     """The randomisation stages: blocks bottom to top (lists of layers), the top n_blocks used."""
     top = list(reversed(blocks))[: (len(blocks) if n_blocks is None else int(n_blocks))]
     names = [_block_name(b) for b in top]
@@ -67,10 +61,7 @@ def stages(
         layers += list(block)
         out.append(Stage(name, "cascading", k, tuple(layers)))
     if independent:
-        out += [
-            Stage(name, "independent", k, tuple(b))
-            for k, (name, b) in enumerate(zip(names, top), start=2)
-        ]
+        out += [Stage(name, "independent", k, tuple(b)) for k, (name, b) in enumerate(zip(names, top), start=2)]
     return out
 
 
@@ -101,10 +92,7 @@ def base_blocks(model, boundaries) -> list[list]:
     ends = [names.index(b) + 1 for b in boundaries]
     ends[-1] = len(names)
     starts = [0, *ends[:-1]]
-    return [
-        [layer for layer in base.layers[s:e] if layer.weights]
-        for s, e in zip(starts, ends)
-    ]
+    return [[layer for layer in base.layers[s:e] if layer.weights] for s, e in zip(starts, ends)]
 
 
 def _block_name(block) -> str:
@@ -149,9 +137,7 @@ def ssim(a, b, sigma: float = 1.5) -> np.ndarray:
         f = lambda t: gaussian_filter(t, sigma, mode="reflect")
         mx, my = f(x), f(y)
         vx, vy, cov = f(x * x) - mx**2, f(y * y) - my**2, f(x * y) - mx * my
-        s = ((2 * mx * my + c1) * (2 * cov + c2)) / (
-            (mx**2 + my**2 + c1) * (vx + vy + c2)
-        )
+        s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
         out[i] = float(s.mean())
     return out
 
@@ -163,13 +149,7 @@ def _unit(m) -> np.ndarray:
 
 
 def randomisation_check(
-    stage_list: list[Stage],
-    compute: Callable[[], dict],
-    trained: dict,
-    size,
-    *,
-    threshold: float = 0.5,
-    seed: int = 0,
+    stage_list: list[Stage], compute: Callable[[], dict], trained: dict, size, *, threshold: float = 0.5, seed: int = 0
 ) -> SanityResult:
     """Recompute the maps with `compute()` (method -> N x h x w, on the images `trained` holds)
     under each stage's randomisation; compare each to the trained maps.
@@ -177,16 +157,9 @@ def randomisation_check(
     compute is called once per stage on the same loaded model; it should batch its images.
     """
     reference = {name: upsample(m, size) for name, m in trained.items()}
-    result = SanityResult(
-        threshold=float(threshold), images=len(next(iter(trained.values())))
-    )
+    result = SanityResult(threshold=float(threshold), images=len(next(iter(trained.values()))))
     for k, stage in enumerate(stage_list):
-        log.info(
-            "sanity: randomising %s (%s, %d layers)",
-            stage.name,
-            stage.mode,
-            len(stage.layers),
-        )
+        log.info("sanity: randomising %s (%s, %d layers)", stage.name, stage.mode, len(stage.layers))
         with randomised(stage.layers, seed + k):
             maps = compute()
         for name, ref in reference.items():

@@ -26,39 +26,15 @@ def _pointing_plot(game, names, path):
 
     pos = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(1.5 + 0.9 * len(names), 3.5))
-    ax.bar(
-        pos - 0.2,
-        [game["methods"][n]["accuracy"] for n in names],
-        0.4,
-        label=f"all ({game['images']})",
-    )
+    ax.bar(pos - 0.2, [game["methods"][n]["accuracy"] for n in names], 0.4, label=f"all ({game['images']})")
     off = [game["methods"][n]["off_centre_accuracy"] for n in names]
     if game["off_centre_images"]:
-        ax.bar(
-            pos + 0.2,
-            off,
-            0.4,
-            alpha=0.5,
-            label=f"off-centre ({game['off_centre_images']})",
-        )
+        ax.bar(pos + 0.2, off, 0.4, alpha=0.5, label=f"off-centre ({game['off_centre_images']})")
         ax.axhline(
-            game["off_centre_chance"],
-            color="red",
-            ls=":",
-            label=f"chance off-centre {game['off_centre_chance']:.2f}",
+            game["off_centre_chance"], color="red", ls=":", label=f"chance off-centre {game['off_centre_chance']:.2f}"
         )
-    ax.axhline(
-        game["chance"],
-        color="red",
-        ls="--",
-        label=f"chance {game['chance']:.2f} (mean box area)",
-    )
-    ax.axhline(
-        game["centre_baseline"],
-        color="gray",
-        ls="--",
-        label=f"always the centre {game['centre_baseline']:.2f}",
-    )
+    ax.axhline(game["chance"], color="red", ls="--", label=f"chance {game['chance']:.2f} (mean box area)")
+    ax.axhline(game["centre_baseline"], color="gray", ls="--", label=f"always the centre {game['centre_baseline']:.2f}")
     ax.set_xticks(pos, [TITLES[n] for n in names], rotation=30, ha="right")
     ax.set_ylabel("pointing accuracy")
     ax.set_ylim(0, 1.05)
@@ -90,13 +66,7 @@ def pointing_items(game, idx, labels, classes, folder, root) -> list[dict]:
     )
     return [
         item("image", p_png, caption, p_csv, root=root),
-        item(
-            "json",
-            p_json,
-            "Pointing-game accuracy per method and chance level.",
-            p_json,
-            root=root,
-        ),
+        item("json", p_json, "Pointing-game accuracy per method and chance level.", p_json, root=root),
     ]
 
 
@@ -113,11 +83,7 @@ def _curves_plot(fractions, curves, aucs, direction, path):
             ls="--" if name == "random" else "-",
             color="black" if name == "random" else None,
         )
-    verb = (
-        "deleted (most salient first)"
-        if direction == "deletion"
-        else "inserted (most salient first)"
-    )
+    verb = "deleted (most salient first)" if direction == "deletion" else "inserted (most salient first)"
     ax.set_xlabel(f"fraction of pixels {verb}")
     ax.set_ylabel("p(true class)")
     ax.set_ylim(0, 1)
@@ -129,12 +95,7 @@ def faithfulness_items(faith, n_images, steps, folder, root) -> list[dict]:
     fractions = faith["fractions"]
     long = pd.DataFrame(
         [
-            {
-                "direction": d,
-                "method": name,
-                "fraction": f,
-                "mean_probability": float(c[:, j].mean()),
-            }
+            {"direction": d, "method": name, "fraction": f, "mean_probability": float(c[:, j].mean())}
             for d, curves in faith["curves"].items()
             for name, c in curves.items()
             for j, f in enumerate(fractions)
@@ -145,23 +106,11 @@ def faithfulness_items(faith, n_images, steps, folder, root) -> list[dict]:
     long[long.direction == "deletion"].drop(columns="direction").rename(
         columns={"fraction": "fraction_deleted"}
     ).to_csv(folder / "deletion.csv", index=False)
-    summary = {
-        "images": int(n_images),
-        "steps": int(steps),
-        "auc": faith["auc"],
-        "gain_over_random": faith["gain"],
-    }
+    summary = {"images": int(n_images), "steps": int(steps), "auc": faith["auc"], "gain_over_random": faith["gain"]}
     js = folder / "faithfulness.json"
     js.write_text(json.dumps(summary, indent=1))
     (folder / "deletion.json").write_text(
-        json.dumps(
-            {
-                "images": int(n_images),
-                "steps": int(steps),
-                "auc": faith["auc"]["deletion"],
-            },
-            indent=1,
-        )
+        json.dumps({"images": int(n_images), "steps": int(steps), "auc": faith["auc"]["deletion"]}, indent=1)
     )
     items = []
     what = {
@@ -171,9 +120,7 @@ def faithfulness_items(faith, n_images, steps, folder, root) -> list[dict]:
         "under the curve = the map found the evidence faster",
     }
     for d in faith["curves"]:
-        png = _curves_plot(
-            fractions, faith["curves"][d], faith["auc"][d], d, folder / f"{d}.png"
-        )
+        png = _curves_plot(fractions, faith["curves"][d], faith["auc"][d], d, folder / f"{d}.png")
         caption = (
             f"{d.capitalize()} curves on {n_images} test images: the true class's mean probability {what[d]}; "
             f"dashed = random pixel order on the same images."
@@ -193,13 +140,7 @@ def faithfulness_items(faith, n_images, steps, folder, root) -> list[dict]:
 
 
 def checks_section(pointing: list[dict], faith: list[dict], extra: list[dict]) -> dict:
-    return section(
-        "explanation_checks",
-        _CHECKS_TITLE,
-        [*pointing, *faith, *extra],
-        group="trust",
-        kind="checks",
-    )
+    return section("explanation_checks", _CHECKS_TITLE, [*pointing, *faith, *extra], group="trust", kind="checks")
 
 
 def completeness_item(errors, tolerance, steps, folder, root) -> dict:
@@ -236,12 +177,7 @@ def sanity_section(result, stage_names, folder, root) -> dict:
     js = folder / "sanity.json"
     js.write_text(
         json.dumps(
-            {
-                "threshold": result.threshold,
-                "images": result.images,
-                "stages": stage_names,
-                "methods": result.verdicts,
-            },
+            {"threshold": result.threshold, "images": result.images, "stages": stage_names, "methods": result.verdicts},
             indent=1,
         )
     )
@@ -251,47 +187,28 @@ def sanity_section(result, stage_names, folder, root) -> dict:
         for r, metric in enumerate(("spearman", "ssim")):
             ax = axes[r, col]
             for name, g in part.groupby("method", sort=False):
-                ax.plot(
-                    range(len(g)), g[metric], marker="o", label=TITLES.get(name, name)
-                )
+                ax.plot(range(len(g)), g[metric], marker="o", label=TITLES.get(name, name))
             labels = list(part.drop_duplicates("stage")["stage"]) if len(part) else []
-            ax.set_xticks(
-                range(len(labels)), labels, rotation=30, ha="right", fontsize=7
-            )
-            ax.set_ylabel(
-                f"{'Spearman' if metric == 'spearman' else 'SSIM'} to trained maps"
-            )
+            ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
+            ax.set_ylabel(f"{'Spearman' if metric == 'spearman' else 'SSIM'} to trained maps")
             if r == 0:
-                ax.set_title(
-                    f"{mode}: {'head, then blocks from the top' if col == 0 else 'one block at a time'}"
-                )
+                ax.set_title(f"{mode}: {'head, then blocks from the top' if col == 0 else 'one block at a time'}")
                 ax.axhline(result.threshold, color="red", ls=":", lw=1)
             ax.set_ylim(-0.2 if metric == "spearman" else 0, 1.05)
     axes[0, 0].legend(fontsize=6, ncol=2)
     png = plots.save_figure(fig, folder / "sanity.png")
-    failed = [
-        f"{TITLES[n]}: {v['reason']}"
-        for n, v in result.verdicts.items()
-        if not v["passed"]
-    ]
+    failed = [f"{TITLES[n]}: {v['reason']}" for n, v in result.verdicts.items() if not v["passed"]]
     passed = [TITLES[n] for n, v in result.verdicts.items() if v["passed"]]
     caption = (
         f"Parameter-randomisation sanity check (Adebayo et al. 2018) on {result.images} test images: similarity of "
         f"each method's maps to the trained model's as the weights are shuffled (left: the head, then the backbone's "
         f"blocks from the top, cumulatively; right: one block at a time). A method passes when its rank correlation "
         f"falls below {result.threshold:g} (red dots) once the top is randomised. Passed: "
-        f"{', '.join(passed) or 'none'}."
-        + (" Failed: " + " ".join(failed) if failed else "")
+        f"{', '.join(passed) or 'none'}." + (" Failed: " + " ".join(failed) if failed else "")
     )
     items = [
         item("image", png, caption, csv, root=root),
-        item(
-            "json",
-            js,
-            "Pass/fail per method with the similarity at the last cascading stage.",
-            js,
-            root=root,
-        ),
+        item("json", js, "Pass/fail per method with the similarity at the last cascading stage.", js, root=root),
     ]
     return section(
         "explanation_sanity",
