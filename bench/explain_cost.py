@@ -36,7 +36,7 @@ NEW_OFF = {
     },
     "sanity": {"enabled": False},
     # today's deletion curves used every checked image
-    "checks": {"insertion": False, "curve_images": 64},
+    "checks": {"insertion": False, "curve_images": 64, "max_images": 64},
 }
 
 
@@ -87,7 +87,11 @@ def main(argv=None) -> dict:
             explain.explain_model(model, args.backbone, data, Path(tmp), opts, base_reference=reference)
             seconds[name] = round(time.perf_counter() - t0, 2)
             cpu[name] = round(time.process_time() - c0, 2)
-            steps = json.loads((Path(tmp) / "explain" / "timings.json").read_text())
+            folder = Path(tmp) / "explain"
+            steps = json.loads((folder / "timings.json").read_text())
+            for extra in ("ig_completeness.json", "sanity.json", "method_ranking.csv"):
+                if (folder / extra).is_file():
+                    print(f"  {extra}:", (folder / extra).read_text()[:3000], flush=True)
         print(f"{name}: {seconds[name]:.1f} s wall, {cpu[name]:.1f} s CPU", flush=True)
         print("  steps:", json.dumps(steps), flush=True)
     if len(seconds) == 2:

@@ -61,7 +61,7 @@ DEFAULTS = {
     "change": {"enabled": True, "gray_std": 0.02},
     "checks": {
         "enabled": True,
-        "max_images": 64,
+        "max_images": 32,
         "curve_images": 24,
         "deletion_steps": 10,
         "insertion": True,
@@ -76,7 +76,7 @@ DEFAULTS = {
         "integrated_gradients": True,
     },
     "scorecam": {"channels": 16},
-    "integrated_gradients": {"steps": 16, "tolerance": 0.1},
+    "integrated_gradients": {"steps": 12, "tolerance": 0.1},
     "sanity": {"enabled": True, "images": 4, "blocks": 2, "independent": True, "threshold": 0.5},
 }
 # Keys of the analysis section this module owns (the others belong to run.py's analyses).
