@@ -148,3 +148,27 @@ def test_object_first_map_beats_random_in_both_directions(trained):
     d, i = f["curves"]["deletion"]["random"], f["curves"]["insertion"]["random"]
     np.testing.assert_allclose(d[:, 0], i[:, -1], rtol=1e-5)
     np.testing.assert_allclose(d[:, -1], i[:, 0], rtol=1e-5)
+
+
+def test_ranking_puts_sanity_failures_last_and_orders_by_evidence():
+    from convscope.analysis.ranking import rank_methods, verdict_line
+
+    faith = {
+        "auc": {"deletion": {"a": 0.2, "b": 0.3, "c": 0.1, "random": 0.4}, "insertion": {"a": 0.7, "b": 0.5, "c": 0.8}},
+        "gain": {"deletion": {"a": 0.2, "b": 0.1, "c": 0.3}, "insertion": {"a": 0.3, "b": -0.1, "c": 0.4}},
+    }
+    sanity = {
+        "a": {"passed": True, "spearman": 0.1},
+        "b": {"passed": True, "spearman": 0.2},
+        "c": {"passed": False, "spearman": 0.95},  # the most "faithful" one shows edges: last
+    }
+    pointing = {"images": 10, "centre_baseline": 0.5, "methods": {n: {"accuracy": 0.8} for n in "abc"}}
+    rows = rank_methods(["a", "b", "c"], faith, sanity=sanity, pointing=pointing)
+    assert [r["method"] for r in rows] == ["a", "b", "c"] and [r["rank"] for r in rows] == [1, 2, 3]
+    assert rows[0]["beats_random_both_ways"] and not rows[1]["beats_random_both_ways"]
+    assert rows[0]["pointing_over_centre"] == pytest.approx(0.3)
+    assert "Believe A first" in verdict_line(rows, {"a": "A"})
+    # without the sanity check, the evidence alone decides
+    assert [r["method"] for r in rank_methods(["a", "b", "c"], faith)] == ["c", "a", "b"]
+    all_fail = {n: {"passed": False, "spearman": 0.9} for n in "abc"}
+    assert "distrust" in verdict_line(rank_methods(["a", "b", "c"], faith, sanity=all_fail), {"c": "C"})
