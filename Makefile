@@ -23,10 +23,14 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n $(CORES) -ra tests
 
 lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check Snakefile rules/
 	$(BIN)/snakemake --lint
 
 fmt: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 	$(BIN)/snakefmt Snakefile rules/
 
 # Benchmarks print ratios against a reference measured in the same run.

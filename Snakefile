@@ -1,6 +1,7 @@
 # convscope: crawl -> clean -> split -> prepare -> train -> analyse -> report.
 # `snakemake --cores N` runs config.yaml; `--configfile other.yaml` replaces it.
 import os
+import sys
 
 # Scripts import the convscope package from this checkout, also inside conda envs
 # and on cluster nodes (which inherit the environment).
@@ -12,6 +13,13 @@ os.environ.update(
 
 
 if not workflow.overwrite_configfiles:
+    # Snakemake's own YAML error names no line; ours does (convscope.configcheck).
+    from convscope.configcheck import ConfigFileError, check_files
+
+    try:
+        check_files(["config.yaml"] if os.path.exists("config.yaml") else [])
+    except ConfigFileError as e:
+        sys.exit(str(e))
 
     configfile: "config.yaml"
 
@@ -35,6 +43,6 @@ rule all:
     input:
         prepared_all(),
         trained_all(),
-        f"{R}/analysis/grid/index.json",
+        L.grid_index,
         analyses_all,
         rules.report.output,

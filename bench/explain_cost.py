@@ -73,9 +73,10 @@ def main(argv=None) -> dict:
         "probs": model.predict(x.astype("float32"), verbose=0),
         "boxes": boxes,
     }
-    known = set(explain.DEFAULTS)
+    defaults = explain.DEFAULTS if hasattr(explain, "DEFAULTS") else explain.resolve_options(None)
+    known = set(defaults)
     reference_opts = {k: v for k, v in NEW_OFF.items() if k in known}
-    if "checks" in reference_opts and "curve_images" not in explain.DEFAULTS["checks"]:
+    if "checks" in reference_opts and "curve_images" not in defaults["checks"]:
         reference_opts.pop("checks")
     variants = {"reference (before issue 13)": reference_opts}
     if not args.reference_only:

@@ -1,14 +1,19 @@
 """Atomic file writes: readers (and Snakemake) never see half a file.
 
-Write to a temporary file beside the target, then rename over it.
+The one way files are written into results: write to a temporary file beside the
+target, then rename over it. `write_bytes`/`write_text`/`write_json`/`write_csv` for
+data in hand; `path(target)` for savers that take a path (Keras' model.save, np.save).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -29,6 +34,32 @@ def write_bytes(path, data: bytes) -> None:
         raise
 
 
+def write_text(path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, data, *, indent: int = 2) -> None:
+    """JSON (numpy scalars and arrays, Paths allowed) with a trailing newline."""
+    write_bytes(path, (json.dumps(data, indent=indent, default=_jsonable) + "\n").encode())
+
+
+@contextlib.contextmanager
+def path(target) -> Iterator[Path]:
+    """A temporary path beside `target` (same suffixes, which savers check); renamed into place on success.
+
+    On an exception the temporary file is removed and `target` is left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")  # keeps every suffix (.weights.h5)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def write_csv(path, rows, columns) -> None:
     """Rows (dicts) as CSV with a header of `columns`."""
     buf = io.StringIO(newline="")
@@ -42,3 +73,15 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _jsonable(value):
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

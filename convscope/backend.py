@@ -72,12 +72,10 @@ def _tensorflow_only_once_imported() -> None:
     convscope's JAX jobs use no TF, so the handle now reports TF available only
     once something has imported it; code that uses TF still imports it.
     """
-    import keras  # noqa: F401 - KERAS_BACKEND is set: this is the process's Keras import
+    from convscope import keras_compat  # imports keras: KERAS_BACKEND is set, this is the process's import
 
     try:
-        from keras.src.utils import module_utils  # private: the handle Keras modules share
-
-        lazy = module_utils.tensorflow
+        lazy = keras_compat.lazy_tensorflow_handle()
     except (ImportError, AttributeError):
         return  # a Keras without that handle: correct, only slower
     if getattr(type(lazy), "convscope_imported_only", False):  # (lazy.attr would import TF)
@@ -145,8 +143,9 @@ def keep_compiled(model) -> bool:
     on CPU, far worse on GPUs). Returns whether the steps are compiled.
     """
     if current() == "jax" and not model.jit_compile:
-        model._jit_compile = True  # the property's setter would refuse it again
-        model.train_function = model.test_function = model.predict_function = None
+        from convscope import keras_compat
+
+        keras_compat.force_jit_compile(model)  # the property's setter would refuse it again
     return bool(model.jit_compile)
 
 

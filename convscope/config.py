@@ -8,12 +8,15 @@ values, followed by the checks a schema cannot express.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from pathlib import Path
 
 import yaml
 
 from convscope import backbones as registry
+from convscope import configcheck
 
 SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
@@ -78,11 +81,62 @@ def _describe(error) -> list[str]:
     return [f"config key {key}: {error.message}"]
 
 
+@functools.lru_cache(maxsize=4)
+def _schema(schema_path: Path = SCHEMA) -> dict:
+    return yaml.safe_load(Path(schema_path).read_text())
+
+
+def section_schema(section: str) -> dict:
+    """The schema properties of a config section: "analysis", "report", or "$defs.<name>"."""
+    schema = _schema()
+    node = schema["$defs"][section.split(".", 1)[1]] if section.startswith("$defs.") else schema["properties"][section]
+    return node["properties"]
+
+
+def _defaults(properties: dict) -> dict:
+    out = {}
+    for key, spec in properties.items():
+        if "properties" in spec:
+            out[key] = _defaults(spec["properties"])
+        elif "default" in spec:
+            out[key] = spec["default"]
+    return out
+
+
+def defaults(section: str) -> dict:
+    """A section's defaults as the schema writes them (nested sections too); a fresh copy each call."""
+    return copy.deepcopy(_section_defaults(section))
+
+
+@functools.cache
+def _section_defaults(section: str) -> dict:
+    return _defaults(section_schema(section))
+
+
+def merged(section: str, options: dict | None, *, strict: bool = False) -> dict:
+    """`options` over the section's defaults, nested mappings merged key by key.
+
+    For library callers that skip validation (which fills the same defaults). strict:
+    an unknown key inside a nested mapping raises ValueError naming the config key.
+    """
+    out = defaults(section)
+    for k, v in (options or {}).items():
+        if isinstance(out.get(k), dict) and isinstance(v, dict):
+            unknown = set(v) - set(out[k])
+            if strict and unknown:
+                raise ValueError(
+                    f"config key {section}.{k}: unknown key(s) {sorted(unknown)}; allowed: {sorted(out[k])}"
+                )
+            out[k].update(v)
+        else:
+            out[k] = v
+    return out
+
+
 def schema_errors(config: dict, schema_path: Path = SCHEMA) -> list[str]:
     from jsonschema import Draft202012Validator
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    validator = Draft202012Validator(schema)
+    validator = Draft202012Validator(_schema(Path(schema_path)))
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     return [line for e in errors for line in _describe(e)]
 
@@ -135,6 +189,7 @@ def load_and_validate(config: dict, schema_path: Path = SCHEMA) -> dict:
 
         validate(config, str(schema_path), set_default=True)
         problems = semantic_errors(config)
+        problems += configcheck.results_errors(config["results"]) + configcheck.path_errors(config, crawl_options)
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
     return config

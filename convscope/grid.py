@@ -35,13 +35,9 @@ import itertools
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import yaml
 
 from convscope import backbones as registry
-
-SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+from convscope import config as cfg
 
 STRATEGIES = ("finetune", "progressive", "scratch", "features")
 TRAINED = ("finetune", "progressive", "scratch")  # strategies that run model.fit
@@ -70,16 +66,9 @@ class Run:
     hp: dict = field(hash=False)  # grid point: every GRID_KEYS value (features: classifier, C, seed)
 
 
-@functools.lru_cache(maxsize=1)
-def _schema_defaults() -> dict:
-    schema = yaml.safe_load(SCHEMA.read_text())
-    props = schema["$defs"]["train_grid"]["properties"]
-    return {k: v["default"] for k, v in props.items() if "default" in v}
-
-
 def defaults(config: dict) -> dict:
     """Value of each grid key that ids leave out: schema defaults, the global seed."""
-    d = {k: _as_list(v)[0] for k, v in _schema_defaults().items()}
+    d = {k: _as_list(v)[0] for k, v in cfg.defaults("$defs.train_grid").items()}
     d["seed"] = config["seed"]
     return d
 
@@ -236,7 +225,7 @@ def find(config: dict, backbone: str, run: str) -> Run:
 
 def backbone_options(config: dict, backbone: str) -> dict:
     """The backbone's own options (input size, weights, ...) without its grid override."""
-    opts = dict((config["backbones"].get(backbone) or {}))
+    opts = dict(config["backbones"].get(backbone) or {})
     opts.pop("grid", None)
     return opts
 

@@ -1,19 +1,64 @@
-"""Logging for workflow jobs: one log file per job, progress on stderr too."""
+"""Logging for workflow jobs: one log file per job, progress on stderr too.
+
+Snakemake deletes a job's log file before each attempt, so every line also goes to
+`<log stem>.attempts.log` beside it, appended under a header per attempt: the lines of
+an attempt that was killed (kill -9, a node lost) are still there after the rerun.
+A failure's traceback goes to the log file; a full disk shows on stderr as one
+line (convscope.faults) instead of a page of chained tracebacks.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
+import time
 import traceback
+
+from convscope import faults
+
+
+class _JobFile(logging.FileHandler):
+    """The job's log file. On a full disk its lines are lost; say so once instead of a traceback per line."""
+
+    failed = False
+
+    def handleError(self, record):
+        if not self.failed:
+            self.failed = True
+            print(f"log file {self.baseFilename} cannot be written ({sys.exc_info()[1]}); log lines go to "
+                  "stderr only", file=sys.stderr)  # fmt: skip
+
+
+def attempts_path(path) -> str:
+    """Where every attempt's lines of log file `path` are kept: x.log -> x.attempts.log."""
+    root, ext = os.path.splitext(str(path))
+    return f"{root}.attempts{ext or '.log'}"
+
+
+def _open_logs(path: str) -> list[_JobFile]:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    handlers = [_JobFile(path, mode="a"), _JobFile(attempts_path(path), mode="a")]
+    for h in handlers:
+        h.stream.write(f"==== attempt started {stamp} (pid {os.getpid()}) ====\n")
+    return handlers
 
 
 @contextlib.contextmanager
 def job_log(path: str | None, name: str = "convscope"):
     """Send `logging` output to the job's log file and stderr; record a failure's traceback."""
-    handlers = [logging.StreamHandler(sys.stderr)]
+    console = logging.StreamHandler(sys.stderr)
+    handlers = [console]
     if path:
-        handlers.append(logging.FileHandler(path, mode="w"))
+        try:
+            handlers += _open_logs(path)
+        except OSError as e:  # a full disk may refuse even the new log file
+            print(
+                f"log file {path} cannot be opened ({e.strerror}); log lines go to stderr only",
+                file=sys.stderr,
+            )
+            path = None
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     root = logging.getLogger()
     for h in handlers:
@@ -22,9 +67,16 @@ def job_log(path: str | None, name: str = "convscope"):
     root.setLevel(logging.INFO)
     try:
         yield logging.getLogger(name)
-    except Exception:
-        root.error("job failed:\n%s", traceback.format_exc())
-        raise
+    except Exception as e:
+        full = faults.disk_full_message(e)
+        if full is None:
+            root.error("job failed:\n%s", traceback.format_exc())
+            raise
+        # A full disk: the traceback for the log file, one line for the person.
+        root.removeHandler(console)
+        root.error("job failed: %s\n%s", full, traceback.format_exc())
+        where = f" (traceback in {path})" if path and not handlers[1].failed else ""
+        raise SystemExit(f"error: {full}{where}") from None
     finally:
         for h in handlers:
             root.removeHandler(h)

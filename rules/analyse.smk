@@ -9,19 +9,17 @@
 
 checkpoint summarise:
     input:
-        metrics=[
-            f"{R}/models/{r.backbone}/{r.id}/metrics.json" for r in grid.runs(config)
-        ],
+        metrics=[L.metrics(r.backbone, r.id) for r in grid.runs(config)],
     output:
-        index=f"{R}/analysis/grid/index.json",
-        runs=f"{R}/analysis/grid/runs.csv",
-        best=f"{R}/analysis/grid/best.json",
-        heatmaps=f"{R}/analysis/grid/heatmaps.csv",
-        strategies=f"{R}/analysis/grid/strategies.csv",
+        index=L.grid_index,
+        runs=L.runs_csv,
+        best=L.best_json,
+        heatmaps=L.grid_dir / "heatmaps.csv",
+        strategies=L.grid_dir / "strategies.csv",
     log:
-        f"{R}/logs/summarise.log",
+        L.log("summarise"),
     benchmark:
-        f"{R}/benchmarks/summarise.tsv"
+        L.benchmark("summarise")
     conda:
         "../envs/train.yaml"
     script:
@@ -32,11 +30,11 @@ rule analyse:
     input:
         unpack(analyse_inputs),
     output:
-        index=f"{R}/analysis/{{backbone}}/{{run}}/index.json",
+        index=L.analysis_index("{backbone}", "{run}"),
     log:
-        f"{R}/logs/analyse/{{backbone}}/{{run}}.log",
+        L.log("analyse", "{backbone}", "{run}"),
     benchmark:
-        f"{R}/benchmarks/analyse/{{backbone}}/{{run}}.tsv"
+        L.benchmark("analyse", "{backbone}", "{run}")
     wildcard_constraints:
         backbone=BACKBONE,
         run=f"{TRAINED_RUN}|{FEATURES_RUN}",
@@ -64,6 +62,6 @@ rule analyse:
 # `snakemake analyses`: everything up to the analyses (no report).
 rule analyses:
     input:
-        f"{R}/analysis/grid/index.json",
+        L.grid_index,
         analyses_all,
     localrule: True

@@ -4,13 +4,13 @@
 
 rule clean:
     input:
-        expand(f"{R}/raw/{{cls}}/crawl.json", cls=CLASSES),
+        [L.crawl_summary(c) for c in CLASSES],
     output:
-        f"{R}/clean/manifest.csv",
+        L.clean_manifest,
     log:
-        f"{R}/logs/clean.log",
+        L.log("clean"),
     benchmark:
-        f"{R}/benchmarks/clean.tsv"
+        L.benchmark("clean")
     group:
         "data"
     conda:
@@ -24,13 +24,13 @@ rule clean:
 
 rule split:
     input:
-        f"{R}/clean/manifest.csv",
+        L.clean_manifest,
     output:
-        f"{R}/clean/splits.csv",
+        L.splits_csv,
     log:
-        f"{R}/logs/split.log",
+        L.log("split"),
     benchmark:
-        f"{R}/benchmarks/split.tsv"
+        L.benchmark("split")
     group:
         "data"
     conda:

@@ -3,16 +3,44 @@
 import sys
 
 from convscope import config as cfg
+from convscope import configcheck
+from convscope import layout
 
 try:
+    # The files first: a key given twice is merged silently by the YAML loader.
+    configcheck.check_files([*workflow.overwrite_configfiles, *workflow.configfiles])
     cfg.load_and_validate(config)
-except cfg.ConfigError as e:
+except (cfg.ConfigError, configcheck.ConfigFileError) as e:
     sys.exit(str(e))
 
 R = config["results"]
+L = layout.Results(R)  # every results path: convscope/layout.py
+
+
+# One run at a time per results folder (convscope/results_lock.py). onstart runs only
+# in the main process of a real run: dry runs write nothing, and the jobs Snakemake
+# spawns (locally or on a cluster) get --no-hooks, so they never wait on it.
+from convscope import results_lock
+
+
+onstart:
+    try:
+        results_lock.acquire(R)
+    except results_lock.ResultsLocked as e:
+        sys.exit(str(e))
+
+
+onsuccess:
+    results_lock.release(R)
+
+
+onerror:
+    results_lock.release(R)
+
+
 CLASSES = cfg.class_names(config)
 SIZES = cfg.input_sizes(config)
-SPLITS = ["train", "val", "test"]
+SPLITS = layout.SPLITS
 
 
 wildcard_constraints:
@@ -21,16 +49,8 @@ wildcard_constraints:
     split="|".join(SPLITS),
 
 
-def prepared_files(size):
-    return expand(
-        f"{R}/prepared/{size}/{{split}}.{{kind}}",
-        split=SPLITS,
-        kind=["npy", "labels.npy", "index.csv"],
-    )
-
-
 def prepared_all():
-    return [f for size in SIZES for f in prepared_files(size)]
+    return [f for size in SIZES for f in L.prepared_files(size)]
 
 
 # ---- report (rules/report.smk) -------------------------------------------------
@@ -44,11 +64,15 @@ def report_inputs(wildcards):
     sections = set(REPORT["sections"])
     inputs = {}
     if "data" in sections:
-        inputs["crawl"] = expand(f"{R}/raw/{{cls}}/crawl.json", cls=CLASSES)
-        inputs["manifest"] = f"{R}/clean/manifest.csv"
-        inputs["splits"] = f"{R}/clean/splits.csv"
+        inputs["crawl"] = [L.crawl_summary(c) for c in CLASSES]
+        inputs["manifest"] = L.clean_manifest
+        inputs["splits"] = L.splits_csv
     if sections & NEEDS_GRID:
-        inputs["grid"] = f"{R}/analysis/grid/index.json"
+        inputs["grid"] = L.grid_index
+        inputs["runs"] = L.runs_csv
+        inputs["best"] = L.best_json
+        # The runs table links to, and the compute section reads, every run's metrics.
+        inputs["metrics"] = [L.metrics(r.backbone, r.id) for r in grid.runs(config)]
     if sections & {"backbones", "explanations"}:
         inputs["analyses"] = best_run_analyses()
     return inputs
@@ -56,10 +80,10 @@ def report_inputs(wildcards):
 
 def report_outputs():
     out = {
-        "html": f"{R}/report/index.html",
+        "html": L.report_dir / "index.html",
         # Every figure and thumbnail of the page, for `snakemake --report`.
         "assets": report(
-            directory(f"{R}/report/assets"),
+            directory(L.report_dir / "assets"),
             patterns=["{section,[^/]+}/{figure}.png", "{section,[^/]+}/{figure}.jpg"],
             caption="../report/captions/figures.rst",
             category="Figures",
@@ -69,7 +93,7 @@ def report_outputs():
     }
     if REPORT["self_contained"]:
         out["standalone"] = report(
-            f"{R}/report/report-standalone.html",
+            L.report_dir / "report-standalone.html",
             caption="../report/captions/report.rst",
             category="Report",
             labels={"page": "convscope report (self-contained)"},
@@ -87,15 +111,13 @@ try:
 except (KeyError, ValueError) as e:
     sys.exit(f"invalid config: {e}")
 
-TRAIN_OUTPUTS = ("model.keras", "history.csv", "metrics.json")
 TRAINED_RUN = "(?:" + "|".join(grid.TRAINED) + r")-[^/]+"
 FEATURES_RUN = r"features-[^/]+"
 BACKBONE = "|".join(config["backbones"])
 
 
 def prepared_split(backbone, split, kind="npy"):
-    size = cfg.backbone_sizes(config)[backbone]
-    return f"{R}/prepared/{size}/{split}.{kind}"
+    return L.prepared(cfg.backbone_sizes(config)[backbone], split, kind)
 
 
 def train_inputs(wildcards):
@@ -108,9 +130,9 @@ def train_inputs(wildcards):
 
 def run_outputs(run):
     files = (
-        ("metrics.json", "head.npz") if run.strategy == "features" else TRAIN_OUTPUTS
+        layout.FEATURES_OUTPUTS if run.strategy == "features" else layout.TRAIN_OUTPUTS
     )
-    return [f"{R}/models/{run.backbone}/{run.id}/{f}" for f in files]
+    return [L.run_dir(run.backbone, run.id) / f for f in files]
 
 
 def imagenet_backbones():
@@ -125,51 +147,47 @@ def imagenet_backbones():
 def trained_all():
     """Every run's outputs plus the ImageNet sanity checks: what `all` asks for."""
     files = [f for run in grid.runs(config) for f in run_outputs(run)]
-    files += [f"{R}/sanity/{b}/imagenet_top5.csv" for b in imagenet_backbones()]
+    files += [L.sanity(b) for b in imagenet_backbones()]
     return files
 
 
 # ---- analyses (rules/analyse.smk) -----------------------------------------------
 # Which runs are analysed is known only after the grid summary (the `summarise`
 # checkpoint) has picked each backbone's best run; these ask it.
-import json
+from convscope import records
 
 ANALYSIS = config["analysis"]
 
 
-def analysis_index(backbone, run):
-    return f"{R}/analysis/{backbone}/{run}/index.json"
-
-
 def best_runs():
     """{backbone: run} from best.json; asking makes the summarise checkpoint a dependency."""
-    with open(checkpoints.summarise.get().output.best) as f:
-        return {b: entry["run"] for b, entry in json.load(f).items()}
+    best = records.read_best(checkpoints.summarise.get().output.best)
+    return {b: choice.run for b, choice in best.items()}
 
 
 def best_run_analyses():
     """index.json of each backbone's best run (the report shows these)."""
-    return [analysis_index(b, run) for b, run in best_runs().items()]
+    return [L.analysis_index(b, run) for b, run in best_runs().items()]
 
 
 def analyses_all(wildcards):
     """What `all` asks for: the analyses of the runs config analysis.runs selects."""
     if ANALYSIS["runs"] == "all":
-        return [analysis_index(r.backbone, r.id) for r in grid.runs(config)]
+        return [L.analysis_index(r.backbone, r.id) for r in grid.runs(config)]
     return best_run_analyses()
 
 
 def analyse_inputs(wildcards):
-    run_dir = f"{R}/models/{wildcards.backbone}/{wildcards.run}"
+    b, run = wildcards.backbone, wildcards.run
     inputs = {
         # Features runs get their network from the on-demand features_model rule.
-        "model": f"{run_dir}/model.keras",
-        "metrics": f"{run_dir}/metrics.json",
+        "model": L.model(b, run),
+        "metrics": L.metrics(b, run),
         "test": [
             prepared_split(wildcards.backbone, "test", kind)
-            for kind in ("npy", "labels.npy", "index.csv")
+            for kind in layout.PREPARED_KINDS
         ],
     }
-    if grid.find(config, wildcards.backbone, wildcards.run).strategy != "features":
-        inputs["history"] = f"{run_dir}/history.csv"
+    if grid.find(config, b, run).strategy != "features":
+        inputs["history"] = L.history(b, run)
     return inputs

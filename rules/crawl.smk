@@ -5,11 +5,11 @@
 
 rule crawl:
     output:
-        f"{R}/raw/{{cls}}/crawl.json",
+        L.crawl_summary("{cls}"),
     log:
-        f"{R}/logs/crawl/{{cls}}.log",
+        L.log("crawl", "{cls}"),
     benchmark:
-        f"{R}/benchmarks/crawl/{{cls}}.tsv"
+        L.benchmark("crawl", "{cls}")
     conda:
         "../envs/data.yaml"
     threads: 2

@@ -3,13 +3,13 @@
 
 rule prepare:
     input:
-        splits=f"{R}/clean/splits.csv",
+        splits=L.splits_csv,
     output:
-        prepared_files("{{size}}"),
+        L.prepared_files("{size}"),
     log:
-        f"{R}/logs/prepare/{{size}}.log",
+        L.log("prepare", "{size}"),
     benchmark:
-        f"{R}/benchmarks/prepare/{{size}}.tsv"
+        L.benchmark("prepare", "{size}")
     conda:
         "../envs/data.yaml"
     # Threads decode images; they do not change the arrays, so they are no param.
@@ -17,7 +17,7 @@ rule prepare:
     resources:
         mem_mb=4000,
     params:
-        raw=f"{R}/raw",
+        raw=L.raw_dir,
         classes=CLASSES,
         options={"resize": config["prepare"]["resize"]},
     script:

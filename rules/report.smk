@@ -15,9 +15,9 @@ rule report:
     output:
         **report_outputs(),
     log:
-        f"{R}/logs/report.log",
+        L.log("report"),
     benchmark:
-        f"{R}/benchmarks/report.tsv"
+        L.benchmark("report")
     conda:
         "../envs/train.yaml"
     params:

@@ -11,13 +11,13 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        model=f"{R}/models/{{backbone}}/{{run}}/model.keras",
-        history=f"{R}/models/{{backbone}}/{{run}}/history.csv",
-        metrics=f"{R}/models/{{backbone}}/{{run}}/metrics.json",
+        model=L.model("{backbone}", "{run}"),
+        history=L.history("{backbone}", "{run}"),
+        metrics=L.metrics("{backbone}", "{run}"),
     log:
-        f"{R}/logs/train/{{backbone}}/{{run}}.log",
+        L.log("train", "{backbone}", "{run}"),
     benchmark:
-        f"{R}/benchmarks/train/{{backbone}}/{{run}}.tsv"
+        L.benchmark("train", "{backbone}", "{run}")
     wildcard_constraints:
         backbone=BACKBONE,
         run=TRAINED_RUN,
@@ -39,12 +39,12 @@ rule embed:
         images=lambda wc: [prepared_split(wc.backbone, s) for s in SPLITS],
         labels=lambda wc: [prepared_split(wc.backbone, s, "labels.npy") for s in SPLITS],
     output:
-        embeddings=expand(f"{R}/features/{{{{backbone}}}}/{{split}}.npy", split=SPLITS),
-        info=f"{R}/features/{{backbone}}/embed.json",
+        embeddings=L.embeddings("{backbone}"),
+        info=L.embed_info("{backbone}"),
     log:
-        f"{R}/logs/embed/{{backbone}}.log",
+        L.log("embed", "{backbone}"),
     benchmark:
-        f"{R}/benchmarks/embed/{{backbone}}.tsv"
+        L.benchmark("embed", "{backbone}")
     wildcard_constraints:
         backbone=BACKBONE,
     conda:
@@ -65,16 +65,16 @@ rule embed:
 # group-components bundles the heads into few jobs (profiles/slurm).
 rule features_head:
     input:
-        embeddings=expand(f"{R}/features/{{{{backbone}}}}/{{split}}.npy", split=SPLITS),
-        info=f"{R}/features/{{backbone}}/embed.json",
+        embeddings=L.embeddings("{backbone}"),
+        info=L.embed_info("{backbone}"),
         labels=lambda wc: [prepared_split(wc.backbone, s, "labels.npy") for s in SPLITS],
     output:
-        metrics=f"{R}/models/{{backbone}}/{{run}}/metrics.json",
-        head=f"{R}/models/{{backbone}}/{{run}}/head.npz",
+        metrics=L.metrics("{backbone}", "{run}"),
+        head=L.head("{backbone}", "{run}"),
     log:
-        f"{R}/logs/features/{{backbone}}/{{run}}.log",
+        L.log("features", "{backbone}", "{run}"),
     benchmark:
-        f"{R}/benchmarks/features/{{backbone}}/{{run}}.tsv"
+        L.benchmark("features", "{backbone}", "{run}")
     wildcard_constraints:
         backbone=BACKBONE,
         run=FEATURES_RUN,
@@ -93,13 +93,13 @@ rule features_head:
 # the fitted linear head, for analyses that need a network.
 rule features_model:
     input:
-        head=f"{R}/models/{{backbone}}/{{run}}/head.npz",
+        head=L.head("{backbone}", "{run}"),
     output:
-        model=f"{R}/models/{{backbone}}/{{run}}/model.keras",
+        model=L.model("{backbone}", "{run}"),
     log:
-        f"{R}/logs/features/{{backbone}}/{{run}}.model.log",
+        L.log("features", "{backbone}", "{run}.model"),
     benchmark:
-        f"{R}/benchmarks/features/{{backbone}}/{{run}}.model.tsv"
+        L.benchmark("features", "{backbone}", "{run}.model")
     wildcard_constraints:
         backbone=BACKBONE,
         run=FEATURES_RUN,
@@ -117,11 +117,11 @@ rule sanity:
         images=lambda wc: prepared_split(wc.backbone, "test"),
         index=lambda wc: prepared_split(wc.backbone, "test", "index.csv"),
     output:
-        f"{R}/sanity/{{backbone}}/imagenet_top5.csv",
+        L.sanity("{backbone}"),
     log:
-        f"{R}/logs/sanity/{{backbone}}.log",
+        L.log("sanity", "{backbone}"),
     benchmark:
-        f"{R}/benchmarks/sanity/{{backbone}}.tsv"
+        L.benchmark("sanity", "{backbone}")
     wildcard_constraints:
         backbone=BACKBONE,
     conda:

@@ -1,20 +1,17 @@
 from pathlib import Path
 
-from convscope import backend
-from convscope.logs import job_log
+from convscope.entry import job
 
-with job_log(snakemake.log[0]):
-    # Before anything imports Keras: the backend is read once, at first import.
-    backend.select(snakemake.params.backend, threads=snakemake.threads)
+with job(snakemake, backend=snakemake.params.backend):
     from convscope.analysis.run import analyse_model
 
     analyse_model(
-        Path(snakemake.input.model),
-        Path(snakemake.input.test[0]).parent,
-        Path(snakemake.input.model).parent,
-        Path(snakemake.output.index).parent,
-        snakemake.params.classes,
-        snakemake.params.options,
+        model_path=Path(snakemake.input.model),
+        prepared_dir=Path(snakemake.input.test[0]).parent,
+        run_dir=Path(snakemake.input.metrics).parent,
+        out_dir=Path(snakemake.output.index).parent,
+        classes=snakemake.params.classes,
+        options=snakemake.params.options,
         backbone=snakemake.wildcards.backbone,
         fresh=True,
         backbone_options=snakemake.params.backbone_options,

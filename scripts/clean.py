@@ -1,12 +1,12 @@
 from pathlib import Path
 
 from convscope.data.clean import clean
-from convscope.logs import job_log
+from convscope.entry import job
 
-with job_log(snakemake.log[0]):
+with job(snakemake):
     clean(
-        Path(snakemake.input[0]).parent.parent,
-        snakemake.params.classes,
-        snakemake.params.options,
-        Path(snakemake.output[0]),
+        raw_root=Path(snakemake.input[0]).parent.parent,  # raw/ holding each class's crawl.json
+        classes=snakemake.params.classes,
+        options=snakemake.params.options,
+        out_csv=Path(snakemake.output[0]),
     )

@@ -1,12 +1,12 @@
 from pathlib import Path
 
 from convscope.data.crawl import crawl_class
-from convscope.logs import job_log
+from convscope.entry import job
 
-with job_log(snakemake.log[0]):
+with job(snakemake):
     crawl_class(
-        snakemake.wildcards.cls,
-        snakemake.params.options,
-        Path(snakemake.output[0]).parent,
-        Path(snakemake.output[0]),
+        cls=snakemake.wildcards.cls,
+        options=snakemake.params.options,
+        out_dir=Path(snakemake.output[0]).parent,
+        summary_path=Path(snakemake.output[0]),
     )

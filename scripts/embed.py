@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from convscope.logs import job_log
+from convscope.entry import job
 
-with job_log(snakemake.log[0]):
+with job(snakemake, backend=snakemake.params.features["backend"]):
     from convscope.training.features import compute_embeddings
 
     compute_embeddings(

@@ -1,8 +1,9 @@
 from pathlib import Path
 
-from convscope.logs import job_log
+from convscope.entry import job
 
-with job_log(snakemake.log[0]):
+# A head reads embeddings and labels only: no Keras, so no backend to select.
+with job(snakemake):
     from convscope.training.features import fit_head
 
     fit_head(

@@ -1,9 +1,9 @@
-from convscope.logs import job_log
+from convscope.entry import job
 
-with job_log(snakemake.log[0]):
+p = snakemake.params.features
+with job(snakemake, backend=p["backend"]):
     from convscope.training.features import head_model
 
-    p = snakemake.params.features
     head_model(
         head_path=snakemake.input.head,
         out_path=snakemake.output.model,

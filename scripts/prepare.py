@@ -1,15 +1,15 @@
 from pathlib import Path
 
 from convscope.data.prepare import prepare
-from convscope.logs import job_log
+from convscope.entry import job
 
-with job_log(snakemake.log[0]):
+with job(snakemake):
     prepare(
-        Path(snakemake.input.splits),
-        Path(snakemake.params.raw),
-        snakemake.params.classes,
-        int(snakemake.wildcards.size),
-        snakemake.params.options,
-        Path(snakemake.output[0]).parent,
+        splits_csv=Path(snakemake.input.splits),
+        raw_root=Path(snakemake.params.raw),
+        classes=snakemake.params.classes,
+        size=int(snakemake.wildcards.size),
+        options=snakemake.params.options,
+        out_dir=Path(snakemake.output[0]).parent,
         threads=snakemake.threads,
     )

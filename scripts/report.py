@@ -1,13 +1,13 @@
 from pathlib import Path
 
-from convscope.logs import job_log
+from convscope.entry import job
 from convscope.report.render import render_report
 
-with job_log(snakemake.log[0]):
+with job(snakemake):
     render_report(
-        Path(snakemake.output.html).parent.parent,  # the results folder
-        Path(snakemake.output.html).parent,
-        snakemake.params.options,
+        results=Path(snakemake.config["results"]),  # the tree rules/common.smk lays out (convscope.layout)
+        out_dir=Path(snakemake.output.html).parent,
+        options=snakemake.params.options,
         # Shown collapsed in the header. Read from the workflow, not params: params
         # carry only report settings, so editing other keys re-runs only what they affect.
         config=snakemake.config,

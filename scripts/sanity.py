@@ -1,6 +1,6 @@
-from convscope.logs import job_log
+from convscope.entry import job
 
-with job_log(snakemake.log[0]):
+with job(snakemake, backend=snakemake.params.backend):
     from convscope.training.sanity import imagenet_top5
 
     imagenet_top5(

@@ -1,12 +1,12 @@
 from pathlib import Path
 
 from convscope.data.split import split
-from convscope.logs import job_log
+from convscope.entry import job
 
-with job_log(snakemake.log[0]):
+with job(snakemake):
     split(
-        Path(snakemake.input[0]),
-        snakemake.params.options,
-        snakemake.params.seed,
-        Path(snakemake.output[0]),
+        manifest_csv=Path(snakemake.input[0]),
+        options=snakemake.params.options,
+        seed=snakemake.params.seed,
+        out_csv=Path(snakemake.output[0]),
     )

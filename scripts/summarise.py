@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from convscope.analysis.grid_summary import summarise_grid
-from convscope.logs import job_log
+from convscope.entry import job
 
-with job_log(snakemake.log[0]):
-    summarise_grid(snakemake.input.metrics, Path(snakemake.output.index).parent)
+with job(snakemake):
+    summarise_grid(metric_files=snakemake.input.metrics, out_dir=Path(snakemake.output.index).parent)

@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from convscope.logs import job_log
+from convscope.entry import job
 
-with job_log(snakemake.log[0]):
+with job(snakemake, backend=snakemake.params.run["backend"]):
     from convscope.training.run import train_run
 
     train_run(

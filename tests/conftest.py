@@ -24,11 +24,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from convscope.layout import Results
+
 REPO = Path(__file__).resolve().parent.parent
 SNAKEFILE = REPO / "Snakefile"
 # The snakemake of the interpreter running the tests (the project's .venv).
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
-SPLITS = ("train", "val", "test")
 
 
 def tiny_config(
@@ -83,12 +84,14 @@ class Workflow:
         self.configfile.write_text(yaml.safe_dump(self.config, sort_keys=False))
         return self.configfile
 
+    @property
+    def layout(self) -> Results:
+        """The results tree (convscope.layout), relative to workdir: its paths are targets for run/planned."""
+        return Results(self.config.get("results", "results"))
+
     def prepared(self, size) -> list[str]:
         """The files of one prepare job, relative to workdir (targets for run/planned)."""
-        rel = Path(self.config.get("results", "results")) / "prepared" / str(size)
-        return [
-            str(rel / f"{split}.{kind}") for split in SPLITS for kind in ("npy", "labels.npy", "index.csv")
-        ]
+        return [str(p) for p in self.layout.prepared_files(size)]
 
     def command(self, *args: str, cores: int = 2) -> list[str]:
         return [
@@ -129,6 +132,7 @@ class Workflow:
 
     def log_tail(self, chars: int = 3000) -> str:
         logs = sorted((self.results / "logs").rglob("*.log")) if (self.results / "logs").exists() else []
+        logs = [p for p in logs if not p.name.endswith(".attempts.log")]  # the same lines, all attempts
         return "\n".join(f"[{p.relative_to(self.workdir)}]\n{p.read_text()[-chars:]}" for p in logs)
 
 

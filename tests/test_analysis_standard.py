@@ -9,6 +9,7 @@ can be recomputed here with plain NumPy, independently of Keras.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -100,7 +101,9 @@ def write_inputs(root: Path, backbone: str = "alexnet") -> dict:
         {"epoch": [0, 1, 2], "accuracy": [0.4, 0.6, 0.8], "loss": [1.1, 0.9, 0.5], "val_accuracy": [0.3, 0.5, 0.6],
          "val_loss": [1.2, 1.0, 0.9]}
     ).to_csv(run_dir / "history.csv", index=False)
-    (run_dir / "metrics.json").write_text(json.dumps({"train_time_s": 20.0}))
+    from convscope.records import RunMetrics, write_metrics
+
+    write_metrics(run_dir / "metrics.json", RunMetrics(backbone, "tiny-run", "finetune", val={}, test={}, train_time_s=20.0))
     prepared = root / "prepared" / str(SIZE)
     prepared.mkdir(parents=True)
     x, labels = make_images()
@@ -329,8 +332,10 @@ def test_starting_base_is_rebuilt_exactly_and_checked_against_frozen_layers():
 
     from convscope.analysis.run import starting_base
     from convscope.models.build import base_of, build_classifier, set_tune_depth
+    from convscope.records import RunMetrics
 
-    metrics = {"strategy": "finetune", "hp": {"seed": 5}, "versions": {"backend": keras.backend.backend()}}
+    metrics = RunMetrics(backbone="alexnet", run="r", strategy="finetune", val={}, test={}, hp={"seed": 5},
+                         versions={"backend": keras.backend.backend()})
     options = {"weights": "none"}
     model = build_classifier("alexnet", 3, input_size=64, weights="none", seed=5)
     set_tune_depth(model, "alexnet", 2)  # conv4 and conv5 train, conv1-3 stay frozen
@@ -347,5 +352,5 @@ def test_starting_base_is_rebuilt_exactly_and_checked_against_frozen_layers():
     conv1 = base_of(model).get_layer("conv1")
     conv1.set_weights([w * 2 for w in conv1.get_weights()])  # a frozen layer that moved: not the start
     assert starting_base(model, "alexnet", metrics, options, 64, 3) is None
-    other = {**metrics, "versions": {"backend": "jax" if keras.backend.backend() != "jax" else "tensorflow"}}
+    other = dataclasses.replace(metrics, versions={"backend": "jax" if keras.backend.backend() != "jax" else "tensorflow"})
     assert starting_base(model, "alexnet", other, options, 64, 3) is None  # another backend's random init

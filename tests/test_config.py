@@ -4,6 +4,9 @@ both through convscope.config directly and through a real `snakemake -n`."""
 from __future__ import annotations
 
 import copy
+import re
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -11,6 +14,7 @@ import yaml
 from conftest import REPO, tiny_config
 from convscope import backbones as registry
 from convscope import config as cfg
+from convscope import configcheck
 
 
 def _set(path: str, value):
@@ -73,7 +77,24 @@ BAD = [
     ("greedy-without-site", _set("crawl.source", "greedy"), ["config key classes.circle.site", "'greedy'"]),
     ("unknown-resize", _set("prepare.resize", "stretch"), ["config key prepare.resize", "'center_crop'", "'pad'", "'squash'"]),
     ("prepare-threads-zero", _set("prepare.threads", 0), ["config key prepare.threads"]),
-]
+    # The results folder: every output goes under it.
+    ("results-empty", _set("results", ""), ["config key results", "empty"]),
+    ("results-blank", _set("results", "  "), ["config key results", "empty"]),
+    ("results-root", _set("results", "/"), ["config key results", "'/'", "system"]),
+    ("results-etc", _set("results", "/etc"), ["config key results", "'/etc'", "system"]),
+    ("results-inside-usr", _set("results", "/usr/share/x"), ["config key results", "system"]),
+    ("results-home", _set("results", "~"), ["config key results", "home"]),
+    ("results-working-directory", _set("results", "."), ["config key results", "'.' (that is", "runs in"]),
+    # Paths the config names exist now, not several jobs later.
+    ("folder-path-missing", _set("classes.circle", {"source": "folder", "path": "no/such/images"}),
+     ["config key classes.circle.path", "'no/such/images'", "does not exist"]),
+    ("folder-path-is-a-file", _set("classes.circle", {"source": "folder", "path": "config.yaml"}),
+     ["config key classes.circle.path", "is not a folder"]),
+    ("urllist-file-missing", _set("classes.circle", {"source": "urllist", "urls": "no-urls.txt"}),
+     ["config key classes.circle.urls", "'no-urls.txt'", "does not exist"]),
+    ("weights-file-missing", _set("backbones.mobilenetv2.weights", "no/base.weights.h5"),
+     ["config key backbones.mobilenetv2.weights", "'no/base.weights.h5'", "does not exist"]),
+]  # fmt: skip
 
 
 def _bad_config(patch):
@@ -81,7 +102,9 @@ def _bad_config(patch):
 
 
 @pytest.mark.parametrize("patch,expected", [pytest.param(p, e, id=i) for i, p, e in BAD])
-def test_malformed_config_names_the_key(patch, expected):
+def test_malformed_config_names_the_key(patch, expected, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths are relative to the run's folder
+    (tmp_path / "config.yaml").write_text("{}")
     with pytest.raises(cfg.ConfigError) as info:
         cfg.load_and_validate(_bad_config(patch))
     message = str(info.value)
@@ -135,19 +158,106 @@ def test_shipped_configs_validate(name):
 
 # ---- the same through a real `snakemake -n`: fails before any job runs ----------
 
-SNAKEMAKE_CASES = ["unknown-nested-key", "class-name-path", "split-sum", "unknown-backbone", "urllist-without-urls"]
+SNAKEMAKE_CASES = [
+    "unknown-nested-key", "class-name-path", "split-sum", "unknown-backbone", "urllist-without-urls",
+    "results-empty", "results-root", "folder-path-missing", "urllist-file-missing", "weights-file-missing",
+]  # fmt: skip
+
+
+def assert_rejected_before_any_job(proc, wf, expected):
+    """Non-zero exit, the expected text, a message of a few lines, no traceback, nothing written."""
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    for text in expected:
+        assert text in proc.stderr, f"{text!r} missing from stderr:\n{proc.stderr[-3000:]}"
+    assert "Traceback" not in out and "File \"" not in out, out[-3000:]
+    assert len(out.strip().splitlines()) <= 6, out
+    assert "Building DAG" not in out
+    assert sorted(p.name for p in wf.workdir.iterdir()) == ["config.yaml"]
 
 
 @pytest.mark.parametrize("case", SNAKEMAKE_CASES)
 def test_snakemake_rejects_bad_config_before_any_job(workflow, case):
     _, patch, expected = next(c for c in BAD if c[0] == case)
     wf = workflow(_bad_config(patch))
+    assert_rejected_before_any_job(wf.run("-n", check=False), wf, expected)
+
+
+DUPLICATE_CLASS = """\
+classes:
+  circle: {}
+  square: {}
+  circle: {keywords: [round]}
+backbones:
+  mobilenetv2: {input_size: 48}
+"""
+
+
+def test_duplicate_key_names_the_key_and_both_lines(workflow):
+    wf = workflow(tiny_config())
+    wf.configfile.write_text(DUPLICATE_CLASS)
     proc = wf.run("-n", check=False)
-    assert proc.returncode != 0
-    for text in expected:
-        assert text in proc.stderr, f"{text!r} missing from stderr:\n{proc.stderr[-3000:]}"
-    assert "Building DAG" not in proc.stdout + proc.stderr
-    assert not wf.results.exists()
+    assert_rejected_before_any_job(proc, wf, ["config key classes.circle", "given twice", "lines 2 and 4"])
+    assert str(wf.configfile) in proc.stderr
+
+
+def test_duplicate_key_in_a_list_item_and_nested(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  grid:\n    lr: [0.1]\n    lr: [0.2]\nseed: 1\nseed: 2\n")
+    message = str(pytest.raises(configcheck.ConfigFileError, configcheck.read_config_file, path).value)
+    assert "config key train.grid.lr is given twice (lines 3 and 4)" in message
+    assert "config key seed is given twice (lines 5 and 6)" in message
+
+
+def test_results_folders_that_are_fine(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for ok in ("results", "out/run1", "../elsewhere", str(tmp_path / "r"), "/usr/local/src/convscope/results"):
+        assert configcheck.results_errors(ok) == [], ok
+
+
+def test_json_config_files_are_checked_too(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{\n\t"seed": 1,\n\t"classes": {"a": {}, "b": {}}\n}\n')  # tabs: JSON, not YAML
+    assert configcheck.read_config_file(path)["seed"] == 1
+    path.write_text('{"seed": 1, "classes": {"a": {}, "a": {}}}')
+    with pytest.raises(configcheck.ConfigFileError, match="config key a is given twice"):
+        configcheck.read_config_file(path)
+
+
+BROKEN_YAML = "seed: 1\nclasses:\n  circle: {}\n  square: x: y\n"
+
+
+def test_yaml_syntax_error_names_file_line_and_column(workflow):
+    """config.yaml read by the Snakefile's own `configfile:` (no --configfile)."""
+    wf = workflow(tiny_config())
+    wf.configfile.write_text(BROKEN_YAML)
+    command = [a for a in wf.command("-n") if a not in ("--configfile", str(wf.configfile))]
+    proc = subprocess.run(command, check=False, cwd=wf.workdir, capture_output=True, text=True, timeout=120)
+    assert_rejected_before_any_job(proc, wf, ["config file config.yaml, line 4, column 12", "mapping values are not allowed"])
+
+
+def test_yaml_syntax_error_in_a_configfile_argument(workflow):
+    """--configfile files are parsed by Snakemake's command line before the Snakefile, with a
+    message naming no line: the run still stops before any job, and the checker named in the
+    README points at the line."""
+    wf = workflow(tiny_config())
+    wf.configfile.write_text(BROKEN_YAML)
+    proc = wf.run("-n", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
+    assert sorted(p.name for p in wf.workdir.iterdir()) == ["config.yaml"]
+    check = subprocess.run([sys.executable, "-m", "convscope.configcheck", str(wf.configfile)],
+                           check=False, capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert check.returncode != 0
+    assert f"config file {wf.configfile}, line 4, column 12" in check.stderr
+
+
+def test_no_output_lands_outside_results(workflow):
+    wf = workflow(tiny_config(results="out/run1"))
+    proc = wf.run("-n", check=True)
+    files = [f for line in proc.stdout.splitlines() if re.match(r"\s+(output|log|benchmark): ", line)
+             for f in line.split(": ", 1)[1].split(", ")]  # fmt: skip
+    assert len(files) > 10
+    assert [f for f in files if not f.startswith("out/run1/")] == []
 
 
 def test_snakemake_rejects_bad_config_on_a_real_run(workflow):

@@ -23,7 +23,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config
 from icrawler.builtin import (
     BaiduImageCrawler,
     BaiduParser,
@@ -38,6 +37,7 @@ from icrawler.builtin.bing import BingFeeder
 from icrawler.builtin.google import GoogleFeeder
 from PIL import Image
 
+from conftest import tiny_config
 from convscope import config as cfg
 from convscope.data import engines
 from convscope.data.crawl import CrawlError, crawl_class
@@ -391,9 +391,12 @@ def test_folder_import_respects_max_images_and_names_a_missing_folder(tmp_path):
     opts = options(tmp_path, "x", source="folder", path=str(src), max_images=2)
     summary = crawl_class("x", opts, out, out / "c.json")
     assert summary["counts"]["total"] == 2 and len(image_files(out)) == 3  # 2 images + c.json
+    gone = tmp_path / "gone"
+    gone.mkdir()  # validation checks the folder exists (tests/test_config.py); here it goes before the crawl
+    opts = options(tmp_path, "y", source="folder", path=str(gone), max_images=2)
+    gone.rmdir()
     with pytest.raises(FolderError, match=r"class 'y'.*classes\.y\.path"):
-        crawl_class("y", options(tmp_path, "y", source="folder", path=str(tmp_path / "nope"), max_images=2),
-                    tmp_path / "raw" / "y", tmp_path / "raw" / "y" / "crawl.json")  # fmt: skip
+        crawl_class("y", opts, tmp_path / "raw" / "y", tmp_path / "raw" / "y" / "crawl.json")
 
 
 # ---- the byte gate -------------------------------------------------------------

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from test_gradients import classifier, other_backend, run_checks_on
 
 REPO = Path(__file__).resolve().parent.parent
@@ -209,8 +208,8 @@ def check_explain_model_writes_its_sections():
             "explanation_sanity",
             "method_ranking",
         ], ids
-        assert {s["group"] for s in sections} == {"explanations", "trust"}
-        assert [s["kind"] for s in sections if s["group"] == "trust"] == ["checks", "sanity", "ranking"]
+        assert {s["group"] for s in sections} == {"results", "checks"}
+        assert [s["kind"] for s in sections if s["group"] == "checks"] == ["checks", "sanity", "ranking"]
         write_index(out, "tiny", sections)  # raises if any named file is missing
         # every method drawn carries its sanity badge, next to its figure
         drawn = [b["method"] for s in sections if s["kind"] == "maps" for b in s["items"][0]["badges"]]
@@ -319,18 +318,6 @@ def test_on_loaded_backend(check):
 def test_on_other_backend():
     """Every check again on the other backend (JAX by default), in one subprocess."""
     run_checks_on(other_backend(), "test_explain", CHECKS)
-
-
-def test_schema_defaults_match_code_defaults():
-    from convscope.analysis.explain import DEFAULTS, OWN_KEYS
-
-    schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
-    analysis = schema["properties"]["analysis"]["properties"]
-    for key in OWN_KEYS:
-        props = analysis[key]["properties"]
-        assert set(props) == set(DEFAULTS[key]), key
-        for name, spec in props.items():
-            assert spec.get("default") == DEFAULTS[key][name], f"analysis.{key}.{name}"
 
 
 def test_options_reject_unknown_keys():

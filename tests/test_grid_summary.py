@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import tiny_config
 from convscope import config as cfg
 from convscope import grid
 from convscope.analysis.grid_summary import summarise_grid, wilson_interval
-from convscope.training.metrics import split_report, write_json_atomic
-from conftest import tiny_config
+from convscope.atomic import write_json
+from convscope.training.metrics import split_report
 
 CLASSES = ["circle", "square", "triangle", "star"]
 N_VAL, N_TEST = 40, 40
@@ -59,7 +60,7 @@ def write_grid(root: Path, config: dict, accuracy) -> list[Path]:
                    "classes": CLASSES, **split_report(yv, sv, yt, st, CLASSES, bootstrap=200, seed=1),
                    "train_time_s": 10.0 + i, "images_per_s": 100.0 + i, "seed": 7}
         path = root / "models" / run.backbone / run.id / "metrics.json"
-        write_json_atomic(path, metrics)
+        write_json(path, metrics)
         paths.append(path)
     return paths
 

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from conftest import parse_job_stats, tiny_config
+from convscope.records import BestRun, RunMetrics, write_best, write_metrics
 from convscope.report import collect
 from convscope.report.render import STANDALONE, render_report
 
@@ -116,19 +117,22 @@ def make_results(
         for ri, lr in enumerate(("1e-3", "1e-4")):
             run = f"finetune-lr{lr}-d{ri}{ev if ri == 1 else ''}"
             acc = 0.5 + 0.1 * ri + 0.05 * bi
-            metrics = {"val_accuracy": acc, "test_accuracy": acc - 0.02, "test_accuracy_ci95": [acc - 0.1, acc],
-                       "images_per_s": 100.0 + 10 * ri, "train_time_s": 12.5, "seed": 7,
-                       "versions": {"keras": "3.15.1", "backend": "tensorflow", "python": "3.11"}}
+            metrics = RunMetrics(
+                backbone=b, run=run, strategy="finetune", val={"accuracy": acc},
+                test={"accuracy": acc - 0.02, "accuracy_ci95": [acc - 0.1, acc]}, hp={"learning_rate": lr},
+                images_per_s=100.0 + 10 * ri, train_time_s=12.5, seed=7,
+                versions={"keras": "3.15.1", "backend": "tensorflow", "python": "3.11"},
+            )
             d = R / "models" / b / run
-            d.mkdir(parents=True, exist_ok=True)
-            (d / "metrics.json").write_text(json.dumps(metrics))
+            write_metrics(d / "metrics.json", metrics)
             _csv(d / "history.csv", [{"epoch": 0, "loss": 1.0, "accuracy": 0.4, "val_loss": 1.1, "val_accuracy": 0.4}])
             runs.append({"backbone": b, "run": run, "strategy": "finetune", "learning_rate": lr,
                          "val_accuracy": acc, "test_accuracy": acc - 0.02, "train_time_s": 12.5})
             _csv(R / "benchmarks" / "train" / b / f"{run}.tsv",
                  [{"s": 30.0 + ri, "h:m:s": "0:00:30", "max_rss": 1500.0 + ri, "max_vms": 3000, "max_uss": 1400,
                    "max_pss": 1450, "io_in": 0, "io_out": 5, "mean_load": 150.0, "cpu_time": 55.0}], delimiter="\t")
-        best[b] = {"run": run, "val_accuracy": acc}
+        best[b] = BestRun(run=run, strategy="finetune", val_accuracy=acc, test_accuracy=acc - 0.02,
+                          test_ci95_low=acc - 0.1, test_ci95_high=acc, runs=2)
         a = R / "analysis" / b / run
         _figure(a / "curves.png", f"{b} curves {ev}")
         _csv(a / "curves.csv", [{"epoch": 1, "loss": 0.9}])
@@ -139,16 +143,16 @@ def make_results(
         index = {
             "title": f"{b} {run}",
             "sections": [
-                {"id": "curves", "title": f"Learning curves {ev}", "items": [
+                {"id": "curves", "title": f"Learning curves {ev}", "group": "results", "items": [
                     {"kind": "image", "file": "curves.png", "caption": f"Loss and accuracy per epoch {ev}",
                      "data": "curves.csv"}]},
-                {"id": "report", "title": "Per-class report", "items": [
+                {"id": "report", "title": "Per-class report", "group": "results", "items": [
                     {"kind": "table", "file": "per_class.csv", "caption": "precision and recall per class",
                      "data": None}]},
-                {"id": "gradcam", "title": "Grad-CAM", "items": [
+                {"id": "gradcam", "title": "Grad-CAM", "group": "results", "items": [
                     {"kind": "image", "file": "gradcam/gradcam.png", "caption": "where the network looks",
                      "data": None}]},
-                {"id": "pointing_game", "title": "Pointing game", "items": [
+                {"id": "pointing_game", "title": "Pointing game", "group": "checks", "items": [
                     {"kind": "json", "file": "pointing.json", "caption": "hits inside the box", "data": None},
                     {"kind": "image", "file": "deletion.png", "caption": "deletion curve", "data": None}]},
             ],
@@ -156,18 +160,18 @@ def make_results(
         (a / "index.json").write_text(json.dumps(index))
     g = R / "analysis" / "grid"
     _csv(g / "runs.csv", runs)
-    (g / "best.json").write_text(json.dumps(best))
+    write_best(g / "best.json", best)
     _figure(g / "heatmap.png", f"heatmap {ev}")
     _figure(g / "strategies.png", "strategies")
     (g / "index.json").write_text(json.dumps({
         "title": "Grid",
         "sections": [
-            {"id": "runs", "title": "All runs", "items": [
+            {"id": "runs", "title": "All runs", "group": "own_table", "items": [
                 {"kind": "table", "file": "runs.csv", "caption": "every run", "data": None}]},
-            {"id": "heatmaps", "title": "Heatmaps", "items": [
+            {"id": "heatmaps", "title": "Heatmaps", "group": "results", "items": [
                 {"kind": "image", "file": "heatmap.png", "caption": f"val accuracy over lr x depth {ev}",
                  "data": None}]},
-            {"id": "strategies", "title": "Strategy comparison", "items": [
+            {"id": "strategies", "title": "Strategy comparison", "group": "results", "items": [
                 {"kind": "image", "file": "strategies.png", "caption": "scratch vs finetune", "data": None}]},
         ],
     }))

@@ -3,9 +3,9 @@ server (and the standalone file from disk) and the test fails on any console
 error, uncaught exception, failed request, JavaScript dialog or image that did not
 load. Screenshots go to test-artifacts/report-browser/.
 
-Chromium is driven over the DevTools protocol (a websocket, via websocket-client):
-that reports console messages, network failures and CSP violations as structured
-events, where scraping --enable-logging output would depend on log formats.
+Chromium is Debian's (no browser download), driven by Playwright, which reports
+console messages (CSP violations among them), page errors, failed requests and
+dialogs as events.
 
 The results tree is test_report.make_results with hostile strings planted in class
 names, file names, URLs, captions and run ids, so this also checks that nothing
@@ -18,51 +18,30 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
-import json
-import os
-import re
 import shutil
-import signal
-import subprocess
 import threading
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from test_report import EVIL, OPTIONS, _config, make_results
 
 from conftest import REPO
-from test_report import EVIL, OPTIONS, _config, make_results
 from convscope.report.render import render_report
 
 ARTIFACTS = REPO / "test-artifacts" / "report-browser"
+CHROMIUM = shutil.which("chromium")
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
     "--disable-background-networking",
     "--disable-component-update",
-    "--disable-sync",
     "--no-first-run",
-    "--no-default-browser-check",
-    "--disable-extensions",
     "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
-    "--window-size=1280,1600",
-    "--remote-debugging-address=127.0.0.1",
-    "--remote-debugging-port=0",
 ]
-
-
-def find_chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-CHROMIUM = find_chromium()
-websocket = pytest.importorskip("websocket", reason="websocket-client is in the test extra: pip install -e '.[test]'")
+playwright = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is in the test extra: pip install -e '.[test]'"
+)
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
     reason="chromium not installed (Debian: apt-get install -y chromium; .ci/run installs it when run as root)",
@@ -70,137 +49,51 @@ pytestmark = pytest.mark.skipif(
 
 
 class Browser:
-    """One headless Chromium and one page, driven over the DevTools protocol."""
+    """One headless Chromium page; every problem it reports since the last load is kept."""
 
-    def __init__(self, profile: Path):
-        self.proc = subprocess.Popen(
-            [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # its own process group: the wrapper script and its children
-        )
-        self.stderr: list[str] = []
-        endpoint = self._wait_for_devtools(timeout=60)
-        port = re.match(r"ws://[^:]+:(\d+)/", endpoint).group(1)
-        pages = self._targets(port)
-        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=60, suppress_origin=True)
-        self.next_id = 0
-        self.events: list[dict] = []
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            self.call(f"{domain}.enable")
+    def __init__(self):
+        self._pw = playwright.sync_playwright().start()
+        self._browser = self._pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        self.page = self._browser.new_page(viewport={"width": 1280, "height": 1600})
+        self.events: list[str] = []
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda e: self.events.append(f"exception: {e}"))
+        self.page.on("requestfailed", lambda r: self.events.append(f"request failed: {r.failure} ({r.url[:80]})"))
+        self.page.on("response", self._response)
+        self.page.on("dialog", self._dialog)
 
-    def _wait_for_devtools(self, timeout: float) -> str:
-        found = {}
+    def _console(self, msg) -> None:
+        if msg.type in ("error", "assert", "warning"):
+            self.events.append(f"console.{msg.type}: {msg.text}")
 
-        def read():
-            for line in self.proc.stderr:
-                self.stderr.append(line)
-                m = re.search(r"DevTools listening on (ws://\S+)", line)
-                if m:
-                    found["url"] = m.group(1)
+    def _response(self, response) -> None:
+        if response.status >= 400:
+            self.events.append(f"HTTP {response.status} for {response.url}")
 
-        threading.Thread(target=read, daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while "url" not in found:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise AssertionError("chromium did not start its DevTools endpoint:\n" + "".join(self.stderr[-30:]))
-            time.sleep(0.05)
-        return found["url"]
-
-    @staticmethod
-    def _targets(port: str) -> list[dict]:
-        for _ in range(100):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
-                pages = [t for t in json.load(r) if t.get("type") == "page"]
-            if pages:
-                return pages
-            time.sleep(0.1)
-        raise AssertionError("chromium has no page target")
-
-    def call(self, method: str, params: dict | None = None, timeout: float = 60) -> dict:
-        self.next_id += 1
-        mine = self.next_id
-        self.ws.send(json.dumps({"id": mine, "method": method, "params": params or {}}))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == mine:
-                if "error" in msg:
-                    raise AssertionError(f"{method} failed: {msg['error']}")
-                return msg.get("result", {})
-            if "method" in msg:
-                self.events.append(msg)
-        raise AssertionError(f"no answer to {method} within {timeout} s")
-
-    def wait_event(self, method: str, timeout: float = 60) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for e in self.events:
-                if e["method"] == method:
-                    self.events.remove(e)
-                    return e
-            self.ws.settimeout(max(0.1, deadline - time.monotonic()))
-            msg = json.loads(self.ws.recv())
-            if "method" in msg:
-                self.events.append(msg)
-        raise AssertionError(f"no {method} within {timeout} s")
-
-    def evaluate(self, expression: str):
-        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
-        if "exceptionDetails" in result:
-            raise AssertionError(f"page script failed: {result['exceptionDetails']}")
-        return result["result"].get("value")
+    def _dialog(self, dialog) -> None:
+        self.events.append(f"dialog opened: {dialog.message!r}")
+        dialog.dismiss()
 
     def load(self, url: str) -> None:
         self.events.clear()
-        self.call("Page.navigate", {"url": url})
-        self.wait_event("Page.loadEventFired")
+        self.page.goto(url, wait_until="load")
         # Let late events (e.g. the broken-image check on load) arrive.
-        self.evaluate("new Promise(r => setTimeout(r, 300))")
+        self.page.wait_for_timeout(300)
+
+    def evaluate(self, expression: str):
+        return self.page.evaluate(expression)
 
     def problems(self) -> list[str]:
         """Every console error, exception, failed request or dialog since the last load."""
-        out = []
-        for e in self.events:
-            m, p = e["method"], e.get("params", {})
-            if m == "Runtime.exceptionThrown":
-                out.append(f"exception: {p['exceptionDetails'].get('text')} {p['exceptionDetails'].get('exception', {}).get('description', '')}")
-            elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert", "warning"):
-                out.append(f"console.{p['type']}: {[a.get('value', a.get('description')) for a in p.get('args', [])]}")
-            elif m == "Log.entryAdded" and p["entry"]["level"] in ("error", "warning"):
-                out.append(f"log {p['entry']['level']} ({p['entry'].get('source')}): {p['entry']['text']} {p['entry'].get('url', '')}")
-            elif m == "Network.loadingFailed":
-                out.append(f"request failed: {p.get('errorText')} (blocked: {p.get('blockedReason')})")
-            elif m == "Network.responseReceived" and p["response"]["status"] >= 400:
-                out.append(f"HTTP {p['response']['status']} for {p['response']['url']}")
-            elif m == "Page.javascriptDialogOpening":
-                out.append(f"dialog opened: {p.get('message')!r}")
-        return out
+        return list(self.events)
 
     def screenshot(self, path: Path) -> None:
-        metrics = self.call("Page.getLayoutMetrics")
-        size = metrics.get("cssContentSize") or metrics["contentSize"]
-        clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 12000), "scale": 1}
-        shot = self.call("Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True})
         path.parent.mkdir(parents=True, exist_ok=True)
-        import base64
-
-        path.write_bytes(base64.b64decode(shot["data"]))
+        self.page.screenshot(path=str(path), full_page=True)
 
     def close(self) -> None:
-        try:
-            if getattr(self, "ws", None):
-                self.ws.close()
-        finally:
-            if self.proc.poll() is None:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                    self.proc.wait()
+        self._browser.close()
+        self._pw.stop()
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -211,7 +104,9 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 @contextlib.contextmanager
 def serve(directory: Path):
     """An HTTP server on 127.0.0.1 with `directory` as its root; yields the base URL."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(directory)))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(directory))
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -228,14 +123,16 @@ def site(tmp_path_factory):
     classes = ["circle", f"sq{EVIL}", "triangle"]
     R = make_results(root / "results", classes=classes, evil=EVIL)
     options = {**OPTIONS, "title": f"Browser {EVIL}"}
-    out = render_report(R, R / "report", options, True, config=_config(["circle", "square"], **options), classes=classes)
+    out = render_report(
+        R, R / "report", options, True, config=_config(["circle", "square"], **options), classes=classes
+    )
     with serve(R) as base:
         yield base, out
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    b = Browser(tmp_path_factory.mktemp("chromium-profile"))
+def browser():
+    b = Browser()
     yield b
     b.close()
 

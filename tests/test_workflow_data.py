@@ -8,8 +8,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from conftest import SPLITS, tiny_config
+from conftest import tiny_config
 from convscope.data import imageio
+from convscope.layout import SPLITS
 
 CLASSES = ("circle", "square", "triangle")
 SIZE = 48  # synthetic images are 64 px: center_crop keeps everything, boxes survive

@@ -20,10 +20,8 @@ Files go under out_dir/explain/; index items are relative to `root`
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,51 +32,10 @@ from convscope import backbones as registry
 from convscope.analysis import explain_figures as figures
 from convscope.analysis import explain_maps
 from convscope.analysis import trust_figures as trust
+from convscope.analysis.steps import StepTimer, spread_over_classes
 
 log = logging.getLogger(__name__)
 
-# Mirrors the defaults of these keys in schemas/config.schema.yaml (analysis section);
-# tests/test_explain.py keeps the two equal. Library callers may pass fewer keys.
-DEFAULTS = {
-    "batch_size": 64,
-    "sample_images": 8,
-    "seed": 0,
-    "gradcam": {"enabled": True, "layer": None},
-    "occlusion": {"enabled": True, "patch": None, "stride": None, "fill": "mean"},
-    "saliency": {"enabled": True, "smoothgrad_samples": 16, "smoothgrad_noise": 0.15},
-    "filter_vis": {
-        "enabled": True,
-        "layer": None,
-        "channels": 6,
-        "steps": 96,
-        "learning_rate": 0.05,
-        "jitter": 4,
-        "scale": 0.1,
-        "rotation": 10.0,
-        "tv_weight": 0.05,
-        "fourier": True,
-    },
-    "change": {"enabled": True, "gray_std": 0.02},
-    "checks": {
-        "enabled": True,
-        "max_images": 32,
-        "curve_images": 24,
-        "deletion_steps": 10,
-        "insertion": True,
-        "tolerance": 0.0,
-    },
-    "methods": {
-        "hirescam": True,
-        "xgradcam": True,
-        "layercam": True,
-        "eigencam": True,
-        "scorecam": True,
-        "integrated_gradients": True,
-    },
-    "scorecam": {"channels": 16},
-    "integrated_gradients": {"steps": 12, "tolerance": 0.1},
-    "sanity": {"enabled": True, "images": 4, "blocks": 2, "independent": True, "threshold": 0.5},
-}
 # Keys of the analysis section this module owns (the others belong to run.py's analyses).
 OWN_KEYS = (
     "gradcam",
@@ -95,27 +52,12 @@ OWN_KEYS = (
 
 
 def resolve_options(options: dict | None) -> dict:
-    """The config `analysis` section over DEFAULTS (nested sections merged key by key)."""
-    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
-    for k, v in (options or {}).items():
-        if isinstance(merged.get(k), dict) and isinstance(v, dict):
-            unknown = set(v) - set(merged[k])
-            if unknown:
-                raise ValueError(
-                    f"config key analysis.{k}: unknown key(s) {sorted(unknown)}; allowed: {sorted(merged[k])}"
-                )
-            merged[k].update(v)
-        else:
-            merged[k] = v
+    """The config `analysis` section over its schema defaults (nested sections merged key by key)."""
+    from convscope import config as cfg
+
+    merged = cfg.merged("analysis", options, strict=True)
+    merged.setdefault("seed", 0)
     return merged
-
-
-def spread_over_classes(labels, n: int) -> np.ndarray:
-    """Up to n indices: the first image of each class, then the second of each, ..."""
-    labels = np.asarray(labels)
-    per_class = [np.flatnonzero(labels == k) for k in np.unique(labels)]
-    picked = [int(p[r]) for r in range(max((len(p) for p in per_class), default=0)) for p in per_class if r < len(p)]
-    return np.asarray(picked[:n], dtype=np.int64)
 
 
 @dataclass
@@ -168,28 +110,13 @@ def _backbone_spec(backbone):
     return backbone if isinstance(backbone, registry.Backbone) else registry.get(backbone)
 
 
-class _Timer:
-    """Seconds per step, logged as they finish (written to explain/timings.json)."""
-
-    def __init__(self):
-        self.seconds = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name):
-        t0 = time.perf_counter()
-        log.info("explain: %s ...", name)
-        yield
-        self.seconds[name] = round(time.perf_counter() - t0, 3)
-        log.info("explain: %s done in %.1f s", name, self.seconds[name])
-
-
 def explain_model(model, backbone, data, out_dir, options: dict | None = None, *, base_reference=None, root=None):
     """Run the explanation analyses of one classifier; returns index.json sections.
 
     model: the trained classifier (MODEL CONTRACT, nested "base"; flat models work too).
     backbone: registry name, or a convscope.backbones.Backbone (its last_conv and blocks are used).
     data: an ExplainInputs, or a dict for ExplainInputs.from_data.
-    options: the config `analysis` section (missing keys take DEFAULTS).
+    options: the config `analysis` section (missing keys take the schema defaults).
     base_reference: the same backbone with the weights the run started from (a
         classifier or the bare base) for the change-from-pretrained section.
     """
@@ -204,7 +131,7 @@ def explain_model(model, backbone, data, out_dir, options: dict | None = None, *
     root = Path(root) if root is not None else out_dir
     folder = out_dir / "explain"
     folder.mkdir(parents=True, exist_ok=True)
-    timer = _Timer()
+    timer = StepTimer("explain")  # seconds per step go to explain/timings.json
     layer = opts["gradcam"]["layer"] or spec.last_conv
     size = inputs.x.shape[1:3]
     # Default 4 x 4 patches per image side at half-patch steps: 7 x 7 = 49 forward passes per image.

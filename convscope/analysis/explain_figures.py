@@ -14,6 +14,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from convscope import records
 from convscope.analysis import plots
 from convscope.analysis.explain_maps import METHODS
 from convscope.analysis.index import item, section
@@ -102,7 +103,7 @@ def map_sections(maps, inputs, sample, folder, root, *, heading: dict, verdicts=
         what = " ".join(f"{TITLES[n]}: {_caption(n, heading)}" for n in names)
         it = item("image", path, f"{rows} each method's map for the predicted class. {what}", table_path, root=root)
         it["badges"] = badges(names, verdicts)
-        sections.append(section(fig, title, [it], group="explanations", kind="maps"))
+        sections.append(section(fig, title, [it], group=records.RESULTS, kind="maps"))
     return sections
 
 
@@ -146,7 +147,7 @@ def filter_section(result, layer, folder, root, settings):
                 root=root,
             )
         ],
-        group="explanations",
+        group=records.RESULTS,
         kind="features",
     )
 
@@ -168,7 +169,7 @@ def no_reference_section(folder, root):
         "change",
         "Change from the pretrained base",
         [item("json", note, "Why this section is empty.", note, root=root)],
-        group="explanations",
+        group=records.RESULTS,
         kind="change",
     )
 
@@ -234,7 +235,7 @@ def change_section(result, weights, layer, embed_layer, gray_std, folder, root):
                 root=root,
             ),
         ],
-        group="explanations",
+        group=records.RESULTS,
         kind="change",
     )
 

@@ -21,7 +21,6 @@ never decides which run is "best", or it would stop being a held-out estimate.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from convscope import atomic, records
 from convscope.analysis import plots
 from convscope.analysis.index import item, section, write_index
 
@@ -53,19 +53,12 @@ def _number(value):
 
 def read_run(path) -> dict:
     """One runs.csv row from one metrics.json."""
-    path = Path(path)
-    try:
-        m = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: unreadable metrics ({e}); re-run the training job of this run") from e
-    missing = [k for k in ("backbone", "run", "strategy", "val", "test") if k not in m]
-    if missing:
-        raise ValueError(f"{path}: metrics.json lacks {missing}; it was written by an older train stage, re-run it")
-    val, test = m["val"], m["test"]
+    m = records.read_metrics(path)
+    val, test = m.val, m.test
     val_lo, val_hi = wilson_interval(_number(val.get("accuracy")), int(val.get("n") or 0))
     ci = test.get("accuracy_ci95") or [float("nan"), float("nan")]
-    row = {"backbone": m["backbone"], "run": m["run"], "strategy": m["strategy"]}
-    row.update({k: v for k, v in (m.get("hp") or {}).items()})
+    row = {"backbone": m.backbone, "run": m.run, "strategy": m.strategy}
+    row.update(m.hp)
     row.update(
         {
             "val_accuracy": _number(val.get("accuracy")),
@@ -76,8 +69,8 @@ def read_run(path) -> dict:
             "test_ci95_low": _number(ci[0]),
             "test_ci95_high": _number(ci[1]),
             "test_n": int(test.get("n") or 0),
-            "train_time_s": _number(m.get("train_time_s")),
-            "images_per_s": _number(m.get("images_per_s")),
+            "train_time_s": _number(m.train_time_s),
+            "images_per_s": _number(m.images_per_s),
         }
     )
     return row
@@ -97,7 +90,7 @@ def hp_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c not in fixed]
 
 
-def best_runs(table: pd.DataFrame) -> dict:
+def best_runs(table: pd.DataFrame) -> dict[str, records.BestRun]:
     """Per backbone: the run with the highest validation accuracy (first in grid order on ties)."""
     best = {}
     for backbone, runs in table.groupby("backbone", sort=False):
@@ -105,15 +98,15 @@ def best_runs(table: pd.DataFrame) -> dict:
         if runs.empty:
             raise ValueError(f"backbone {backbone}: no run has a validation accuracy; check its metrics.json files")
         top = runs.loc[runs["val_accuracy"].idxmax()]  # idxmax: the first of equal maxima
-        best[backbone] = {
-            "run": top["run"],
-            "strategy": top["strategy"],
-            "val_accuracy": float(top["val_accuracy"]),
-            "test_accuracy": float(top["test_accuracy"]),
-            "test_ci95_low": float(top["test_ci95_low"]),
-            "test_ci95_high": float(top["test_ci95_high"]),
-            "runs": int(len(runs)),
-        }
+        best[backbone] = records.BestRun(
+            run=top["run"],
+            strategy=top["strategy"],
+            val_accuracy=float(top["val_accuracy"]),
+            test_accuracy=float(top["test_accuracy"]),
+            test_ci95_low=float(top["test_ci95_low"]),
+            test_ci95_high=float(top["test_ci95_high"]),
+            runs=int(len(runs)),
+        )
     return best
 
 
@@ -177,7 +170,7 @@ def heatmaps(table: pd.DataFrame, out_dir: Path) -> tuple[list[dict], pd.DataFra
         )
     columns = ["backbone", "y_key", "y_value", "x_key", "x_value", "mean_val_accuracy", "runs", "file"]
     long = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
-    long.to_csv(csv, index=False)
+    atomic.write_text(csv, long.to_csv(index=False))
     if not frames:
         log.info("grid summary: no backbone has two hyperparameters that vary together; no heatmaps")
     return items, long
@@ -210,7 +203,7 @@ def strategy_comparison(table: pd.DataFrame, out_dir: Path) -> dict:
                      "test_ci95_high": top["test_ci95_high"]})
     comp = pd.DataFrame(rows)
     csv = out_dir / "strategies.csv"
-    comp.to_csv(csv, index=False)
+    atomic.write_text(csv, comp.to_csv(index=False))
     backbones = list(dict.fromkeys(comp["backbone"]))
     strategies = list(dict.fromkeys(comp["strategy"]))
     width = 0.8 / len(strategies)
@@ -242,19 +235,19 @@ def summarise_grid(metric_files, out_dir, *, title: str = "Grid summary") -> Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     table = runs_table(metric_files)
     runs_csv = out_dir / "runs.csv"
-    table.to_csv(runs_csv, index=False)
+    atomic.write_text(runs_csv, table.to_csv(index=False))
     best = best_runs(table)
     best_json = out_dir / "best.json"
-    best_json.write_text(json.dumps(best, indent=1))
+    records.write_best(best_json, best)
     for b, e in best.items():
-        log.info("best run of %s: %s (val accuracy %.3f of %d runs)", b, e["run"], e["val_accuracy"], e["runs"])
+        log.info("best run of %s: %s (val accuracy %.3f of %d runs)", b, e.run, e.val_accuracy, e.runs)
     sections = [
         section("runs", "All runs", [
             item("table", runs_csv, "Every run of the grid: strategy, hyperparameters, validation accuracy (Wilson 95% "
                  "CI), test accuracy (bootstrap 95% CI), training time and throughput.", runs_csv, root=out_dir),
             item("json", best_json, "Best run per backbone by validation accuracy (the run analysed in detail); "
                  "its test accuracy is an unbiased estimate because test data did not pick it.", None, root=out_dir),
-        ]),
+        ], group=records.OWN_TABLE),  # the report draws both itself
     ]
     heat_items, _ = heatmaps(table, out_dir)
     if heat_items:

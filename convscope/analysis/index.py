@@ -4,9 +4,11 @@
         {"kind": "image"|"table"|"json", "file": "relative/path", "caption": str,
          "data": "relative/path" | null, "badges": [{"method", "title", "passed", "note"}] (optional)}]}]}
 
-A section's group says which part of the analyses it belongs to (e.g. "explanations",
-"trust") and its kind what it holds (e.g. "maps", "sanity", "ranking"): the report
-selects sections by these fields, not by matching ids.
+`group` (convscope.records.GROUPS) tells the report where a section goes: with its
+model or grid (results), beside the other backbones' explanation checks (checks),
+or nowhere because the report draws that file itself (own_table); `kind` what it holds
+(e.g. "maps", "sanity", "ranking"; default its id), so readers select sections by field,
+not by matching ids.
 
 Every analysis returns one or more sections built with `section`/`item`; the
 orchestrator writes them with `write_index`, which checks that every named file
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from convscope import atomic, layout, records
 
 KINDS = ("image", "table", "json")
 
@@ -39,7 +43,9 @@ def item(kind: str, file, caption: str, data=None, *, root=None) -> dict:
     return {"kind": kind, "file": rel(file), "caption": caption, "data": rel(data)}
 
 
-def section(id: str, title: str, items: list[dict], *, group: str = "model", kind: str | None = None) -> dict:
+def section(id: str, title: str, items: list[dict], group: str = records.RESULTS, *, kind: str | None = None) -> dict:
+    if group not in records.GROUPS:
+        raise ValueError(f"index section {id!r}: group {group!r} is not one of {records.GROUPS}")
     return {"id": id, "title": title, "group": group, "kind": kind or id, "items": list(items)}
 
 
@@ -54,6 +60,8 @@ def validate(index: dict, root) -> None:
         if not sid or sid in seen:
             raise ValueError(f"{root}/index.json: section id {sid!r} is empty or repeated")
         seen.add(sid)
+        if sec.get("group") not in records.GROUPS:
+            raise ValueError(f"{root}/index.json section {sid}: group {sec.get('group')!r} not in {records.GROUPS}")
         for it in sec["items"]:
             if it["kind"] not in KINDS:
                 raise ValueError(f"{root}/index.json section {sid}: kind {it['kind']!r} not in {KINDS}")
@@ -70,10 +78,10 @@ def write_index(out_dir, title: str, sections: list[dict]) -> Path:
     out_dir = Path(out_dir)
     index = {"title": title, "sections": sections}
     validate(index, out_dir)
-    path = out_dir / "index.json"
-    path.write_text(json.dumps(index, indent=1))
+    path = out_dir / layout.INDEX
+    atomic.write_text(path, json.dumps(index, indent=1))
     return path
 
 
 def read_index(out_dir) -> dict:
-    return json.loads((Path(out_dir) / "index.json").read_text())
+    return json.loads((Path(out_dir) / layout.INDEX).read_text())

@@ -15,11 +15,12 @@ import math
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+
+from convscope import atomic
 
 matplotlib.use("Agg")  # headless: cluster nodes and CI have no display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402 - pyplot after choosing the headless backend
 
 DPI = 100
 
@@ -82,15 +83,15 @@ def save_png(array: np.ndarray, path) -> Path:
     from PIL import Image
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8(array)).save(path)
+    with atomic.path(path) as tmp:
+        Image.fromarray(to_uint8(array)).save(tmp)
     return path
 
 
 def save_figure(fig, path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    with atomic.path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -161,8 +162,8 @@ def image_grid(
     if suptitle:
         fig.text(0.5, 1 - (top / 2) / height, suptitle, ha="center", va="center", fontsize=9)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)  # no bbox "tight": the pixel geometry stays as laid out
+    with atomic.path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI)  # no bbox "tight": the pixel geometry stays as laid out
     plt.close(fig)
     return path
 

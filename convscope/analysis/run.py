@@ -14,41 +14,23 @@ import json
 import logging
 import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from convscope import backbones as registry
+from convscope import layout, records
 from convscope.analysis.index import item, section, write_index
+from convscope.analysis.steps import StepTimer, spread_over_classes
 
 log = logging.getLogger(__name__)
 
-def _defaults(properties: dict) -> dict:
-    out = {}
-    for key, spec in properties.items():
-        if "properties" in spec:
-            out[key] = _defaults(spec["properties"])
-        elif "default" in spec:
-            out[key] = spec["default"]
-    return out
-
-
-def defaults() -> dict:
-    """The `analysis` section's defaults, read from the config schema (their one home)."""
-    import yaml
-
-    from convscope.config import SCHEMA
-
-    return _defaults(yaml.safe_load(SCHEMA.read_text())["properties"]["analysis"]["properties"])
-
-
 def _options(options: dict | None) -> dict:
     """Config `analysis` section over the schema defaults (library callers may pass less)."""
-    merged = defaults()
-    for k, v in (options or {}).items():
-        merged[k] = {**merged[k], **v} if isinstance(merged.get(k), dict) and isinstance(v, dict) else v
+    from convscope import config as cfg
+
+    merged = cfg.merged("analysis", options)
     merged.setdefault("seed", 0)
     return merged
 
@@ -78,9 +60,9 @@ def contract_layers(model):
 
 def load_split(prepared_dir, split: str = "test") -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     prepared_dir = Path(prepared_dir)
-    x = np.load(prepared_dir / f"{split}.npy")
-    labels = np.load(prepared_dir / f"{split}.labels.npy").astype(np.int64)
-    index = pd.read_csv(prepared_dir / f"{split}.index.csv")
+    x = np.load(layout.prepared_in(prepared_dir, split))
+    labels = np.load(layout.prepared_in(prepared_dir, split, "labels.npy")).astype(np.int64)
+    index = pd.read_csv(layout.prepared_in(prepared_dir, split, "index.csv"))
     if not (len(x) == len(labels) == len(index)):
         raise ValueError(
             f"{prepared_dir}: {split}.npy ({len(x)}), {split}.labels.npy ({len(labels)}) and "
@@ -101,41 +83,17 @@ def forward(model, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarr
     return np.asarray(probs, dtype=np.float32), np.asarray(emb, dtype=np.float32).reshape(len(x), -1)
 
 
-def sample_indices(labels: np.ndarray, n: int) -> np.ndarray:
-    """n test images spread over classes: first of each class, then second of each, ..."""
-    labels = np.asarray(labels)
-    per_class = [np.flatnonzero(labels == k) for k in np.unique(labels)]
-    picked = []
-    for rank in range(max(len(p) for p in per_class)):
-        picked.extend(int(p[rank]) for p in per_class if rank < len(p))
-    return np.asarray(picked[:n], dtype=np.int64)
+def read_metrics(run_dir) -> records.RunMetrics | None:
+    """The run's metrics.json (written by the train stage), None when there is none."""
+    path = Path(run_dir) / layout.METRICS
+    return records.read_metrics(path) if path.is_file() else None
 
 
-class Timer:
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str):
-        t0 = time.perf_counter()
-        log.info("%s ...", name)
-        yield
-        self.seconds[name] = round(time.perf_counter() - t0, 3)
-        log.info("%s done in %.1f s", name, self.seconds[name])
+def _train_seconds(metrics: records.RunMetrics | None) -> float | None:
+    return None if metrics is None or metrics.train_time_s is None else float(metrics.train_time_s)
 
 
-def read_metrics(run_dir) -> dict:
-    """The run's metrics.json (written by the train stage), {} when there is none."""
-    path = Path(run_dir) / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _train_seconds(metrics: dict) -> float | None:
-    value = metrics.get("train_time_s")
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def reference_base(backbone: str, metrics: dict, backbone_options: dict, input_size: int, num_classes: int):
+def reference_base(backbone: str, metrics: records.RunMetrics, backbone_options: dict, input_size: int, num_classes: int):
     """The base as it was before training: rebuilt exactly as the train stage built it.
 
     build_classifier seeds the backend before creating the base, so the same
@@ -145,9 +103,8 @@ def reference_base(backbone: str, metrics: dict, backbone_options: dict, input_s
     from convscope.models import build
     from convscope.training.strategies import weights_for
 
-    strategy = metrics["strategy"]
-    hp = metrics.get("hp") or {}
-    seed = hp.get("seed", metrics.get("seed"))
+    strategy = metrics.strategy
+    seed = metrics.hp["seed"] if "seed" in metrics.hp else metrics.seed
     model = build.build_classifier(
         backbone, num_classes, input_size=input_size, seed=None if seed is None else int(seed),
         **weights_for(strategy, backbone_options),
@@ -155,7 +112,7 @@ def reference_base(backbone: str, metrics: dict, backbone_options: dict, input_s
     return build.base_of(model)
 
 
-def starting_base(model, backbone: str, metrics: dict, backbone_options: dict, input_size: int, num_classes: int):
+def starting_base(model, backbone: str, metrics: records.RunMetrics, backbone_options: dict, input_size: int, num_classes: int):
     """reference_base, or None (with the reason logged) when it cannot be the real start.
 
     A random init is reproducible only on the backend that drew it; and every layer
@@ -167,8 +124,8 @@ def starting_base(model, backbone: str, metrics: dict, backbone_options: dict, i
     from convscope.models.build import base_of
     from convscope.training.strategies import weights_for
 
-    random_start = weights_for(metrics["strategy"], backbone_options).get("weights", "imagenet") == "none"
-    trained_on = (metrics.get("versions") or {}).get("backend")
+    random_start = weights_for(metrics.strategy, backbone_options).get("weights", "imagenet") == "none"
+    trained_on = metrics.versions.get("backend")
     if random_start and trained_on and trained_on != keras.backend.backend():
         log.warning("change from the starting weights skipped: the run started from a random init drawn by "
                     "%s, which %s cannot redraw; analyse with train.backend=%s", trained_on,
@@ -212,7 +169,7 @@ def analyse_model(
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = list(classes)
-    timer = Timer()
+    timer = StepTimer()
 
     with timer("load model and test set"):
         model = load_model(model_path)
@@ -225,7 +182,7 @@ def analyse_model(
         probs, emb = forward(model, x, opts["batch_size"])
     preds = probs.argmax(axis=1)
     files = index["file"].astype(str).tolist() if "file" in index else None
-    sample = sample_indices(labels, opts["sample_images"])
+    sample = spread_over_classes(labels, opts["sample_images"])
     pd.DataFrame(
         {"row": np.arange(len(x)), "file": files or "", "true": [classes[k] for k in labels],
          "pred": [classes[k] for k in preds], **{f"p_{c}": probs[:, k] for k, c in enumerate(classes)}}
@@ -234,12 +191,12 @@ def analyse_model(
 
     metrics = read_metrics(run_dir)
     sections = []
-    if metrics.get("strategy") == "features":
+    if metrics is not None and metrics.strategy == "features":
         # A features run fits a linear head on frozen embeddings: no epochs, no curves.
         log.info("features run: no training epochs, so no learning curves")
     else:
         with timer("learning curves"):
-            sections.append(curves.learning_curves(run_dir / "history.csv", out_dir))
+            sections.append(curves.learning_curves(run_dir / layout.HISTORY, out_dir))
     with timer("confusion"):
         sections.append(confusion.confusion(labels, probs, classes, out_dir))
         sections[-1]["items"].append(

@@ -13,8 +13,10 @@ Works the same for a flat model, where the path has one level.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+
+from convscope import keras_compat
 
 
 def find_layer(model, name: str) -> list:
@@ -53,7 +55,7 @@ def _graph(model):
 def _call_node(parent, child):
     """The node where `child` is called inside `parent`'s graph."""
     parent = _graph(parent)
-    nodes = [n for depth in parent._nodes_by_depth.values() for n in depth if n.operation is child]
+    nodes = [n for n in keras_compat.call_nodes(parent) if n.operation is child]
     if len(nodes) != 1:
         raise ValueError(
             f"layer {child.name!r} is called {len(nodes)} times in model {parent.name!r}; "
@@ -140,7 +142,7 @@ def _logit_stage(model):
     from keras import ops
 
     out = _single(model.outputs)
-    last = out._keras_history.operation
+    last = keras_compat.producing_operation(out)
     activation = getattr(last, "activation", None)
     if isinstance(last, keras.layers.Dense) and activation is keras.activations.softmax:
         feed = _single(_call_node(model, last).input_tensors)
@@ -176,7 +178,7 @@ def cut(model, layer_name: str) -> Cut:
             if stage is not None:
                 feed, dense = stage
                 tail = _submodel(child_out, feed, f"{parent.name}/{child.name} output")
-                logit_after = [*after, tail, lambda h, training=False: dense(h)]
+                logit_after = [*after, tail, lambda h, training=False, dense=dense: dense(h)]
         after.append(_submodel(child_out, _single(parent.outputs), f"{parent.name}/{child.name} output"))
     if len(models) == 1:  # flat model: the layer is a top-level layer
         stage = _logit_stage(model)

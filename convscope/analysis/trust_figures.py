@@ -13,6 +13,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from convscope import records
 from convscope.analysis import plots
 from convscope.analysis.explain_figures import TITLES
 from convscope.analysis.index import item, section
@@ -140,7 +141,9 @@ def faithfulness_items(faith, n_images, steps, folder, root) -> list[dict]:
 
 
 def checks_section(pointing: list[dict], faith: list[dict], extra: list[dict]) -> dict:
-    return section("explanation_checks", _CHECKS_TITLE, [*pointing, *faith, *extra], group="trust", kind="checks")
+    return section(
+        "explanation_checks", _CHECKS_TITLE, [*pointing, *faith, *extra], group=records.CHECKS, kind="checks"
+    )
 
 
 def completeness_item(errors, tolerance, steps, folder, root) -> dict:
@@ -214,7 +217,7 @@ def sanity_section(result, stage_names, folder, root) -> dict:
         "explanation_sanity",
         "Do the maps depend on the weights? Randomisation check",
         items,
-        group="trust",
+        group=records.CHECKS,
         kind="sanity",
     )
 
@@ -234,6 +237,6 @@ def ranking_section(rows, verdict: str, folder, root) -> dict:
         "method_ranking",
         "Which map to believe for this model",
         [item("table", csv, caption, csv, root=root)],
-        group="trust",
+        group=records.CHECKS,
         kind="ranking",
     )

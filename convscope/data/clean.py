@@ -19,7 +19,7 @@ from pathlib import Path
 import imagehash
 import numpy as np
 
-from convscope import atomic
+from convscope import atomic, records
 from convscope.data import imageio
 
 # Files the crawl stage writes beside the images, decided by name, not extension,
@@ -32,7 +32,7 @@ COLUMNS = [
     "cls", "file", "sha256", "phash", "width", "height", "mode", "format",
     "status", "reason", "dup_of", "cluster", "detail",
 ]  # fmt: skip
-KEPT, QUARANTINED = "kept", "quarantined"
+KEPT, QUARANTINED = records.KEPT, records.QUARANTINED
 TOO_SMALL = "too_small"
 DUPLICATE = "duplicate"
 NEAR_DUPLICATE = "near_duplicate"

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from convscope import atomic
+from convscope.data import network
 from convscope.data.engines import WEB_SOURCES, crawl_web
 from convscope.data.folder_import import import_folder
 from convscope.data.ledger import DUPLICATE, FAILED, MISSING, OK, REJECTED, Ledger
@@ -64,8 +65,9 @@ def crawl_class(cls: str, options: dict, out_dir: Path, summary_path: Path) -> d
         "missing": sum(r["status"] == MISSING for r in rows),
         "total": ledger.ok_count,
     }
+    diagnosis = network.diagnose(rows)
     if ledger.ok_count == 0:
-        raise CrawlError(_no_images_message(cls, options, counts, ledger.path, stopped))
+        raise CrawlError(_no_images_message(cls, options, counts, ledger.path, stopped, diagnosis))
     if ledger.ok_count < target:
         log.warning("class %s: %d of max_images %d after %.1f s (%s); the run goes on with what there is",
                     cls, ledger.ok_count, target, elapsed, _STOPPED[stopped])  # fmt: skip
@@ -77,6 +79,8 @@ def crawl_class(cls: str, options: dict, out_dir: Path, summary_path: Path) -> d
         "stopped": stopped,
         "elapsed_s": round(elapsed, 3),
         "manifest": ledger.path.name,
+        # Failed requests listed in the ledger (status failed), pages included, and how many were the network's.
+        "failed_requests": {"pages": diagnosis.pages, "images": diagnosis.images, "network": diagnosis.network},
     }
     atomic.write_bytes(summary_path, (json.dumps(summary, indent=2) + "\n").encode())
     log.info("class %s: done in %.1f s: %s", cls, elapsed, counts)
@@ -90,8 +94,18 @@ _STOPPED = {
 }
 
 
-def _no_images_message(cls: str, options: dict, counts: dict, manifest: Path, stopped: str) -> str:
+def _no_images_message(
+    cls: str, options: dict, counts: dict, manifest: Path, stopped: str, diagnosis: network.Diagnosis
+) -> str:
     source = options["source"]
+    if diagnosis.network_down:
+        return (
+            f"class {cls!r}: source {source!r} gave no usable image because the network failed: "
+            f"{diagnosis.words()}. This machine seems to have no working internet connection (or the host is "
+            f"down). Run the crawl on a machine with internet access, or use images you have: set "
+            f"classes.{cls}.source to 'folder' and classes.{cls}.path to a folder of this class's images. "
+            f"Every failed request is listed in {manifest} (status 'failed')."
+        )
     advice = {
         "urllist": f"check the URLs in {options.get('urls')!r} (config key classes.{cls}.urls): one reachable "
         "image URL per line",

@@ -27,6 +27,7 @@ import os
 import re
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -46,6 +47,7 @@ from icrawler.builtin import (
 from icrawler.builtin.greedy import GreedyParser
 from icrawler.storage import BaseStorage
 
+from convscope.data import network
 from convscope.data.ledger import FAILED, OK, REJECTED, Ledger
 from convscope.data.sniff import sniff
 
@@ -205,6 +207,8 @@ class Intake:
         self.active = 0  # fetches and HTTP requests in progress
         self.last_change = time.monotonic()
         self._crawler: Crawler | None = None
+        self._local = threading.local()  # .image: this thread is fetching an image, not a page
+        self._page_tries: Counter = Counter()
 
     # -- activity, for the idle rule
     def _touch(self, delta: int) -> None:
@@ -221,10 +225,22 @@ class Intake:
             self._touch(+1)
             try:
                 return get(*args, **kwargs)
+            except requests.RequestException as e:
+                if not getattr(self._local, "image", False):  # a search or site page: into the ledger too
+                    self._page_failed(args[0] if args else kwargs.get("url", ""), e)
+                raise
             finally:
                 self._touch(-1)
 
         crawler.session.get = tracked_get
+
+    def _page_failed(self, url: str, error: Exception) -> None:
+        # icrawler's parser tries a page as often as our downloads (parser max_retry): record the last try only.
+        with self._activity:
+            self._page_tries[url] += 1
+            last = self._page_tries[url] == self.attempts
+        if last:
+            self._record(url, FAILED, network.page_failure_detail(error))
 
     def stop(self) -> None:
         with self._lock:
@@ -241,6 +257,7 @@ class Intake:
         if self.stopped.is_set() or not self.ledger.claim(url):
             return False
         self._touch(+1)
+        self._local.image = True
         try:
             return self._fetch(session, url, min_side)
         except Exception as e:  # noqa: BLE001 - a worker thread must not die silently
@@ -248,6 +265,7 @@ class Intake:
             self._record(url, FAILED, f"unexpected error: {type(e).__name__}: {e}")
             return False
         finally:
+            self._local.image = False
             self.ledger.release(url)
             self._touch(-1)
 

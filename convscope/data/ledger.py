@@ -33,16 +33,18 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from convscope import layout, records
+
 log = logging.getLogger(__name__)
 
 COLUMNS = ("source", "url_or_path", "file", "sha256", "time", "status", "detail")
-OK, DUPLICATE, REJECTED, FAILED, MISSING = "ok", "duplicate", "rejected", "failed", "missing"
+OK, DUPLICATE, REJECTED, FAILED, MISSING = records.OK, records.DUPLICATE, records.REJECTED, records.FAILED, records.MISSING
 # Final statuses: the key is not tried again. FAILED (network, HTTP 5xx...) is retried next run.
 FINAL = frozenset({OK, DUPLICATE, REJECTED, MISSING})
-MANIFEST = "manifest.csv"
+MANIFEST = layout.LEDGER
 # Files the crawl stage writes beside the images; everything else in the folder is an image
 # (convscope.data.clean.SIDECARS lists the same names).
-SIDECARS = frozenset({MANIFEST, "crawl.json", "boxes.csv"})
+SIDECARS = frozenset({MANIFEST, layout.CRAWL_SUMMARY, "boxes.csv"})
 _TMP_PREFIX = ".convscope-tmp-"
 _NUMBERED = re.compile(r"^(\d+)\.")
 

@@ -28,11 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
+from convscope import faults
 from convscope.data import imageio
+from convscope.layout import SPLITS
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 INDEX_COLUMNS = ["row", "cls", "label", "file", "sha256", "box_x0", "box_y0", "box_x1", "box_y1"]
 SPLITS_COLUMNS = ("cls", "file", "sha256", "split")
 _CHUNK_PER_THREAD = 16  # images in flight per thread: bounds memory, keeps threads busy
@@ -136,6 +137,7 @@ def _write_split(
 def _fill_split(split, items, raw_root, size, policy, out_dir, pool, threads, tmp) -> dict:
     n = len(items)
     images = np.lib.format.open_memmap(tmp["npy"], mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+    faults.reserve(tmp["npy"])  # a disk filled since the check: an error now, not a SIGBUS mid-write
     labels = np.empty(n, dtype=np.int32)
     boxes: list[tuple | None] = [None] * n
     start = last = time.monotonic()
@@ -199,6 +201,9 @@ def prepare(
         total, size, size, policy, threads, out_dir,
         ", ".join(f"{s} {len(r)}" for s, r in by_split.items()),
     )
+    # The arrays are memory-mapped: on a full disk a write would be a SIGBUS, so check first.
+    needed = total * (size * size * 3 + 4 + 256) + 9 * 4096  # pixels, labels, index rows, headers
+    faults.require_space(out_dir, needed, f"the arrays of {total} images at {size}x{size}")
     summary = {}
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="prepare") as pool:
         for split in SPLITS:

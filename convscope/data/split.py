@@ -22,10 +22,10 @@ import math
 from pathlib import Path
 
 from convscope import atomic
+from convscope.layout import SPLITS
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 COLUMNS = ["cls", "file", "sha256", "cluster", "split"]
 
 

@@ -23,6 +23,7 @@ import keras
 from keras import layers, ops
 
 from convscope import backbones as registry
+from convscope import keras_compat
 from convscope.models import weights as weights_lib
 from convscope.models.alexnet import AlexNet
 
@@ -237,7 +238,7 @@ def _set_trainable(layer, value: bool) -> None:
     # short-circuits `x.a = x.a`), so sublayers frozen earlier would stay frozen.
     # Call the property setter itself, recursively.
     type(layer).trainable.fset(layer, bool(value))
-    for sub in getattr(layer, "_layers", ()):
+    for sub in keras_compat.sublayers(layer):
         _set_trainable(sub, value)
 
 

@@ -36,6 +36,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from convscope import keras_compat
+
 log = logging.getLogger(__name__)
 
 ALEXNET_FILE = "bvlc_alexnet.npy"
@@ -56,9 +58,7 @@ class WeightsError(RuntimeError):
 def keras_home() -> Path:
     """Where Keras caches downloads: $KERAS_HOME, else ~/.keras (as Keras decides)."""
     try:
-        from keras.src.backend.config import keras_home as _keras_home
-
-        return Path(os.path.expanduser(_keras_home()))
+        return keras_compat.keras_home()
     except ImportError:  # pragma: no cover - private helper moved
         return Path(os.environ.get("KERAS_HOME") or os.path.expanduser("~/.keras"))
 
@@ -79,13 +79,13 @@ def keras_models_dir() -> Path:
 def _recorded_downloads():
     """Record the files keras.applications asks keras.utils.get_file for.
 
-    The applications call keras.src.utils.file_utils.get_file; wrapping it is
+    The applications call Keras' private file_utils.get_file; wrapping it is
     the only way to learn the exact file name and URL when the download fails
     with an error that does not name them (timeouts, DNS failures).
     """
     calls: list[dict] = []
     try:
-        from keras.src.utils import file_utils
+        file_utils = keras_compat.file_utils_module()
     except ImportError:  # pragma: no cover - private module moved; messages get vaguer
         yield calls
         return
@@ -121,7 +121,7 @@ def imagenet_app(backbone: str, app_name: str, input_shape: tuple | None = None,
     with _recorded_downloads() as calls:
         try:
             return constructor(include_top=include_top, weights="imagenet", input_shape=input_shape)
-        except Exception as exc:  # noqa: BLE001 - any failure during download/load
+        except Exception as exc:  # any failure during download/load
             if not calls:
                 raise
             call = calls[-1]
@@ -305,7 +305,7 @@ def load_weights_file(base: keras.Model, path, backbone: str, *, sha256=None, tr
     elif name.endswith(".h5"):
         try:
             base.load_weights(str(p))
-        except Exception as exc:  # noqa: BLE001 - keras raises several types here
+        except Exception as exc:  # keras raises several types here
             raise WeightsError(f"{key}: {p} does not fit {backbone}'s base at this input size: {exc}") from None
     else:
         raise WeightsError(f"{key}: {p} has an unknown suffix; use a .weights.h5, .h5, .keras or (alexnet) .npy file")

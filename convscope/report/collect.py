@@ -22,13 +22,11 @@ import subprocess
 from collections import Counter, defaultdict
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from convscope import layout, records
+from convscope.layout import SPLITS
+from convscope.records import KEPT, OK
 
-SPLITS = ("train", "val", "test")
-# Section ids of an analysis index.json that check the explanations (the pointing
-# game, deletion curves: convscope.analysis.explain writes "explanation_checks");
-# the report shows them side by side across backbones, not inside each backbone's block.
-EXPLANATION_CHECK = re.compile(r"explanation_check|pointing|deletion", re.I)
+log = logging.getLogger(__name__)
 
 
 class ReportInputError(FileNotFoundError):
@@ -78,31 +76,31 @@ def data_summary(results: Path, classes: list[str]) -> dict:
     raw = kept + quarantined per class (the clean stage guarantees it; we check).
     `downloads` counts the crawl ledger's rows by status (attempts, failures).
     """
-    results = Path(results)
-    manifest = read_csv(results / "clean" / "manifest.csv", "clean stage (rule clean)")
-    splits = read_csv(results / "clean" / "splits.csv", "split stage (rule split)")
+    results = layout.Results(results)
+    manifest = read_csv(results.clean_manifest, "clean stage (rule clean)")
+    splits = read_csv(results.splits_csv, "split stage (rule split)")
     unknown = sorted({r["cls"] for r in manifest} - set(classes))
     if unknown:
         log.warning("clean manifest has classes not in the config (left out of the report): %s", unknown)
 
-    reasons = sorted({r["reason"] for r in manifest if r["status"] != "kept" and r["reason"]})
+    reasons = sorted({r["reason"] for r in manifest if r["status"] != KEPT and r["reason"]})
     statuses: set[str] = set()
     rows = []
     ledger_urls: dict[str, str] = {}
     for cls in classes:
         mine = [r for r in manifest if r["cls"] == cls]
-        quarantined = Counter(r["reason"] or "(no reason)" for r in mine if r["status"] != "kept")
+        quarantined = Counter(r["reason"] or "(no reason)" for r in mine if r["status"] != KEPT)
         per_split = Counter(r["split"] for r in splits if r["cls"] == cls)
-        ledger_path = results / "raw" / cls / "manifest.csv"
+        ledger_path = results.ledger(cls)  # beside the crawl rule's declared crawl.json
         ledger = read_csv(ledger_path, f"crawl stage (rule crawl, class {cls})") if ledger_path.is_file() else []
         downloads = Counter(r.get("status") or "(none)" for r in ledger)
         statuses.update(downloads)
         for r in ledger:
             key = f"{cls}/{Path(r['file']).name}" if r.get("file") else None
             # A `duplicate` row names the file it duplicates: the source is the `ok` row's.
-            if key and (r.get("status") == "ok" or key not in ledger_urls):
+            if key and (r.get("status") == OK or key not in ledger_urls):
                 ledger_urls[key] = r.get("url_or_path") or ""
-        kept = sum(r["status"] == "kept" for r in mine)
+        kept = sum(r["status"] == KEPT for r in mine)
         rows.append(
             {
                 "cls": cls,
@@ -124,7 +122,7 @@ def data_summary(results: Path, classes: list[str]) -> dict:
             "source": ledger_urls.get(r["file"], ""),
         }
         for r in manifest
-        if r["status"] != "kept" and r["cls"] in classes
+        if r["status"] != KEPT and r["cls"] in classes
     ]
     kept_files = defaultdict(list)
     for r in splits:
@@ -164,7 +162,7 @@ def make_thumbnails(results: Path, kept_files: dict, classes: list[str], per_cla
         picks = [files[int(i * len(files) / per_class)] for i in range(min(per_class, len(files)))]
         thumbs[cls] = []
         for n, (split, rel) in enumerate(picks):
-            src = Path(results) / "raw" / rel
+            src = layout.Results(results).raw_dir / rel
             dst = out_dir / f"c{ci}-{n}.jpg"
             try:
                 with Image.open(src) as im:
@@ -184,29 +182,18 @@ def make_thumbnails(results: Path, kept_files: dict, classes: list[str], per_cla
 # ---- grid and analyses --------------------------------------------------------
 
 
-def best_runs(grid_dir: Path) -> dict[str, dict]:
-    """best.json as {backbone: {"run": id, ...other fields}}.
-
-    Accepts {backbone: run_id}, {backbone: {"run": id, ...}} or a list of
-    {"backbone": .., "run": ..} rows, as the grid summary may write either.
-    """
-    path = Path(grid_dir) / "best.json"
-    raw = read_json(path, "grid summary (analysis stage)")
-    rows = raw if isinstance(raw, list) else [
-        {"backbone": k, **(v if isinstance(v, dict) else {"run": v})} for k, v in raw.items()
-    ]
-    best = {}
-    for row in rows:
-        run = row.get("run", row.get("run_id"))
-        if not isinstance(row, dict) or not row.get("backbone") or not isinstance(run, str):
-            raise ReportInputError(f"{path}: expected a backbone and a run id per entry, got {row!r}")
-        best[row["backbone"]] = {**{k: v for k, v in row.items() if k not in ("backbone", "run_id")}, "run": run}
-    return best
+def best_runs(best_json: Path) -> dict[str, records.BestRun]:
+    """best.json (the grid summary's choice) as {backbone: BestRun}."""
+    path = _need(Path(best_json), "grid summary (analysis stage)")
+    try:
+        return records.read_best(path)
+    except (ValueError, TypeError) as e:
+        raise ReportInputError(str(e)) from e
 
 
-def grid_runs(grid_dir: Path) -> dict:
+def grid_runs(runs_csv: Path) -> dict:
     """runs.csv of the grid summary: columns and rows (cells as written)."""
-    path = Path(grid_dir) / "runs.csv"
+    path = Path(runs_csv)
     rows = read_csv(path, "grid summary (analysis stage)")
     columns = list(rows[0]) if rows else []
     return {"columns": columns, "rows": rows, "path": path}
@@ -215,11 +202,16 @@ def grid_runs(grid_dir: Path) -> dict:
 def load_index(folder: Path, producer: str) -> dict:
     """An analysis folder's index.json, checked against the contract (files exist)."""
     folder = Path(folder)
-    index = read_json(folder / "index.json", producer)
-    where = folder / "index.json"
+    index = read_json(folder / layout.INDEX, producer)
+    where = folder / layout.INDEX
     if not isinstance(index, dict) or not isinstance(index.get("sections"), list):
         raise ReportInputError(f"{where}: expected {{'title': ..., 'sections': [...]}}")
     for sec in index["sections"]:
+        if sec.get("group") not in records.GROUPS:
+            raise ReportInputError(
+                f"{where} section {sec.get('id')!r}: group {sec.get('group')!r} is not one of {records.GROUPS}; "
+                f"re-run the {producer}"
+            )
         for it in sec.get("items", []):
             if it.get("kind") not in ("image", "table", "json"):
                 raise ReportInputError(f"{where} section {sec.get('id')!r}: unknown item kind {it.get('kind')!r}")
@@ -250,22 +242,12 @@ def read_table(path: Path, max_rows: int = 200) -> dict:
     return {"header": header, "rows": rows, "left_out": total - len(rows)}
 
 
-def metrics(results: Path, backbone: str, run: str) -> dict:
-    return read_json(Path(results) / "models" / backbone / run / "metrics.json", f"train rule ({backbone} {run})")
-
-
-_IMAGES_PER_S = re.compile(r"^(train_)?(images?|img)(_per_|/)s(ec(ond)?)?$", re.I)
-
-
-def images_per_second(source: dict):
-    """The training throughput field of metrics.json or a runs.csv row, if any."""
-    for key, value in source.items():
-        if _IMAGES_PER_S.match(str(key)) and number(value) is not None:
-            return number(value)
-    nested = source.get("throughput") or source.get("timing")
-    if isinstance(nested, dict):
-        return images_per_second(nested)
-    return None
+def metrics(results: Path, backbone: str, run: str) -> records.RunMetrics:
+    path = _need(layout.Results(results).metrics(backbone, run), f"train rule ({backbone} {run})")
+    try:
+        return records.read_metrics(path)
+    except ValueError as e:
+        raise ReportInputError(str(e)) from e
 
 
 # ---- compute cost ---------------------------------------------------------------

@@ -10,10 +10,12 @@ so even a string that escaped escaping could not run a script.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import logging
 import mimetypes
+import os
 import re
 import shutil
 import urllib.parse
@@ -24,21 +26,15 @@ import yaml
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
+from convscope import atomic, layout, records
+from convscope import config as cfg
 from convscope.report import collect
 
 log = logging.getLogger(__name__)
 
 
-def _schema_report() -> dict:
-    """The `report` section of the config schema: its defaults serve callers that skip validation."""
-    from convscope.config import SCHEMA
-
-    return yaml.safe_load(SCHEMA.read_text())["properties"]["report"]["properties"]
-
-
-_REPORT_SCHEMA = _schema_report()
-SECTIONS = tuple(_REPORT_SCHEMA["sections"]["items"]["enum"])  # in page order
-DEFAULTS = {key: spec["default"] for key, spec in _REPORT_SCHEMA.items()}
+SECTIONS = tuple(cfg.section_schema("report")["sections"]["items"]["enum"])  # in page order
+DEFAULTS = cfg.defaults("report")
 ASSETS = "assets"
 STANDALONE = "report-standalone.html"
 # Data files larger than this are linked in index.html but not embedded in the
@@ -122,7 +118,9 @@ def _item(item: dict, folder: Path, dest: str, assets: Assets) -> dict:
     elif item["kind"] == "json":
         value = json.loads(source.read_text(encoding="utf-8"))
         # A flat mapping of numbers and words reads best as a small table.
-        flat = isinstance(value, dict) and all(isinstance(v, (str, int, float, bool, type(None))) for v in value.values())
+        flat = isinstance(value, dict) and all(
+            isinstance(v, (str, int, float, bool, type(None))) for v in value.values()
+        )
         out["pairs"] = [(k, fmt(v)) for k, v in value.items()] if flat and len(value) <= 40 else None
         text = json.dumps(value, indent=1)
         out["json"] = text if len(text) < 20000 else text[:20000] + "\n… (truncated; see the file)"
@@ -135,6 +133,7 @@ def _sections(index: dict, folder: Path, dest: str, anchor: str, assets: Assets)
             "id": sec.get("id", ""),
             "anchor": f"{anchor}-{slug(sec.get('id', n))}",
             "title": sec.get("title") or sec.get("id", ""),
+            "group": sec["group"],  # collect.load_index checked it
             "items": [_item(it, folder, dest, assets) for it in sec.get("items", [])],
         }
         for n, sec in enumerate(index.get("sections", []))
@@ -142,25 +141,23 @@ def _sections(index: dict, folder: Path, dest: str, anchor: str, assets: Assets)
 
 
 def _is_check(sec: dict) -> bool:
-    # Trust sections (checks, sanity, ranking) say so in their group; older indexes by their id.
-    return sec.get("group") == "trust" or bool(collect.EXPLANATION_CHECK.search(str(sec["id"])))
+    return sec["group"] == records.CHECKS
 
 
-def _runs_table(runs: dict, best: dict, results: Path) -> dict:
+def _runs_table(runs: dict, best: dict[str, records.BestRun], results: Path) -> dict:
     """runs.csv as a sortable table: numbers sort as numbers, runs link to their metrics."""
     cols = runs["columns"]
-    bcol = next((c for c in cols if c.lower() == "backbone"), None)
-    rcol = next((c for c in cols if c.lower() in ("run", "run_id")), None)
+    linked = "backbone" in cols and "run" in cols  # the grid summary writes both; a hand-made table may not
     rows = []
     for row in runs["rows"]:
         cells = [{"text": fmt(row[c]), "sort": collect.number(row[c])} for c in cols]
-        backbone, run = (row.get(bcol), row.get(rcol)) if bcol and rcol else (None, None)
+        backbone, run = (row["backbone"], row["run"]) if linked else (None, None)
         link = None
         if backbone and run:
-            metrics = results / "models" / backbone / run / "metrics.json"
+            metrics = layout.Results(results).metrics(backbone, run)
             if metrics.is_file():
-                link = f"../models/{urllib.parse.quote(backbone)}/{urllib.parse.quote(run)}/metrics.json"
-        is_best = bool(backbone and best.get(backbone, {}).get("run") == run)
+                link = urllib.parse.quote(os.path.relpath(metrics, layout.Results(results).report_dir))
+        is_best = bool(backbone in best and best[backbone].run == run)
         rows.append(
             {
                 "cells": cells,
@@ -171,7 +168,7 @@ def _runs_table(runs: dict, best: dict, results: Path) -> dict:
                 "anchor": f"bb-{slug(backbone)}",
             }
         )
-    return {"columns": cols, "rows": rows, "linked": bool(bcol and rcol)}
+    return {"columns": cols, "rows": rows, "linked": linked}
 
 
 def _scalars(metrics: dict) -> list[tuple[str, str]]:
@@ -220,7 +217,8 @@ def build_context(results: Path, out_dir: Path, options: dict, *, config: dict, 
         "standalone": bool(options["self_contained"]),
     }
     nav = []
-    grid_dir = results / "analysis" / "grid"
+    paths = layout.Results(results)
+    grid_dir = paths.grid_dir
 
     if "data" in sections:
         log.info("report: data counts and %d thumbnails per class", options["thumbnails_per_class"])
@@ -230,29 +228,28 @@ def build_context(results: Path, out_dir: Path, options: dict, *, config: dict, 
         )
         data["thumbs"] = {c: [{**t, "path": f"{ASSETS}/{t['path']}"} for t in ts] for c, ts in data["thumbs"].items()}
         for q in data["quarantine"]:
-            q["href"] = "../raw/" + urllib.parse.quote(q["file"]) if (results / "raw" / q["file"]).is_file() else None
+            raw = paths.raw_dir / q["file"]
+            q["href"] = urllib.parse.quote(os.path.relpath(raw, paths.report_dir)) if raw.is_file() else None
             q["source_href"] = safe_url(q["source"])
         ctx["data"] = data
         nav.append(("data", "Data"))
 
     need_best = any(s in sections for s in ("grid", "backbones", "explanations"))
-    best = collect.best_runs(grid_dir) if need_best else {}
-    runs = collect.grid_runs(grid_dir) if ("grid" in sections or "compute" in sections) else None
+    best = collect.best_runs(paths.best_json) if need_best else {}
+    runs = collect.grid_runs(paths.runs_csv) if ("grid" in sections or "compute" in sections) else None
 
     grid_sections = []
     if "grid" in sections or "explanations" in sections:
         grid_index = collect.load_index(grid_dir, "grid summary (analysis stage)")
         grid_sections = _sections(grid_index, grid_dir, "grid", "grid", assets)
         # runs.csv and best.json have their own tables; do not show them twice.
-        for sec in grid_sections:
-            sec["items"] = [it for it in sec["items"] if Path(it["file"]).name not in ("runs.csv", "best.json")]
-        grid_sections = [s for s in grid_sections if s["items"]]
+        grid_sections = [s for s in grid_sections if s["group"] != records.OWN_TABLE]
 
     if "grid" in sections:
         ctx["grid"] = {
             "runs": _runs_table(runs, best, results),
-            "best": [{"backbone": b, **info, "anchor": f"bb-{slug(b)}"} for b, info in best.items()],
-            "best_columns": list(dict.fromkeys(k for info in best.values() for k in info if k != "run")),
+            "best": [{"backbone": b, **info.fields(), "anchor": f"bb-{slug(b)}"} for b, info in best.items()],
+            "best_columns": [f.name for f in dataclasses.fields(records.BestRun) if f.name != "run"],
             "sections": [s for s in grid_sections if not _is_check(s)],
         }
         nav.append(("grid", "Grid"))
@@ -260,13 +257,13 @@ def build_context(results: Path, out_dir: Path, options: dict, *, config: dict, 
     backbones, checks = [], []
     if "backbones" in sections or "explanations" in sections:
         for b, info in best.items():
-            run = info["run"]
-            folder = results / "analysis" / b / run
+            run = info.run
+            folder = paths.analysis_dir(b, run)
             index = collect.load_index(folder, f"analysis rules ({b} {run})")
             secs = _sections(index, folder, f"{slug(b)}/{slug(run)}", f"bb-{slug(b)}", assets)
             m = collect.metrics(results, b, run)
-            if isinstance(m.get("versions"), dict):
-                env = {str(k): str(v) for k, v in m["versions"].items()}
+            if m.versions:
+                env = {str(k): str(v) for k, v in m.versions.items()}
                 if env not in [e["versions"] for e in ctx["training_env"]]:
                     ctx["training_env"].append({"runs": f"{b} {run}", "versions": env})
             backbones.append(
@@ -275,7 +272,7 @@ def build_context(results: Path, out_dir: Path, options: dict, *, config: dict, 
                     "run": run,
                     "anchor": f"bb-{slug(b)}",
                     "title": index.get("title") or f"{b} {run}",
-                    "metrics": _scalars(m),
+                    "metrics": _scalars(m.to_json()),
                     "sections": [s for s in secs if not _is_check(s)],
                 }
             )
@@ -291,13 +288,14 @@ def build_context(results: Path, out_dir: Path, options: dict, *, config: dict, 
         nav.append(("explanations", "Explanation checks"))
 
     if "compute" in sections:
-        bench = collect.benchmarks(results / "benchmarks")
+        bench = collect.benchmarks(paths.benchmarks)
         throughput = []
         for row in runs["rows"]:
-            ips = collect.images_per_second(row)
-            b, r = row.get("backbone"), row.get("run") or row.get("run_id")
-            if ips is None and b and r and (results / "models" / b / r / "metrics.json").is_file():
-                ips = collect.images_per_second(collect.metrics(results, b, r))
+            # runs.csv has images_per_s (the grid summary copies it from metrics.json); else the run's own record.
+            ips = collect.number(row.get("images_per_s"))
+            b, r = row["backbone"], row["run"]
+            if ips is None and paths.metrics(b, r).is_file():
+                ips = collect.metrics(results, b, r).images_per_s
             throughput.append({"backbone": b, "run": r, "images_per_s": ips})
         ctx["compute"] = {**bench, "throughput": throughput}
         nav.append(("compute", "Compute cost"))
@@ -380,12 +378,12 @@ def render_report(
     ctx = build_context(results, out_dir, options, config=config, classes=classes)
     written = {"html": out_dir / "index.html", "assets": out_dir / ASSETS}
     (out_dir / ASSETS).mkdir(exist_ok=True)
-    written["html"].write_text(render_page(ctx, embed=False), encoding="utf-8")
+    atomic.write_text(written["html"], render_page(ctx, embed=False))
     files = sum(1 for p in (out_dir / ASSETS).rglob("*") if p.is_file())
     log.info("report: wrote %s (%d files in %s/)", written["html"], files, ASSETS)
     standalone = out_dir / STANDALONE
     if self_contained:
-        standalone.write_text(render_page(ctx, embed=True), encoding="utf-8")
+        atomic.write_text(standalone, render_page(ctx, embed=True))
         written["standalone"] = standalone
         log.info("report: wrote %s (%.1f MB, images embedded)", standalone, standalone.stat().st_size / 2**20)
     elif standalone.exists():

@@ -21,7 +21,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from convscope.training.metrics import atomic_write_bytes
+from convscope import atomic, keras_compat
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +111,8 @@ class PhaseDone(keras.callbacks.Callback):
         self.path = Path(path)
 
     def on_train_end(self, logs=None):
-        tmp = self.path.with_name(f".tmp-{self.path.name}")
-        self.model.save_weights(str(tmp))
-        tmp.replace(self.path)
+        with atomic.path(self.path) as tmp:
+            self.model.save_weights(str(tmp))
 
 
 class EpochTensorBoard(keras.callbacks.Callback):
@@ -149,7 +148,7 @@ class EpochTensorBoard(keras.callbacks.Callback):
                     run: SummaryWriter(str(self.log_dir / run), filename_suffix=f".{os.getpid()}")
                     for run in ("train", "validation")
                 }
-            except Exception as e:  # noqa: BLE001 - any failure means no TensorBoard logs
+            except Exception as e:  # any failure means no TensorBoard logs
                 self._fail(e)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -161,7 +160,7 @@ class EpochTensorBoard(keras.callbacks.Callback):
                 self._writers[run].add_scalar(f"epoch_{name}", float(value), epoch)
             for writer in self._writers.values():
                 writer.flush()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self._fail(e)
 
     def close(self):
@@ -170,7 +169,7 @@ class EpochTensorBoard(keras.callbacks.Callback):
         for writer in writers.values():
             try:
                 writer.close()
-            except Exception:  # noqa: BLE001, S110 - closing after a failure: nothing more to report
+            except Exception:  # closing after a failure: nothing more to report
                 pass
 
 
@@ -243,7 +242,7 @@ class EpochBackup(keras.callbacks.Callback):
             )
         for variable, value in zip(variables, values):
             variable.assign(value)
-        self.model._initial_epoch = epoch
+        keras_compat.set_initial_epoch(self.model, epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         self.wait()
@@ -255,12 +254,10 @@ class EpochBackup(keras.callbacks.Callback):
         self._pending = self._pool.submit(self._write, state)
 
     def _write(self, state):
-        tmp = self.folder / f".tmp-{BACKUP_FILE}"
-        with open(tmp, "wb") as f:
+        with atomic.path(self.folder / BACKUP_FILE) as tmp, open(tmp, "wb") as f:
             np.savez(f, **state)
             f.flush()
             os.fsync(f.fileno())
-        tmp.replace(self.folder / BACKUP_FILE)
 
     def wait(self):
         """Block until the last backup is on disk; raises the writer's error, if any."""
@@ -304,5 +301,5 @@ def csv_rows_before(path, epoch: int) -> int:
     keep = [r for r in rows if r and int(float(r.split(",", 1)[0])) < epoch]
     if len(keep) != len(rows):
         log.info("history %s: dropping %d row(s) of epochs >= %d (not in the backup)", path, len(rows) - len(keep), epoch)
-        atomic_write_bytes(path, ("\n".join([header, *keep]) + "\n").encode())
+        atomic.write_bytes(path, ("\n".join([header, *keep]) + "\n").encode())
     return len(keep)

@@ -15,12 +15,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from convscope import layout
+
 MAX_READ_THREADS = 4
 
 
 def split_paths(prepared_dir, split: str) -> tuple[Path, Path]:
-    d = Path(prepared_dir)
-    return d / f"{split}.npy", d / f"{split}.labels.npy"
+    return layout.prepared_in(prepared_dir, split), layout.prepared_in(prepared_dir, split, "labels.npy")
 
 
 class MemmapDataset(keras.utils.PyDataset):
@@ -166,7 +167,7 @@ class MemmapDataset(keras.utils.PyDataset):
         return x, y
 
 
-def predict(model, dataset: "MemmapDataset", replicas=None):
+def predict(model, dataset: MemmapDataset, replicas=None):
     """model.predict over every image of a dataset made with for_predict=True (padding cut off).
 
     `replicas` (convscope.distribute.Replicas) evens out batches for multi-device predict.

@@ -23,18 +23,19 @@ from pathlib import Path
 
 import numpy as np
 
+from convscope import atomic, layout, records
+from convscope.layout import SPLITS
 from convscope.training import metrics
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 CLASSIFIERS = ("logreg", "linsvm")
 
 
 def _save_npy_atomic(path, array) -> None:
     buf = io.BytesIO()
     np.save(buf, array)
-    metrics.atomic_write_bytes(path, buf.getvalue())
+    atomic.write_bytes(path, buf.getvalue())
 
 
 def compute_embeddings(
@@ -88,7 +89,7 @@ def compute_embeddings(
         predict_s += seconds
         info["splits"][split] = {"n": int(len(emb)), "dim": int(emb.shape[1]), "seconds": round(seconds, 3)}
         images += len(emb)
-        _save_npy_atomic(out / f"{split}.npy", emb)
+        _save_npy_atomic(layout.embedding_in(out, split), emb)
         log.info("%s %s: %d embeddings of dimension %d", backbone, split, len(emb), emb.shape[1])
     total = time.perf_counter() - t0
     info.update(
@@ -101,7 +102,7 @@ def compute_embeddings(
             "versions": backend_lib.versions(),
         }
     )
-    metrics.write_json_atomic(out / "embed.json", info)
+    atomic.write_json(out / layout.EMBED_INFO, info)
     return info
 
 
@@ -154,17 +155,18 @@ def fit_head(
 
     t0 = time.perf_counter()
     feats, labels = Path(features_dir), Path(prepared_dir)
-    X = {s: np.load(feats / f"{s}.npy") for s in SPLITS}
-    y = {s: np.load(labels / f"{s}.labels.npy").astype(int) for s in SPLITS}
+    X = {s: np.load(layout.embedding_in(feats, s)) for s in SPLITS}
+    y = {s: np.load(layout.prepared_in(labels, s, "labels.npy")).astype(int) for s in SPLITS}
     for s in SPLITS:
         if len(X[s]) != len(y[s]):
             raise ValueError(
-                f"{feats / f'{s}.npy'} has {len(X[s])} rows but {labels / f'{s}.labels.npy'} has {len(y[s])}: "
+                f"{layout.embedding_in(feats, s)} has {len(X[s])} rows but "
+                f"{layout.prepared_in(labels, s, 'labels.npy')} has {len(y[s])}: "
                 "the embeddings are stale; re-run the embed rule"
             )
     num_classes = len(classes)
     if len(np.unique(y["train"])) < 2:
-        raise ValueError(f"{labels / 'train.labels.npy'}: the training split holds fewer than two classes")
+        raise ValueError(f"{layout.prepared_in(labels, 'train', 'labels.npy')}: the training split holds fewer than two classes")
     scaler = StandardScaler().fit(X["train"])
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     clf = _classifier(hp["classifier"], float(hp["C"]), int(hp["seed"]), int(max_iter))
@@ -186,10 +188,10 @@ def fit_head(
     out = Path(out_dir)
     buf = io.BytesIO()
     np.savez(buf, W=W, b=b, classifier=np.array(hp["classifier"]), softmax=np.array(hp["classifier"] == "logreg"))
-    metrics.atomic_write_bytes(out / "head.npz", buf.getvalue())
+    atomic.write_bytes(out / "head.npz", buf.getvalue())
     embed_info = {}
-    if (feats / "embed.json").exists():
-        embed_info = json.loads((feats / "embed.json").read_text())
+    if (feats / layout.EMBED_INFO).exists():
+        embed_info = json.loads((feats / layout.EMBED_INFO).read_text())
     import sklearn
 
     result = {
@@ -215,7 +217,7 @@ def fit_head(
         "versions": {"python": platform.python_version(), "numpy": np.__version__, "scikit-learn": sklearn.__version__},
         "wall_s": round(time.perf_counter() - t0, 3),
     }
-    metrics.write_json_atomic(out / "metrics.json", result)
+    records.write_metrics(out / layout.METRICS, records.RunMetrics.from_dict(result, f"features run {backbone}/{out.name}"))
     log.info(
         "%s/%s: val accuracy %.3f, test accuracy %.3f (fit %.2f s on %d x %d embeddings)",
         backbone, out.name, report["val"]["accuracy"], report["test"]["accuracy"], fit_s, *X["train"].shape,
@@ -246,7 +248,6 @@ def head_model(
     model.get_layer("head").set_weights([head["W"], head["b"]])
     build.set_tune_depth(model, backbone, 0)
     out = Path(out_path)
-    tmp = out.with_name(f".tmp-{out.name}")
-    model.save(str(tmp))
-    tmp.replace(out)
+    with atomic.path(out) as tmp:
+        model.save(str(tmp))
     return model

@@ -14,12 +14,7 @@ the grid summary and the report read all runs alike:
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
-
-from convscope.atomic import write_bytes as atomic_write_bytes
 
 
 def top_k(num_classes: int) -> int:
@@ -79,18 +74,3 @@ def split_report(y_val, s_val, y_test, s_test, classes, *, bootstrap: int, seed:
     correct = np.asarray(s_test).argmax(axis=1) == np.asarray(y_test)
     test["accuracy_ci95"] = bootstrap_accuracy_ci(correct, bootstrap, seed)
     return {"val": val, "test": test, "bootstrap": {"samples": int(bootstrap), "seed": int(seed)}}
-
-
-def write_json_atomic(path, data) -> None:
-    """Write JSON to a temporary file beside `path`, then rename: readers never see half a file."""
-    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n").encode())
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")

@@ -26,11 +26,10 @@ import statistics
 import time
 from pathlib import Path
 
+from convscope import atomic, keras_compat, layout, records
 from convscope import backend as backend_lib
 
 log = logging.getLogger(__name__)
-
-OUTPUTS = ("model.keras", "history.csv", "metrics.json")
 
 
 def distribution_for(n_gpus: int):
@@ -61,7 +60,7 @@ def _prepare_backup(work: Path, settings: dict) -> bool:
         log.warning("backup %s was made with other settings: discarding it and starting over", work)
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    stamp.write_text(want)
+    atomic.write_text(stamp, want)
     return False
 
 
@@ -181,9 +180,9 @@ def train_run(
                 resumed_from = epoch
                 log.info("phase %d: resuming at epoch %d from %s", phase.index, epoch, backup.folder)
             cb.csv_rows_before(history_tmp, epoch if epoch is not None else phase.start)
-            # EpochBackup sets model._initial_epoch when it restores; a value left
+            # EpochBackup sets the model's initial epoch when it restores; a value left
             # by an earlier phase's fit would override this phase's initial_epoch.
-            model._initial_epoch = None
+            keras_compat.set_initial_epoch(model, None)
             runlog = cb.RunLog(phase.depth, train_ds.samples_per_epoch)
             run_callbacks = [
                 *cb.phase_callbacks(train_ds, runlog, history_tmp, tb, work / f"phase{phase.index}.weights.h5", backup),
@@ -262,13 +261,12 @@ def train_run(
         },
     }
     # Outputs, each atomically; metrics.json last, the run's "complete" mark.
-    tmp_model = out / ".model.tmp.keras"
-    model.save(str(tmp_model))
-    tmp_model.replace(out / "model.keras")
-    metrics.atomic_write_bytes(out / "history.csv", history_tmp.read_bytes())
+    with atomic.path(out / layout.MODEL) as tmp_model:
+        model.save(str(tmp_model))
+    atomic.write_bytes(out / layout.HISTORY, history_tmp.read_bytes())
     result["wall_s"] = round(time.perf_counter() - t_start, 3)
     result["eval_s"] = round(time.perf_counter() - t_trained, 3)
-    metrics.write_json_atomic(out / "metrics.json", result)
+    records.write_metrics(out / layout.METRICS, records.RunMetrics.from_dict(result, f"run {backbone}/{run_id}"))
     shutil.rmtree(work, ignore_errors=True)
     log.info(
         "run %s/%s done: val accuracy %.3f, test accuracy %.3f (95%% CI %.3f-%.3f), %s images/s, %.1f s",

@@ -11,10 +11,11 @@ which downloads imagenet_class_index.json into the Keras cache once.
 from __future__ import annotations
 
 import csv
-import io
 import logging
 
 import numpy as np
+
+from convscope import atomic, keras_compat
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def imagenet_model(backbone: str, options: dict):
         return model
     try:
         return getattr(keras.applications, spec.keras_app)(include_top=True, weights="imagenet")
-    except Exception as exc:  # noqa: BLE001 - download and cache failures come in many types
+    except Exception as exc:  # download and cache failures come in many types
         raise SanityError(
             f"ImageNet weights with top for {backbone} (keras.applications.{spec.keras_app}) could not be "
             f"loaded: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}\n"
@@ -72,9 +73,9 @@ def decode_top(preds, top: int = 5) -> list:
         return decode_predictions(np.asarray(preds), top=top)
     except ValueError:
         raise
-    except Exception as exc:  # noqa: BLE001 - URL/HTTP/OS errors from keras.utils.get_file
+    except Exception as exc:  # URL/HTTP/OS errors from keras.utils.get_file
         try:
-            from keras.src.applications.imagenet_utils import CLASS_INDEX_PATH as url
+            url = keras_compat.imagenet_class_index_url()
         except ImportError:  # pragma: no cover - private module moved
             url = "the URL in keras.applications.imagenet_utils.CLASS_INDEX_PATH"
         target = weights_lib.keras_models_dir() / "imagenet_class_index.json"
@@ -119,13 +120,7 @@ def top5_rows(model, images, names=None, true_classes=None, preprocess: str = "r
 
 
 def write_csv(rows: list[dict], path) -> None:
-    from convscope.training.metrics import atomic_write_bytes
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(path, buf.getvalue().encode())
+    atomic.write_csv(path, rows, CSV_COLUMNS)
 
 
 def imagenet_top5(

@@ -1,0 +1,28 @@
+"""The one convention of scripts/*.py (Snakemake `script:` entry points).
+
+    from convscope.entry import job
+
+    with job(snakemake, backend=snakemake.params.backend):   # backend only for Keras jobs
+        from convscope.x import f   # after job(): Keras is imported with the chosen backend
+        f(path_in=snakemake.input.x, path_out=snakemake.output.y, **snakemake.params.z)
+
+job() sets up the job's logging (its log file and stderr) and, for jobs that use
+Keras, selects the backend before anything imports Keras. Scripts pass keyword
+arguments and explicit paths from snakemake.input/output/params; they hold no logic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from convscope.logs import job_log
+
+
+@contextlib.contextmanager
+def job(snakemake, *, backend: str | None = None):
+    with job_log(snakemake.log[0]) as log:
+        if backend is not None:
+            from convscope import backend as backend_lib
+
+            backend_lib.select(backend, threads=snakemake.threads)
+        yield log

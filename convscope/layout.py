@@ -1,0 +1,164 @@
+"""The results tree: every path a stage writes or reads, one place.
+
+`Results(root)` names each file; `rules/common.smk`, the scripts, the package and
+the tests ask it instead of spelling paths. Methods take plain strings, so
+Snakemake wildcards pass through: `Results(R).metrics("{backbone}", "{run}")`.
+
+    raw/{cls}/                      downloads, ledger manifest.csv, crawl.json (summary)
+    clean/manifest.csv, splits.csv
+    prepared/{size}/{split}.{npy,labels.npy,index.csv}
+    models/{backbone}/{run}/        model.keras, history.csv, metrics.json | head.npz
+    features/{backbone}/            {split}.npy embeddings, embed.json
+    sanity/{backbone}/imagenet_top5.csv
+    analysis/{backbone}/{run}/index.json, analysis/grid/ (index.json, runs.csv, best.json, ...)
+    logs/, benchmarks/, report/
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SPLITS = ("train", "val", "test")
+# One prepared set per split: images (N x H x W x 3 uint8), labels, and the source files in order.
+PREPARED_KINDS = ("npy", "labels.npy", "index.csv")
+LEDGER = "manifest.csv"  # a class's crawl ledger, raw/{cls}/manifest.csv
+CRAWL_SUMMARY = "crawl.json"
+MODEL, HISTORY, METRICS, HEAD = "model.keras", "history.csv", "metrics.json", "head.npz"
+TRAIN_OUTPUTS = (MODEL, HISTORY, METRICS)  # a trained run's folder
+FEATURES_OUTPUTS = (METRICS, HEAD)  # a features head's folder (model.keras only on demand)
+INDEX = "index.json"  # an analysis folder's table of contents
+EMBED_INFO = "embed.json"
+
+
+# File names inside a folder a job was handed (the rule declared the files as inputs).
+def prepared_in(folder, split: str, kind: str = "npy") -> Path:
+    """{split}.{kind} of a prepared/{size}/ folder."""
+    return Path(folder) / f"{split}.{kind}"
+
+
+def embedding_in(folder, split: str) -> Path:
+    """{split}.npy of a features/{backbone}/ folder."""
+    return Path(folder) / f"{split}.npy"
+
+
+def ledger_beside(crawl_summary) -> Path:
+    """The ledger in the folder of a class's crawl.json (the crawl rule's declared output)."""
+    return Path(crawl_summary).parent / LEDGER
+
+
+@dataclass(frozen=True)
+class Results:
+    root: Path
+
+    def __init__(self, root):
+        object.__setattr__(self, "root", Path(root))
+
+    # ---- data ------------------------------------------------------------------
+    @property
+    def raw_dir(self) -> Path:
+        return self.root / "raw"
+
+    def raw(self, cls: str) -> Path:
+        return self.raw_dir / cls
+
+    def crawl_summary(self, cls: str) -> Path:
+        return self.raw(cls) / CRAWL_SUMMARY
+
+    def ledger(self, cls: str) -> Path:
+        return self.raw(cls) / LEDGER
+
+    @property
+    def clean_manifest(self) -> Path:
+        return self.root / "clean" / "manifest.csv"
+
+    @property
+    def splits_csv(self) -> Path:
+        return self.root / "clean" / "splits.csv"
+
+    def prepared_dir(self, size) -> Path:
+        return self.root / "prepared" / str(size)
+
+    def prepared(self, size, split: str, kind: str = "npy") -> Path:
+        return prepared_in(self.prepared_dir(size), split, kind)
+
+    def prepared_files(self, size) -> list[Path]:
+        return [self.prepared(size, s, k) for s in SPLITS for k in PREPARED_KINDS]
+
+    # ---- models ----------------------------------------------------------------
+    def run_dir(self, backbone: str, run: str) -> Path:
+        return self.root / "models" / backbone / run
+
+    def metrics(self, backbone: str, run: str) -> Path:
+        return self.run_dir(backbone, run) / METRICS
+
+    def model(self, backbone: str, run: str) -> Path:
+        return self.run_dir(backbone, run) / MODEL
+
+    def history(self, backbone: str, run: str) -> Path:
+        return self.run_dir(backbone, run) / HISTORY
+
+    def head(self, backbone: str, run: str) -> Path:
+        return self.run_dir(backbone, run) / HEAD
+
+    def features_dir(self, backbone: str) -> Path:
+        return self.root / "features" / backbone
+
+    def embeddings(self, backbone: str) -> list[Path]:
+        """The frozen base's embeddings, one file per split in SPLITS order."""
+        return [embedding_in(self.features_dir(backbone), s) for s in SPLITS]
+
+    def embed_info(self, backbone: str) -> Path:
+        return self.features_dir(backbone) / EMBED_INFO
+
+    def sanity(self, backbone: str) -> Path:
+        return self.root / "sanity" / backbone / "imagenet_top5.csv"
+
+    # ---- analyses --------------------------------------------------------------
+    def analysis_dir(self, backbone: str, run: str) -> Path:
+        return self.root / "analysis" / backbone / run
+
+    def analysis_index(self, backbone: str, run: str) -> Path:
+        return self.analysis_dir(backbone, run) / INDEX
+
+    @property
+    def grid_dir(self) -> Path:
+        return self.root / "analysis" / "grid"
+
+    @property
+    def grid_index(self) -> Path:
+        return self.grid_dir / INDEX
+
+    @property
+    def runs_csv(self) -> Path:
+        return self.grid_dir / "runs.csv"
+
+    @property
+    def best_json(self) -> Path:
+        return self.grid_dir / "best.json"
+
+    # ---- bookkeeping and the report --------------------------------------------
+    @property
+    def lock(self) -> Path:
+        """Held by the main process of the snakemake run writing this folder (convscope/results_lock.py)."""
+        return self.root / ".lock"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def log(self, *parts: str) -> Path:
+        """logs/<parts...>.log, e.g. log("train", "{backbone}", "{run}")."""
+        return self.logs.joinpath(*parts[:-1], f"{parts[-1]}.log")
+
+    @property
+    def benchmarks(self) -> Path:
+        return self.root / "benchmarks"
+
+    def benchmark(self, *parts: str) -> Path:
+        """benchmarks/<parts...>.tsv, Snakemake's per-job benchmark file."""
+        return self.benchmarks.joinpath(*parts[:-1], f"{parts[-1]}.tsv")
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
