@@ -178,6 +178,10 @@ def randomisation_check(
     return result
 
 
+def _depth(depth: int) -> str:
+    return "the head" if depth <= 1 else f"the head and the top {depth - 1} block(s)"
+
+
 def _verdicts(rows, methods, threshold: float) -> dict:
     out = {}
     for name in methods:
@@ -186,10 +190,10 @@ def _verdicts(rows, methods, threshold: float) -> dict:
         passed = last["spearman"] < threshold
         reason = (
             f"rank correlation with the trained maps fell to {last['spearman']:.2f} (< {threshold:g}) "
-            f"once {last['depth']} block(s) from the top were randomised"
+            f"once {_depth(last['depth'])} were randomised"
             if passed
             else f"the maps barely change when the weights are randomised (rank correlation "
-            f"{last['spearman']:.2f} >= {threshold:g} after {last['depth']} block(s) from the top): "
+            f"{last['spearman']:.2f} >= {threshold:g} with {_depth(last['depth'])} randomised): "
             f"they show the image (edges, colours), not what the model uses"
         )
         out[name] = {
