@@ -36,7 +36,7 @@ NEW_OFF = {
     },
     "sanity": {"enabled": False},
     # today's deletion curves used every checked image
-    "checks": {"insertion": False, "curve_images": 64, "max_images": 64},
+    "checks": {"insertion": False, "curve_images": 64, "max_images": 64, "deletion_steps": 10},
 }
 
 
