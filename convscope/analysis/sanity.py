@@ -13,7 +13,10 @@ and measures the similarity to the trained model's maps: Spearman rank correlati
 library needed), both per image on the maps resized to the image and averaged. A
 method passes when its mean rank correlation at the last cascading stage is below
 the threshold (Adebayo et al.: gradients and Grad-CAM fall to about 0-0.3 once the
-top layers are randomised; Guided Backprop stays near 1; default 0.5).
+top layers are randomised; Guided Backprop stays near 1; default 0.5). Measured: on the
+small CNN trained on shapes (tests/test_trust.py) Grad-CAM 0.00, plain gradients 0.37, an
+image-gradient "method" 1.00; on the demo-shaped AlexNet at 64 px (bench/explain_cost.py)
+the CAMs and occlusion -0.49 to 0.15, saliency 0.71, Integrated Gradients 0.58, EigenCAM 0.90.
 
 Randomising = shuffling each weight tensor's values with a seeded permutation: the
 weights keep their scale and sign distribution (BatchNorm variances stay positive)
