@@ -35,7 +35,9 @@ include: "rules/clean.smk"
 include: "rules/prepare.smk"
 include: "rules/train.smk"
 include: "rules/analyse.smk"
+include: "rules/audit.smk"
 include: "rules/report.smk"
+include: "rules/predict.smk"
 
 
 rule all:
@@ -45,4 +47,5 @@ rule all:
         trained_all(),
         L.grid_index,
         analyses_all,
+        audit_all(),
         rules.report.output,

@@ -36,9 +36,9 @@ os.environ.setdefault("KERAS_BACKEND", "jax")  # the adapter is backend-neutral;
 
 
 def epoch_times(dataset, epochs: int, step_s: float) -> list[float]:
-    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+    from convscope import keras_compat
 
-    adapter = PyDatasetAdapter(dataset, shuffle=False)  # fit(shuffle=False): the dataset shuffles
+    adapter = keras_compat.py_dataset_adapter(dataset, shuffle=False)  # fit(shuffle=False): the dataset shuffles
     times = []
     for epoch in range(epochs):
         dataset.set_epoch(epoch)

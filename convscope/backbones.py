@@ -25,6 +25,11 @@ class Backbone:
     blocks: tuple[str, ...]
     last_conv: str  # layer whose activations Grad-CAM uses
     keras_app: str | None = None  # keras.applications constructor, None = ours
+    # The pretrained fully connected layers below the 1000-class output, bottom to
+    # top (AlexNet fc6, fc7; VGG16 fc1, fc2). The "fc" head keeps them (each followed
+    # by dropout, as in the original networks) and replaces only the last layer;
+    # they fit only at the native input size. Empty: the network has no such stack.
+    fc_stack: tuple[str, ...] = ()
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -37,6 +42,7 @@ BACKBONES: dict[str, Backbone] = {
             "caffe",
             ("conv1", "conv2", "conv3", "conv4", "conv5"),
             "conv5",
+            fc_stack=("fc6", "fc7"),
         ),
         Backbone(
             "vgg16",
@@ -46,6 +52,7 @@ BACKBONES: dict[str, Backbone] = {
             ("block1_pool", "block2_pool", "block3_pool", "block4_pool", "block5_pool"),
             "block5_conv3",
             "VGG16",
+            fc_stack=("fc1", "fc2"),
         ),
         Backbone(
             "resnet50",
@@ -111,12 +118,67 @@ def get(name: str) -> Backbone:
     try:
         return BACKBONES[name]
     except KeyError:
-        raise KeyError(
-            f"unknown backbone {name!r}; known backbones: {', '.join(sorted(BACKBONES))}"
-        ) from None
+        raise KeyError(f"unknown backbone {name!r}; known backbones: {', '.join(sorted(BACKBONES))}") from None
 
 
 def input_size(name: str, options: dict | None = None) -> int:
     """The input side a configured backbone trains at: config override or native."""
     override = (options or {}).get("input_size")
     return int(override) if override else get(name).input_size
+
+
+# ---- heads ------------------------------------------------------------------
+#   fc      keep the pretrained fc stack, replace only the last layer (AlexNet's fc8)
+#   pooled  global average pooling of the last conv block + a new Dense layer
+HEADS = ("auto", "fc", "pooled")
+
+
+def head_problem(name: str, options: dict | None = None) -> str | None:
+    """Why `backbones.<name>.head` cannot be what options ask, or None when it can."""
+    spec, options = get(name), options or {}
+    if options.get("head", "auto") != "fc":
+        return None
+    key = f"config key backbones.{name}.head"
+    if not spec.fc_stack:
+        return f"{key}: fc, but {name} has no pretrained fully connected layers to keep; use pooled or auto"
+    size = input_size(name, options)
+    if size != spec.input_size:
+        return (
+            f"{key}: fc keeps the pretrained {', '.join(spec.fc_stack)}, which fit only at {name}'s native input "
+            f"size {spec.input_size}, but backbones.{name}.input_size is {size}; use head: pooled (or auto), or "
+            f"remove input_size"
+        )
+    return None
+
+
+def head(name: str, options: dict | None = None) -> str:
+    """The head a configured backbone gets: fc or pooled ("auto": fc where possible)."""
+    options = options or {}
+    problem = head_problem(name, options)
+    if problem:
+        raise ValueError(problem)
+    chosen = options.get("head", "auto")
+    if chosen == "auto":
+        spec = get(name)
+        return "fc" if spec.fc_stack and input_size(name, options) == spec.input_size else "pooled"
+    return chosen
+
+
+def tune_blocks(name: str, head_kind: str = "pooled") -> tuple[str, ...]:
+    """The tunable blocks, bottom to top: the conv blocks, then (fc head) the kept fc layers.
+
+    tune_depth k trains the top k of these (0 = the new last layer only), so with the
+    fc head AlexNet's depths read fc8 (0), fc7 (1), fc6 (2), conv5 (3), ...
+    """
+    spec = get(name)
+    return spec.blocks + (spec.fc_stack if head_kind == "fc" else ())
+
+
+def embedding_layer(name: str, head_kind: str = "pooled") -> str:
+    """The layer whose output is a run's embedding (what the new last layer reads).
+
+    The features strategy, t-SNE and every other "penultimate layer" analysis use
+    this one layer: fc7 / fc2 with the fc head, the pooled last conv ("pool") otherwise.
+    """
+    spec = get(name)
+    return spec.fc_stack[-1] if head_kind == "fc" else "pool"

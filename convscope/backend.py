@@ -21,16 +21,29 @@ class BackendError(RuntimeError):
     pass
 
 
-def select(name: str, threads: int | None = None, compile_cache: str | Path | None = None) -> str:
+def select(
+    name: str,
+    threads: int | None = None,
+    compile_cache: str | Path | None = None,
+    jobs_per_gpu: int = 1,
+) -> str:
     """Make `name` the Keras backend of this process (config key train.backend).
 
     threads: cap the cores the backend's op pools use (the job's Snakemake
     threads), so parallel jobs do not oversubscribe the machine.
     compile_cache: folder of JAX's persistent compilation cache, shared by all
     runs so that runs of the same architecture skip XLA compilation.
+    jobs_per_gpu: GPU jobs sharing one GPU (config key train.jobs_per_gpu); each
+    takes at most 1/n of the GPU's memory (see gpu_memory_env).
+
+    The environment is set even when Keras is already imported (a job forked
+    from a warm process, convscope.warm): the backends read it when their
+    runtime starts, at the first operation, which comes later.
     """
     if name not in BACKENDS:
         raise BackendError(f"config key train.backend: {name!r} is not supported; allowed values: {list(BACKENDS)}")
+    os.environ.update(_thread_env(threads))
+    os.environ.update(gpu_memory_env(name, jobs_per_gpu))
     if "keras" in sys.modules:
         current = sys.modules["keras"].backend.backend()
         if current != name:
@@ -38,28 +51,155 @@ def select(name: str, threads: int | None = None, compile_cache: str | Path | No
                 f"Keras was already imported with backend {current!r} before train.backend={name!r} "
                 "could be applied; call convscope.backend.select() before anything imports keras"
             )
-        if name != "tensorflow":
-            _tensorflow_only_once_imported()
-        return name
+        if name == "tensorflow" and threads:
+            _tensorflow_threads(int(threads))
     os.environ["KERAS_BACKEND"] = name
     # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) buries job logs.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if threads:
-        n = str(int(threads))
-        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", n)
-        os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1" if int(threads) <= 2 else "2")
-        os.environ.setdefault("OMP_NUM_THREADS", n)
-        if int(threads) == 1:
-            flags = os.environ.get("XLA_FLAGS", "")
-            if "xla_cpu_multi_thread_eigen" not in flags:
-                os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
     if name == "jax":
-        # JAX grabs 75% of GPU memory up front by default; several jobs may share a GPU's host.
-        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         _jax_compile_cache(compile_cache)
     if name != "tensorflow":
         _tensorflow_only_once_imported()
     return name
+
+
+def _thread_env(threads: int | None) -> dict:
+    if not threads:
+        return {}
+    n = str(int(threads))
+    env = {
+        "TF_NUM_INTRAOP_THREADS": os.environ.get("TF_NUM_INTRAOP_THREADS", n),
+        "TF_NUM_INTEROP_THREADS": os.environ.get("TF_NUM_INTEROP_THREADS", "1" if int(threads) <= 2 else "2"),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", n),
+    }
+    flags = os.environ.get("XLA_FLAGS", "")
+    if int(threads) == 1 and "xla_cpu_multi_thread_eigen" not in flags:
+        env["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
+    return env
+
+
+def _tensorflow_threads(threads: int) -> None:
+    """TF already imported (warm process): its thread pools start with the first op, so set them now."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1 if threads <= 2 else 2)
+    except RuntimeError:  # the runtime already started: the earlier setting stays
+        log.warning(
+            "TensorFlow's runtime started before train.threads=%d could be applied",
+            threads,
+        )
+
+
+# Share of a GPU's memory that the jobs on it may take together; the rest is
+# the CUDA context of each process and fragmentation.
+GPU_MEMORY_FRACTION = 0.9
+
+
+def gpu_memory_env(name: str, jobs_per_gpu: int = 1) -> dict:
+    """Environment that caps one job's GPU memory when `jobs_per_gpu` jobs share a GPU.
+
+    JAX: no preallocation (by default it grabs 75% of the GPU at start) and at
+    most 0.9/n of the GPU (XLA_PYTHON_CLIENT_MEM_FRACTION). TensorFlow: memory
+    growth (TF_FORCE_GPU_ALLOW_GROWTH) instead of taking the whole GPU at start,
+    and with n > 1 a per-process limit of 0.9/n of the GPU's memory, applied by
+    tensorflow_memory_limit once TF is imported. Values the user set win.
+    """
+    n = max(1, int(jobs_per_gpu))
+    fraction = f"{GPU_MEMORY_FRACTION / n:.3f}"
+    if name == "jax":
+        env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+        if n > 1:
+            env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = fraction
+    else:
+        env = {"TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+        if n > 1:
+            env["CONVSCOPE_TF_GPU_MEMORY_FRACTION"] = fraction
+    env = {k: os.environ.get(k, v) for k, v in env.items()}
+    env["CONVSCOPE_JOBS_PER_GPU"] = str(n)
+    return env
+
+
+def tensorflow_memory_limit() -> None:
+    """Under TF with jobs sharing a GPU: a logical device of 0.9/n of each GPU's memory.
+
+    TF has no memory-fraction variable in TF 2; memory growth alone would let
+    one job take what the others need. Called before the first TF operation.
+    """
+    fraction = os.environ.get("CONVSCOPE_TF_GPU_MEMORY_FRACTION")
+    if current() != "tensorflow" or not fraction:
+        return
+    import tensorflow as tf
+
+    for i, gpu in enumerate(tf.config.list_physical_devices("GPU")):
+        total_mb = _gpu_total_mb(i)
+        if total_mb is None:
+            continue
+        limit = int(total_mb * float(fraction))
+        try:
+            tf.config.set_logical_device_configuration(gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=limit)])
+        except RuntimeError as e:
+            log.warning("could not cap GPU %d at %d MB (%s)", i, limit, e)
+
+
+def _gpu_total_mb(index: int) -> int | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            [
+                "nvidia-smi",
+                "--query-gpu=memory.total",
+                "--format=csv,noheader,nounits",
+                f"--id={index}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+        return int(float(out.split()[0]))
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+# What a job's environment says about GPU sharing and threads: recorded in metrics.json (job_env).
+JOB_ENV_KEYS = (
+    "CONVSCOPE_JOBS_PER_GPU",
+    "XLA_PYTHON_CLIENT_PREALLOCATE",
+    "XLA_PYTHON_CLIENT_MEM_FRACTION",
+    "TF_FORCE_GPU_ALLOW_GROWTH",
+    "CONVSCOPE_TF_GPU_MEMORY_FRACTION",
+    "CUDA_VISIBLE_DEVICES",
+    "TF_NUM_INTRAOP_THREADS",
+    "OMP_NUM_THREADS",
+    "CONVSCOPE_WARM",
+)
+
+
+def job_env() -> dict:
+    return {k: os.environ[k] for k in JOB_ENV_KEYS if k in os.environ}
+
+
+class GpuMemoryError(RuntimeError):
+    """A job ran out of GPU memory: the message names the config key to lower."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """The backends' out-of-memory errors: TF ResourceExhaustedError, XLA RESOURCE_EXHAUSTED (JAX)."""
+    if type(exc).__name__ == "ResourceExhaustedError":
+        return True
+    text = str(exc)
+    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
+
+
+def out_of_memory_message(exc: BaseException, jobs_per_gpu: int, batch_size: int) -> str:
+    return (
+        f"the job ran out of GPU memory ({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}) "
+        f"with {jobs_per_gpu} job(s) sharing each GPU: lower config key train.jobs_per_gpu (now {jobs_per_gpu})"
+        f" or the run's batch_size (train.grid.batch_size, now {batch_size}); a retry resumes from the epoch backup"
+    )
 
 
 def _tensorflow_only_once_imported() -> None:
@@ -105,7 +245,10 @@ def _jax_compile_cache(folder) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        log.warning("no persistent JAX compilation cache (%s): every run compiles from scratch", e)
+        log.warning(
+            "no persistent JAX compilation cache (%s): every run compiles from scratch",
+            e,
+        )
         return
     jax.config.update("jax_compilation_cache_dir", str(folder))
     # Cache every program, the tiny ones too: building a model and its optimizer

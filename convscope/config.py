@@ -30,8 +30,15 @@ def _key(path) -> str:
     return ".".join(parts) if parts else "(top level)"
 
 
-_JSON_TYPES = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
-               "number": "a number", "boolean": "true/false", "null": "empty"}
+_JSON_TYPES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true/false",
+    "null": "empty",
+}
 
 
 def _type_words(types) -> str:
@@ -161,6 +168,9 @@ def semantic_errors(config: dict) -> list[str]:
         low = registry.get(name).min_size
         if size is not None and size < low:
             errors.append(f"config key backbones.{name}.input_size: {size} is below {name}'s minimum of {low}")
+        problem = registry.head_problem(name, options)
+        if problem:
+            errors.append(problem)
     for cls in config.get("classes") or {}:
         opts = crawl_options(config, cls)
         need = {"urllist": "urls", "folder": "path", "greedy": "site"}.get(opts["source"])
@@ -228,6 +238,14 @@ def crawl_params(config: dict, cls: str) -> dict:
     if source == "synthetic":
         params.setdefault("shape", cls)
         params["seed"] = config["seed"]
+        if not params["synthetic"].get("mislabel_fraction", 0):
+            # Off: the params stay as they were before planting existed (no re-crawl).
+            params["synthetic"] = {k: v for k, v in params["synthetic"].items() if k != "mislabel_fraction"}
+        else:
+            # Planted label errors show the shapes of the other synthetic classes.
+            others = {c: crawl_options(config, c) for c in class_names(config) if c != cls}
+            shapes = {o.get("shape", c) for c, o in others.items() if o["source"] == "synthetic"}
+            params["other_shapes"] = sorted(shapes - {params["shape"]})
     return params
 
 

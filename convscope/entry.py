@@ -26,3 +26,25 @@ def job(snakemake, *, backend: str | None = None):
 
             backend_lib.select(backend, threads=snakemake.threads)
         yield log
+
+
+def warm_job(snakemake, target: str, kwargs: dict, *, backend: str, enabled: bool = True) -> None:
+    """job() for Keras jobs that run in a warm fork (convscope.warm, config train.warm_start).
+
+    The fork, not this process, sets up logging and selects the backend, so
+    this process never imports Keras; `target` ("module:function") is then
+    called with `kwargs`, as a script would inside job().
+    """
+    from convscope import warm
+
+    call = {"log": snakemake.log[0], "threads": snakemake.threads, "backend": backend, "target": target}
+    warm.call("convscope.entry:_in_job", {**call, "kwargs": kwargs}, backend=backend, enabled=enabled)
+
+
+def _in_job(*, log, threads, backend, target, kwargs) -> None:
+    from convscope import backend as backend_lib
+    from convscope import warm
+
+    with job_log(log):
+        backend_lib.select(backend, threads=threads)
+        warm.resolve(target)(**kwargs)

@@ -110,7 +110,7 @@ def grid_lists(config: dict, backbone: str) -> dict[str, list]:
     lists.update({k: _as_list(v) for k, v in _train(config)["grid"].items()})
     override = (config["backbones"].get(backbone) or {}).get("grid") or {}
     lists.update({k: _as_list(v) for k, v in override.items() if k != "strategies"})
-    blocks = registry.get(backbone).blocks
+    blocks = registry.tune_blocks(backbone, registry.head(backbone, config["backbones"].get(backbone)))
     for depth in lists["tune_depth"]:
         if depth != "all" and depth > len(blocks):
             where = f"backbones.{backbone}.grid" if "tune_depth" in override else "train.grid"
@@ -224,9 +224,10 @@ def find(config: dict, backbone: str, run: str) -> Run:
 
 
 def backbone_options(config: dict, backbone: str) -> dict:
-    """The backbone's own options (input size, weights, ...) without its grid override."""
+    """The backbone's own options (input size, weights, head, ...) without its grid override."""
     opts = dict(config["backbones"].get(backbone) or {})
     opts.pop("grid", None)
+    opts["head"] = registry.head(backbone, opts)  # resolved: "auto" follows the input size
     return opts
 
 

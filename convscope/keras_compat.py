@@ -22,6 +22,11 @@ REQUIRED = (
     ("Layer._layers", "models.build: set trainable on every nested layer"),
     ("Functional._nodes_by_depth", "analysis.split_model: find where a layer is called"),
     ("KerasTensor._keras_history", "analysis.split_model: the layer that made a model output"),
+    ("keras.src.backend.config._KERAS_DIR", "tests: a throw-away Keras cache"),
+    (
+        "keras.src.trainers.data_adapters.py_dataset_adapter.PyDatasetAdapter",
+        "tests, bench/input_pipeline.py: iterate a PyDataset as fit does",
+    ),
 )
 
 
@@ -49,6 +54,22 @@ def file_utils_module():
     return file_utils
 
 
+def keras_home_setting() -> tuple:
+    """(module, attribute) holding the Keras cache folder read at import (KERAS_HOME); for monkeypatch.setattr."""
+    from keras.src.backend import config
+
+    if not hasattr(config, "_KERAS_DIR"):
+        raise AttributeError("keras.src.backend.config has no _KERAS_DIR")
+    return config, "_KERAS_DIR"
+
+
+def py_dataset_adapter(dataset, shuffle: bool = False):
+    """The adapter model.fit wraps a keras.utils.PyDataset in (its workers, its read-ahead)."""
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    return PyDatasetAdapter(dataset, shuffle=shuffle)
+
+
 def imagenet_class_index_url() -> str:
     from keras.src.applications.imagenet_utils import CLASS_INDEX_PATH
 
@@ -65,6 +86,10 @@ def force_jit_compile(model) -> None:
 def set_initial_epoch(model, epoch: int | None) -> None:
     """The epoch the running (or next) fit starts counting from; None: fit's own initial_epoch."""
     model._initial_epoch = epoch
+
+
+def initial_epoch(model) -> int | None:
+    return model._initial_epoch
 
 
 def sublayers(layer) -> tuple:
@@ -97,6 +122,8 @@ def missing_internals() -> list[str]:
         "Layer._layers": lambda: _probe_model().get_layer("block").__dict__["_layers"],
         "Functional._nodes_by_depth": lambda: call_nodes(_probe_model()),
         "KerasTensor._keras_history": lambda: producing_operation(_probe_model().outputs[0]),
+        "keras.src.backend.config._KERAS_DIR": keras_home_setting,
+        "keras.src.trainers.data_adapters.py_dataset_adapter.PyDatasetAdapter": _probe_adapter,
     }
     missing = []
     for name, why in REQUIRED:
@@ -113,3 +140,17 @@ def _probe_model():
     inputs = keras.Input((4,))
     block = keras.Sequential([keras.layers.Dense(3)], name="block")
     return keras.Model(inputs, keras.layers.Dense(2)(block(inputs)))
+
+
+def _probe_adapter():
+    import keras
+    import numpy as np
+
+    class One(keras.utils.PyDataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return np.zeros((1, 1)), np.zeros((1,))
+
+    return py_dataset_adapter(One())

@@ -9,9 +9,12 @@ Snakemake wildcards pass through: `Results(R).metrics("{backbone}", "{run}")`.
     prepared/{size}/{split}.{npy,labels.npy,index.csv}
     models/{backbone}/{run}/        model.keras, history.csv, metrics.json | head.npz
     features/{backbone}/            {split}.npy embeddings, embed.json
+    audit/{backbone}/               label_issues.csv, leakage.csv, audit.json
     sanity/{backbone}/imagenet_top5.csv
     analysis/{backbone}/{run}/index.json, analysis/grid/ (index.json, runs.csv, best.json, ...)
     logs/, benchmarks/, report/
+    predict/{backbone}/{run}/       predictions.csv, index.html, overlays/, cache/ (the predict target)
+    export/{backbone}/{run}/        model.keras, saved_model/, export.json (the export target)
 """
 
 from __future__ import annotations
@@ -111,6 +114,19 @@ class Results:
     def embed_info(self, backbone: str) -> Path:
         return self.features_dir(backbone) / EMBED_INFO
 
+    # ---- data audit (convscope/data/audit.py) -----------------------------------------
+    def audit_dir(self, backbone: str) -> Path:
+        return self.root / "audit" / backbone
+
+    def label_issues(self, backbone: str) -> Path:
+        return self.audit_dir(backbone) / "label_issues.csv"
+
+    def leakage(self, backbone: str) -> Path:
+        return self.audit_dir(backbone) / "leakage.csv"
+
+    def audit_summary(self, backbone: str) -> Path:
+        return self.audit_dir(backbone) / "audit.json"
+
     def sanity(self, backbone: str) -> Path:
         return self.root / "sanity" / backbone / "imagenet_top5.csv"
 
@@ -162,3 +178,25 @@ class Results:
     @property
     def report_dir(self) -> Path:
         return self.root / "report"
+
+    # ---- trained models put to work (predict, export) --------------------------
+    def predict_dir(self, backbone: str, run: str) -> Path:
+        return self.root / "predict" / backbone / run
+
+    def predictions(self, backbone: str, run: str) -> Path:
+        return self.predict_dir(backbone, run) / "predictions.csv"
+
+    def predict_page(self, backbone: str, run: str) -> Path:
+        return self.predict_dir(backbone, run) / "index.html"
+
+    def export_dir(self, backbone: str, run: str) -> Path:
+        return self.root / "export" / backbone / run
+
+    def export_keras(self, backbone: str, run: str) -> Path:
+        return self.export_dir(backbone, run) / "model.keras"
+
+    def export_saved_model(self, backbone: str, run: str) -> Path:
+        return self.export_dir(backbone, run) / "saved_model"
+
+    def export_check(self, backbone: str, run: str) -> Path:
+        return self.export_dir(backbone, run) / "export.json"

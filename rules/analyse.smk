@@ -47,6 +47,9 @@ rule analyse:
     # trained, so they do not compete with training for GPUs.
     resources:
         gpu=1 if ANALYSIS["gpu"] else 0,
+        # A whole GPU (train.jobs_per_gpu shares it between training jobs only): an
+        # analysis' memory is not capped.
+        gpu_share=100 if ANALYSIS["gpu"] else 0,
         mem_mb=ANALYSIS["mem_mb"],
         runtime=ANALYSIS["runtime"],
     params:

@@ -4,9 +4,12 @@
 
 rule clean:
     input:
-        [L.crawl_summary(c) for c in CLASSES],
+        raw=[L.crawl_summary(c) for c in CLASSES],
+        # The user's decisions (config clean.review): editing the file reruns clean.
+        review=[config["clean"]["review"]] if config["clean"]["review"] else [],
     output:
-        L.clean_manifest,
+        # update(): not removed before the job runs; clean reads it as the prior decisions.
+        update(L.clean_manifest),
     log:
         L.log("clean"),
     benchmark:
@@ -17,7 +20,7 @@ rule clean:
         "../envs/data.yaml"
     params:
         classes=CLASSES,
-        options=config["clean"],
+        options={k: v for k, v in config["clean"].items() if k != "review"},
     script:
         "../scripts/clean.py"
 

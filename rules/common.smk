@@ -49,6 +49,13 @@ wildcard_constraints:
     split="|".join(SPLITS),
 
 
+def crawl_listing(cls):
+    from convscope.data.folder_import import listing
+
+    opts = cfg.crawl_params(config, cls)
+    return listing(opts["path"]) if opts["source"] == "folder" else ""
+
+
 def prepared_all():
     return [f for size in SIZES for f in L.prepared_files(size)]
 
@@ -60,6 +67,32 @@ REPORT = config["report"]
 NEEDS_GRID = {"grid", "backbones", "explanations", "compute"}
 
 
+# ---- audit (rules/audit.smk) ----------------------------------------------------
+AUDIT_OPTIONS = {k: v for k, v in config["audit"].items() if k != "backbones"}
+
+
+def audited_backbones():
+    named = config["audit"]["backbones"]
+    unknown = sorted(set(named) - set(config["backbones"]))
+    if unknown:
+        sys.exit(
+            f"config key audit.backbones: {unknown} not in backbones {list(config['backbones'])}"
+        )
+    return named or list(config["backbones"])
+
+
+def audit_files(backbone):
+    return {
+        "issues": L.label_issues(backbone),
+        "leakage": L.leakage(backbone),
+        "summary": L.audit_summary(backbone),
+    }
+
+
+def audit_all():
+    return [f for b in audited_backbones() for f in audit_files(b).values()]
+
+
 def report_inputs(wildcards):
     sections = set(REPORT["sections"])
     inputs = {}
@@ -67,6 +100,9 @@ def report_inputs(wildcards):
         inputs["crawl"] = [L.crawl_summary(c) for c in CLASSES]
         inputs["manifest"] = L.clean_manifest
         inputs["splits"] = L.splits_csv
+    if "audit" in sections:
+        inputs["audit"] = audit_all()
+        inputs.setdefault("manifest", L.clean_manifest)
     if sections & NEEDS_GRID:
         inputs["grid"] = L.grid_index
         inputs["runs"] = L.runs_csv
@@ -110,6 +146,15 @@ try:
     grid.runs(config)  # expand once now: a bad grid fails before any job runs
 except (KeyError, ValueError) as e:
     sys.exit(f"invalid config: {e}")
+
+
+# GPU sharing (README "Sharing a GPU"): a GPU is gpu_share=100 (profiles/default and
+# profiles/local give one); every job that runs a network claims 100/n of one, with
+# n = train.jobs_per_gpu, so n such jobs run on a GPU at once. `gpu` stays the number
+# of GPUs a job uses (data parallel; SLURM maps it to --gpus).
+def gpu_share(uses_gpu):
+    return 100 // config["train"]["jobs_per_gpu"] if uses_gpu else 0
+
 
 TRAINED_RUN = "(?:" + "|".join(grid.TRAINED) + r")-[^/]+"
 FEATURES_RUN = r"features-[^/]+"
@@ -191,3 +236,17 @@ def analyse_inputs(wildcards):
     if grid.find(config, b, run).strategy != "features":
         inputs["history"] = L.history(b, run)
     return inputs
+
+
+# ---- predict and export (rules/predict.smk) ------------------------------------
+from convscope.predict import images as predict_images
+from convscope.predict import params as predict_params
+
+
+def predict_runs():
+    """[(backbone, run)]: predict.runs, or each backbone's best run (the summarise checkpoint)."""
+    try:
+        named = predict_params.named_runs(config)
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"invalid config: {e}") from None
+    return named if named is not None else list(best_runs().items())

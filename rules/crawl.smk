@@ -15,5 +15,8 @@ rule crawl:
     threads: 2
     params:
         options=lambda wc: cfg.crawl_params(config, wc.cls),
+        # A folder source's listing (names, sizes, mtimes): files added there rerun the crawl,
+        # which imports only the new ones.
+        listing=lambda wc: crawl_listing(wc.cls),
     script:
         "../scripts/crawl.py"

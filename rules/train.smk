@@ -2,8 +2,10 @@
 # the runs). Trained strategies (finetune, progressive, scratch) and features
 # heads write R/models/{backbone}/{run}/; embeddings are computed once per
 # backbone by `embed` and only read by the heads. Jobs that use the network
-# claim `gpu=1`, so `--resources gpu=N` (or a cluster profile) schedules them;
-# `train.gpu: false` drops the claim on CPU-only machines (jobs run side by side).
+# claim `gpu=1` and `gpu_share=100/train.jobs_per_gpu` (common.smk gpu_share), so
+# profiles/default runs train.jobs_per_gpu of them on one GPU at once and a cluster
+# profile asks for one GPU per job; `train.gpu: false` drops the claims on CPU-only
+# machines (jobs run side by side).
 # Helpers (train_inputs, prepared_split, trained_all, ...): rules/common.smk.
 
 
@@ -26,6 +28,7 @@ rule train:
     threads: config["train"]["threads"]
     resources:
         gpu=1 if config["train"]["gpu"] else 0,
+        gpu_share=gpu_share(config["train"]["gpu"]),
         mem_mb=config["train"]["mem_mb"],
         runtime=config["train"]["runtime"],
     params:
@@ -47,11 +50,15 @@ rule embed:
         L.benchmark("embed", "{backbone}")
     wildcard_constraints:
         backbone=BACKBONE,
+    # Before the trainings waiting for a GPU: the features heads behind it then
+    # run on the CPU beside training instead of after it.
+    priority: 10
     conda:
         "../envs/train.yaml"
     threads: config["train"]["threads"]
     resources:
         gpu=1 if config["train"]["gpu"] else 0,
+        gpu_share=gpu_share(config["train"]["gpu"]),
         mem_mb=config["train"]["mem_mb"],
         runtime=config["train"]["runtime"],
     params:
@@ -60,9 +67,10 @@ rule embed:
         "../scripts/embed.py"
 
 
-# A head reads the embeddings and labels only: no Keras, no network pass.
-# Seconds of CPU each: on a cluster, group "features" with the profile's
-# group-components bundles the heads into few jobs (profiles/slurm).
+# A head reads the embeddings and labels only: no Keras, no network pass, no GPU
+# claim (it never waits for one). Seconds of CPU each: locally they run beside
+# training as soon as their backbone's embeddings exist; on a cluster, group
+# "features" with the profile's group-components bundles them into few jobs.
 rule features_head:
     input:
         embeddings=L.embeddings("{backbone}"),
@@ -78,6 +86,7 @@ rule features_head:
     wildcard_constraints:
         backbone=BACKBONE,
         run=FEATURES_RUN,
+    priority: 10
     group:
         "features"
     conda:
@@ -128,6 +137,7 @@ rule sanity:
         "../envs/train.yaml"
     resources:
         gpu=1 if config["train"]["gpu"] else 0,
+        gpu_share=gpu_share(config["train"]["gpu"]),
     params:
         options=lambda wc: grid.backbone_options(config, wc.backbone),
         backend=config["train"]["backend"],

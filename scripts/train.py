@@ -1,14 +1,22 @@
 from pathlib import Path
 
-from convscope.entry import job
+from convscope.entry import warm_job
+from convscope.training.run import JobOptions
 
-with job(snakemake, backend=snakemake.params.run["backend"]):
-    from convscope.training.run import train_run
-
-    train_run(
+# job() in a fork of a process that has Keras imported already (config train.warm_start).
+warm_job(
+    snakemake,
+    "convscope.training.run:train_run",
+    dict(
         prepared_dir=Path(snakemake.input.train_images).parent,
         out_dir=Path(snakemake.output.metrics).parent,
-        threads=snakemake.threads,
-        n_gpus=snakemake.resources.get("gpu", 0),
+        job=JobOptions(
+            threads=snakemake.threads,
+            n_gpus=snakemake.resources.get("gpu", 0),
+            jobs_per_gpu=snakemake.config["train"]["jobs_per_gpu"],
+        ),
         **snakemake.params.run,
-    )
+    ),
+    backend=snakemake.params.run["backend"],
+    enabled=snakemake.config["train"]["warm_start"],
+)

@@ -14,6 +14,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from convscope import keras_compat  # noqa: E402
 from convscope.models import build  # noqa: E402
 from convscope.models.alexnet import AlexNet, LocalResponseNormalization  # noqa: E402
 from convscope.models.weights import WeightsError, load_alexnet_npy  # noqa: E402
@@ -207,13 +208,13 @@ def test_caffe_layout_loads_the_same_weights(tmp_path, small_alexnet):
     model = small_alexnet
     params = random_params(model, seed=3)
     save_npy(tmp_path / "tf.npy", params)
-    load_alexnet_npy(model, tmp_path / "tf.npy", trust=True)
+    load_alexnet_npy(model, tmp_path / "tf.npy")
     want = [w.copy() for w in model.get_weights()]
     caffe = to_caffe_layout(params, model.get_layer("pool5").output.shape[1:])
     assert caffe["conv1"][0].shape == (96, 3, 11, 11)
     save_npy(tmp_path / "caffe.npy", caffe)
     model.set_weights([np.zeros_like(w) for w in want])
-    load_alexnet_npy(model, tmp_path / "caffe.npy", trust=True)
+    load_alexnet_npy(model, tmp_path / "caffe.npy")
     for a, b in zip(model.get_weights(), want):
         np.testing.assert_array_equal(a, b)
 
@@ -228,60 +229,72 @@ class _Payload:
         return (Path.touch, (self.marker,))
 
 
-def test_pickle_gate_refuses_unknown_files_before_unpickling(tmp_path, small_alexnet):
+class _System:
+    """Unpickling this would run a shell command through os.system."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (self.command,))
+
+
+@pytest.mark.parametrize("kind", ["touch", "os.system"])
+def test_a_pickle_that_calls_code_is_refused_without_the_call(tmp_path, small_alexnet, kind):
     marker = tmp_path / "code-ran"
     evil = tmp_path / "bvlc_alexnet.npy"
-    np.save(evil, {"conv1": [_Payload(marker), None]}, allow_pickle=True)
-
-    with pytest.raises(WeightsError) as caught:
-        load_alexnet_npy(small_alexnet, evil, sha256="0" * 64)
-    message = str(caught.value)
-    actual = hashlib.sha256(evil.read_bytes()).hexdigest()
-    assert "refusing" in message and "arbitrary code" in message and actual in message
-    assert "backbones.alexnet.weights_sha256" in message
-    assert not marker.exists()
-
+    payload = _Payload(marker) if kind == "touch" else _System(f"touch {marker}")
+    np.save(evil, {"conv1": [payload, np.zeros(96, "float32")]}, allow_pickle=True)
     with pytest.raises(WeightsError) as caught:
         load_alexnet_npy(small_alexnet, evil)
     message = str(caught.value)
-    assert f"weights_sha256: {actual}" in message and "trust_pickle: true" in message
+    assert "refusing" in message and str(evil) in message
+    assert ("pathlib" in message) if kind == "touch" else ("system" in message)
+    assert not marker.exists()
+    # A matching pin does not make it loadable either: safety does not rest on trust.
+    with pytest.raises(WeightsError, match="refusing global"):
+        load_alexnet_npy(small_alexnet, evil, sha256=hashlib.sha256(evil.read_bytes()).hexdigest())
     assert not marker.exists()
 
-    # The gate is what protected us: trusting the file runs its code.
-    with pytest.raises(WeightsError):
-        load_alexnet_npy(small_alexnet, evil, trust=True)
-    assert marker.exists()
+
+def test_sha256_pin_refuses_another_file(tmp_path, small_alexnet):
+    path = tmp_path / "w.npy"
+    save_npy(path, random_params(small_alexnet, seed=5))
+    with pytest.raises(WeightsError, match="weights_sha256 expects"):
+        load_alexnet_npy(small_alexnet, path, sha256="0" * 64)
 
 
-def test_trust_flag_loads_a_file_without_checksum(tmp_path, small_alexnet):
+def test_a_file_loads_without_checksum(tmp_path, small_alexnet):
     params = random_params(small_alexnet, seed=5)
     path = tmp_path / "w.npy"
     save_npy(path, params)
-    load_alexnet_npy(small_alexnet, path, trust=True)
+    load_alexnet_npy(small_alexnet, path)
     np.testing.assert_array_equal(small_alexnet.get_layer("conv3").get_weights()[0], params["conv3"][0])
 
 
 def test_build_classifier_loads_alexnet_weights(tmp_path, monkeypatch):
     """weights="imagenet" reads bvlc_alexnet.npy from the Keras cache; a path works too."""
-    from keras.src.backend import config as keras_config
-
-    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path / "keras"))
+    monkeypatch.setattr(*keras_compat.keras_home_setting(), str(tmp_path / "keras"))
+    monkeypatch.setenv("CONVSCOPE_ALEXNET_URL", "http://127.0.0.1:9/nothing-listens-here.npy")
     reference = AlexNet(include_top=True, input_shape=(227, 227, 3), fc_units=8, classes=4)
     params = random_params(reference, seed=7)
     kw = dict(input_size=64, dropout=0.0, augment="none", seed=0)
-    with pytest.raises(WeightsError, match="bvlc_alexnet.npy"):
+    with pytest.raises(WeightsError, match="could not be downloaded") as caught:
         build.build_classifier("alexnet", 3, weights="imagenet", **kw)
+    assert "bvlc_alexnet.npy" in str(caught.value) and "backbones.alexnet.weights" in str(caught.value)
     cache = tmp_path / "keras" / "models"
-    cache.mkdir(parents=True)
+    assert [p.name for p in cache.iterdir()] == []  # the failed download left nothing behind
     digest = save_npy(cache / "bvlc_alexnet.npy", params)
 
-    with pytest.raises(WeightsError, match="arbitrary code"):
-        build.build_classifier("alexnet", 3, weights="imagenet", **kw)
+    with pytest.raises(WeightsError, match="weights_sha256"):
+        build.build_classifier("alexnet", 3, weights="imagenet", weights_sha256="1" * 64, **kw)
     model = build.build_classifier("alexnet", 3, weights="imagenet", weights_sha256=digest, **kw)
     base = build.base_of(model)
     for name in ("conv1", "conv2", "conv3", "conv4", "conv5"):
         np.testing.assert_array_equal(base.get_layer(name).get_weights()[0], params[name][0])
         np.testing.assert_array_equal(base.get_layer(name).get_weights()[1], params[name][1])
 
-    model = build.build_classifier("alexnet", 3, weights=str(cache / "bvlc_alexnet.npy"), trust_pickle=True, **kw)
+    model = build.build_classifier("alexnet", 3, weights=str(cache / "bvlc_alexnet.npy"), **kw)
     np.testing.assert_array_equal(build.base_of(model).get_layer("conv2").get_weights()[0], params["conv2"][0])

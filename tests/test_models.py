@@ -20,6 +20,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from convscope import backbones as registry  # noqa: E402
+from convscope import keras_compat  # noqa: E402
 from convscope.models import build  # noqa: E402
 from convscope.models.weights import WeightsError  # noqa: E402
 
@@ -292,11 +293,9 @@ def test_offline_imagenet_weights_give_a_clear_message(tmp_path, monkeypatch):
     """
     import urllib.request
 
-    from keras.src.backend import config as keras_config
-
     home = tmp_path / "keras_home"
     home.mkdir()
-    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(home))  # what KERAS_HOME sets at import
+    monkeypatch.setattr(*keras_compat.keras_home_setting(), str(home))  # what KERAS_HOME sets at import
     proxy = f"http://127.0.0.1:{_closed_port()}"
     for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
         monkeypatch.setenv(var, proxy)
@@ -320,7 +319,9 @@ def test_offline_imagenet_weights_give_a_clear_message(tmp_path, monkeypatch):
     with pytest.raises(WeightsError) as caught:
         build.build_classifier("alexnet", 3, **kw)
     message = str(caught.value)
-    assert str(models / "bvlc_alexnet.npy") in message and "weights_sha256" in message
+    assert str(models / "bvlc_alexnet.npy") in message and "could not be downloaded" in message
+    assert "bvlc_alexnet.npy" in message.split("download\n")[1].splitlines()[0]  # the URL to fetch by hand
+    assert not (models / "bvlc_alexnet.npy").exists()
 
 
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax", reason="already running under JAX")

@@ -399,7 +399,7 @@ def test_report_defaults_are_filled():
     del config["report"]
     # Validation fills the whole section (the report rule's params are exactly this section).
     assert cfg.load_and_validate(config)["report"] == DEFAULTS
-    assert DEFAULTS["sections"] == ["data", "grid", "backbones", "explanations", "compute"]
+    assert DEFAULTS["sections"] == ["data", "audit", "grid", "backbones", "explanations", "compute"]
 
 
 def test_rerender_drops_stale_assets(rendered, tmp_path):
@@ -512,7 +512,7 @@ def _browser_check(results: Path, tmp_path: Path):
         return
     if CHROMIUM is None:
         return
-    browser = Browser(tmp_path / "chromium-profile")
+    browser = Browser()
     try:
         with serve(results) as base:
             browser.load(f"{base}/report/index.html")

@@ -216,8 +216,7 @@ def test_dataset_reads_memmaps_and_shuffles_per_epoch_by_seed(prepared):
 
 
 def test_dataset_read_ahead_serves_the_same_batches_as_reading_on_the_spot(prepared):
-    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
-
+    from convscope import keras_compat
     from convscope.training.data import MemmapDataset, split_paths
 
     def make(workers):
@@ -241,7 +240,7 @@ def test_dataset_read_ahead_serves_the_same_batches_as_reading_on_the_spot(prepa
     assert all(k[0] == 2 for k in ahead._pending), "read-ahead of earlier epochs is dropped"
 
     # Keras iterates it without its threaded enqueuer (which stalls 0.1 s at every epoch end)
-    adapter = PyDatasetAdapter(ahead, shuffle=False)
+    adapter = keras_compat.py_dataset_adapter(ahead, shuffle=False)
     assert adapter.enqueuer is None
     ahead.set_epoch(3)
     plain.set_epoch(3)

@@ -52,7 +52,9 @@ def embedding_maps(
     seed: int = 0,
     files=None,
     preds=None,
+    layer: str = "penultimate",
 ) -> dict:
+    """t-SNE and PCA of `embeddings`, the output of `layer` (convscope.backbones.embedding_layer)."""
     out_dir = Path(out_dir)
     embeddings = np.asarray(embeddings).reshape(len(embeddings), -1)
     labels = np.asarray(labels)
@@ -77,7 +79,7 @@ def embedding_maps(
     dim = embeddings.shape[1]
     tsne_png = plots.thumbnail_scatter(
         tsne_xy, images, labels, classes, out_dir / "tsne.png",
-        title=f"t-SNE of {dim}-d penultimate embeddings (perplexity {used:g})", max_thumbs=thumbnails, seed=seed,
+        title=f"t-SNE of {dim}-d {layer} embeddings (perplexity {used:g})", max_thumbs=thumbnails, seed=seed,
     )
     pca_png = plots.thumbnail_scatter(
         pca_xy, images, labels, classes, out_dir / "pca.png",

@@ -73,11 +73,21 @@ def load_split(prepared_dir, split: str = "test") -> tuple[np.ndarray, np.ndarra
     return x, labels, index
 
 
+def embedding_layer_name(model, backbone: str) -> str:
+    """The layer `forward` takes embeddings from, for titles (build.embedding_layer; models of other shapes: "penultimate")."""
+    from convscope import backbones as registry
+    from convscope.models.build import embedding_layer
+
+    return embedding_layer(model, backbone) if backbone in registry.BACKBONES else "penultimate"
+
+
 def forward(model, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and penultimate embeddings (the input of "head") in one batched pass."""
+    """Probabilities and penultimate embeddings (build.embedding_tensor, what "head" reads) in one pass."""
     import keras
 
-    both = keras.Model(model.inputs, [model.get_layer("head").input, model.output])
+    from convscope.models.build import embedding_tensor
+
+    both = keras.Model(model.inputs, [embedding_tensor(model), model.output])
     # uint8 in: the model casts each batch to its float input, no float copy of the whole set.
     emb, probs = both.predict(x, batch_size=batch_size, verbose=0)
     return np.asarray(probs, dtype=np.float32), np.asarray(emb, dtype=np.float32).reshape(len(x), -1)
@@ -208,7 +218,7 @@ def analyse_model(
     with timer("embedding"):
         sections.append(
             embedding.embedding_maps(emb, x, labels, classes, out_dir, seed=opts["seed"], files=files, preds=preds,
-                                     **opts["embedding"])
+                                     layer=embedding_layer_name(model, backbone), **opts["embedding"])
         )
     with timer("filters"):
         bgr = registry.get(backbone).preprocess == "caffe" if backbone in registry.BACKBONES else False

@@ -1,45 +1,56 @@
-"""Clean: one manifest row per raw file, kept or quarantined with a reason.
+"""Clean: one manifest row per file that came in, kept or quarantined with a reason.
 
-Every file under raw/{cls}/ except the sidecars we write gets exactly one row,
-so raw = kept + quarantined per class. A file is decoded fully (imageio.load_rgb)
-and quarantined when it is not a usable image, too small, an exact (sha256) or
-near (perceptual hash) duplicate of an earlier file of its class, or found in two
-classes (ambiguous label: quarantined from every class it appears in).
+Every file under raw/{cls}/ except the sidecars we write gets exactly one row, and
+so does every ledger row whose bytes were turned away at import (not an image,
+empty, decompression bomb, exact copy: `stage` = import, no file), so the manifest
+is the one list of everything that came in. A file is decoded fully
+(imageio.load_rgb) and quarantined when it is not a usable image, too small, an
+exact (sha256) or near (perceptual hash) duplicate of a kept file of its class, or
+also found in another class (ambiguous label).
+
+Splits never move: rows of the previous manifest (`prior`, same file and bytes,
+same deciding options) keep their decision; only newcomers are decided
+(convscope.data.dedup), so an addition can quarantine only itself.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import logging
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import imagehash
-import numpy as np
 
-from convscope import atomic, records
-from convscope.data import imageio
+from convscope import atomic
+from convscope.data import dedup, imageio, quality, review
 
 # Files the crawl stage writes beside the images, decided by name, not extension,
 # so a .txt or .svg posing as an image still gets its row. The ledger owns the list.
+from convscope.data import ledger as ledger_mod
 from convscope.data.ledger import SIDECARS
 
 log = logging.getLogger(__name__)
 
 COLUMNS = [
     "cls", "file", "sha256", "phash", "width", "height", "mode", "format",
-    "status", "reason", "dup_of", "cluster", "detail",
+    "status", "reason", "dup_of", "cluster", "detail", "stage", "source", "review",
+    *quality.COLUMNS,
 ]  # fmt: skip
-KEPT, QUARANTINED = records.KEPT, records.QUARANTINED
+KEPT, QUARANTINED = dedup.KEPT, dedup.QUARANTINED
 TOO_SMALL = "too_small"
-DUPLICATE = "duplicate"
-NEAR_DUPLICATE = "near_duplicate"
-AMBIGUOUS = "ambiguous_label"
+DUPLICATE = dedup.DUPLICATE
+NEAR_DUPLICATE = dedup.NEAR_DUPLICATE
+AMBIGUOUS = dedup.AMBIGUOUS
 # Hashing needs only a small image: JPEGs decode at 1/2..1/8 scale (still fully read).
 _DRAFT = (128, 128)
-_CLUSTER_CHARS = 16  # cluster id = leading sha256 hex digits of its representative
+# The options that decide a row's status: a prior manifest made with other values is not reused.
+DECIDING = ("min_side", "max_pixels", "near_duplicate_distance")
 
 
 class CleanError(RuntimeError):
@@ -56,7 +67,12 @@ def raw_files(raw_root: Path, cls: str) -> list[Path]:
         if p.name in SIDECARS:
             continue
         if p.is_dir():
-            log.warning("class %s: ignoring subfolder %s (images are expected directly in %s)", cls, p, folder)
+            log.warning(
+                "class %s: ignoring subfolder %s (images are expected directly in %s)",
+                cls,
+                p,
+                folder,
+            )
             continue
         files.append(p)
     return files
@@ -65,7 +81,7 @@ def raw_files(raw_root: Path, cls: str) -> list[Path]:
 def _inspect(cls: str, path: Path, options: dict) -> dict:
     """Hash and fully decode one file; the row without its dedup fields."""
     row = dict.fromkeys(COLUMNS, "")
-    row.update(cls=cls, file=f"{cls}/{path.name}")
+    row.update(cls=cls, file=f"{cls}/{path.name}", stage="clean")
     try:
         row["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError as e:
@@ -78,7 +94,12 @@ def _inspect(cls: str, path: Path, options: dict) -> dict:
         row.update(status=QUARANTINED, reason=e.reason, detail=e.detail)
         return row
     width, height = img.info["source_size"]
-    row.update(width=width, height=height, mode=img.info["source_mode"], format=img.info["source_format"])
+    row.update(
+        width=width,
+        height=height,
+        mode=img.info["source_mode"],
+        format=img.info["source_format"],
+    )
     if min(width, height) < options["min_side"]:
         row.update(
             status=QUARANTINED,
@@ -87,99 +108,9 @@ def _inspect(cls: str, path: Path, options: dict) -> dict:
         )
         return row
     row["phash"] = str(imagehash.phash(img))
+    row.update(quality.measure(img, (width, height)))
     row["status"] = KEPT
     return row
-
-
-def _near_pairs(hashes: np.ndarray, threshold: int):
-    """(i, j), i < j, whose 64-bit hashes differ in <= threshold bits (chunked rows)."""
-    step = max(1, 4_000_000 // len(hashes))
-    for start in range(0, len(hashes), step):
-        block = hashes[start : start + step, None] ^ hashes[None, :]
-        ii, jj = np.nonzero(np.bitwise_count(block) <= threshold)
-        ii = ii + start
-        keep = ii < jj
-        yield from zip(ii[keep].tolist(), jj[keep].tolist())
-
-
-def _phash_ints(rows: list[dict]) -> np.ndarray:
-    return np.array([int(r["phash"], 16) for r in rows], dtype=np.uint64)
-
-
-def _mark_ambiguous(by_class: dict[str, list[dict]], threshold: int) -> None:
-    """Quarantine every image that matches (sha256 or phash) an image of another class."""
-    usable = [r for rows in by_class.values() for r in rows if r["status"] == KEPT]
-    first_of = {}  # (sha, cls) -> row, to name a counterpart for dup_of
-    classes_of: dict[str, set] = {}
-    for r in usable:
-        classes_of.setdefault(r["sha256"], set()).add(r["cls"])
-        first_of.setdefault((r["sha256"], r["cls"]), r)
-    hits: dict[int, str] = {}  # id(row) -> counterpart file
-    for r in usable:
-        others = classes_of[r["sha256"]] - {r["cls"]}
-        if others:
-            hits[id(r)] = first_of[(r["sha256"], min(others))]["file"]
-    if threshold >= 0 and len(usable) > 1:
-        hashes = _phash_ints(usable)
-        for i, j in _near_pairs(hashes, threshold):
-            a, b = usable[i], usable[j]
-            if a["cls"] != b["cls"]:
-                hits.setdefault(id(a), b["file"])
-                hits.setdefault(id(b), a["file"])
-    for r in usable:
-        if id(r) in hits:
-            r.update(
-                status=QUARANTINED,
-                reason=AMBIGUOUS,
-                dup_of=hits[id(r)],
-                detail="same or nearly the same image is in another class",
-            )
-
-
-def _collapse(rows: list[dict], threshold: int) -> None:
-    """Within one class: exact then near duplicates -> one kept representative per cluster.
-
-    Clusters are connected components of "phash distance <= threshold" over the
-    distinct files; the representative is the first file in sorted order (the
-    earliest crawled), so adding images later does not change which one is kept.
-    """
-    usable = [r for r in rows if r["status"] == KEPT]
-    # Exact duplicates: the first file with a sha256 stands for all of them.
-    first: dict[str, dict] = {}
-    distinct = []
-    for r in usable:
-        if r["sha256"] in first:
-            r.update(status=QUARANTINED, reason=DUPLICATE, dup_of=first[r["sha256"]]["file"])
-        else:
-            first[r["sha256"]] = r
-            distinct.append(r)
-    parent = list(range(len(distinct)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    if threshold >= 0 and len(distinct) > 1:
-        hashes = _phash_ints(distinct)
-        for i, j in _near_pairs(hashes, threshold):
-            ri, rj = root(i), root(j)
-            if ri != rj:
-                parent[max(ri, rj)] = min(ri, rj)  # the earlier file stays the root
-    for i, r in enumerate(distinct):
-        rep = distinct[root(i)]
-        r["cluster"] = rep["sha256"][:_CLUSTER_CHARS]
-        if rep is not r:
-            r.update(
-                status=QUARANTINED,
-                reason=NEAR_DUPLICATE,
-                dup_of=rep["file"],
-                detail=f"phash within {threshold} bits of {rep['file']}",
-            )
-    for r in usable:
-        if r["reason"] == DUPLICATE:
-            r["cluster"] = first[r["sha256"]]["cluster"]
 
 
 def summary_table(by_class: dict[str, list[dict]]) -> str:
@@ -191,7 +122,13 @@ def summary_table(by_class: dict[str, list[dict]]) -> str:
     for cls, rows in by_class.items():
         counts = Counter(r["reason"] for r in rows if r["status"] == QUARANTINED)
         kept = sum(r["status"] == KEPT for r in rows)
-        line = [cls, len(rows), kept, sum(counts.values()), *(counts[x] for x in reasons)]
+        line = [
+            cls,
+            len(rows),
+            kept,
+            sum(counts.values()),
+            *(counts[x] for x in reasons),
+        ]
         totals.update(dict(zip(header[1:], line[1:])))
         lines.append(line)
     lines.append(["TOTAL", *(totals[h] for h in header[1:])])
@@ -199,14 +136,124 @@ def summary_table(by_class: dict[str, list[dict]]) -> str:
     return "\n".join("  ".join(str(v).rjust(w) for v, w in zip(line, widths)) for line in lines)
 
 
-def clean(raw_root: Path, classes: list[str], options: dict, out_csv: Path, threads: int | None = None) -> list[dict]:
+def import_rejects(raw_root: Path, cls: str) -> list[dict]:
+    """Rows for what the crawl turned away at import (ledger: rejected, duplicate, missing)."""
+    path = Path(raw_root) / cls / ledger_mod.MANIFEST
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        ledger = list(csv.DictReader(f))
+    rows = []
+    for entry in ledger:
+        status = entry.get("status")
+        if status not in (
+            ledger_mod.REJECTED,
+            ledger_mod.DUPLICATE,
+            ledger_mod.MISSING,
+        ):
+            continue  # ok rows are the files; failed ones (network) never came in
+        row = dict.fromkeys(COLUMNS, "")
+        detail = entry.get("detail", "")
+        row.update(cls=cls, status=QUARANTINED, stage="import", source=entry.get("url_or_path", ""),
+                   sha256=entry.get("sha256", ""), detail=f"at import: {detail}")  # fmt: skip
+        if status == ledger_mod.DUPLICATE:
+            row.update(
+                reason=DUPLICATE,
+                dup_of=f"{cls}/{detail.removeprefix('same bytes as ').strip()}",
+            )
+        elif status == ledger_mod.MISSING:
+            row.update(
+                file=f"{cls}/{entry['file']}" if entry.get("file") else "",
+                reason="missing",
+            )
+        else:
+            row["reason"] = _import_reason(detail)
+        rows.append(row)
+    return rows
+
+
+def _import_reason(detail: str) -> str:
+    """The clean reason for the crawl gate's message (convscope.data.sniff)."""
+    if detail.startswith("empty"):
+        return imageio.EMPTY_FILE
+    if detail.startswith("decompression-bomb"):
+        return imageio.TOO_LARGE
+    if "smaller than min_side" in detail:
+        return TOO_SMALL
+    return imageio.NOT_AN_IMAGE
+
+
+def _ledger_sources(raw_root: Path, cls: str) -> dict[str, str]:
+    """{manifest file: URL or source path} from the class's crawl ledger."""
+    path = Path(raw_root) / cls / ledger_mod.MANIFEST
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        return {f"{cls}/{r['file']}": r["url_or_path"] for r in csv.DictReader(f) if r.get("file")}
+
+
+def options_path(manifest_csv: Path) -> Path:
+    """The sidecar recording the deciding options of a manifest (to know if it can be reused)."""
+    return Path(manifest_csv).with_suffix(".options.json")
+
+
+def read_prior(prior_csv: Path | None, options: dict) -> dict[str, dict]:
+    """{file: row} of a previous manifest whose decisions still hold (same deciding options)."""
+    if prior_csv is None or not Path(prior_csv).is_file():
+        return {}
+    deciding = {k: options[k] for k in DECIDING}
+    side = options_path(prior_csv)
+    made_with = json.loads(side.read_text()) if side.is_file() else None
+    if made_with != deciding:
+        log.warning("clean: %s was made with %s, now %s: every file is decided afresh (splits may move)",
+                    prior_csv, made_with, deciding)  # fmt: skip
+        return {}
+    with open(prior_csv, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("file") and r.get("stage", "clean") == "clean"]
+    # A row a review changed is decided afresh, so removing the review restores the automatic decision.
+    return {r["file"]: r for r in rows if not r.get("review")}
+
+
+_DECISION = ("status", "reason", "dup_of", "cluster", "detail")
+
+
+def decide(by_class: dict[str, list[dict]], prior: dict[str, dict], threshold: int) -> int:
+    """Keep the prior's decisions for unchanged files, decide the newcomers; return how many were new."""
+    established, newcomers = {c: [] for c in by_class}, {c: [] for c in by_class}
+    for cls, rows in by_class.items():
+        for r in rows:
+            before = prior.get(r["file"])
+            if before is not None and before["sha256"] == r["sha256"] and before["cls"] == r["cls"]:
+                r.update({k: before.get(k, "") for k in _DECISION})
+                established[cls].append(r)
+            else:
+                newcomers[cls].append(r)
+    every = [r for rows in established.values() for r in rows]
+    dedup.mark_ambiguous(every, [r for rows in newcomers.values() for r in rows], threshold)
+    for cls in by_class:
+        dedup.collapse(established[cls], newcomers[cls], threshold)
+    return sum(len(rows) for rows in newcomers.values())
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What clean remembers and obeys besides the raw folders."""
+
+    prior: Path | None = None  # the previous manifest: its decisions stand for unchanged files
+    review: Path | None = None  # the user's review file (config clean.review)
+
+
+def clean(
+    raw_root: Path, classes: list[str], options: dict, out_csv: Path, memory: Memory = Memory(), threads: int = 0
+) -> list[dict]:
     """Write the clean manifest for `classes` under `raw_root`; return its rows.
 
     options: the config's `clean` section (min_side, max_pixels, near_duplicate_distance).
     Raises CleanError naming the class when a class ends with no kept image.
     """
     raw_root = Path(raw_root)
-    threshold = int(options["near_duplicate_distance"])
+    earlier = read_prior(memory.prior, options)  # read before anything is written
+    decisions = review.read_review(memory.review, classes) if memory.review else {}
     files = {cls: raw_files(raw_root, cls) for cls in classes}
     jobs = [(cls, p) for cls in classes for p in files[cls]]
     log.info("clean: %d raw files in %d classes under %s", len(jobs), len(classes), raw_root)
@@ -218,13 +265,28 @@ def clean(raw_root: Path, classes: list[str], options: dict, out_csv: Path, thre
             by_class[row["cls"]].append(row)
             if n % 500 == 0:
                 log.info("clean: inspected %d/%d files", n, len(jobs))
-    _mark_ambiguous(by_class, threshold)
-    for rows in by_class.values():
-        _collapse(rows, threshold)
+    new = decide(by_class, earlier, int(options["near_duplicate_distance"]))
+    log.info("clean: %d files keep their earlier decision, %d newcomers decided now", len(jobs) - new, new)
+    for cls in classes:
+        sources = _ledger_sources(raw_root, cls)
+        for r in by_class[cls]:
+            r["source"] = sources.get(r["file"], "")
+        by_class[cls] += import_rejects(raw_root, cls)
     rows = [r for cls in classes for r in by_class[cls]]
-    assert sum(len(f) for f in files.values()) == len(rows)  # one row per raw file
-    log.info("clean summary (raw = kept + quarantined):\n%s", summary_table(by_class))
-    empty = [cls for cls in classes if not any(r["status"] == KEPT for r in by_class[cls])]
+    assert len(jobs) == sum(r["stage"] == "clean" for r in rows)  # one row per raw file
+    if decisions:
+        review.apply_review(rows, decisions, str(memory.review))
+    quality.flag_rows([r for r in rows if r["status"] == KEPT], options.get("quality") or {})
+    by_label = {cls: [r for r in rows if r["cls"] == cls] for cls in classes}  # after relabels
+    log.info("clean summary (raw = kept + quarantined; rows at import included):\n%s", summary_table(by_label))
+    _fail_on_empty(by_label)
+    atomic.write_csv(out_csv, rows, COLUMNS)
+    atomic.write_bytes(options_path(out_csv), json.dumps({k: options[k] for k in DECIDING}).encode())
+    return rows
+
+
+def _fail_on_empty(by_class: dict[str, list[dict]]) -> None:
+    empty = [cls for cls, rows in by_class.items() if not any(r["status"] == KEPT for r in rows)]
     if empty:
         details = "; ".join(
             f"class {cls!r}: {len(by_class[cls])} raw files, none kept "
@@ -235,5 +297,3 @@ def clean(raw_root: Path, classes: list[str], options: dict, out_csv: Path, thre
             f"{details}. Crawl more images for it (crawl max_images / other keywords or source), "
             f"or relax the clean settings (clean.min_side, clean.near_duplicate_distance)."
         )
-    atomic.write_csv(out_csv, rows, COLUMNS)
-    return rows

@@ -9,6 +9,7 @@ image is recorded as rejected, not copied.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -29,6 +30,23 @@ def source_files(root: Path) -> list[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         files += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
     return files
+
+
+def listing(path) -> str:
+    """What the folder holds, as the crawl rule's param: new, changed or removed files rerun the crawl.
+
+    Names, sizes and mtimes of the files the import would read, hashed (a large folder's
+    listing stays a short param); "" when the folder does not exist (the crawl says so).
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        return ""
+    digest = hashlib.sha256()
+    files = source_files(root)
+    for p in files:
+        st = p.stat()
+        digest.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return f"{len(files)} files, sha256 {digest.hexdigest()[:16]}"
 
 
 def import_folder(cls: str, options: dict, ledger) -> str:

@@ -191,6 +191,7 @@ def synthesize(cls: str, options: dict, ledger) -> str:
     settings = options["synthetic"]
     size, noise, clutter = settings["size"], settings["noise"], settings["clutter"]
     detail = f"size={size} noise={noise} clutter={clutter}"
+    fraction, others = settings.get("mislabel_fraction", 0), options.get("other_shapes") or []
     prefix = f"synthetic:{shape}/seed={seed}/index="
     _warn_if_settings_changed(cls, ledger, prefix, detail)
     boxes_path = ledger.folder / "boxes.csv"
@@ -202,8 +203,10 @@ def synthesize(cls: str, options: dict, ledger) -> str:
         key = f"{prefix}{index}"
         if ledger.is_final(key):
             continue
-        d = draw(cls, shape, seed, index, size=size, noise=noise, clutter=clutter)
-        stored = ledger.store("synthetic", key, png_bytes(d.image), "png", detail=detail, name=f"{index:06d}.png")
+        drawn = planted_shape(cls, seed, index, fraction, others) or shape
+        d = draw(cls, drawn, seed, index, size=size, noise=noise, clutter=clutter)
+        note = detail if drawn == shape else f"{detail}{PLANTED}{drawn}"
+        stored = ledger.store("synthetic", key, png_bytes(d.image), "png", detail=note, name=f"{index:06d}.png")
         if stored.status == OK:
             _append_box(boxes_path, stored.file, d.box, d.image.size)
         if index % 50 == 0:
@@ -211,9 +214,27 @@ def synthesize(cls: str, options: dict, ledger) -> str:
     return "target"
 
 
+# The ledger detail of a planted image ends with this and the shape it shows.
+PLANTED = "; planted wrong class, drawn as "
+
+
+def planted_shape(cls: str, seed: int, index: int, fraction: float, others: list[str]) -> str | None:
+    """The other class's shape image `index` shows when it is a planted label error, else None.
+
+    crawl.synthetic.mislabel_fraction of the images (decided per image by a seeded hash, so
+    adding images plants in the new ones at the same rate) show another class's shape.
+    """
+    if fraction <= 0 or not others:
+        return None
+    digest = hashlib.sha256(f"plant:{seed}:{cls}:{index}".encode()).digest()
+    if int.from_bytes(digest[:8], "big") / 2**64 >= fraction:
+        return None
+    return sorted(others)[digest[8] % len(others)]
+
+
 def _warn_if_settings_changed(cls: str, ledger, prefix: str, detail: str) -> None:
     old = [r for r in ledger.rows() if r["source"] == "synthetic" and r["status"] == "ok"]
-    differ = [r for r in old if not r["url_or_path"].startswith(prefix) or r["detail"] != detail]
+    differ = [r for r in old if not r["url_or_path"].startswith(prefix) or r["detail"].split(";")[0] != detail]
     if differ:
         log.warning(
             "class %s: %d existing images in %s were drawn with other settings (e.g. %s, %s); "

@@ -10,6 +10,7 @@ architecture so that the widely circulated `bvlc_alexnet.npy` weights fit
     conv4 384x3x3 same, groups=2, relu
     conv5 256x3x3 same, groups=2, relu -> pool5 3x3/2
     [include_top] flatten -> fc6 4096 relu -> drop6 -> fc7 4096 relu -> drop7 -> fc8
+                  (fc8=False: up to fc7, the base of convscope's "fc" head)
 
 At 227 px pool5 is 6x6x256 (9216 inputs to fc6, as in Caffe). Reduced inputs
 (the demo trains at 64 px) shrink the feature maps; a pooling window that no
@@ -84,10 +85,14 @@ def AlexNet(
     classifier_activation: str | None = "softmax",
     name: str = "alexnet",
     fc_units: int = 4096,
+    dropout: float = 0.5,
+    fc8: bool = True,
 ) -> keras.Model:
     """The AlexNet functional model; layer names match bvlc_alexnet.npy keys.
 
-    fc_units is the width of fc6/fc7 (4096 in AlexNet; smaller only for tests).
+    fc_units is the width of fc6/fc7 (4096 in AlexNet; smaller only for tests);
+    dropout the rate of drop6/drop7 (0.5 in AlexNet). fc8=False ends the top at
+    fc7's ReLU (the fc head's base: the classifier adds drop7 and a new fc8).
     """
     if min(input_shape[:2]) < 11:
         raise ValueError(f"AlexNet needs an input side of at least 11 px (conv1 is 11x11), got {input_shape}")
@@ -105,8 +110,9 @@ def AlexNet(
     if include_top:
         x = layers.Flatten(name="flatten")(x)
         x = layers.Dense(fc_units, activation="relu", name="fc6")(x)
-        x = layers.Dropout(0.5, name="drop6")(x)
+        x = layers.Dropout(dropout, name="drop6")(x)
         x = layers.Dense(fc_units, activation="relu", name="fc7")(x)
-        x = layers.Dropout(0.5, name="drop7")(x)
-        x = layers.Dense(classes, activation=classifier_activation, name="fc8")(x)
+        if fc8:
+            x = layers.Dropout(dropout, name="drop7")(x)
+            x = layers.Dense(classes, activation=classifier_activation, name="fc8")(x)
     return keras.Model(inputs, x, name=name)

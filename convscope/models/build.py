@@ -4,9 +4,10 @@
       -> augment     Sequential of keras Random* layers (identity at inference)
       -> preprocess  the backbone's preprocess_input, in keras.ops, on the device
       -> base        nested functional keras.Model, the backbone without top
-                     (layer names as in convscope.backbones)
-      -> pool        GlobalAveragePooling2D
-      -> dropout
+                     (layer names as in convscope.backbones); with the "fc" head
+                     it keeps the pretrained fc stack up to fc7 (AlexNet) / fc2 (VGG16)
+      -> pool        GlobalAveragePooling2D (the "pooled" head only)
+      -> dropout     (with the fc head: where the original had drop7)
       -> head        Dense(num_classes, softmax), float32 even under mixed precision
 
 Importing this module registers the custom layers (Preprocess, the AlexNet
@@ -102,14 +103,18 @@ def build_base(
     weights: str = "imagenet",
     *,
     weights_sha256: str | None = None,
-    trust_pickle: bool = False,
+    head: str = "pooled",
+    dropout: float = 0.5,
 ) -> keras.Model:
-    """The backbone without top as a functional model named "base", weights loaded.
+    """The backbone as a functional model named "base", weights loaded.
 
-    weights: "imagenet" (Keras download cache; AlexNet: bvlc_alexnet.npy in that
-    cache), "none" (random init), or a path (.weights.h5/.h5 of a base, a .keras
+    head "pooled": the convolutional base (no top). head "fc": the base plus the
+    pretrained fc stack up to its last hidden layer (AlexNet fc7, VGG16 fc2), with
+    dropout at `dropout` after each fc layer but the last (the classifier adds that one).
+    weights: "imagenet" (Keras download cache; AlexNet: bvlc_alexnet.npy, fetched
+    into that cache on first use), "none" (random init), or a path (.weights.h5/.h5 of a base, a .keras
     model whose "base" or own layers are copied by name, or an AlexNet .npy).
-    weights_sha256 / trust_pickle: gates for AlexNet's pickled .npy file.
+    weights_sha256: optional pin of AlexNet's .npy file.
     """
     spec = registry.get(backbone)
     size = int(input_size or spec.input_size)
@@ -117,23 +122,39 @@ def build_base(
         raise ValueError(
             f"config key backbones.{backbone}.input_size: {size} is below {backbone}'s minimum of {spec.min_size}"
         )
+    problem = registry.head_problem(backbone, {"head": head, "input_size": size})
+    if problem:
+        raise ValueError(problem)
     shape = (size, size, 3)
     weights = "none" if weights is None else str(weights)
+    top = head == "fc"
     if spec.keras_app is None:  # ours: AlexNet, ImageNet weights from bvlc_alexnet.npy
-        base = AlexNet(include_top=False, input_shape=shape, name="base")
+        base = AlexNet(include_top=top, input_shape=shape, name="base", dropout=float(dropout), fc8=False)
         if weights == "imagenet":
             path = weights_lib.alexnet_imagenet_path()
-            weights_lib.load_alexnet_npy(base, path, sha256=weights_sha256, trust=trust_pickle)
+            weights_lib.load_alexnet_npy(base, path, sha256=weights_sha256)
     else:
         if weights == "imagenet":
-            app = weights_lib.imagenet_app(backbone, spec.keras_app, shape)
+            app = weights_lib.imagenet_app(backbone, spec.keras_app, shape, include_top=top)
         else:
-            app = getattr(keras.applications, spec.keras_app)(include_top=False, weights=None, input_shape=shape)
-        # Re-wrapped only to be named "base"; the layers are the application's own.
-        base = keras.Model(app.inputs[0], app.outputs[0], name="base")
+            app = getattr(keras.applications, spec.keras_app)(include_top=top, weights=None, input_shape=shape)
+        # Re-wrapped to be named "base" (and, for fc, to end below the 1000-class layer);
+        # the layers are the application's own.
+        out = _fc_stack(app, spec.fc_stack, float(dropout)) if top else app.outputs[0]
+        base = keras.Model(app.inputs[0], out, name="base")
     if weights not in ("imagenet", "none"):
-        weights_lib.load_weights_file(base, weights, backbone, sha256=weights_sha256, trust=trust_pickle)
+        weights_lib.load_weights_file(base, weights, backbone, sha256=weights_sha256)
     return base
+
+
+def _fc_stack(app: keras.Model, names: tuple[str, ...], dropout: float):
+    """The application's fc layers re-applied from its flatten, dropout after each but the last."""
+    x = app.get_layer(names[0]).input  # the application's flatten output
+    for i, name in enumerate(names):
+        x = app.get_layer(name)(x)
+        if i < len(names) - 1:
+            x = layers.Dropout(dropout, name=f"drop_{name}")(x)
+    return x
 
 
 def build_classifier(
@@ -146,10 +167,13 @@ def build_classifier(
     augment: str = "none",
     seed: int | None = None,
     weights_sha256: str | None = None,
-    trust_pickle: bool = False,
+    head: str | None = None,
 ) -> keras.Model:
-    """image -> augment -> preprocess -> base -> pool -> dropout -> head (see module doc).
+    """image -> augment -> preprocess -> base -> [pool] -> dropout -> head (see module doc).
 
+    head: "pooled" (GlobalAveragePooling2D "pool" before dropout and the new Dense),
+    "fc" (the base keeps the pretrained fc stack; only the last layer is new), or
+    None / "auto" (the registry's choice: fc for AlexNet/VGG16 at native size).
     `seed` seeds Python, NumPy and the backend (keras.utils.set_random_seed), so
     the same seed gives the same initial head and the same augmentation stream.
     The whole base is trainable on return; call set_tune_depth, then compile.
@@ -160,15 +184,39 @@ def build_classifier(
         keras.utils.set_random_seed(int(seed))
     spec = registry.get(backbone)
     size = int(input_size or spec.input_size)
-    base = build_base(backbone, size, weights, weights_sha256=weights_sha256, trust_pickle=trust_pickle)
+    kind = registry.head(backbone, {"head": head or "auto", "input_size": size})
+    base = build_base(backbone, size, weights, weights_sha256=weights_sha256, head=kind, dropout=dropout)
     inputs = keras.Input(shape=(size, size, 3), name="image", dtype="float32")
     x = augmentation(augment, seed)(inputs)
     x = Preprocess(spec.preprocess, name="preprocess", dtype="float32")(x)
     x = base(x)
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    if kind == "pooled":
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(float(dropout), seed=seed, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="head")(x)
     return keras.Model(inputs, outputs, name=f"{backbone}_classifier")
+
+
+def head_kind(model: keras.Model) -> str:
+    """"fc" when the classifier kept its pretrained fc stack, else "pooled"."""
+    return "pooled" if any(layer.name == "pool" for layer in model.layers) else "fc"
+
+
+def embedding_layer(model: keras.Model, backbone: str) -> str:
+    """The name of the layer whose output is the classifier's embedding (registry.embedding_layer)."""
+    return registry.embedding_layer(backbone, head_kind(model))
+
+
+def embedding_tensor(model: keras.Model):
+    """The embedding layer's output as the head reads it: "pool", or with the fc head the base's output
+    (fc7 / fc2), after "dropout" (identity at inference; the base's own .output would be its inner graph's).
+    """
+    return model.get_layer("head").input
+
+
+def embedder(model: keras.Model, backbone: str) -> keras.Model:
+    """image -> the embedding of `embedding_layer`: what the new last layer reads (at inference)."""
+    return keras.Model(model.inputs, embedding_tensor(model), name=f"{backbone}_embedder")
 
 
 def base_of(model: keras.Model) -> keras.Model:
@@ -182,14 +230,16 @@ def base_of(model: keras.Model) -> keras.Model:
 def block_layers(base: keras.Model, backbone: str) -> list[list]:
     """The base's layers split into tunable blocks, bottom to top.
 
-    Block i ends at the registry's blocks[i] (inclusive); layers after the last
+    Block i ends at the registry's tune_blocks[i] (inclusive: the conv blocks, then the
+    kept fc layers when the base has them); layers after the last
     boundary belong to the last block. Relies on base.layers being in
     topological order and each boundary being a cut point of the graph
     (tests/test_models.py checks both for every backbone).
     """
     names = [layer.name for layer in base.layers]
     out, start = [], 0
-    boundaries = registry.get(backbone).blocks
+    fc_stack = registry.get(backbone).fc_stack
+    boundaries = registry.tune_blocks(backbone, "fc" if fc_stack and fc_stack[-1] in names else "pooled")
     for i, boundary in enumerate(boundaries):
         if boundary not in names:
             raise ValueError(f"convscope.backbones: block boundary {boundary!r} of {backbone} is not a layer of the base")
@@ -204,7 +254,7 @@ def block_layers(base: keras.Model, backbone: str) -> list[list]:
 def set_tune_depth(model: keras.Model, backbone: str, depth) -> keras.Model:
     """Freeze the base below the last `depth` blocks; the head always trains.
 
-    depth: 0 = head only, k = the last k blocks of the registry's `blocks`,
+    depth: 0 = head only, k = the last k blocks of the registry's `tune_blocks`,
     "all" = everything. Frozen BatchNormalization layers run in inference mode
     (Keras 3 does this for any BN layer with trainable=False), so their moving
     statistics stay as loaded. Re-compile the model after calling this.

@@ -1,7 +1,7 @@
 """Loading backbone weights: ImageNet from the Keras cache, files, and AlexNet's .npy.
 
 Config (`backbones.<name>`): `weights` is "imagenet", "none" or a path;
-`weights_sha256` and `trust_pickle` gate AlexNet's pickled .npy file.
+`weights_sha256` optionally pins AlexNet's .npy file.
 
 bvlc_alexnet.npy
 ----------------
@@ -19,8 +19,11 @@ The widely circulated AlexNet weights converted from Caffe for TensorFlow
 
 Files still in Caffe's own blob layout (conv W (out, in / groups, kh, kw), fc
 W (out, in) with fc6 inputs in (c, h, w) order) are recognised by conv1's shape
-and transposed. Unpickling a file can execute arbitrary code, so a .npy is
-read only when its SHA-256 equals `weights_sha256` or `trust_pickle` is true.
+and transposed. Keras has no AlexNet download, so weights="imagenet" fetches the
+file into the Keras cache on first use (atomically; $CONVSCOPE_ALEXNET_URL names
+a mirror). The file is a pickle, and unpickling can execute arbitrary code, so
+it is read by convscope.models.safe_npy, which builds only NumPy arrays and
+plain containers and refuses anything else.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ def keras_home() -> Path:
 def _cache_dir(cache_dir, cache_subdir) -> Path:
     # Mirrors keras.utils.get_file: an unwritable cache falls back to /tmp/.keras.
     base = Path(os.path.expanduser(str(cache_dir))) if cache_dir else keras_home()
+    with contextlib.suppress(OSError):  # as Keras does at import for ~/.keras
+        base.mkdir(parents=True, exist_ok=True)
     if not os.access(base, os.W_OK):
         base = Path("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()) / ".keras"
     return base / (cache_subdir or "datasets")
@@ -155,44 +160,89 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
+def alexnet_url() -> str:
+    """Where AlexNet's ImageNet weights come from: $CONVSCOPE_ALEXNET_URL (a mirror) or ALEXNET_URL."""
+    return os.environ.get("CONVSCOPE_ALEXNET_URL") or ALEXNET_URL
+
+
 def alexnet_imagenet_path() -> Path:
-    """bvlc_alexnet.npy in the Keras cache (AlexNet's weights="imagenet")."""
+    """bvlc_alexnet.npy in the Keras cache (AlexNet's weights="imagenet"), downloaded on first use."""
     path = keras_models_dir() / ALEXNET_FILE
     if not path.is_file():
-        raise WeightsError(
-            f"ImageNet weights for backbone 'alexnet' are not in the Keras cache: {path} does not exist. "
-            f"Keras has no AlexNet download; get {ALEXNET_FILE} (the Caffe BVLC AlexNet converted for "
-            f"TensorFlow, {ALEXNET_URL}) and put it at\n    {path}\n"
-            f"(file {ALEXNET_FILE!r} in directory {path.parent}), and set config key "
-            f"backbones.alexnet.weights_sha256 to its SHA-256 (`sha256sum {ALEXNET_FILE}`) once you trust it. "
-            f"Or set backbones.alexnet.weights to 'none' or to a path."
-        )
+        download(alexnet_url(), path, backbone="alexnet")
     return path
 
 
-def read_alexnet_npy(path, *, sha256: str | None = None, trust: bool = False) -> dict:
-    """The {layer: [W, b]} dict of a bvlc_alexnet.npy, after the pickle gate."""
+def download(url: str, target: Path, *, backbone: str, chunk: int = 1 << 20) -> Path:
+    """Fetch `url` to `target` atomically: a temporary file beside it, renamed when whole.
+
+    A killed or cut-off transfer leaves at most the temporary file (never taken
+    for the real one); a short body (fewer bytes than Content-Length) is an error.
+    """
+    import urllib.request
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    log.info("downloading %s weights from %s to %s", backbone, url, target)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_SOCKET_TIMEOUT_S) as resp:
+            total = int(resp.headers.get("Content-Length") or 0)
+            done, reported = 0, 0.0
+            for block in iter(lambda: resp.read(chunk), b""):
+                out.write(block)
+                done += len(block)
+                if total and (done == total or done / total - reported >= 0.1):  # a line per 10 %
+                    reported = done / total
+                    log.info("  %s: %.0f %% of %.1f MB", target.name, 100 * reported, total / 1e6)
+            if total and done != total:
+                raise OSError(f"transfer cut off after {done} of {total} bytes")
+        os.replace(tmp, target)
+    except Exception as exc:  # noqa: BLE001 - URL, HTTP, socket and disk errors all end here
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(
+            f"ImageNet weights for backbone {backbone!r} could not be downloaded: {reason}\n"
+            f"If this machine is offline, download\n    {url}\n"
+            f"on one that is not and put it at\n    {target}\n"
+            f"(file {target.name!r} in directory {target.parent}, the Keras cache: $KERAS_HOME/models, "
+            f"default ~/.keras/models), then run again. Or set config key backbones.{backbone}.weights "
+            f"to 'none' (random init) or to the path of a weights file."
+        ) from None
+    log.info("downloaded %s (%.1f MB)", target, target.stat().st_size / 1e6)
+    return target
+
+
+def read_alexnet_npy(path, *, sha256: str | None = None) -> dict:
+    """The {layer: [W, b]} dict of a bvlc_alexnet.npy, read without running pickled code.
+
+    safe_npy's restricted unpickler builds only NumPy arrays and plain
+    containers, so no file needs to be trusted; `sha256` (config key
+    backbones.alexnet.weights_sha256) optionally pins the exact file.
+    """
+    from convscope.models import safe_npy
+
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"AlexNet weights file {path} not found (config key backbones.alexnet.weights)")
-    actual = sha256_file(path)
     if sha256:
+        actual = sha256_file(path)
         if actual.lower() != str(sha256).strip().lower():
             raise WeightsError(
                 f"refusing to load {path}: its SHA-256 is {actual}, but config key "
-                f"backbones.alexnet.weights_sha256 expects {sha256}. The file is a Python pickle and "
-                f"unpickling an unknown file can execute arbitrary code. Get the file from a source you "
-                f"trust, or if you trust this one, put its SHA-256 in backbones.alexnet.weights_sha256."
+                f"backbones.alexnet.weights_sha256 expects {sha256}. Delete the file to download it afresh, "
+                f"or update backbones.alexnet.weights_sha256 if this file is the one you want."
             )
-    elif not trust:
+    try:
+        params = safe_npy.load(path)
+    except safe_npy.UnsafePickleError as exc:
+        raise WeightsError(f"refusing to load {path}: {exc}. Is this bvlc_alexnet.npy?") from None
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
         raise WeightsError(
-            f"refusing to load {path}: .npy weight dicts are Python pickles, and unpickling an unknown "
-            f"file can execute arbitrary code. Its SHA-256 is {actual}. If you trust the file, set config "
-            f"key backbones.alexnet.weights_sha256: {actual} (preferred: later changes to the file are "
-            f"refused) or backbones.alexnet.trust_pickle: true."
-        )
-    data = np.load(path, allow_pickle=True, encoding="latin1")
-    params = data.item() if isinstance(data, np.ndarray) and data.dtype == object and data.ndim == 0 else data
+            f"{path} is not a readable .npy weights file ({type(exc).__name__}: {exc}); delete it to download "
+            f"it afresh, or point config key backbones.alexnet.weights at a good copy"
+        ) from None
     if not isinstance(params, dict):
         raise WeightsError(f"{path}: expected a pickled dict layer -> [weights, biases], got {type(params).__name__}")
     out = {}
@@ -215,13 +265,13 @@ def _alexnet_layout(params: dict, path) -> str:
     )
 
 
-def load_alexnet_npy(model: keras.Model, path, *, sha256: str | None = None, trust: bool = False) -> list[str]:
+def load_alexnet_npy(model: keras.Model, path, *, sha256: str | None = None) -> list[str]:
     """Set conv1..conv5 (and fc6..fc8 when the model has them) from a bvlc_alexnet.npy.
 
     Returns the names of the layers loaded. Shapes must match exactly; fc6 fits
     only at the native 227 px input.
     """
-    params = read_alexnet_npy(path, sha256=sha256, trust=trust)
+    params = read_alexnet_npy(path, sha256=sha256)
     layout = _alexnet_layout(params, path)
     present = {layer.name: layer for layer in model.layers}
     loaded, skipped = [], []
@@ -280,10 +330,10 @@ def copy_weights_by_name(source: keras.Model, target: keras.Model, origin: str =
         )
 
 
-def load_weights_file(base: keras.Model, path, backbone: str, *, sha256=None, trust=False) -> None:
+def load_weights_file(base: keras.Model, path, backbone: str, *, sha256=None) -> None:
     """Load `backbones.<backbone>.weights: <path>` into the base model.
 
-    .npy         AlexNet only: bvlc_alexnet.npy (pickle gate applies)
+    .npy         AlexNet only: bvlc_alexnet.npy (read by the restricted unpickler)
     .keras       a saved model: its "base" layer (a convscope classifier) or the
                  model itself (a bare backbone); weights copied by layer name
     .weights.h5  weights saved from a base (base.save_weights), or Keras'
@@ -297,7 +347,7 @@ def load_weights_file(base: keras.Model, path, backbone: str, *, sha256=None, tr
     if name.endswith(".npy"):
         if backbone != "alexnet":
             raise WeightsError(f"{key}: {p} is a .npy file; only alexnet loads .npy (bvlc_alexnet.npy) weights")
-        load_alexnet_npy(base, p, sha256=sha256, trust=trust)
+        load_alexnet_npy(base, p, sha256=sha256)
     elif name.endswith(".keras"):
         source = keras.saving.load_model(str(p), compile=False)
         names = [layer.name for layer in source.layers]

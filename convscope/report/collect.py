@@ -119,7 +119,8 @@ def data_summary(results: Path, classes: list[str]) -> dict:
             "reason": r["reason"],
             "dup_of": r.get("dup_of", ""),
             "detail": r.get("detail", ""),
-            "source": ledger_urls.get(r["file"], ""),
+            "source": r.get("source") or ledger_urls.get(r["file"], ""),
+            "stage": r.get("stage") or "clean",  # "import": turned away by the crawl, no file kept
         }
         for r in manifest
         if r["status"] != KEPT and r["cls"] in classes

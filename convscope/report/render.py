@@ -29,6 +29,7 @@ from markupsafe import Markup
 from convscope import atomic, layout, records
 from convscope import config as cfg
 from convscope.report import collect
+from convscope.report.audit_section import build_audit
 
 log = logging.getLogger(__name__)
 
@@ -229,12 +230,15 @@ def build_context(results: Path, out_dir: Path, options: dict, *, config: dict, 
         data["thumbs"] = {c: [{**t, "path": f"{ASSETS}/{t['path']}"} for t in ts] for c, ts in data["thumbs"].items()}
         for q in data["quarantine"]:
             raw = paths.raw_dir / q["file"]
-            q["href"] = urllib.parse.quote(os.path.relpath(raw, paths.report_dir)) if raw.is_file() else None
+            on_disk = q["file"] and raw.is_file()  # rows turned away at import have no file
+            q["href"] = urllib.parse.quote(os.path.relpath(raw, paths.report_dir)) if on_disk else None
             q["source_href"] = safe_url(q["source"])
         ctx["data"] = data
         nav.append(("data", "Data"))
 
     need_best = any(s in sections for s in ("grid", "backbones", "explanations"))
+    # The audit shows the best runs' test accuracy when their analyses are in the report anyway.
+    need_best = need_best or ("audit" in sections and "backbones" in sections)
     best = collect.best_runs(paths.best_json) if need_best else {}
     runs = collect.grid_runs(paths.runs_csv) if ("grid" in sections or "compute" in sections) else None
 
@@ -299,6 +303,9 @@ def build_context(results: Path, out_dir: Path, options: dict, *, config: dict, 
             throughput.append({"backbone": b, "run": r, "images_per_s": ips})
         ctx["compute"] = {**bench, "throughput": throughput}
         nav.append(("compute", "Compute cost"))
+    if "audit" in sections:
+        ctx["audit"] = build_audit(results, classes, assets, {b: info.run for b, info in best.items()})
+        nav.insert(1 if "data" in sections else 0, ("audit", "Data audit"))
     ctx["nav"] = nav
     return ctx
 
@@ -341,7 +348,7 @@ def _csp_hash(text: str) -> str:
 
 
 def render_page(ctx: dict, embed: bool) -> str:
-    css, js = _static("report.css"), _static("report.js")
+    css, js = _static("report.css"), _static("report.js") + "\n" + _static("review.js")
     img = "data:" if embed else "'self' data:"
     csp = (
         f"default-src 'none'; img-src {img}; style-src {_csp_hash(css)}; script-src {_csp_hash(js)}; "

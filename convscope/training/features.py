@@ -1,7 +1,8 @@
 """The features strategy: frozen-base embeddings once, then cheap scikit-learn heads.
 
 compute_embeddings (one job per backbone) runs the frozen classifier up to its
-"pool" layer over every split and saves R/features/{backbone}/{split}.npy
+embedding layer (convscope.backbones.embedding_layer: "pool", or fc7 / fc2 when
+the pretrained fc stack is kept) over every split and saves R/features/{backbone}/{split}.npy
 (float32 N x D). fit_head (one job per classifier and C) reads those arrays
 and the prepared labels; it imports neither Keras nor a backend, so K heads
 cost K small scikit-learn fits, not K passes through the network.
@@ -55,7 +56,7 @@ def compute_embeddings(
     from convscope import backend as backend_lib
 
     backend_lib.select(backend, threads=threads)
-    import keras
+    import keras  # noqa: F401 - imported here, so fixed_cost_s.imports measures it
 
     from convscope.models import build
     from convscope.training import data, strategies
@@ -73,7 +74,7 @@ def compute_embeddings(
         seed=int(seed),
         **strategies.weights_for("features", options),
     )
-    embedder = keras.Model(model.inputs, model.get_layer("pool").output, name=f"{backbone}_embedder")
+    embedder = build.embedder(model, backbone)  # the layer the analyses call penultimate, too
     t_built = time.perf_counter()
     out = Path(out_dir)
     info = {"backbone": backbone, "input_size": input_size, "splits": {}}

@@ -24,9 +24,11 @@ import logging
 import shutil
 import statistics
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from convscope import atomic, keras_compat, layout, records
+from convscope import backbones as registry
 from convscope import backend as backend_lib
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,10 @@ def _prepare_backup(work: Path, settings: dict) -> bool:
         if stamp.exists() and stamp.read_text() == want:
             log.info("found a backup of this run in %s: resuming", work)
             return True
-        log.warning("backup %s was made with other settings: discarding it and starting over", work)
+        log.warning(
+            "backup %s was made with other settings: discarding it and starting over",
+            work,
+        )
         shutil.rmtree(work)
     work.mkdir(parents=True)
     atomic.write_text(stamp, want)
@@ -73,204 +78,385 @@ def _read_history(path: Path) -> list[dict]:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run trains and how (convscope.grid.train_params): a change starts the run over."""
+
+    backbone: str
+    options: dict
+    input_size: int
+    strategy: str
+    hp: dict
+    classes: list
+    backend: str = "tensorflow"
+    jit_compile: object = "auto"
+    bootstrap: int = 1000
+    tensorboard: bool = True
+    progressive: dict | None = None
+
+    def fingerprint(self) -> dict:
+        return {**asdict(self), "classes": list(self.classes)}
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How the job runs (the scheduler's share of the machine): never changes the results."""
+
+    threads: int = 1
+    n_gpus: int = 0
+    jobs_per_gpu: int = 1
+
+
+@dataclass
+class Clock:
+    """Wall-clock marks of one job, the basis of metrics.json fixed_cost_s."""
+
+    start: float = field(default_factory=time.perf_counter)
+    marks: dict = field(default_factory=dict)
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = time.perf_counter()
+
+    def between(self, a: str, b: str) -> float:
+        return round(self.marks[b] - (self.start if a == "start" else self.marks[a]), 3)
+
+
 def train_run(
     *,
     prepared_dir,
     out_dir,
-    backbone: str,
-    options: dict,
-    input_size: int,
-    strategy: str,
-    hp: dict,
-    classes: list[str],
-    backend: str = "tensorflow",
-    jit_compile="auto",
-    bootstrap: int = 1000,
-    tensorboard: bool = True,
-    progressive: dict | None = None,
-    threads: int = 1,
-    n_gpus: int = 0,
     callbacks: tuple = (),
     run_id: str | None = None,
+    job: JobOptions | None = None,
+    threads: int = 1,
+    n_gpus: int = 0,
+    **settings,
 ) -> dict:
     """Train one run and write its outputs; returns the metrics dict.
 
-    The keyword arguments from `backbone` to `progressive` are the run's
-    settings (convscope.grid.train_params); `callbacks` are extra Keras
-    callbacks appended after the run's own (tests use them).
+    settings: the fields of RunSettings (convscope.grid.train_params).
+    callbacks: extra Keras callbacks, after the run's own (tests use them).
+    job: threads, GPUs and GPU sharing of the job (threads/n_gpus also accepted alone).
     """
-    t_start = time.perf_counter()
-    settings = {
-        "backbone": backbone, "options": options, "input_size": input_size, "strategy": strategy, "hp": hp,
-        "classes": list(classes), "backend": backend, "jit_compile": jit_compile, "bootstrap": bootstrap,
-        "tensorboard": tensorboard, "progressive": progressive,
-    }
-    backend_lib.select(backend, threads=threads)
+    clock = Clock()
+    run = RunSettings(**settings)
+    job = job or JobOptions(threads=threads, n_gpus=n_gpus)
+    backend_lib.select(run.backend, threads=job.threads, jobs_per_gpu=job.jobs_per_gpu)
+    import keras  # noqa: F401 - the backend's import, timed as "imports"
+
+    clock.mark("imported")
+    out = Path(out_dir)
+    try:
+        state = _train(run, job, prepared_dir, out, run_id or out.name, tuple(callbacks), clock)
+    except Exception as e:
+        if backend_lib.is_out_of_memory(e):
+            raise backend_lib.GpuMemoryError(
+                backend_lib.out_of_memory_message(e, job.jobs_per_gpu, int(run.hp["batch_size"]))
+            ) from e
+        raise
+    result = _result(run, job, state, clock)
+    _write_outputs(state, out, result, clock)
+    # last: the run's "complete" mark
+    records.write_metrics(
+        out / layout.METRICS, records.RunMetrics.from_dict(result, f"run {run.backbone}/{state.run_id}")
+    )
+    shutil.rmtree(state.work, ignore_errors=True)
+    log.info(
+        "run %s/%s done: val accuracy %.3f, test accuracy %.3f (95%% CI %.3f-%.3f), %s images/s, %.1f s",
+        run.backbone,
+        state.run_id,
+        result["val"]["accuracy"],
+        result["test"]["accuracy"],
+        *result["test"]["accuracy_ci95"],
+        result["images_per_s"],
+        result["wall_s"],
+    )
+    return result
+
+
+@dataclass
+class Datasets:
+    train: object
+    val: object
+    val_x: object
+    test_x: object
+
+
+@dataclass
+class TrainState:
+    """What the steps of one run hand each other."""
+
+    run_id: str
+    work: Path
+    plan: list
+    data: Datasets
+    model: object = None
+    precision: str = ""
+    resumed_from: int | None = None
+    first_fit: object = None
+    tb: object = None
+    history: list = field(default_factory=list)
+    report: dict = field(default_factory=dict)
+
+
+def _datasets(prepared_dir, run: RunSettings, workers: int) -> Datasets:
+    from convscope.training import data
+
+    batch, num_classes = int(run.hp["batch_size"]), len(run.classes)
+    train = data.MemmapDataset(
+        *data.split_paths(prepared_dir, "train"),
+        batch,
+        num_classes,
+        shuffle=True,
+        seed=int(run.hp["seed"]),
+        drop_remainder=True,
+        workers=workers,
+    )
+    if train.image_shape[:2] != (run.input_size, run.input_size):
+        raise ValueError(
+            f"{train.images_path}: images are {train.image_shape[:2]} but {run.backbone} trains at "
+            f"{run.input_size}x{run.input_size} (config key backbones.{run.backbone}.input_size)"
+        )
+    val = data.MemmapDataset(*data.split_paths(prepared_dir, "val"), batch, num_classes, workers=workers)
+    val_x, test_x = (
+        data.MemmapDataset(
+            *data.split_paths(prepared_dir, s),
+            batch,
+            num_classes,
+            for_predict=True,
+            workers=workers,
+        )
+        for s in ("val", "test")
+    )
+    return Datasets(train, val, val_x, test_x)
+
+
+def _train(
+    run: RunSettings,
+    job: JobOptions,
+    prepared_dir,
+    out: Path,
+    run_id: str,
+    extra_callbacks,
+    clock,
+) -> TrainState:
+    """Set up, build, resume, fit every phase still to do, predict val/test."""
     import keras
 
     from convscope.models import build
     from convscope.training import callbacks as cb
     from convscope.training import data, metrics, strategies
 
-    t_imported = time.perf_counter()
-    out = Path(out_dir)
-    run_id = run_id or out.name
     work = out / "backup"
-    if not _prepare_backup(work, settings):
+    if not _prepare_backup(work, run.fingerprint()):
         # TensorBoard logs are not a declared output: drop those of an earlier attempt.
         shutil.rmtree(out / "tensorboard", ignore_errors=True)
-    history_tmp = work / "history.csv"
-
-    precision = build.configure_precision()
-    plan = strategies.phases(strategy, backbone, hp, progressive)
-    num_classes = len(classes)
-    batch = int(hp["batch_size"])
-    workers = int(threads)  # read-ahead threads of the datasets
-    train_ds = data.MemmapDataset(
-        *data.split_paths(prepared_dir, "train"), batch, num_classes, shuffle=True, seed=int(hp["seed"]),
-        drop_remainder=True, workers=workers,
+    backend_lib.tensorflow_memory_limit()
+    state = TrainState(
+        run_id,
+        work,
+        strategies.phases(
+            run.strategy, run.backbone, run.hp, run.progressive, registry.head(run.backbone, run.options)
+        ),
+        _datasets(prepared_dir, run, int(job.threads)),
     )
-    val_ds = data.MemmapDataset(*data.split_paths(prepared_dir, "val"), batch, num_classes, workers=workers)
-    val_x, test_x = (
-        data.MemmapDataset(*data.split_paths(prepared_dir, s), batch, num_classes, for_predict=True, workers=workers)
-        for s in ("val", "test")
-    )
-    if train_ds.image_shape[:2] != (input_size, input_size):
-        raise ValueError(
-            f"{train_ds.images_path}: images are {train_ds.image_shape[:2]} but {backbone} trains at "
-            f"{input_size}x{input_size} (config key backbones.{backbone}.input_size)"
-        )
+    state.precision = build.configure_precision()
+    d = state.data
     log.info(
-        "run %s/%s: %s, %d phase(s), %d train / %d val / %d test images, backend %s, dtype policy %s",
-        backbone, run_id, strategy, len(plan), len(train_ds.x), len(val_ds.x), len(test_x.x),
-        keras.backend.backend(), precision,
+        "run %s/%s: %s, %d phase(s), %d train / %d val / %d test images, backend %s, dtype policy %s, env %s",
+        run.backbone,
+        run_id,
+        run.strategy,
+        len(state.plan),
+        len(d.train.x),
+        len(d.val.x),
+        len(d.test_x.x),
+        keras.backend.backend(),
+        state.precision,
+        backend_lib.job_env(),
     )
-    tb = cb.EpochTensorBoard(out / "tensorboard") if tensorboard else None
-    jit = backend_lib.jit_compile(jit_compile)
-    resumed_from = None
-    first_fit = None
-
-    with distribution_for(n_gpus) as replicas:
-        t_build = time.perf_counter()
-        model = build.build_classifier(
-            backbone,
-            num_classes,
-            input_size=input_size,
-            dropout=float(hp["dropout"]),
-            augment=hp["augment"],
-            seed=int(hp["seed"]),
-            **strategies.weights_for(strategy, options),
+    state.tb = cb.EpochTensorBoard(out / "tensorboard") if run.tensorboard else None
+    with distribution_for(job.n_gpus) as replicas:
+        clock.mark("build")
+        state.model = build.build_classifier(
+            run.backbone,
+            len(run.classes),
+            input_size=run.input_size,
+            dropout=float(run.hp["dropout"]),
+            augment=run.hp["augment"],
+            seed=int(run.hp["seed"]),
+            **strategies.weights_for(run.strategy, run.options),
         )
-        t_built = time.perf_counter()
-        done = [p for p in plan if (work / f"phase{p.index}.weights.h5").exists()]
-        start_at = 0
-        if done:
-            last = done[-1]
-            build.set_tune_depth(model, backbone, last.depth)
-            model.load_weights(str(work / f"phase{last.index}.weights.h5"))
-            start_at = last.index + 1
-            resumed_from = last.end
-            log.info("phases up to %d done (epoch %d): resuming after them", last.index, last.end)
-        for phase in plan[start_at:]:
-            build.set_tune_depth(model, backbone, phase.depth)
-            strategies.compile_phase(model, phase, hp, num_classes, jit)
-            backup = cb.EpochBackup(work / f"phase{phase.index}")
-            epoch = cb.backup_epoch(backup.folder)
-            if epoch is not None:
-                resumed_from = epoch
-                log.info("phase %d: resuming at epoch %d from %s", phase.index, epoch, backup.folder)
-            cb.csv_rows_before(history_tmp, epoch if epoch is not None else phase.start)
-            # EpochBackup sets the model's initial epoch when it restores; a value left
-            # by an earlier phase's fit would override this phase's initial_epoch.
-            keras_compat.set_initial_epoch(model, None)
-            runlog = cb.RunLog(phase.depth, train_ds.samples_per_epoch)
-            run_callbacks = [
-                *cb.phase_callbacks(train_ds, runlog, history_tmp, tb, work / f"phase{phase.index}.weights.h5", backup),
-                *callbacks,
-            ]
-            log.info(
-                "phase %d: epochs %d..%d, tune_depth %s, learning rate %.3g, %d trainable parameters",
-                phase.index, phase.start + 1, phase.end, phase.depth, phase.learning_rate,
-                cb.trainable_params(model),
-            )
-            try:
-                model.fit(
-                    replicas.batches(train_ds, training=True),
-                    # padded with zero-weight copies so that every batch splits over the devices
-                    validation_data=replicas.batches(val_ds, training=False),
-                    epochs=phase.end,
-                    initial_epoch=phase.start,
-                    callbacks=run_callbacks,
-                    shuffle=False,  # MemmapDataset shuffles, seeded per epoch
-                    verbose=0,
-                )
-            finally:
-                # An error or Ctrl-C after an epoch end still leaves that epoch's backup whole on disk.
-                backup.wait()
-            if first_fit is None:
-                first_fit = runlog
-
-        if tb is not None:
-            tb.close()
-        t_trained = time.perf_counter()
-        scores_val = data.predict(model, val_x, replicas)
-        scores_test = data.predict(model, test_x, replicas)
-
-    history = _read_history(history_tmp)
-    report = metrics.split_report(
-        val_x.y, scores_val, test_x.y, scores_test, list(classes), bootstrap=bootstrap, seed=int(hp["seed"])
+        clock.mark("built")
+        jit = backend_lib.jit_compile(run.jit_compile)
+        for phase in _phases_to_do(state, run):
+            _fit_phase(state, run, phase, replicas, jit, extra_callbacks)
+        if state.tb is not None:
+            state.tb.close()
+        clock.mark("trained")
+        scores_val = data.predict(state.model, d.val_x, replicas)
+        scores_test = data.predict(state.model, d.test_x, replicas)
+        clock.mark("predicted")
+    state.history = _read_history(work / "history.csv")
+    state.report = metrics.split_report(
+        d.val_x.y,
+        scores_val,
+        d.test_x.y,
+        scores_test,
+        list(run.classes),
+        bootstrap=run.bootstrap,
+        seed=int(run.hp["seed"]),
     )
-    phase_starts = {p.start for p in plan}
+    clock.mark("evaluated")
+    return state
+
+
+def _phases_to_do(state: TrainState, run: RunSettings) -> list:
+    """Phases not yet done; the model gets the weights of the last done phase."""
+    from convscope.models import build
+
+    done = [p for p in state.plan if (state.work / f"phase{p.index}.weights.h5").exists()]
+    if not done:
+        return list(state.plan)
+    last = done[-1]
+    build.set_tune_depth(state.model, run.backbone, last.depth)
+    state.model.load_weights(str(state.work / f"phase{last.index}.weights.h5"))
+    state.resumed_from = last.end
+    log.info("phases up to %d done (epoch %d): resuming after them", last.index, last.end)
+    return list(state.plan[last.index + 1 :])
+
+
+def run_callbacks(state: TrainState, phase, runlog, backup, extra: tuple) -> list:
+    """The callback list of one phase's fit: the run's own (convscope.training.callbacks), then `extra`.
+
+    The one place to add a callback every run uses (order matters: see
+    callbacks.phase_callbacks).
+    """
+    from convscope.training import callbacks as cb
+
+    work = state.work
+    done_marker = work / f"phase{phase.index}.weights.h5"
+    return [
+        *cb.phase_callbacks(
+            state.data.train,
+            runlog,
+            work / "history.csv",
+            state.tb,
+            done_marker,
+            backup,
+        ),
+        *extra,
+    ]
+
+
+def _fit_phase(state: TrainState, run: RunSettings, phase, replicas, jit, extra_callbacks) -> None:
+    from convscope.models import build
+    from convscope.training import callbacks as cb
+    from convscope.training import strategies
+
+    model, d = state.model, state.data
+    build.set_tune_depth(model, run.backbone, phase.depth)
+    strategies.compile_phase(model, phase, run.hp, len(run.classes), jit)
+    backup = cb.EpochBackup(state.work / f"phase{phase.index}")
+    epoch = cb.backup_epoch(backup.folder)
+    if epoch is not None:
+        state.resumed_from = epoch
+        log.info("phase %d: resuming at epoch %d from %s", phase.index, epoch, backup.folder)
+    cb.csv_rows_before(state.work / "history.csv", epoch if epoch is not None else phase.start)
+    # EpochBackup sets the model's initial epoch when it restores; a value left
+    # by an earlier phase's fit would override this phase's initial_epoch.
+    keras_compat.set_initial_epoch(model, None)
+    runlog = cb.RunLog(phase.depth, d.train.samples_per_epoch)
+    log.info(
+        "phase %d: epochs %d..%d, tune_depth %s, learning rate %.3g, %d trainable parameters",
+        phase.index,
+        phase.start + 1,
+        phase.end,
+        phase.depth,
+        phase.learning_rate,
+        cb.trainable_params(model),
+    )
+    try:
+        model.fit(
+            replicas.batches(d.train, training=True),
+            # padded with zero-weight copies so that every batch splits over the devices
+            validation_data=replicas.batches(d.val, training=False),
+            epochs=phase.end,
+            initial_epoch=phase.start,
+            callbacks=run_callbacks(state, phase, runlog, backup, extra_callbacks),
+            shuffle=False,  # MemmapDataset shuffles, seeded per epoch
+            verbose=0,
+        )
+    finally:
+        # An error or Ctrl-C after an epoch end still leaves that epoch's backup whole on disk.
+        backup.wait()
+    if state.first_fit is None:
+        state.first_fit = runlog
+
+
+def _result(run: RunSettings, job: JobOptions, state: TrainState, clock: Clock) -> dict:
+    """metrics.json (see convscope.training.metrics), all but wall_s/eval_s/save."""
+    from convscope.training import strategies
+
+    history, first_fit = state.history, state.first_fit
+    phase_starts = {p.start for p in state.plan}
     steady = [r for r in history if int(r["epoch"]) not in phase_starts] or history
     train_s = statistics.median(r["train_s"] for r in steady) if steady else float("nan")
     first_epoch = next((r for r in history if int(r["epoch"]) == 0), None)
-    result = {
-        "backbone": backbone,
-        "run": run_id,
-        "strategy": strategy,
-        "hp": hp,
-        "classes": list(classes),
-        "input_size": input_size,
-        "weights": strategies.weights_for(strategy, options).get("weights", "imagenet"),
-        **report,
+    samples = state.data.train.samples_per_epoch
+    return {
+        "backbone": run.backbone,
+        "run": state.run_id,
+        "strategy": run.strategy,
+        "hp": run.hp,
+        "classes": list(run.classes),
+        "input_size": run.input_size,
+        "weights": strategies.weights_for(run.strategy, run.options).get("weights", "imagenet"),
+        **state.report,
         "epochs_trained": len(history),
         "phases": [
-            {"index": p.index, "depth": p.depth, "learning_rate": p.learning_rate, "epochs": [p.start, p.end]}
-            for p in plan
+            {
+                "index": p.index,
+                "depth": p.depth,
+                "learning_rate": p.learning_rate,
+                "epochs": [p.start, p.end],
+            }
+            for p in state.plan
         ],
-        "resumed_from_epoch": resumed_from,
+        "resumed_from_epoch": state.resumed_from,
         "train_time_s": round(sum(r.get("epoch_s", 0.0) for r in history), 3),
-        "images_per_s": round(train_ds.samples_per_epoch / train_s, 2) if train_s and train_s > 0 else None,
+        "images_per_s": round(samples / train_s, 2) if train_s and train_s > 0 else None,
         "fixed_cost_s": {
-            "imports": round(t_imported - t_start, 3),
-            "setup": round(t_build - t_imported, 3),  # memory maps of the prepared arrays
-            "build_and_weights": round(t_built - t_build, 3),
+            "imports": clock.between("start", "imported"),
+            "setup": clock.between("imported", "build"),  # backup check, memory maps of the prepared arrays
+            "build_and_weights": clock.between("build", "built"),
             "first_step": round(first_fit.first_step_s, 3) if first_fit and first_fit.first_step_s else None,
             "first_epoch_overhead": (
                 round(first_epoch["train_s"] - train_s, 3) if first_epoch and len(history) > 1 else None
             ),
+            "predict": clock.between("trained", "predicted"),
+            "metrics": clock.between("predicted", "evaluated"),
         },
-        "seed": int(hp["seed"]),
-        "dtype_policy": precision,
-        "jit_compile": bool(model.jit_compile),
+        "job_env": backend_lib.job_env(),
+        "jobs_per_gpu": job.jobs_per_gpu,
+        "seed": int(run.hp["seed"]),
+        "dtype_policy": state.precision,
+        "jit_compile": bool(state.model.jit_compile),
         "versions": backend_lib.versions(),
         "tensorboard": {
-            "enabled": bool(tensorboard),
-            "ok": bool(tensorboard) and tb is not None and tb.error is None,
-            "warning": tb.error if tb is not None else None,
+            "enabled": bool(run.tensorboard),
+            "ok": bool(run.tensorboard) and state.tb is not None and state.tb.error is None,
+            "warning": state.tb.error if state.tb is not None else None,
         },
     }
-    # Outputs, each atomically; metrics.json last, the run's "complete" mark.
+
+
+def _write_outputs(state: TrainState, out: Path, result: dict, clock: Clock) -> None:
+    """model.keras and history.csv, each atomically; fills in the save time and the walls."""
     with atomic.path(out / layout.MODEL) as tmp_model:
-        model.save(str(tmp_model))
-    atomic.write_bytes(out / layout.HISTORY, history_tmp.read_bytes())
-    result["wall_s"] = round(time.perf_counter() - t_start, 3)
-    result["eval_s"] = round(time.perf_counter() - t_trained, 3)
-    records.write_metrics(out / layout.METRICS, records.RunMetrics.from_dict(result, f"run {backbone}/{run_id}"))
-    shutil.rmtree(work, ignore_errors=True)
-    log.info(
-        "run %s/%s done: val accuracy %.3f, test accuracy %.3f (95%% CI %.3f-%.3f), %s images/s, %.1f s",
-        backbone, run_id, report["val"]["accuracy"], report["test"]["accuracy"],
-        *report["test"]["accuracy_ci95"], result["images_per_s"], result["wall_s"],
-    )
-    return result
+        state.model.save(str(tmp_model))
+    atomic.write_bytes(out / layout.HISTORY, (state.work / "history.csv").read_bytes())
+    clock.mark("saved")
+    result["fixed_cost_s"]["save"] = clock.between("evaluated", "saved")
+    result["wall_s"] = clock.between("start", "saved")
+    result["eval_s"] = clock.between("trained", "saved")

@@ -48,7 +48,6 @@ def imagenet_model(backbone: str, options: dict):
             model,
             weights_lib.alexnet_imagenet_path(),
             sha256=options.get("weights_sha256"),
-            trust=bool(options.get("trust_pickle", False)),
         )
         return model
     try:

@@ -32,7 +32,10 @@ class Phase:
         return self.end - self.start
 
 
-def phases(strategy: str, backbone: str, hp: dict, progressive: dict | None = None) -> list[Phase]:
+def phases(
+    strategy: str, backbone: str, hp: dict, progressive: dict | None = None, head: str = "pooled"
+) -> list[Phase]:
+    """The run's phases; `head` (fc / pooled) decides the blocks progressive walks (registry.tune_blocks)."""
     epochs, lr = int(hp["epochs"]), float(hp["learning_rate"])
     if strategy == "finetune":
         return [Phase(0, hp["tune_depth"], lr, 0, epochs)]
@@ -42,7 +45,7 @@ def phases(strategy: str, backbone: str, hp: dict, progressive: dict | None = No
         raise ValueError(f"strategy {strategy!r} does not train with fit (allowed: finetune, progressive, scratch)")
     progressive = progressive or {}
     every, decay = int(progressive["every"]), float(progressive["lr_decay"])
-    n_blocks = len(registry.get(backbone).blocks)
+    n_blocks = len(registry.tune_blocks(backbone, head))
     target = hp["tune_depth"]
     depths: list = list(range(0, (n_blocks if target == "all" else int(target)) + 1))
     if target == "all":
@@ -63,8 +66,8 @@ def phases(strategy: str, backbone: str, hp: dict, progressive: dict | None = No
 
 
 def weights_for(strategy: str, options: dict) -> dict:
-    """build_classifier's weight arguments from backbone options; scratch starts from random weights."""
-    kwargs = {k: options[k] for k in ("weights", "weights_sha256", "trust_pickle") if k in options}
+    """build_classifier's weight and head arguments from backbone options; scratch starts from random weights."""
+    kwargs = {k: options[k] for k in ("weights", "weights_sha256", "head") if k in options}
     if strategy == "scratch":
         kwargs["weights"] = "none"
     return kwargs

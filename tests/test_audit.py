@@ -1,0 +1,38 @@
+"""The data audit: planted label noise is ranked first, a leakage pair planted across splits is found."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.datasets import load_digits
+
+from convscope.data import audit
+
+
+def test_planted_label_noise_is_ranked_far_above_chance():
+    x, y = load_digits(return_X_y=True)
+    x, y = x[:600].astype(np.float32), y[:600]
+    rng = np.random.default_rng(0)
+    moved = rng.choice(len(y), size=60, replace=False)  # 10% of the labels moved to a wrong class
+    noisy = y.copy()
+    noisy[moved] = (noisy[moved] + rng.integers(1, 10, len(moved))) % 10
+    files = [f"d/{i}.png" for i in range(len(y))]
+    data = audit.Embedded(x, noisy, files, np.array(["train"] * len(y)))
+    issues = audit.label_issues(data, [str(c) for c in range(10)], folds=5, seed=0)
+    s = audit.scores(issues, {files[i] for i in moved})
+    assert s["at_k"] >= 0.6  # chance: 0.1
+    assert s["issue_recall"] >= 0.6 and s["issue_precision"] >= 0.4
+    top = issues.set_index("file").loc[[files[i] for i in moved]]
+    true = {files[i]: str(y[i]) for i in moved}
+    assert (top["suggested"] == [true[f] for f in top.index]).mean() >= 0.6  # and says which class
+
+
+def test_leakage_pair_planted_across_splits_is_found():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(90, 32)).astype(np.float32)
+    splits = np.array(["train"] * 60 + ["val"] * 15 + ["test"] * 15)
+    x[80] = x[5] + rng.normal(scale=0.01, size=32)  # a test image that is a near-twin of train image 5
+    files = [f"c/{i}.png" for i in range(90)]
+    data = audit.Embedded(x, np.zeros(90, int), files, splits)
+    twins = audit.near_twins(data, threshold=0.95)
+    assert twins[["split", "file", "twin_split", "twin"]].values.tolist() == [["test", "c/80.png", "train", "c/5.png"]]
+    assert twins["similarity"].iloc[0] > 0.99

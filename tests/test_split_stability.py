@@ -1,0 +1,130 @@
+"""The split promise on real `snakemake` runs: files added to a folder source are noticed, and
+existing images keep their split and status while the newcomers that collide are quarantined."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import tiny_config
+
+SPLITS_CSV = "results/clean/splits.csv"
+
+
+def blocks(seed, size=64, cell=8):
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 256, (8, 3), dtype=np.uint8)
+    idx = rng.integers(0, 8, (size // cell, size // cell))
+    return palette[idx].repeat(cell, 0).repeat(cell, 1)
+
+
+def patched(arr, corner, seed):
+    out = arr.copy()
+    y, x = corner
+    out[y : y + 16, x : x + 16] = np.random.default_rng(seed).integers(0, 256, 3)
+    return out
+
+
+def save(arr, path, **kw):
+    Image.fromarray(arr).save(path, **kw)
+
+
+def bomb_png():
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def by_source(rows):
+    return {r["source"].rsplit("/", 1)[-1]: r for r in rows if r["source"]}
+
+
+@pytest.fixture
+def sources(tmp_path):
+    """Two class folders; cat holds A and C, 6 bits apart, that one image B would bridge at threshold 4."""
+    cat, dog = tmp_path / "src" / "cat", tmp_path / "src" / "dog"
+    cat.mkdir(parents=True)
+    dog.mkdir()
+    for i in range(14):
+        save(blocks(i), cat / f"c{i:02d}.png")
+        save(blocks(500 + i), dog / f"d{i:02d}.png")
+    base = blocks(114)  # phash: A-B 2 bits, B-C 4 bits, A-C 6 bits
+    save(patched(base, (0, 0), 1), cat / "zA.png")
+    save(patched(base, (48, 48), 2), cat / "zC.png")
+    # Turned away at import: the clean manifest must still list them.
+    (dog / "x_vector.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>')
+    (dog / "x_empty.jpg").write_bytes(b"")
+    (dog / "x_bomb.png").write_bytes(bomb_png())
+    shutil.copy(dog / "d00.png", dog / "x_copy.png")
+    return cat, dog, base
+
+
+def test_folder_additions_keep_existing_splits_and_quarantine_the_newcomers(workflow, sources):
+    cat, dog, base = sources
+    config = tiny_config(
+        ("cat", "dog"),
+        crawl={"source": "folder", "max_images": 100},
+        clean={"min_side": 16, "near_duplicate_distance": 4},
+    )
+    config["classes"] = {"cat": {"path": str(cat)}, "dog": {"path": str(dog)}}
+    wf = workflow(config)
+    wf.run(SPLITS_CSV)
+    R = wf.results
+    manifest1 = read(R / "clean" / "manifest.csv")
+    splits1 = {r["file"]: r["split"] for r in read(R / "clean" / "splits.csv")}
+    kept1 = {r["file"] for r in manifest1 if r["status"] == "kept"}
+    assert len(kept1) == 30 and set(splits1) == kept1  # A and C are apart: both kept
+    rejected = {r["source"].rsplit("/", 1)[-1]: r for r in manifest1 if r["stage"] == "import"}
+    assert {k: r["reason"] for k, r in rejected.items()} == {
+        "x_vector.svg": "not_an_image",
+        "x_empty.jpg": "empty_file",
+        "x_bomb.png": "too_large",
+        "x_copy.png": "duplicate",
+    }
+    assert rejected["x_copy.png"]["dup_of"] == by_source(manifest1)["d00.png"]["file"]
+    assert wf.planned(SPLITS_CSV) == {}
+
+    # New files in the folders: B bridges A and C; dog gets a near copy of a kept cat image.
+    save(base, cat / "zB.png")
+    save(blocks(20), cat / "zz_new.png")
+    Image.fromarray(blocks(3)).resize((60, 60)).save(dog / "zz_cat_copy.jpg", quality=90)
+    save(blocks(520), dog / "zz_new.png")
+    assert wf.planned(SPLITS_CSV) == {"crawl": 2, "clean": 1, "split": 1}
+    wf.run(SPLITS_CSV)
+    manifest2 = read(R / "clean" / "manifest.csv")
+    splits2 = {r["file"]: r["split"] for r in read(R / "clean" / "splits.csv")}
+    rows2 = by_source(manifest2)
+
+    assert all(splits2.get(f) == s for f, s in splits1.items()), "an existing image moved or left"
+    old = {r["file"]: (r["status"], r["reason"]) for r in manifest1 if r["file"]}
+    assert all((r["status"], r["reason"]) == old[r["file"]] for r in manifest2 if r["file"] in old)
+    bridge = rows2["zB.png"]
+    a, c = rows2["zA.png"]["file"], rows2["zC.png"]["file"]
+    assert (bridge["status"], bridge["reason"], bridge["dup_of"]) == (
+        "quarantined",
+        "near_duplicate",
+        a,
+    )
+    assert f"{a} (distance 2)" in bridge["detail"] and f"{c} (distance 4)" in bridge["detail"]
+    copy = rows2["zz_cat_copy.jpg"]
+    assert (copy["status"], copy["reason"], copy["dup_of"]) == (
+        "quarantined",
+        "ambiguous_label",
+        rows2["c03.png"]["file"],
+    )
+    assert rows2["c03.png"]["status"] == "kept"
+    assert {rows2["zz_new.png"]["status"]} == {"kept"} and len(splits2) == len(splits1) + 2
+    assert len(manifest2) == len(manifest1) + 4  # every file that came in has its row
