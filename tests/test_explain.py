@@ -152,6 +152,22 @@ def check_change_finds_planted_changes():
         assert all(-1 <= r["cosine_similarity"] <= 1 for r in out["rows"])
 
 
+ALL_METHODS = [
+    "gradcam",
+    "gradcam++",
+    "hirescam",
+    "xgradcam",
+    "layercam",
+    "eigencam",
+    "scorecam",
+    "occlusion",
+    "saliency",
+    "smoothgrad",
+    "integrated_gradients",
+]
+CHECKED = [m for m in ALL_METHODS if m != "smoothgrad"]
+
+
 def check_explain_model_writes_its_sections():
     import tempfile
 
@@ -170,7 +186,10 @@ def check_explain_model_writes_its_sections():
         "occlusion": {"patch": 4, "stride": 4},
         "saliency": {"smoothgrad_samples": 2},
         "filter_vis": {"steps": 8, "channels": 2},
-        "checks": {"max_images": 6, "deletion_steps": 4},
+        "checks": {"max_images": 6, "curve_images": 4, "deletion_steps": 4},
+        "scorecam": {"channels": 2},
+        "integrated_gradients": {"steps": 4},
+        "sanity": {"images": 2, "blocks": 1},
     }
     # not a registry backbone: a Backbone record naming the tiny model's last conv
     backbone = Backbone("tiny", 12, 8, "tf", ("conv1", "last"), "last")
@@ -178,8 +197,43 @@ def check_explain_model_writes_its_sections():
         out = Path(tmp)
         sections = explain_model(model, backbone, data, out, options, base_reference=reference)
         ids = [s["id"] for s in sections]
-        assert ids == ["gradcam", "occlusion", "saliency", "filter_vis", "change", "explanation_checks"], ids
+        assert ids == [
+            "gradcam",
+            "cams",
+            "occlusion",
+            "saliency",
+            "filter_vis",
+            "change",
+            "explanation_checks",
+            "explanation_sanity",
+            "method_ranking",
+        ], ids
+        assert {s["group"] for s in sections} == {"results", "checks"}
+        assert [s["kind"] for s in sections if s["group"] == "checks"] == ["checks", "sanity", "ranking"]
         write_index(out, "tiny", sections)  # raises if any named file is missing
+        # every method drawn carries its sanity badge, next to its figure
+        drawn = [b["method"] for s in sections if s["kind"] == "maps" for b in s["items"][0]["badges"]]
+        assert drawn == [m for m in ALL_METHODS if m != "smoothgrad"], drawn
+        sanity = json.loads((out / "explain" / "sanity.json").read_text())
+        assert set(sanity["methods"]) == set(CHECKED) and sanity["threshold"] == 0.5
+        # head, then one block (cascading), then that block alone
+        assert sanity["stages"] == ["cascading: head", "cascading: last", "independent: last"]
+        assert all(isinstance(v["passed"], bool) and v["reason"] for v in sanity["methods"].values())
+        rows = pd.read_csv(out / "explain" / "sanity.csv").set_index(["method", "mode", "stage"])
+        # EigenCAM never reads the head: shuffling the head leaves it exactly as it was; shuffling
+        # the conv layer changes it (the weights really are shuffled in place, on either backend)
+        assert rows.loc[("eigencam", "cascading", "head"), "spearman"] == pytest.approx(1.0)
+        assert rows.loc[("eigencam", "independent", "last"), "spearman"] < 0.99
+        assert rows.loc[("gradcam", "cascading", "head"), "ssim"] < 0.99
+        ranking = pd.read_csv(out / "explain" / "method_ranking.csv")
+        assert sorted(ranking["method"]) == sorted(CHECKED) and list(ranking["rank"]) == list(range(1, 11))
+        failed = set(ranking[ranking.sanity == "fail"]["method"])
+        assert all(ranking["method"].iloc[-len(failed) :].isin(failed)) if failed else True
+        faith = json.loads((out / "explain" / "faithfulness.json").read_text())
+        assert faith["images"] == 4 and set(faith["auc"]) == {"deletion", "insertion"}
+        assert set(faith["gain_over_random"]["insertion"]) == set(CHECKED)
+        ig = json.loads((out / "explain" / "ig_completeness.json").read_text())
+        assert ig["images"] == 6 and ig["steps"] == 4
         for sec in sections:
             for it in sec["items"]:
                 assert it["caption"]
@@ -188,14 +242,14 @@ def check_explain_model_writes_its_sections():
                         assert im.size[0] > 50 and im.size[1] > 50
         pointing = json.loads((out / "explain" / "pointing.json").read_text())
         assert pointing["images"] == 6  # the boxed images among the 8, capped at max_images
-        assert set(pointing["methods"]) == {"gradcam", "gradcam++", "occlusion", "saliency"}
+        assert set(pointing["methods"]) == set(CHECKED)
         assert 0 < pointing["chance"] < 1
         expect_chance = (7 * 7) / (12 * 12)
         assert pointing["chance"] == pytest.approx(expect_chance)
         # the centre pixel (5, 5) lies in every box (x 2..9, y 3..10)
         assert pointing["centre_baseline"] == 1.0
         deletion = json.loads((out / "explain" / "deletion.json").read_text())
-        assert set(deletion["auc"]) == {"gradcam", "gradcam++", "occlusion", "saliency", "random"}
+        assert set(deletion["auc"]) == {*CHECKED, "random"}
         assert all(0 <= v <= 1 for v in deletion["auc"].values())
         curve = pd.read_csv(out / "explain" / "deletion.csv")
         start = curve[curve.fraction_deleted == 0].mean_probability
@@ -208,7 +262,11 @@ def check_explain_model_writes_its_sections():
         )
         # without a reference the change section explains itself instead of vanishing
         sections = explain_model(
-            model, backbone, data, out / "noref", {**options, "filter_vis": {"enabled": False, "steps": 4}}
+            model,
+            backbone,
+            data,
+            out / "noref",
+            {**options, "filter_vis": {"enabled": False, "steps": 4}, "checks": {"enabled": False}},
         )
         change_sec = [s for s in sections if s["id"] == "change"][0]
         assert "base_reference" in (out / "noref" / change_sec["items"][0]["file"]).read_text()

@@ -151,7 +151,10 @@ def make_results(
                      "data": None}]},
                 {"id": "gradcam", "title": "Grad-CAM", "group": "results", "items": [
                     {"kind": "image", "file": "gradcam/gradcam.png", "caption": "where the network looks",
-                     "data": None}]},
+                     "data": None, "badges": [
+                         {"method": "gradcam", "title": "Grad-CAM", "passed": True, "note": "fell to 0.1"},
+                         {"method": "saliency", "title": "Saliency", "passed": False,
+                          "note": f"the maps barely change {ev}"}]}]},
                 {"id": "pointing_game", "title": "Pointing game", "group": "checks", "items": [
                     {"kind": "json", "file": "pointing.json", "caption": "hits inside the box", "data": None},
                     {"kind": "image", "file": "deletion.png", "caption": "deletion curve", "data": None}]},
@@ -253,6 +256,9 @@ def test_sections_images_and_links(rendered):
     # Captions from index.json, counts from the manifests.
     assert "where the network looks" in text and "scratch vs finetune" in text
     assert "hits inside the box" in text
+    # Sanity badges next to the maps: one per method, a failure explained in one line.
+    assert text.count('class="badge pass"') == 2 and text.count('class="badge fail"') == 2  # both backbones
+    assert "Saliency: sanity FAILED" in text and "Saliency: the maps barely change" in text
 
 
 def test_data_counts_match_manifests(rendered):

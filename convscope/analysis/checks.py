@@ -9,6 +9,9 @@
   most salient pixels are replaced by the image's mean colour, in steps; a good
   map makes it fall fast (low area under the curve). A random pixel order is the
   baseline.
+- Insertion curve (same paper): the other direction, from the mean-colour image
+  the most salient pixels are put back first; a good map makes p(true class)
+  rise fast (high area under the curve). Same random baseline, same images.
 """
 
 from __future__ import annotations
@@ -113,12 +116,15 @@ def deletion_curves(
     batch_size: int = 64,
     seed: int = 0,
     chunk: int | None = None,
+    insertion: bool = False,
 ) -> tuple[np.ndarray, dict]:
     """p(target) as the top fraction f of pixels (by each map) is replaced by the mean colour.
 
+    insertion=True: the other direction, p(target) of the mean-colour image with the top
+    fraction f of pixels put back (the insertion curve).
     Returns (fractions, {method: N x (steps + 1) probabilities}); the method "random"
-    (a random pixel order) is added as the baseline. Every deleted image of every
-    step and method goes through `model.predict` in batches.
+    (a random pixel order) is added as the baseline. Every modified image of every
+    step and method goes through `model.predict` in batches, all methods in one stream.
     """
     images = np.asarray(images)
     targets = np.asarray(targets, dtype=np.int64)
@@ -130,32 +136,60 @@ def deletion_curves(
     fills = fill_values(images, "mean")
     counts = np.rint(fractions * height * width).astype(np.int64)
     chunk = chunk or chunk_size(images.shape[1:], batch_size)
-    # Nothing and everything deleted are the same images for every order: evaluated once.
+    # Nothing and everything changed are the same images for every order: evaluated once.
     ends = predict_probs(
         model,
         np.concatenate([images.astype(np.float32), np.broadcast_to(fills[:, None, None, :], images.shape)]),
         batch_size,
     )[np.arange(2 * n), np.tile(targets, 2)].reshape(2, n)
+    if insertion:
+        ends = ends[::-1]
     inner = np.arange(1, len(fractions) - 1)
-    out = {}
-    for name, score in orders.items():
-        # rank[i, p] = position of pixel p in image i's order, most salient first;
-        # ties (flat regions of a map) are broken at random, not in raster order
-        rank = np.empty_like(score, dtype=np.int64)
-        order = np.lexsort((rng.random(score.shape), -score), axis=1)
-        rank[np.arange(n)[:, None], order] = np.arange(height * width)[None, :]
-        curve = np.empty((n, len(fractions)))
-        curve[:, 0], curve[:, -1] = ends
-        total = n * len(inner)
-        for start in range(0, total, chunk):
-            flat = np.arange(start, min(start + chunk, total))
-            img, step = np.divmod(flat, len(inner))
-            step = inner[step]
-            deleted = (rank[img] < counts[step][:, None]).reshape(len(flat), height, width, 1)
-            batch = np.where(deleted, fills[img][:, None, None, :], images[img].astype(np.float32))
-            curve[img, step] = predict_probs(model, batch, batch_size)[np.arange(len(flat)), targets[img]]
-        out[name] = curve
+    names = list(orders)
+    # rank[m, i, p] = position of pixel p in method m's order for image i, most salient first;
+    # ties (flat regions of a map) are broken at random, not in raster order
+    rank = np.empty((len(names), n, height * width), dtype=np.int64)
+    for m, name in enumerate(names):
+        order = np.lexsort((rng.random(orders[name].shape), -orders[name]), axis=1)
+        rank[m, np.arange(n)[:, None], order] = np.arange(height * width)[None, :]
+    curves = np.empty((len(names), n, len(fractions)))
+    curves[:, :, 0], curves[:, :, -1] = ends
+    # Every method's images in one stream of chunks: few large predict calls, not one per method.
+    total = len(names) * n * len(inner)
+    for start in range(0, total, chunk):
+        flat = np.arange(start, min(start + chunk, total))
+        m, rest = np.divmod(flat, n * len(inner))
+        img, step = np.divmod(rest, len(inner))
+        step = inner[step]
+        top = (rank[m, img] < counts[step][:, None]).reshape(len(flat), height, width, 1)
+        filled = ~top if insertion else top
+        batch = np.where(filled, fills[img][:, None, None, :], images[img].astype(np.float32))
+        curves[m, img, step] = predict_probs(model, batch, batch_size)[np.arange(len(flat)), targets[img]]
+    out = {name: curves[m] for m, name in enumerate(names)}
     return fractions, out
+
+
+def faithfulness(
+    model, images, targets, maps_by_method: dict, *, directions=("deletion", "insertion"), **kwargs
+) -> dict:
+    """Deletion and insertion curves and their AUCs, each against the random order.
+
+    Returns {"fractions", "curves": {direction: {method: N x steps+1}}, "auc": {direction:
+    {method: mean AUC}}, "gain": {direction: {method: how much better than random}}} with
+    gain = random - method for deletion (lower is better) and method - random for insertion.
+    """
+    result = {"curves": {}, "auc": {}, "gain": {}}
+    for direction in directions:
+        fractions, curves = deletion_curves(
+            model, images, targets, maps_by_method, insertion=direction == "insertion", **kwargs
+        )
+        aucs = {name: float(auc(fractions, c).mean()) for name, c in curves.items()}
+        sign = -1.0 if direction == "deletion" else 1.0
+        result["fractions"] = fractions
+        result["curves"][direction] = curves
+        result["auc"][direction] = aucs
+        result["gain"][direction] = {name: sign * (v - aucs["random"]) for name, v in aucs.items() if name != "random"}
+    return result
 
 
 def auc(fractions, curves) -> np.ndarray:

@@ -3,14 +3,17 @@
 `explain_model` is the entry the per-model orchestrator (convscope.analysis.run)
 calls with the already loaded classifier and test set:
 
-- Grad-CAM / Grad-CAM++ at the backbone's last conv layer (registry `last_conv`),
-  occlusion sensitivity and saliency / SmoothGrad for sample test images,
+- the maps of every enabled method (registry: convscope.analysis.explain_maps) at
+  the backbone's last conv layer (registry `last_conv`) for sample test images,
   explaining the class the network predicted;
 - feature visualizations of chosen channels;
 - the change from the pretrained base (when `base_reference` is given);
-- the checks: pointing game (images with an object box) and deletion curves
-  of Grad-CAM(++), occlusion and saliency, explaining the true class.
+- the trust checks, explaining the true class: pointing game (images with an object
+  box), deletion and insertion curves against the random order, the parameter-
+  randomisation sanity check, and the methods ranked by that evidence.
 
+This module only orchestrates: maps are computed in explain_maps, the checks in
+checks/sanity/ranking, files and figures written by explain_figures/trust_figures.
 Files go under out_dir/explain/; index items are relative to `root`
 (default out_dir, the folder of index.json).
 """
@@ -19,21 +22,33 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from convscope import backbones as registry
-from convscope import records
-from convscope.analysis import plots
-from convscope.analysis.index import item, section
+from convscope.analysis import explain_figures as figures
+from convscope.analysis import explain_maps
+from convscope.analysis import trust_figures as trust
 from convscope.analysis.steps import StepTimer, spread_over_classes
 
 log = logging.getLogger(__name__)
 
 # Keys of the analysis section this module owns (the others belong to run.py's analyses).
-OWN_KEYS = ("gradcam", "occlusion", "saliency", "filter_vis", "change", "checks")
+OWN_KEYS = (
+    "gradcam",
+    "occlusion",
+    "saliency",
+    "filter_vis",
+    "change",
+    "checks",
+    "methods",
+    "scorecam",
+    "integrated_gradients",
+    "sanity",
+)
 
 
 def resolve_options(options: dict | None) -> dict:
@@ -43,6 +58,38 @@ def resolve_options(options: dict | None) -> dict:
     merged = cfg.merged("analysis", options, strict=True)
     merged.setdefault("seed", 0)
     return merged
+
+
+@dataclass
+class ExplainInputs:
+    """The test set as explain_model needs it (instead of a dict with alternative keys)."""
+
+    x: np.ndarray  # N x H x W x 3 uint8 test images
+    labels: np.ndarray  # N true classes
+    probs: np.ndarray  # N x C the model's probabilities
+    classes: list  # class names
+    boxes: np.ndarray  # N x 4 object boxes (x0, y0, x1, y1 image pixels), NaN rows without
+    sample: np.ndarray | None = None  # indices of the images shown in the figures
+    base_reference: object = None  # the starting weights' model (change from the pretrained base)
+
+    @property
+    def preds(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
+
+    @classmethod
+    def from_data(cls, data: dict) -> ExplainInputs:
+        """From the orchestrator's dict: x, labels (or y), probs, classes; boxes or index; sample, base_reference."""
+        x = np.asarray(data["x"])
+        labels = data["labels"] if data.get("labels") is not None else data["y"]
+        return cls(
+            x=x,
+            labels=np.asarray(labels, dtype=np.int64),
+            probs=np.asarray(data["probs"], dtype=np.float64),
+            classes=list(data["classes"]),
+            boxes=boxes_of(data, len(x)),
+            sample=None if data.get("sample") is None else np.asarray(data["sample"]),
+            base_reference=data.get("base_reference"),
+        )
 
 
 def boxes_of(data: dict, n: int) -> np.ndarray:
@@ -63,147 +110,199 @@ def _backbone_spec(backbone):
     return backbone if isinstance(backbone, registry.Backbone) else registry.get(backbone)
 
 
-def explain_model(model, backbone, data: dict, out_dir, options: dict | None = None, *, base_reference=None, root=None):
+def explain_model(model, backbone, data, out_dir, options: dict | None = None, *, base_reference=None, root=None):
     """Run the explanation analyses of one classifier; returns index.json sections.
 
     model: the trained classifier (MODEL CONTRACT, nested "base"; flat models work too).
-    backbone: registry name, or a convscope.backbones.Backbone (its last_conv is used).
-    data: x (N x H x W x 3 uint8 test images), labels or y (N), probs (N x C),
-        classes (names); optional boxes (N x 4, image pixels, NaN = none) or index
-        (the prepared index.csv with box_* columns), sample (indices to show),
-        base_reference (see below).
+    backbone: registry name, or a convscope.backbones.Backbone (its last_conv and blocks are used).
+    data: an ExplainInputs, or a dict for ExplainInputs.from_data.
     options: the config `analysis` section (missing keys take the schema defaults).
     base_reference: the same backbone with the weights the run started from (a
         classifier or the bare base) for the change-from-pretrained section.
     """
-    from convscope.analysis import filter_vis, gradcam, layer_choice, occlusion, saliency
+    from convscope.analysis import layer_choice
     from convscope.analysis.split_model import cut
 
     opts = resolve_options(options)
     spec = _backbone_spec(backbone)
+    inputs = data if isinstance(data, ExplainInputs) else ExplainInputs.from_data(data)
+    if base_reference is not None:
+        inputs.base_reference = base_reference
     out_dir = Path(out_dir)
     root = Path(root) if root is not None else out_dir
     folder = out_dir / "explain"
     folder.mkdir(parents=True, exist_ok=True)
-    x = np.asarray(data["x"])
-    labels = np.asarray(data["labels"] if data.get("labels") is not None else data["y"], dtype=np.int64)
-    probs = np.asarray(data["probs"], dtype=np.float64)
-    classes = list(data["classes"])
-    preds = probs.argmax(axis=1)
-    n_classes = probs.shape[1]
-    size = x.shape[1:3]
-    boxes = boxes_of(data, len(x))
-    base_reference = base_reference if base_reference is not None else data.get("base_reference")
-    bs = int(opts["batch_size"])
-    seed = int(opts.get("seed") or 0)
-    sample = (
-        np.asarray(data["sample"])
-        if data.get("sample") is not None
-        else spread_over_classes(labels, opts["sample_images"])
-    )
     timer = StepTimer("explain")  # seconds per step go to explain/timings.json
-    sections = []
-
     # Default: the deepest block end whose maps are readable (convscope.analysis.layer_choice).
-    gc_layer = opts["gradcam"]["layer"] or layer_choice.gradcam_layer(model, spec, opts.get("min_map_side", 7)).name
-    gc_map = layer_choice.describe(model, gc_layer)
-    gc_cut = cut(model, gc_layer)
-    occ = opts["occlusion"]
+    layer = opts["gradcam"]["layer"] or layer_choice.gradcam_layer(model, spec, opts.get("min_map_side", 7)).name
+    layer_map = layer_choice.describe(model, layer)
+    size = inputs.x.shape[1:3]
     # Default 4 x 4 patches per image side at half-patch steps: 7 x 7 = 49 forward passes per image.
-    patch = int(occ["patch"] or max(1, size[0] // 4))
-    stride = int(occ["stride"] or max(1, patch // 2))
+    patch = int(opts["occlusion"]["patch"] or max(1, size[0] // 4))
+    stride = int(opts["occlusion"]["stride"] or max(1, patch // 2))
+    ctx = explain_maps.MapContext(model, cut(model, layer), layer, inputs.probs.shape[1], opts, patch, stride, timer)
 
-    def maps_for(idx, targets, smooth: bool):
-        """Every enabled map kind for images idx, explaining `targets`; N x h x w each.
-
-        smooth: include SmoothGrad (shown in the figures; the checks leave it out, as it
-        costs `smoothgrad_samples` gradients per image)."""
-        maps = {}
-        if opts["gradcam"]["enabled"]:
-            with timer(f"Grad-CAM ({len(idx)} images)"):
-                maps.update(gradcam.gradcam(gc_cut, x[idx], targets, n_classes, batch_size=bs))
-        if occ["enabled"]:
-            with timer(f"occlusion ({len(idx)} images)"):
-                maps["occlusion"] = occlusion.occlusion(
-                    model, x[idx], targets, patch=patch, stride=stride, fill=occ["fill"], batch_size=bs
-                )
-        if opts["saliency"]["enabled"]:
-            with timer(f"saliency ({len(idx)} images)"):
-                maps["saliency"] = saliency.saliency(gc_cut, x[idx], targets, n_classes, batch_size=bs)
-            if smooth:
-                with timer(f"SmoothGrad ({len(idx)} images)"):
-                    maps["smoothgrad"] = saliency.smoothgrad(
-                        gc_cut,
-                        x[idx],
-                        targets,
-                        n_classes,
-                        samples=int(opts["saliency"]["smoothgrad_samples"]),
-                        noise=float(opts["saliency"]["smoothgrad_noise"]),
-                        batch_size=bs,
-                        seed=seed,
-                    )
-        return maps
-
-    # ---- maps of sample images, explaining the predicted class -------------------
-    shown = maps_for(sample, preds[sample], smooth=True) if len(sample) else {}
-    if shown:
-        sections += _map_sections(
-            shown, x, sample, labels, preds, probs, classes, folder, root, gc_map.label() if gc_map else gc_layer,
-            patch, stride, occ, opts,
-        )
-
-    # ---- feature visualization and change from the pretrained base ---------------
-    fv = opts["filter_vis"]
-    do_change = opts["change"]["enabled"] and base_reference is not None
-    if fv["enabled"] or do_change:
-        fv_layer = fv["layer"] or spec.last_conv
-        fv_cut = cut(model, fv_layer) if fv_layer != gc_layer else gc_cut
-        channels = _channels(fv_cut, fv["channels"], x, bs, fv_layer)
-        settings = filter_vis.Settings.from_options({**fv, "seed": seed})
-        with timer(f"feature visualization ({len(channels)} channels of {fv_layer})"):
-            ft_result = filter_vis.visualize(fv_cut.to_layer, channels, size=size, settings=settings)
-        if fv["enabled"]:
-            sections.append(_filter_section(ft_result, fv_layer, folder, root, settings))
-        if do_change:
-            with timer("change from the pretrained base"):
-                sections.append(
-                    _change_section(
-                        model,
-                        base_reference,
-                        fv_cut,
-                        fv_layer,
-                        spec.last_conv,
-                        channels,
-                        x,
-                        size,
-                        settings,
-                        opts["change"],
-                        ft_result,
-                        folder,
-                        root,
-                    )
-                )
-    if opts["change"]["enabled"] and base_reference is None:
-        sections.append(_no_reference_section(folder, root))
-
-    # ---- checks: pointing game and deletion curves on the true class -------------
-    if opts["checks"]["enabled"]:
-        ck = opts["checks"]
-        with_box = np.isfinite(boxes).all(axis=1)
-        # The images with a box when there are any (they feed both checks), spread over classes.
-        pool = np.flatnonzero(with_box) if with_box.any() else np.arange(len(x))
-        idx = pool[spread_over_classes(labels[pool], int(ck["max_images"]))]
-        check_maps = maps_for(idx, labels[idx], smooth=False)
-        if check_maps:
-            sections.append(
-                _checks_section(
-                    model, check_maps, x, idx, labels, boxes, classes, size, ck, bs, seed, folder, root, timer
-                )
-            )
-        else:
-            log.warning("explain: checks enabled but every map kind (gradcam, occlusion, saliency) is disabled")
+    check = _check_maps(ctx, inputs) if opts["checks"]["enabled"] else None
+    verdicts = None
+    trust_sections = []
+    if check is not None:
+        trust_sections, verdicts = _trust_sections(ctx, spec, inputs, check, folder, root)
+    sections = _sample_sections(ctx, inputs, verdicts, folder, root, layer_map.label() if layer_map else layer)
+    sections += _feature_sections(ctx, spec, inputs, folder, root)
+    sections += trust_sections
     (folder / "timings.json").write_text(json.dumps(timer.seconds, indent=1))
     return sections
+
+
+def _sample_sections(ctx, inputs, verdicts, folder, root, layer_label: str) -> list[dict]:
+    """Maps of the sample images, explaining the predicted class, one section per figure group."""
+    opts = ctx.opts
+    sample = inputs.sample if inputs.sample is not None else spread_over_classes(inputs.labels, opts["sample_images"])
+    names = explain_maps.enabled(opts)
+    if not len(sample) or not names:
+        return []
+    maps, _ = explain_maps.compute_maps(ctx, inputs.x[sample], inputs.preds[sample], names)
+    heading = {
+        "layer": layer_label,  # name and map size, e.g. "conv2 (6x6 maps)"
+        "patch": ctx.patch,
+        "stride": ctx.stride,
+        "fill": opts["occlusion"]["fill"],
+        "smoothgrad_samples": opts["saliency"]["smoothgrad_samples"],
+    }
+    return figures.map_sections(maps, inputs, sample, folder, root, heading=heading, verdicts=verdicts)
+
+
+def _feature_sections(ctx, spec, inputs, folder, root) -> list[dict]:
+    """Feature visualization, and the change from the pretrained base (or a note why not)."""
+    from convscope.analysis import change, filter_vis
+    from convscope.analysis.split_model import cut
+
+    opts, fv, timer = ctx.opts, ctx.opts["filter_vis"], ctx.timer
+    x, ref = inputs.x, inputs.base_reference
+    do_change = opts["change"]["enabled"] and ref is not None
+    sections = []
+    if fv["enabled"] or do_change:
+        fv_layer = fv["layer"] or spec.last_conv
+        fv_cut = cut(ctx.model, fv_layer) if fv_layer != ctx.layer else ctx.cut
+        channels = _channels(fv_cut, fv["channels"], x, ctx.batch_size, fv_layer)
+        settings = filter_vis.Settings.from_options({**fv, "seed": ctx.seed})
+        with timer(f"feature visualization ({len(channels)} channels of {fv_layer})"):
+            ft_result = filter_vis.visualize(fv_cut.to_layer, channels, size=x.shape[1:3], settings=settings)
+        if fv["enabled"]:
+            sections.append(figures.filter_section(ft_result, fv_layer, folder, root, settings))
+        if do_change:
+            gray_std = float(opts["change"]["gray_std"])
+            with timer("change from the pretrained base"):
+                weights = change.weight_change(ctx.model, ref)
+                result = change.compare_channels(
+                    ctx.model,
+                    ref,
+                    fv_layer,
+                    channels,
+                    x,
+                    embed_layer=spec.last_conv,
+                    size=x.shape[1:3],
+                    settings=settings,
+                    gray_std=gray_std,
+                    finetuned=ft_result,
+                    model_cut=fv_cut,
+                )
+            sections.append(figures.change_section(result, weights, fv_layer, spec.last_conv, gray_std, folder, root))
+    if opts["change"]["enabled"] and ref is None:
+        sections.append(figures.no_reference_section(folder, root))
+    return sections
+
+
+@dataclass
+class _CheckMaps:
+    idx: np.ndarray  # the checked test images
+    maps: dict  # method -> maps of those images, explaining the true class
+    notes: dict  # method -> diagnostics (IG completeness)
+
+
+def _check_maps(ctx, inputs) -> _CheckMaps | None:
+    names = explain_maps.enabled(ctx.opts, checks=True)
+    if not names:
+        log.warning("explain: checks enabled but every map method is disabled")
+        return None
+    with_box = np.isfinite(inputs.boxes).all(axis=1)
+    # The images with a box when there are any (they feed every check), spread over classes.
+    pool = np.flatnonzero(with_box) if with_box.any() else np.arange(len(inputs.x))
+    idx = pool[spread_over_classes(inputs.labels[pool], int(ctx.opts["checks"]["max_images"]))]
+    maps, notes = explain_maps.compute_maps(ctx, inputs.x[idx], inputs.labels[idx], names)
+    return _CheckMaps(idx, maps, notes)
+
+
+def _trust_sections(ctx, spec, inputs, check: _CheckMaps, folder, root) -> tuple[list[dict], dict | None]:
+    """The checks, the sanity check and the ranking; returns (sections, sanity verdicts or None)."""
+    from convscope.analysis import checks, ranking
+
+    ck, timer, idx = ctx.opts["checks"], ctx.timer, check.idx
+    x, labels, size = inputs.x, inputs.labels, inputs.x.shape[1:3]
+    with timer("pointing game"):
+        game = checks.pointing_game(check.maps, inputs.boxes[idx], size, tolerance=float(ck["tolerance"]))
+    # The curves (many forward passes per image) on the first curve_images of the checked images.
+    k = min(len(idx), int(ck["curve_images"]))
+    sub = spread_over_classes(labels[idx], k)
+    with timer(f"deletion{' and insertion' if ck['insertion'] else ''} curves ({k} images)"):
+        faith = checks.faithfulness(
+            ctx.model,
+            x[idx[sub]],
+            labels[idx[sub]],
+            {n: m[sub] for n, m in check.maps.items()},
+            steps=int(ck["deletion_steps"]),
+            batch_size=ctx.batch_size,
+            seed=ctx.seed,
+            directions=("deletion", "insertion") if ck["insertion"] else ("deletion",),
+        )
+    extra = []
+    if "integrated_gradients" in check.notes:
+        ig = ctx.opts["integrated_gradients"]
+        extra.append(
+            trust.completeness_item(
+                check.notes["integrated_gradients"], float(ig["tolerance"]), int(ig["steps"]), folder, root
+            )
+        )
+    sections = [
+        trust.checks_section(
+            trust.pointing_items(game, idx, labels, inputs.classes, folder, root),
+            trust.faithfulness_items(faith, k, int(ck["deletion_steps"]), folder, root),
+            extra,
+        )
+    ]
+    verdicts = None
+    if ctx.opts["sanity"]["enabled"]:
+        with timer("randomisation sanity check"):
+            result, stage_names = _sanity(ctx, spec, inputs, check)
+        verdicts = result.verdicts
+        sections.append(trust.sanity_section(result, stage_names, folder, root))
+    rows = ranking.rank_methods(list(check.maps), faith, sanity=verdicts, pointing=game)
+    sections.append(trust.ranking_section(rows, ranking.verdict_line(rows, figures.TITLES), folder, root))
+    return sections, verdicts
+
+
+def _sanity(ctx, spec, inputs, check: _CheckMaps):
+    """The randomisation check on the first `sanity.images` checked images, reusing their trained maps."""
+    from convscope.analysis import sanity
+
+    so = ctx.opts["sanity"]
+    sub = spread_over_classes(inputs.labels[check.idx], int(so["images"]))
+    idx = check.idx[sub]
+    names = list(check.maps)
+    stage_list = sanity.stages(
+        sanity.head_layers(ctx.model), sanity.base_blocks(ctx.model, spec.blocks), so["blocks"], so["independent"]
+    )
+
+    def compute():
+        return explain_maps.compute_maps(
+            explain_maps.MapContext(**{**ctx.__dict__, "timer": None}), inputs.x[idx], inputs.labels[idx], names
+        )[0]
+
+    trained = {n: m[sub] for n, m in check.maps.items()}
+    result = sanity.randomisation_check(
+        stage_list, compute, trained, inputs.x.shape[1:3], threshold=float(so["threshold"]), seed=ctx.seed
+    )
+    return result, [f"{s.mode}: {s.name}" for s in stage_list]
 
 
 def _channels(layer_cut, wanted, x, batch_size, layer):
@@ -217,363 +316,3 @@ def _channels(layer_cut, wanted, x, batch_size, layer):
     chosen = np.argsort(-mean, kind="stable")[:count]
     log.info("explain: visualising the %d most active channels of %s: %s", count, layer, chosen.tolist())
     return chosen.tolist()
-
-
-_MAP_TITLES = {
-    "gradcam": "Grad-CAM",
-    "gradcam++": "Grad-CAM++",
-    "occlusion": "Occlusion",
-    "saliency": "Saliency",
-    "smoothgrad": "SmoothGrad",
-}
-
-
-def _as_rgb(m):
-    unit = plots.to_unit(m)
-    return plots.to_uint8(np.repeat(unit[..., None], 3, axis=-1))
-
-
-def _map_sections(maps, x, sample, labels, preds, probs, classes, folder, root, layer, patch, stride, occ, opts):
-    from convscope.analysis.checks import peaks
-
-    size = x.shape[1:3]
-    table = pd.DataFrame(
-        {
-            "row": sample,
-            "true": [classes[k] for k in labels[sample]],
-            "predicted": [classes[k] for k in preds[sample]],
-            "probability": probs[sample, preds[sample]],
-        }
-    )
-    for name, m in maps.items():
-        p = peaks(m, size)
-        table[f"{name}_peak_row"], table[f"{name}_peak_col"] = p[:, 0], p[:, 1]
-    table_path = folder / "explained_samples.csv"
-    table.to_csv(table_path, index=False)
-    np.savez_compressed(folder / "maps.npz", rows=sample, **{k.replace("+", "p"): v for k, v in maps.items()})
-    titles_img = [f"{classes[labels[i]]} -> {classes[preds[i]]} {probs[i, preds[i]]:.2f}" for i in sample]
-    colors = ["black" if labels[i] == preds[i] else "red" for i in sample]
-    sections = []
-
-    def grid(kinds, path, overlay: bool, suptitle):
-        panels, titles, tcolors = [], [], []
-        for j, i in enumerate(sample):
-            panels.append(x[i])
-            titles.append(titles_img[j])
-            tcolors.append(colors[j])
-            for kind in kinds:
-                m = maps[kind][j]
-                panels.append(plots.overlay(x[i], m) if overlay else _as_rgb(plots.resize_map(m, size)))
-                titles.append(_MAP_TITLES[kind])
-                tcolors.append("black")
-        return plots.image_grid(
-            panels, path, titles=titles, ncols=1 + len(kinds), suptitle=suptitle, title_colors=tcolors
-        )
-
-    caption_rows = "Each row: a test image (true -> predicted class, its probability; red = mistake)"
-    if "gradcam" in maps:
-        path = grid(["gradcam", "gradcam++"], folder / "gradcam.png", True, f"Grad-CAM at {layer}")
-        sections.append(
-            section(
-                "gradcam",
-                "Grad-CAM and Grad-CAM++",
-                [
-                    item(
-                        "image",
-                        path,
-                        f"{caption_rows}, then where the network looked for the predicted class: Grad-CAM and "
-                        f"Grad-CAM++ at layer {layer}, red = strong evidence. Peaks per image in the table.",
-                        table_path,
-                        root=root,
-                    )
-                ],
-            )
-        )
-    if "occlusion" in maps:
-        path = grid(["occlusion"], folder / "occlusion.png", True, f"Occlusion {patch}px patches, stride {stride}")
-        sections.append(
-            section(
-                "occlusion",
-                "Occlusion sensitivity",
-                [
-                    item(
-                        "image",
-                        path,
-                        f"{caption_rows}, then how much the predicted class's probability drops when a {patch} px "
-                        f"patch (stride {stride}, filled with {occ['fill']}) covers each place; red = the network "
-                        f"needs that region.",
-                        table_path,
-                        root=root,
-                    )
-                ],
-            )
-        )
-    if "saliency" in maps:
-        n = opts["saliency"]["smoothgrad_samples"]
-        path = grid(["saliency", "smoothgrad"], folder / "saliency.png", False, "Input gradients")
-        sections.append(
-            section(
-                "saliency",
-                "Saliency and SmoothGrad",
-                [
-                    item(
-                        "image",
-                        path,
-                        f"{caption_rows}, then |d score / d pixel| of the predicted class (bright = pixels whose "
-                        f"change moves the score most), and SmoothGrad: the same averaged over {n} noisy copies.",
-                        table_path,
-                        root=root,
-                    )
-                ],
-            )
-        )
-    return sections
-
-
-def _filter_section(result, layer, folder, root, settings):
-    table = pd.DataFrame(
-        {
-            "channel": result.channels,
-            "start_activation": result.start,
-            "final_activation": result.final,
-            "pixel_std": result.pixel_std,
-        }
-    )
-    csv = folder / "filter_vis.csv"
-    table.to_csv(csv, index=False)
-    titles = [f"ch {c}: {a:.2g}" for c, a in zip(result.channels, result.final)]
-    path = plots.image_grid(result.images, folder / "filter_vis.png", titles=titles, suptitle=f"{layer}")
-    param = "decorrelated Fourier" if settings.fourier else "pixel"
-    return section(
-        "filter_vis",
-        "Feature visualization",
-        [
-            item(
-                "image",
-                path,
-                f"Images optimised to excite single channels of {layer} ({settings.steps} steps of gradient ascent, "
-                f"{param} parameterisation, random jitter ±{settings.jitter}px, scale ±{settings.scale:.0%}, rotation "
-                f"±{settings.rotation:g}°, total-variation penalty {settings.tv_weight:g}). Title: channel and its mean "
-                f"activation on the image; the table has its value on the gray starting image too.",
-                csv,
-                root=root,
-            )
-        ],
-    )
-
-
-def _no_reference_section(folder, root):
-    note = folder / "change.json"
-    note.write_text(
-        json.dumps(
-            {
-                "note": "no base_reference was given to explain_model: the pretrained starting point of this run "
-                "is unknown, so the change from it cannot be shown. Pass base_reference (the backbone built "
-                "with the weights the run started from)."
-            },
-            indent=1,
-        )
-    )
-    log.warning("explain: no base_reference, the change-from-pretrained section has only a note")
-    return section(
-        "change", "Change from the pretrained base", [item("json", note, "Why this section is empty.", note, root=root)]
-    )
-
-
-def _change_section(
-    model, base_reference, layer_cut, layer, embed_layer, channels, x, size, settings, opts, ft_result, folder, root
-):
-    from convscope.analysis import change
-
-    weights = pd.DataFrame(change.weight_change(model, base_reference))
-    w_csv = folder / "weight_change.csv"
-    weights.to_csv(w_csv, index=False)
-    w_png = _bar(
-        weights["layer"],
-        weights["relative_change"],
-        folder / "weight_change.png",
-        "relative weight change ||W_ft - W_ref|| / ||W_ref||",
-    )
-    result = change.compare_channels(
-        model,
-        base_reference,
-        layer,
-        channels,
-        x,
-        embed_layer=embed_layer,
-        size=size,
-        settings=settings,
-        gray_std=float(opts["gray_std"]),
-        finetuned=ft_result,
-        model_cut=layer_cut,
-    )
-    rows = pd.DataFrame(result["rows"])
-    c_csv = folder / "change_channels.csv"
-    rows.to_csv(c_csv, index=False)
-    dead_json = folder / "dead_channels.json"
-    dead_json.write_text(json.dumps({**result["dead"], "gray_std": opts["gray_std"]}, indent=1))
-    panels, titles = [], []
-    for k, r in rows.iterrows():
-        panels += [result["reference"].images[k], result["finetuned"].images[k]]
-        flag = lambda who: " dead" if r[f"{who}_dead"] else (" gray" if r[f"{who}_gray"] else "")  # noqa: E731
-        titles += [
-            f"ch {r['channel']} pretrained{flag('reference')}",
-            f"fine-tuned cos {r['cosine_similarity']:.2f}{flag('finetuned')}",
-        ]
-    c_png = plots.image_grid(
-        panels, folder / "change_channels.png", titles=titles, ncols=2, suptitle=f"{layer}: pretrained vs fine-tuned"
-    )
-    d = result["dead"]
-    return section(
-        "change",
-        "Change from the pretrained base",
-        [
-            item(
-                "image",
-                c_png,
-                f"Feature visualizations of the same channels of {layer} before (left, the weights the run started "
-                f"from) and after fine-tuning (right); cos = cosine similarity of the two pictures' embeddings "
-                f"(pretrained {embed_layer}, pooled): near 1 = the channel kept its feature. 'gray' = the picture "
-                f"stayed flat (pixel std < {opts['gray_std']}), 'dead' = zero on every test image.",
-                c_csv,
-                root=root,
-            ),
-            item(
-                "image",
-                w_png,
-                "How far each layer's weights moved from the starting point (0 = frozen or untouched).",
-                w_csv,
-                root=root,
-            ),
-            item(
-                "json",
-                dead_json,
-                f"Channels of {layer} that are zero on all {d['test_images']} test images: "
-                f"{len(d['reference_dead'])} of {d['channels']} before, {len(d['finetuned_dead'])} after fine-tuning.",
-                dead_json,
-                root=root,
-            ),
-        ],
-    )
-
-
-def _bar(labels, values, path, title):
-    """Horizontal bars, one per label (many layers stay readable)."""
-    import matplotlib.pyplot as plt
-
-    labels = [str(v) for v in labels]
-    fig, ax = plt.subplots(figsize=(6, 0.6 + 0.18 * len(labels)))
-    ax.barh(range(len(labels)), np.asarray(values, dtype=np.float64))
-    ax.set_yticks(range(len(labels)), labels, fontsize=6)
-    ax.invert_yaxis()
-    ax.set_xlabel(title)
-    return plots.save_figure(fig, path)
-
-
-def _pointing_plot(game, names, path):
-    """Accuracy per method on all boxed images and on the off-centre ones, with both baselines."""
-    import matplotlib.pyplot as plt
-
-    pos = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(1.5 + 0.9 * len(names), 3.5))
-    ax.bar(pos - 0.2, [game["methods"][n]["accuracy"] for n in names], 0.4, label=f"all ({game['images']})")
-    off = [game["methods"][n]["off_centre_accuracy"] for n in names]
-    if game["off_centre_images"]:
-        ax.bar(pos + 0.2, off, 0.4, alpha=0.5, label=f"off-centre ({game['off_centre_images']})")
-        ax.axhline(
-            game["off_centre_chance"], color="red", ls=":", label=f"chance off-centre {game['off_centre_chance']:.2f}"
-        )
-    ax.axhline(game["chance"], color="red", ls="--", label=f"chance {game['chance']:.2f} (mean box area)")
-    ax.axhline(game["centre_baseline"], color="gray", ls="--", label=f"always the centre {game['centre_baseline']:.2f}")
-    ax.set_xticks(pos, [_MAP_TITLES[n] for n in names], rotation=30, ha="right")
-    ax.set_ylabel("pointing accuracy")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7)
-    return plots.save_figure(fig, path)
-
-
-def _checks_section(model, maps, x, idx, labels, boxes, classes, size, ck, bs, seed, folder, root, timer):
-    import matplotlib.pyplot as plt
-
-    from convscope.analysis import checks
-
-    items = []
-    with timer("pointing game"):
-        game = checks.pointing_game(maps, boxes[idx], size, tolerance=float(ck["tolerance"]))
-    p_json = folder / "pointing.json"
-    summary = {k: v for k, v in game.items() if k not in ("hits", "rows")}
-    p_json.write_text(json.dumps(summary, indent=1))
-    if game["images"]:
-        rows = idx[game["rows"]]
-        table = pd.DataFrame({"row": rows, "true": [classes[k] for k in labels[rows]]})
-        for name, h in game["hits"].items():
-            table[f"{name}_hit"] = h
-        p_csv = folder / "pointing.csv"
-        table.to_csv(p_csv, index=False)
-        names = list(game["methods"])
-        p_png = _pointing_plot(game, names, folder / "pointing.png")
-        acc = ", ".join(f"{_MAP_TITLES[n]} {game['methods'][n]['accuracy']:.2f}" for n in names)
-        items.append(
-            item(
-                "image",
-                p_png,
-                f"Pointing game on {game['images']} test images with an object box: share of images whose "
-                f"map maximum (true class) falls inside the box ({acc}); light bars: the "
-                f"{game['off_centre_images']} images whose box misses the image centre. Dashes: chance (mean box "
-                f"area fraction) and a map that always points at the centre.",
-                p_csv,
-                root=root,
-            )
-        )
-        items.append(item("json", p_json, "Pointing-game accuracy per method and chance level.", p_json, root=root))
-    else:
-        items.append(
-            item(
-                "json",
-                p_json,
-                "No test image has an object box, so the pointing game was not played "
-                "(boxes come with the synthetic source).",
-                p_json,
-                root=root,
-            )
-        )
-    with timer("deletion curves"):
-        fractions, curves = checks.deletion_curves(
-            model, x[idx], labels[idx], maps, steps=int(ck["deletion_steps"]), batch_size=bs, seed=seed
-        )
-    aucs = {name: float(checks.auc(fractions, c).mean()) for name, c in curves.items()}
-    long = pd.DataFrame(
-        [
-            {"method": name, "fraction_deleted": f, "mean_probability": float(c[:, j].mean())}
-            for name, c in curves.items()
-            for j, f in enumerate(fractions)
-        ]
-    )
-    d_csv = folder / "deletion.csv"
-    long.to_csv(d_csv, index=False)
-    d_json = folder / "deletion.json"
-    d_json.write_text(json.dumps({"images": int(len(idx)), "steps": int(ck["deletion_steps"]), "auc": aucs}, indent=1))
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name, c in curves.items():
-        label = f"{_MAP_TITLES.get(name, name)} (AUC {aucs[name]:.2f})"
-        ax.plot(fractions, c.mean(axis=0), label=label, ls="--" if name == "random" else "-")
-    ax.set_xlabel("fraction of pixels deleted (most salient first)")
-    ax.set_ylabel("p(true class)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
-    d_png = plots.save_figure(fig, folder / "deletion.png")
-    items.append(
-        item(
-            "image",
-            d_png,
-            f"Deletion curves on {len(idx)} test images: the true class's mean probability as the pixels "
-            f"each map ranks highest are replaced by the image's mean colour. Lower area under the curve = "
-            f"the map found the evidence faster; dashed = random pixel order.",
-            d_csv,
-            root=root,
-        )
-    )
-    items.append(item("json", d_json, "Area under each deletion curve (mean over images).", d_json, root=root))
-    return section(
-        "explanation_checks", "Are the explanations right? Pointing game and deletion", items, group=records.CHECKS
-    )

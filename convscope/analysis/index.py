@@ -1,12 +1,14 @@
 """The index.json contract between analyses and the report.
 
-    {"title": str, "sections": [{"id": str, "title": str, "group": str, "items": [
+    {"title": str, "sections": [{"id": str, "title": str, "group": str, "kind": str, "items": [
         {"kind": "image"|"table"|"json", "file": "relative/path", "caption": str,
-         "data": "relative/path" | null}]}]}
+         "data": "relative/path" | null, "badges": [{"method", "title", "passed", "note"}] (optional)}]}]}
 
 `group` (convscope.records.GROUPS) tells the report where a section goes: with its
 model or grid (results), beside the other backbones' explanation checks (checks),
-or nowhere because the report draws that file itself (own_table).
+or nowhere because the report draws that file itself (own_table); `kind` what it holds
+(e.g. "maps", "sanity", "ranking"; default its id), so readers select sections by field,
+not by matching ids.
 
 Every analysis returns one or more sections built with `section`/`item`; the
 orchestrator writes them with `write_index`, which checks that every named file
@@ -41,10 +43,10 @@ def item(kind: str, file, caption: str, data=None, *, root=None) -> dict:
     return {"kind": kind, "file": rel(file), "caption": caption, "data": rel(data)}
 
 
-def section(id: str, title: str, items: list[dict], group: str = records.RESULTS) -> dict:
+def section(id: str, title: str, items: list[dict], group: str = records.RESULTS, *, kind: str | None = None) -> dict:
     if group not in records.GROUPS:
         raise ValueError(f"index section {id!r}: group {group!r} is not one of {records.GROUPS}")
-    return {"id": id, "title": title, "group": group, "items": list(items)}
+    return {"id": id, "title": title, "group": group, "kind": kind or id, "items": list(items)}
 
 
 def validate(index: dict, root) -> None:

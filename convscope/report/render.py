@@ -107,6 +107,7 @@ class Assets:
 def _item(item: dict, folder: Path, dest: str, assets: Assets) -> dict:
     """One index.json item ready for the template (its files copied to assets)."""
     out = {"kind": item["kind"], "caption": item.get("caption") or "", "name": Path(item["file"]).name}
+    out["badges"] = list(item.get("badges") or [])  # sanity badges of the methods drawn in a figure
     out["file"] = assets.add(folder / item["file"], f"{dest}/{item['file']}")
     out["data"] = assets.add(folder / item["data"], f"{dest}/{item['data']}") if item.get("data") else None
     source = folder / item["file"]

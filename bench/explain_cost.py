@@ -1,0 +1,106 @@
+"""Cost of the explanation analyses of one demo-shaped model, today's methods against all of them.
+
+Builds the demo's model (AlexNet at 64 px, 4 classes, random weights: the cost does
+not depend on what the weights learned), draws a test set the size of the demo's
+(48 images with object boxes), loads it once, and times `explain_model` twice in
+the same process: with only the methods and checks the analyses had before issue 13
+(Grad-CAM(++), occlusion, saliency/SmoothGrad, pointing game, deletion) — the
+reference — and with everything (new CAMs, Score-CAM, Integrated Gradients,
+insertion curves, the randomisation sanity check). Prints both and their ratio, in
+wall and in CPU time (the CPU ratio holds up better on a shared, loaded machine).
+
+    PYTHONPATH=. .venv/bin/python bench/explain_cost.py [--backbone alexnet --size 64 --images 48]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+# Switches of what issue 13 added; absent keys on a tree without them.
+NEW_OFF = {
+    "methods": {
+        "hirescam": False,
+        "xgradcam": False,
+        "layercam": False,
+        "scorecam": False,
+        "eigencam": False,
+        "integrated_gradients": False,
+    },
+    "sanity": {"enabled": False},
+    # today's deletion curves used every checked image
+    "checks": {"insertion": False, "curve_images": 64, "max_images": 64, "deletion_steps": 10},
+}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backbone", default="alexnet")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--images", type=int, default=48)
+    p.add_argument("--classes", type=int, default=4)
+    p.add_argument("--backend", default="tensorflow", choices=["tensorflow", "jax"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reference-only", action="store_true", help="time only today's methods (a tree before issue 13)")
+    args = p.parse_args(argv)
+
+    from convscope import backend
+
+    backend.select(args.backend, threads=args.threads)
+    import numpy as np
+
+    from convscope.analysis import explain
+    from convscope.models.build import build_classifier
+
+    model = build_classifier(args.backbone, args.classes, input_size=args.size, weights="none", seed=1)
+    reference = build_classifier(args.backbone, args.classes, input_size=args.size, weights="none", seed=2)
+    rng = np.random.default_rng(0)
+    n, s = args.images, args.size
+    x = rng.integers(0, 256, (n, s, s, 3)).astype(np.uint8)
+    lo = rng.integers(0, s // 2, (n, 2))
+    boxes = np.concatenate([lo, lo + rng.integers(s // 4, s // 2, (n, 2))], axis=1).astype(float)
+    data = {
+        "x": x,
+        "labels": np.arange(n) % args.classes,
+        "classes": [f"c{k}" for k in range(args.classes)],
+        "probs": model.predict(x.astype("float32"), verbose=0),
+        "boxes": boxes,
+    }
+    defaults = explain.DEFAULTS if hasattr(explain, "DEFAULTS") else explain.resolve_options(None)
+    known = set(defaults)
+    reference_opts = {k: v for k, v in NEW_OFF.items() if k in known}
+    if "checks" in reference_opts and "curve_images" not in defaults["checks"]:
+        reference_opts.pop("checks")
+    variants = {"reference (before issue 13)": reference_opts}
+    if not args.reference_only:
+        variants["all methods and checks"] = {}
+    seconds, cpu = {}, {}
+    for name, opts in variants.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            t0, c0 = time.perf_counter(), time.process_time()
+            explain.explain_model(model, args.backbone, data, Path(tmp), opts, base_reference=reference)
+            seconds[name] = round(time.perf_counter() - t0, 2)
+            cpu[name] = round(time.process_time() - c0, 2)
+            folder = Path(tmp) / "explain"
+            steps = json.loads((folder / "timings.json").read_text())
+            for extra in ("ig_completeness.json", "sanity.json", "method_ranking.csv"):
+                if (folder / extra).is_file():
+                    print(f"  {extra}:", (folder / extra).read_text()[:3000], flush=True)
+        print(f"{name}: {seconds[name]:.1f} s wall, {cpu[name]:.1f} s CPU", flush=True)
+        print("  steps:", json.dumps(steps), flush=True)
+    if len(seconds) == 2:
+        ref, new = seconds.values()
+        (cref, cnew) = cpu.values()
+        print(f"ratio all / reference: {new / ref:.2f} wall, {cnew / cref:.2f} CPU")
+    return seconds
+
+
+if __name__ == "__main__":
+    main()
