@@ -74,19 +74,29 @@ def main(argv=None) -> dict:
             params = model.count_params()
             timer = EpochStarts()
             # the timer last: an epoch ends once every backup callback has returned
-            model.fit(x, y, batch_size=args.batch, epochs=args.epochs, verbose=0,
-                      callbacks=[*make(Path(tmp) / name.replace(" ", "-")), timer])
+            model.fit(
+                x,
+                y,
+                batch_size=args.batch,
+                epochs=args.epochs,
+                verbose=0,
+                callbacks=[*make(Path(tmp) / name.replace(" ", "-")), timer],
+            )
             epoch_s[name] = statistics.median(b - a for a, b in zip(timer.starts[1:-1], timer.starts[2:]))
             keras.backend.clear_session()
     base = epoch_s["no backup"]
     keras_extra = epoch_s["keras BackupAndRestore"] - base
     ours_extra = epoch_s["convscope EpochBackup"] - base
-    print(f"per-epoch backup: {args.backbone}@{args.size} ({params / 1e6:.1f} M parameters, Adam), "
-          f"{n} images/epoch, backend {args.backend}")
+    print(
+        f"per-epoch backup: {args.backbone}@{args.size} ({params / 1e6:.1f} M parameters, Adam), "
+        f"{n} images/epoch, backend {args.backend}"
+    )
     for name, s in epoch_s.items():
         print(f"  {name + ':':26s} {s:.3f} s per epoch")
-    print(f"  added per epoch: keras {keras_extra:.3f} s, ours {ours_extra:.3f} s; "
-          f"ratio keras / ours {keras_extra / max(ours_extra, 1e-3):.1f}")
+    print(
+        f"  added per epoch: keras {keras_extra:.3f} s, ours {ours_extra:.3f} s; "
+        f"ratio keras / ours {keras_extra / max(ours_extra, 1e-3):.1f}"
+    )
     return {"epoch_s": epoch_s, "keras_extra_s": keras_extra, "ours_extra_s": ours_extra}
 
 

@@ -71,8 +71,9 @@ def main(argv=None) -> dict:
         np.save(labels, (np.arange(n) % 3).astype("int32"))
 
         def make(workers):
-            return MemmapDataset(images, labels, args.batch, 3, shuffle=True, seed=1, drop_remainder=True,
-                                 workers=workers)
+            return MemmapDataset(
+                images, labels, args.batch, 3, shuffle=True, seed=1, drop_remainder=True, workers=workers
+            )
 
         keras_side = make(1)
         keras_side.workers = args.workers  # Keras' OrderedEnqueuer with N threads instead
@@ -81,9 +82,13 @@ def main(argv=None) -> dict:
         keras = statistics.median(epoch_times(keras_side, args.epochs, step_s)[1:])
     floor = args.batches * step_s
     figures = {"ours_s": ours, "keras_s": keras, "floor_s": floor, "ratio_keras_vs_ours": keras / ours}
-    print(f"\ninput pipeline: {args.batches} batches of {args.batch}x{args.size}x{args.size}x3 uint8 per epoch, "
-          f"{args.step_ms:g} ms per step, {args.workers} workers")
-    print(f"  ours (MemmapDataset read-ahead):  {ours * 1000:7.1f} ms/epoch (+{(ours - floor) * 1000:.1f} over the floor)")
+    print(
+        f"\ninput pipeline: {args.batches} batches of {args.batch}x{args.size}x{args.size}x3 uint8 per epoch, "
+        f"{args.step_ms:g} ms per step, {args.workers} workers"
+    )
+    print(
+        f"  ours (MemmapDataset read-ahead):  {ours * 1000:7.1f} ms/epoch (+{(ours - floor) * 1000:.1f} over the floor)"
+    )
     print(f"  keras (threaded OrderedEnqueuer): {keras * 1000:7.1f} ms/epoch (+{(keras - floor) * 1000:.1f})")
     print(f"  floor (steps only):               {floor * 1000:7.1f} ms/epoch")
     print(f"  ratio keras / ours: {figures['ratio_keras_vs_ours']:.3f} (target >= 1.1 at 20 batches per epoch)")

@@ -126,7 +126,15 @@ def main(argv=None) -> None:
             times["naive"].append(time.perf_counter() - t)
             cpu["naive"].append(time.process_time() - c)
             t, c = time.perf_counter(), time.process_time()
-            prepare(splits, root, list(CLASSES), args.size, {"resize": args.resize}, tmp / f"prepared{r}", threads=args.threads)
+            prepare(
+                splits,
+                root,
+                list(CLASSES),
+                args.size,
+                {"resize": args.resize},
+                tmp / f"prepared{r}",
+                threads=args.threads,
+            )
             times["project"].append(time.perf_counter() - t)
             cpu["project"].append(time.process_time() - c)
     naive_s, project_s = statistics.median(times["naive"]), statistics.median(times["project"])
@@ -135,7 +143,9 @@ def main(argv=None) -> None:
         f"{len(files)} JPEGs {args.width}x{args.height} q{args.quality} ({mb:.0f} MB) -> {args.size}px, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
     )
-    print(f"naive loop (open, convert RGB, resize, save): {naive_s:7.2f} s wall {len(files) / naive_s:7.1f} img/s  {naive_cpu:7.2f} s CPU")
+    print(
+        f"naive loop (open, convert RGB, resize, save): {naive_s:7.2f} s wall {len(files) / naive_s:7.1f} img/s  {naive_cpu:7.2f} s CPU"
+    )
     print(
         f"convscope prepare ({args.resize}, {args.threads} threads):      {project_s:7.2f} s wall {len(files) / project_s:7.1f} img/s  "
         f"{project_cpu:7.2f} s CPU"

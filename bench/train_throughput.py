@@ -47,8 +47,7 @@ CLASSES = ["c0", "c1", "c2"]
 # Issue 3's GPU targets: images/s of full-network training (bf16, batch 128) on one
 # H100, the best of a compiled PyTorch loop and Keras+JAX fit; ours should reach 0.95.
 # Only comparable on that GPU, so the ratio is printed only when one is present.
-H100_REFERENCE = {("resnet50", 224): 5227, ("vgg16", 224): 4375, ("inceptionv3", 299): 3418,
-                  ("mobilenetv2", 224): 7952}
+H100_REFERENCE = {("resnet50", 224): 5227, ("vgg16", 224): 4375, ("inceptionv3", 299): 3418, ("mobilenetv2", 224): 7952}
 H100_TARGET_RATIO = 0.95
 
 
@@ -75,15 +74,34 @@ def make_data(root: Path, n: int, size: int, jpeg_size: int, jpeg: bool, seed: i
 
 
 def hp_for(args, epochs: int) -> dict:
-    return {"learning_rate": 1e-3, "dropout": 0.2, "tune_depth": args.tune_depth, "batch_size": args.batch,
-            "epochs": epochs, "optimizer": "adam", "label_smoothing": 0.0, "augment": args.augment, "seed": 1}
+    return {
+        "learning_rate": 1e-3,
+        "dropout": 0.2,
+        "tune_depth": args.tune_depth,
+        "batch_size": args.batch,
+        "epochs": epochs,
+        "optimizer": "adam",
+        "label_smoothing": 0.0,
+        "augment": args.augment,
+        "seed": 1,
+    }
 
 
 def run_kwargs(args, prepared: Path, out: Path, epochs: int) -> dict:
-    return dict(prepared_dir=str(prepared), out_dir=str(out), backbone=args.backbone,
-                options={"weights": args.weights}, input_size=args.size, strategy="finetune",
-                hp=hp_for(args, epochs), classes=CLASSES, backend=args.backend, bootstrap=100,
-                threads=args.threads, tensorboard=True)
+    return dict(
+        prepared_dir=str(prepared),
+        out_dir=str(out),
+        backbone=args.backbone,
+        options={"weights": args.weights},
+        input_size=args.size,
+        strategy="finetune",
+        hp=hp_for(args, epochs),
+        classes=CLASSES,
+        backend=args.backend,
+        bootstrap=100,
+        threads=args.threads,
+        tensorboard=True,
+    )
 
 
 FIXED_COST = """
@@ -103,8 +121,9 @@ def fixed_cost(args, prepared: Path, root: Path, cache: Path) -> list[dict]:
         path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "CONVSCOPE_COMPILE_CACHE": str(cache), "PYTHONPATH": path}
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", FIXED_COST, json.dumps(kwargs)], capture_output=True,
-                              text=True, env=env, cwd=REPO)
+        proc = subprocess.run(
+            [sys.executable, "-c", FIXED_COST, json.dumps(kwargs)], capture_output=True, text=True, env=env, cwd=REPO
+        )
         process_s = time.perf_counter() - t
         if proc.returncode != 0:
             raise RuntimeError(f"fixed-cost run failed:\n{proc.stderr[-3000:]}")
@@ -162,8 +181,15 @@ def jpeg_fit(args, root: Path, n: int) -> float:
     from convscope.training import strategies
 
     ds = keras.utils.image_dataset_from_directory(
-        str(root / "jpeg"), labels="inferred", label_mode="categorical", class_names=CLASSES,
-        image_size=(args.size, args.size), batch_size=args.batch, shuffle=True, seed=1, verbose=False,
+        str(root / "jpeg"),
+        labels="inferred",
+        label_mode="categorical",
+        class_names=CLASSES,
+        image_size=(args.size, args.size),
+        batch_size=args.batch,
+        shuffle=True,
+        seed=1,
+        verbose=False,
     )
     model = _model(args)
     phase = strategies.Phase(0, args.tune_depth, 1e-3, 0, args.epochs)
@@ -180,8 +206,15 @@ def _model(args):
     # clear_session() resets Keras' global dtype policy: set it as train_run does
     # (mixed_bfloat16 on GPUs), or the bare model would train in float32.
     build.configure_precision()
-    return build.build_classifier(args.backbone, len(CLASSES), input_size=args.size, weights=args.weights,
-                                  dropout=0.2, augment=args.augment, seed=1)
+    return build.build_classifier(
+        args.backbone,
+        len(CLASSES),
+        input_size=args.size,
+        weights=args.weights,
+        dropout=0.2,
+        augment=args.augment,
+        seed=1,
+    )
 
 
 def _jit(args):
@@ -201,8 +234,11 @@ def main(argv=None) -> dict:
     p.add_argument("--weights", default="none", help="none (default, offline), imagenet or a path")
     p.add_argument("--tune-depth", default="all", help="blocks that train: 0, k or all (default: full network)")
     p.add_argument("--augment", default="standard", choices=["none", "light", "standard"])
-    p.add_argument("--compare-augment", choices=["none", "light", "standard"],
-                   help="also time our path with this augmentation preset (what in-model augmentation costs)")
+    p.add_argument(
+        "--compare-augment",
+        choices=["none", "light", "standard"],
+        help="also time our path with this augmentation preset (what in-model augmentation costs)",
+    )
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--jpeg-size", type=int, default=256, help="side of the JPEG files the jpeg path decodes")
     p.add_argument("--no-jpeg", action="store_true", help="skip the image_dataset_from_directory comparison")
@@ -246,14 +282,18 @@ def main(argv=None) -> dict:
     figures["ratio_ours_vs_bare"] = round(figures["ours"] / figures["bare"], 3)
     if "jpeg" in figures:
         figures["ratio_ours_vs_jpeg"] = round(figures["ours"] / figures["jpeg"], 3)
-    print(f"\nconvscope training throughput: {args.backbone}@{args.size}, batch {args.batch}, {n} images/epoch, "
-          f"backend {args.backend}, {figures['accelerators'] or 'CPU'}, threads {args.threads}")
+    print(
+        f"\nconvscope training throughput: {args.backbone}@{args.size}, batch {args.batch}, {n} images/epoch, "
+        f"backend {args.backend}, {figures['accelerators'] or 'CPU'}, threads {args.threads}"
+    )
     print(f"  ours (memmap PyDataset + callbacks): {figures['ours']:8.1f} images/s")
     print(f"  bare model.fit on in-memory arrays:  {figures['bare']:8.1f} images/s")
     if "jpeg" in figures:
         print(f"  image_dataset_from_directory (JPEG): {figures['jpeg']:8.1f} images/s")
     if args.compare_augment:
-        print(f"  ours with augment={args.compare_augment}:         {figures[f'ours_augment_{args.compare_augment}']:8.1f} images/s")
+        print(
+            f"  ours with augment={args.compare_augment}:         {figures[f'ours_augment_{args.compare_augment}']:8.1f} images/s"
+        )
     print(f"  ratio ours / bare: {figures['ratio_ours_vs_bare']:.3f}")
     if "jpeg" in figures:
         print(f"  ratio ours / jpeg: {figures['ratio_ours_vs_jpeg']:.3f}")
@@ -262,12 +302,16 @@ def main(argv=None) -> dict:
         figures["h100_reference"] = reference
         figures["ratio_ours_vs_h100_reference"] = round(figures["ours"] / reference, 3)
         verdict = "meets" if figures["ratio_ours_vs_h100_reference"] >= H100_TARGET_RATIO else "misses"
-        print(f"  ratio ours / H100 reference {reference}: {figures['ratio_ours_vs_h100_reference']:.3f} "
-              f"({verdict} the {H100_TARGET_RATIO} target; comparable only on an H100)")
+        print(
+            f"  ratio ours / H100 reference {reference}: {figures['ratio_ours_vs_h100_reference']:.3f} "
+            f"({verdict} the {H100_TARGET_RATIO} target; comparable only on an H100)"
+        )
     for fc in figures.get("fixed_cost", []):
         c = fc["fixed_cost_s"]
-        print(f"  fixed cost per run ({fc['attempt']}): process {fc['process_s']:.1f} s = imports {c['imports']:.1f} s"
-              f" + build/weights {c['build_and_weights']:.1f} s + first step {c['first_step'] or 0:.1f} s + rest")
+        print(
+            f"  fixed cost per run ({fc['attempt']}): process {fc['process_s']:.1f} s = imports {c['imports']:.1f} s"
+            f" + build/weights {c['build_and_weights']:.1f} s + first step {c['first_step'] or 0:.1f} s + rest"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
     return figures

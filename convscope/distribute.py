@@ -63,7 +63,10 @@ def replica_count(n_gpus: int, available: int) -> int:
             "this job was given %d GPUs but the backend sees %d device(s) (CUDA_VISIBLE_DEVICES=%s): "
             "training on %d; check that the GPU build of the backend is installed (pip install -e '.[gpu]' "
             "or jax[cuda12])",
-            n_gpus, available, os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"), max(1, available),
+            n_gpus,
+            available,
+            os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+            max(1, available),
         )
     return max(1, min(n_gpus, available))
 

@@ -69,7 +69,6 @@ def prepared_all():
 REPORT = config["report"]
 from convscope.report.render import NEEDS_GRID  # sections that read the grid summary
 
-
 # ---- audit (rules/audit.smk) ----------------------------------------------------
 AUDIT_OPTIONS = {k: v for k, v in config["audit"].items() if k != "backbones"}
 

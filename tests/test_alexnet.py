@@ -194,8 +194,9 @@ def test_loaded_weights_reproduce_a_numpy_forward_pass(tmp_path, small_alexnet):
     names = ["conv1", "norm1", "conv2", "conv5", "fc6", "fc8"]
     probe = keras.Model(model.input, [model.get_layer(n).output for n in names])
     got = dict(zip(names, (keras.ops.convert_to_numpy(t)[0] for t in probe(x[None]))))
-    want = np_alexnet(x.astype(np.float64), {k: [w.astype(np.float64), b.astype(np.float64)]
-                                              for k, (w, b) in params.items()})
+    want = np_alexnet(
+        x.astype(np.float64), {k: [w.astype(np.float64), b.astype(np.float64)] for k, (w, b) in params.items()}
+    )
     for name in names:
         scale = np.abs(want[name]).max()
         assert scale > 0, name

@@ -98,27 +98,45 @@ def write_inputs(root: Path, backbone: str = "alexnet") -> dict:
     run_dir.mkdir(parents=True)
     build_model().save(run_dir / "model.keras")
     pd.DataFrame(
-        {"epoch": [0, 1, 2], "accuracy": [0.4, 0.6, 0.8], "loss": [1.1, 0.9, 0.5], "val_accuracy": [0.3, 0.5, 0.6],
-         "val_loss": [1.2, 1.0, 0.9]}
+        {
+            "epoch": [0, 1, 2],
+            "accuracy": [0.4, 0.6, 0.8],
+            "loss": [1.1, 0.9, 0.5],
+            "val_accuracy": [0.3, 0.5, 0.6],
+            "val_loss": [1.2, 1.0, 0.9],
+        }
     ).to_csv(run_dir / "history.csv", index=False)
     from convscope.records import RunMetrics, write_metrics
 
-    write_metrics(run_dir / "metrics.json", RunMetrics(backbone, "tiny-run", "finetune", val={}, test={}, train_time_s=20.0))
+    write_metrics(
+        run_dir / "metrics.json", RunMetrics(backbone, "tiny-run", "finetune", val={}, test={}, train_time_s=20.0)
+    )
     prepared = root / "prepared" / str(SIZE)
     prepared.mkdir(parents=True)
     x, labels = make_images()
     np.save(prepared / "test.npy", x)
     np.save(prepared / "test.labels.npy", labels)
     pd.DataFrame(
-        {"row": range(len(x)), "cls": [CLASSES[k] for k in labels], "label": labels,
-         "file": [f"{CLASSES[k]}/{i:06d}.png" for i, k in enumerate(labels)], "sha256": "x"}
+        {
+            "row": range(len(x)),
+            "cls": [CLASSES[k] for k in labels],
+            "label": labels,
+            "file": [f"{CLASSES[k]}/{i:06d}.png" for i, k in enumerate(labels)],
+            "sha256": "x",
+        }
     ).to_csv(prepared / "test.index.csv", index=False)
     # The val split the temperature is fitted on: the same images in reverse order.
     np.save(prepared / "val.npy", x[::-1])
     np.save(prepared / "val.labels.npy", labels[::-1])
     pd.read_csv(prepared / "test.index.csv").iloc[::-1].to_csv(prepared / "val.index.csv", index=False)
-    return {"model": run_dir / "model.keras", "run": run_dir, "prepared": prepared,
-            "out": root / "analysis" / backbone / "tiny-run", "x": x, "labels": labels}
+    return {
+        "model": run_dir / "model.keras",
+        "run": run_dir,
+        "prepared": prepared,
+        "out": root / "analysis" / backbone / "tiny-run",
+        "x": x,
+        "labels": labels,
+    }
 
 
 OPTIONS = {
@@ -297,7 +315,7 @@ def test_orchestrator_on_jax_backend_matches_tensorflow(analysed, tmp_path):
         import json, keras
         assert keras.backend.backend() == "jax"
         from convscope.analysis.run import analyse_model
-        analyse_model({str(analysed['model'])!r}, {str(analysed['prepared'])!r}, {str(analysed['run'])!r},
+        analyse_model({str(analysed["model"])!r}, {str(analysed["prepared"])!r}, {str(analysed["run"])!r},
                       {str(out)!r}, {CLASSES!r}, {OPTIONS!r}, explain=False)
         """
     )
@@ -338,8 +356,15 @@ def test_starting_base_is_rebuilt_exactly_and_checked_against_frozen_layers():
     from convscope.models.build import base_of, build_classifier, set_tune_depth
     from convscope.records import RunMetrics
 
-    metrics = RunMetrics(backbone="alexnet", run="r", strategy="finetune", val={}, test={}, hp={"seed": 5},
-                         versions={"backend": keras.backend.backend()})
+    metrics = RunMetrics(
+        backbone="alexnet",
+        run="r",
+        strategy="finetune",
+        val={},
+        test={},
+        hp={"seed": 5},
+        versions={"backend": keras.backend.backend()},
+    )
     options = {"weights": "none"}
     model = build_classifier("alexnet", 3, input_size=64, weights="none", seed=5)
     set_tune_depth(model, "alexnet", 2)  # conv4 and conv5 train, conv1-3 stay frozen
@@ -356,7 +381,9 @@ def test_starting_base_is_rebuilt_exactly_and_checked_against_frozen_layers():
     conv1 = base_of(model).get_layer("conv1")
     conv1.set_weights([w * 2 for w in conv1.get_weights()])  # a frozen layer that moved: not the start
     assert starting_base(model, "alexnet", metrics, options, 64, 3) is None
-    other = dataclasses.replace(metrics, versions={"backend": "jax" if keras.backend.backend() != "jax" else "tensorflow"})
+    other = dataclasses.replace(
+        metrics, versions={"backend": "jax" if keras.backend.backend() != "jax" else "tensorflow"}
+    )
     assert starting_base(model, "alexnet", other, options, 64, 3) is None  # another backend's random init
 
 
@@ -387,8 +414,15 @@ def test_frozen_layers_are_named_and_their_filters_not_judged(tmp_path):
     model.get_layer("base").get_layer("conv1").trainable = False
     model.save(paths["model"])
     index = json.loads(
-        analyse_model(paths["model"], paths["prepared"], paths["run"], paths["out"], CLASSES,
-                      {**OPTIONS, "calibration": {"enabled": False}}, explain=False).read_text()
+        analyse_model(
+            paths["model"],
+            paths["prepared"],
+            paths["run"],
+            paths["out"],
+            CLASSES,
+            {**OPTIONS, "calibration": {"enabled": False}},
+            explain=False,
+        ).read_text()
     )
     frozen = json.loads((paths["out"] / "frozen.json").read_text())
     assert frozen["frozen_blocks"] == ["conv1"] and frozen["trained_blocks"] == []

@@ -141,10 +141,22 @@ def test_defaults_are_filled_in():
 
 def test_input_sizes_are_shared_by_backbones_of_one_size():
     config = tiny_config(
-        backbones={"alexnet": None, "vgg16": {}, "resnet50": {}, "inceptionv3": {"input_size": 96}, "mobilenetv2": {"input_size": 96}}
+        backbones={
+            "alexnet": None,
+            "vgg16": {},
+            "resnet50": {},
+            "inceptionv3": {"input_size": 96},
+            "mobilenetv2": {"input_size": 96},
+        }
     )
     cfg.load_and_validate(config)
-    assert cfg.backbone_sizes(config) == {"alexnet": 227, "vgg16": 224, "resnet50": 224, "inceptionv3": 96, "mobilenetv2": 96}
+    assert cfg.backbone_sizes(config) == {
+        "alexnet": 227,
+        "vgg16": 224,
+        "resnet50": 224,
+        "inceptionv3": 96,
+        "mobilenetv2": 96,
+    }
     assert cfg.input_sizes(config) == [96, 224, 227]
 
 
@@ -170,7 +182,7 @@ def assert_rejected_before_any_job(proc, wf, expected):
     assert proc.returncode != 0
     for text in expected:
         assert text in proc.stderr, f"{text!r} missing from stderr:\n{proc.stderr[-3000:]}"
-    assert "Traceback" not in out and "File \"" not in out, out[-3000:]
+    assert "Traceback" not in out and 'File "' not in out, out[-3000:]
     assert len(out.strip().splitlines()) <= 6, out
     assert "Building DAG" not in out
     assert sorted(p.name for p in wf.workdir.iterdir()) == ["config.yaml"]
@@ -233,7 +245,9 @@ def test_yaml_syntax_error_names_file_line_and_column(workflow):
     wf.configfile.write_text(BROKEN_YAML)
     command = [a for a in wf.command("-n") if a not in ("--configfile", str(wf.configfile))]
     proc = subprocess.run(command, check=False, cwd=wf.workdir, capture_output=True, text=True, timeout=120)
-    assert_rejected_before_any_job(proc, wf, ["config file config.yaml, line 4, column 12", "mapping values are not allowed"])
+    assert_rejected_before_any_job(
+        proc, wf, ["config file config.yaml, line 4, column 12", "mapping values are not allowed"]
+    )
 
 
 def test_yaml_syntax_error_in_a_configfile_argument(workflow):

@@ -101,12 +101,10 @@ def run_child(backend: str) -> tuple[dict, str]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, backend], capture_output=True, text=True, timeout=300, env=env
-    )
+    proc = subprocess.run([sys.executable, "-c", CHILD, backend], capture_output=True, text=True, timeout=300, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"{backend} child failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return json.loads(lines[-1][len("RESULT "):]), proc.stderr
+    return json.loads(lines[-1][len("RESULT ") :]), proc.stderr
 
 
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
@@ -167,7 +165,11 @@ def test_a_train_job_given_two_gpus_trains_data_parallel(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", "KERAS_BACKEND": "jax"}
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
     proc = subprocess.run(
-        [sys.executable, "-c", TRAIN_CHILD, str(tmp_path)], capture_output=True, text=True, timeout=300, env=env,
+        [sys.executable, "-c", TRAIN_CHILD, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-5000:]

@@ -30,23 +30,51 @@ def test_defaults_give_one_readable_finetune_run():
     assert ids(config) == ["finetune-lr1e-4-do0.5-d2"]
     (run,) = grid.runs(config, "alexnet")
     assert run.hp == {
-        "learning_rate": 0.0001, "dropout": 0.5, "tune_depth": 2, "batch_size": 32, "epochs": 10,
-        "optimizer": "adam", "label_smoothing": 0.0, "augment": "standard", "seed": config["seed"],
+        "learning_rate": 0.0001,
+        "dropout": 0.5,
+        "tune_depth": 2,
+        "batch_size": 32,
+        "epochs": 10,
+        "optimizer": "adam",
+        "label_smoothing": 0.0,
+        "augment": "standard",
+        "seed": config["seed"],
     }
 
 
 def test_ids_name_non_default_values_with_short_keys():
     config = validated(
-        {"grid": {"learning_rate": 0.001, "dropout": 0.2, "tune_depth": "all", "batch_size": 64, "epochs": 3,
-                  "optimizer": "sgd", "label_smoothing": 0.1, "augment": "none", "seed": 99}}
+        {
+            "grid": {
+                "learning_rate": 0.001,
+                "dropout": 0.2,
+                "tune_depth": "all",
+                "batch_size": 64,
+                "epochs": 3,
+                "optimizer": "sgd",
+                "label_smoothing": 0.1,
+                "augment": "none",
+                "seed": 99,
+            }
+        }
     )
     assert ids(config) == ["finetune-lr1e-3-do0.2-dall-bs64-ep3-sgd-ls0.1-augnone-s99"]
 
 
 @pytest.mark.parametrize(
     "value, text",
-    [(1e-4, "1e-4"), (0.0003, "3e-4"), (2.5e-5, "2.5e-5"), (0.01, "0.01"), (0.5, "0.5"), (0.0, "0"),
-     (1.0, "1"), (32, "32"), ("all", "all"), (10.0, "10")],
+    [
+        (1e-4, "1e-4"),
+        (0.0003, "3e-4"),
+        (2.5e-5, "2.5e-5"),
+        (0.01, "0.01"),
+        (0.5, "0.5"),
+        (0.0, "0"),
+        (1.0, "1"),
+        (32, "32"),
+        ("all", "all"),
+        (10.0, "10"),
+    ],
 )
 def test_value_format(value, text):
     assert grid.fmt(value) == text
@@ -54,13 +82,29 @@ def test_value_format(value, text):
 
 BASE = {
     "strategies": ["finetune", "progressive", "scratch", "features"],
-    "grid": {"learning_rate": [1e-4], "dropout": [0.5], "tune_depth": [1], "batch_size": [32], "epochs": [2],
-             "optimizer": ["adam"], "label_smoothing": [0.0], "augment": ["light"], "seed": [7]},  # 7 = the global seed: not in ids
+    "grid": {
+        "learning_rate": [1e-4],
+        "dropout": [0.5],
+        "tune_depth": [1],
+        "batch_size": [32],
+        "epochs": [2],
+        "optimizer": ["adam"],
+        "label_smoothing": [0.0],
+        "augment": ["light"],
+        "seed": [7],
+    },  # 7 = the global seed: not in ids
     "features": {"classifiers": ["logreg"], "C": [1.0]},
 }
 ADDED = {
-    "learning_rate": 3e-3, "dropout": 0.2, "tune_depth": "all", "batch_size": 64, "epochs": 5,
-    "optimizer": "rmsprop", "label_smoothing": 0.1, "augment": "standard", "seed": 8,
+    "learning_rate": 3e-3,
+    "dropout": 0.2,
+    "tune_depth": "all",
+    "batch_size": 64,
+    "epochs": 5,
+    "optimizer": "rmsprop",
+    "label_smoothing": 0.1,
+    "augment": "standard",
+    "seed": 8,
 }
 
 
@@ -76,8 +120,11 @@ def test_adding_a_value_adds_runs_and_renames_none(key):
     for rid, run in old.items():
         assert new[rid].hp == run.hp and new[rid].strategy == run.strategy
     added = [new[r] for r in set(new) - set(old)]
-    assert all(r.hp.get(key, None) == ADDED[key] or (key == "tune_depth" and r.strategy == "scratch")
-               for r in added if r.strategy != "features")
+    assert all(
+        r.hp.get(key, None) == ADDED[key] or (key == "tune_depth" and r.strategy == "scratch")
+        for r in added
+        if r.strategy != "features"
+    )
     if key == "tune_depth":  # scratch trains everything: no new scratch run
         assert not [r for r in added if r.strategy == "scratch"]
     if key != "seed":  # a features head depends on classifier, C and seed only
@@ -97,9 +144,17 @@ def test_adding_features_values_adds_only_heads():
 def test_ids_unique_and_path_safe_over_a_large_grid():
     train = {
         "strategies": ["finetune", "progressive", "scratch", "features"],
-        "grid": {"learning_rate": [1e-4, 1e-3, 0.01, 0.1], "dropout": [0.0, 0.5], "tune_depth": [0, 1, 2, "all"],
-                 "batch_size": [16, 32], "epochs": [1, 10], "optimizer": ["adam", "sgd", "adamw", "rmsprop"],
-                 "label_smoothing": [0.0, 0.1], "augment": ["none", "light", "standard"], "seed": [1, 2]},
+        "grid": {
+            "learning_rate": [1e-4, 1e-3, 0.01, 0.1],
+            "dropout": [0.0, 0.5],
+            "tune_depth": [0, 1, 2, "all"],
+            "batch_size": [16, 32],
+            "epochs": [1, 10],
+            "optimizer": ["adam", "sgd", "adamw", "rmsprop"],
+            "label_smoothing": [0.0, 0.1],
+            "augment": ["none", "light", "standard"],
+            "seed": [1, 2],
+        },
         "features": {"classifiers": ["logreg", "linsvm"], "C": [0.01, 0.1, 1.0, 10.0]},
     }
     config = validated(train)
@@ -127,16 +182,20 @@ def test_scratch_ignores_tune_depth_and_features_ignore_training_keys():
 
 
 def test_per_backbone_override_replaces_lists_of_that_backbone_only():
-    backbones = {"alexnet": {"input_size": 64, "grid": {"learning_rate": [0.01, 0.001]}},
-                 "mobilenetv2": {"input_size": 32}}
+    backbones = {
+        "alexnet": {"input_size": 64, "grid": {"learning_rate": [0.01, 0.001]}},
+        "mobilenetv2": {"input_size": 32},
+    }
     config = validated({"grid": {"learning_rate": [1e-4]}}, backbones=backbones)
     assert ids(config, "alexnet") == ["finetune-lr0.01-do0.5-d2", "finetune-lr1e-3-do0.5-d2"]
     assert ids(config, "mobilenetv2") == ["finetune-lr1e-4-do0.5-d2"]
 
 
 def test_per_backbone_strategies_replace_the_global_list():
-    backbones = {"alexnet": {"input_size": 64, "grid": {"strategies": ["scratch", "features"]}},
-                 "mobilenetv2": {"input_size": 32}}
+    backbones = {
+        "alexnet": {"input_size": 64, "grid": {"strategies": ["scratch", "features"]}},
+        "mobilenetv2": {"input_size": 32},
+    }
     config = validated(BASE, backbones=backbones)
     assert {r.strategy for r in grid.runs(config, "alexnet")} == {"scratch", "features"}
     assert {r.strategy for r in grid.runs(config, "mobilenetv2")} == set(grid.STRATEGIES)
@@ -201,8 +260,10 @@ def test_every_run_of_the_demo_config_has_params():
     assert {r.strategy for r in runs} == set(grid.STRATEGIES)
     assert {r.backbone for r in runs} == set(config["backbones"]) and "alexnet" in config["backbones"]
     for r in runs:
-        params = grid.head_params(config, r.backbone, r.id) if r.strategy == "features" else grid.train_params(
-            config, r.backbone, r.id
+        params = (
+            grid.head_params(config, r.backbone, r.id)
+            if r.strategy == "features"
+            else grid.train_params(config, r.backbone, r.id)
         )
         assert params["hp"] == r.hp
     # the combinations are the product of the lists (plus heads), nothing silently dropped

@@ -43,9 +43,12 @@ def make_config(backbones=("alexnet", "mobilenetv2"), **train) -> dict:
     config = tiny_config(
         classes=CLASSES,
         backbones={b: {"input_size": 64} for b in backbones},
-        train={"strategies": ["finetune", "scratch", "features"],
-               "grid": {"learning_rate": [0.001, 0.0003], "dropout": [0.2, 0.5], "tune_depth": [1, "all"]},
-               "features": {"classifiers": ["logreg"], "C": [0.1, 1.0]}, **train},
+        train={
+            "strategies": ["finetune", "scratch", "features"],
+            "grid": {"learning_rate": [0.001, 0.0003], "dropout": [0.2, 0.5], "tune_depth": [1, "all"]},
+            "features": {"classifiers": ["logreg"], "C": [0.1, 1.0]},
+            **train,
+        },
     )
     return cfg.load_and_validate(config)
 
@@ -57,9 +60,17 @@ def write_grid(root: Path, config: dict, accuracy) -> list[Path]:
         val_acc, test_acc = accuracy(run)
         yv, sv = scores_for(val_acc, N_VAL, i)
         yt, st = scores_for(test_acc, N_TEST, 1000 + i)
-        metrics = {"backbone": run.backbone, "run": run.id, "strategy": run.strategy, "hp": run.hp,
-                   "classes": CLASSES, **split_report(yv, sv, yt, st, CLASSES, bootstrap=200, seed=1),
-                   "train_time_s": 10.0 + i, "images_per_s": 100.0 + i, "seed": 7}
+        metrics = {
+            "backbone": run.backbone,
+            "run": run.id,
+            "strategy": run.strategy,
+            "hp": run.hp,
+            "classes": CLASSES,
+            **split_report(yv, sv, yt, st, CLASSES, bootstrap=200, seed=1),
+            "train_time_s": 10.0 + i,
+            "images_per_s": 100.0 + i,
+            "seed": 7,
+        }
         path = root / "models" / run.backbone / run.id / "metrics.json"
         write_json(path, metrics)
         records.write_predictions(path.parent / layout.PREDICTIONS, yt, st)
@@ -94,8 +105,21 @@ def test_runs_table_has_every_run_with_cis(summary):
     runs = pd.read_csv(summary["out"] / "runs.csv")
     expected = grid.runs(summary["config"])
     assert list(zip(runs["backbone"], runs["run"])) == [(r.backbone, r.id) for r in expected]
-    for col in ("strategy", "learning_rate", "dropout", "tune_depth", "C", "val_accuracy", "val_ci95_low",
-                "val_ci95_high", "test_accuracy", "test_ci95_low", "test_ci95_high", "train_time_s", "images_per_s"):
+    for col in (
+        "strategy",
+        "learning_rate",
+        "dropout",
+        "tune_depth",
+        "C",
+        "val_accuracy",
+        "val_ci95_low",
+        "val_ci95_high",
+        "test_accuracy",
+        "test_ci95_low",
+        "test_ci95_high",
+        "train_time_s",
+        "images_per_s",
+    ):
         assert col in runs.columns, col
     for r in expected:
         row = runs[(runs["backbone"] == r.backbone) & (runs["run"] == r.id)].iloc[0]

@@ -136,8 +136,7 @@ def test_backbone_builds_tunes_and_trains_a_step(backbone):
     # 2-core box and an eager step ~2 s with the same semantics; AlexNet keeps the traced
     # path. JAX compiles every eager op separately, so there jit is the cheaper one.
     eager = backbone != "alexnet" and keras.backend.backend() == "tensorflow"
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy",
-                  run_eagerly=eager)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy", run_eagerly=eager)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(4, size, size, 3), dtype=np.uint8)
     y = np.array([0, 1, 2, 1])
@@ -191,8 +190,13 @@ def test_registry_facts_match_the_real_models(backbone):
 
 @pytest.mark.parametrize(
     "backbone,module",
-    [("vgg16", "vgg16"), ("resnet50", "resnet50"), ("inceptionv3", "inception_v3"),
-     ("mobilenetv2", "mobilenet_v2"), ("efficientnetb0", "efficientnet")],
+    [
+        ("vgg16", "vgg16"),
+        ("resnet50", "resnet50"),
+        ("inceptionv3", "inception_v3"),
+        ("mobilenetv2", "mobilenet_v2"),
+        ("efficientnetb0", "efficientnet"),
+    ],
 )
 def test_preprocess_layer_matches_keras_preprocess_input(backbone, module):
     x = np.random.default_rng(1).integers(0, 256, size=(2, 8, 8, 3)).astype("float32")
@@ -250,8 +254,11 @@ def test_weights_from_files_round_trip(tmp_path):
     x = np.random.default_rng(0).integers(0, 256, size=(2, 32, 32, 3)).astype("uint8")
     reloaded = build.load_model(model_file)
     assert [layer.name for layer in reloaded.layers] == CONTRACT
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(reloaded(x, training=False)),
-                               keras.ops.convert_to_numpy(src(x, training=False)), atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(reloaded(x, training=False)),
+        keras.ops.convert_to_numpy(src(x, training=False)),
+        atol=1e-5,
+    )
     with pytest.raises(WeightsError, match=r"backbones\.mobilenetv2\.weights.*not found"):
         build.build_classifier("mobilenetv2", 3, weights=str(tmp_path / "nope.weights.h5"), seed=0, **kw)
     with pytest.raises(WeightsError, match="does not fit"):
@@ -269,8 +276,9 @@ def test_configure_precision_is_float32_without_gpu():
 def test_mixed_precision_keeps_head_float32():
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
-        model = build.build_classifier("alexnet", 3, input_size=32, weights="none", dropout=0.0, augment="light",
-                                       seed=0)
+        model = build.build_classifier(
+            "alexnet", 3, input_size=32, weights="none", dropout=0.0, augment="light", seed=0
+        )
         assert model.get_layer("head").compute_dtype == "float32"
         assert model.get_layer("preprocess").compute_dtype == "float32"
         assert build.base_of(model).get_layer("conv1").compute_dtype == "bfloat16"
@@ -331,7 +339,11 @@ def test_jax_backend():
     selected = [f"{__file__}::test_backbone_builds_tunes_and_trains_a_step[{b}]" for b in JAX_BACKBONES]
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *selected],
-        env=env, capture_output=True, text=True, timeout=600, cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert f"{len(JAX_BACKBONES)} passed" in proc.stdout, proc.stdout[-2000:]

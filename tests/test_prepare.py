@@ -214,9 +214,7 @@ def test_undecodable_kept_file_fails_naming_it(corpus, tmp_path):
     buf = io.BytesIO()
     _halves(200, 200).save(buf, "JPEG")
     (raw / "mango" / "broken.jpg").write_bytes(buf.getvalue()[:300])  # truncated after clean?
-    splits = _write_splits(
-        tmp_path / "s.csv", raw, [("apple", good, "train"), ("mango", "mango/broken.jpg", "train")]
-    )
+    splits = _write_splits(tmp_path / "s.csv", raw, [("apple", good, "train"), ("mango", "mango/broken.jpg", "train")])
     out = tmp_path / "out"
     with pytest.raises(PrepareError, match=r"mango/broken\.jpg.*class 'mango'.*fails to decode"):
         prepare(splits, raw, classes, 32, {"resize": "center_crop"}, out, threads=2)
@@ -231,7 +229,10 @@ def test_class_not_in_config_fails_naming_it(corpus, tmp_path):
 
 def test_empty_split_gives_empty_arrays(tmp_path):
     raw = tmp_path / "raw"
-    rows = [("a", _save(raw, "a", "1.png", _halves(40, 40)), "train"), ("b", _save(raw, "b", "2.png", _halves(40, 40)), "train")]
+    rows = [
+        ("a", _save(raw, "a", "1.png", _halves(40, 40)), "train"),
+        ("b", _save(raw, "b", "2.png", _halves(40, 40)), "train"),
+    ]
     splits = _write_splits(tmp_path / "splits.csv", raw, rows)
     prepare(splits, raw, ["a", "b"], 16, {"resize": "squash"}, tmp_path / "out", threads=1)
     assert np.load(tmp_path / "out" / "val.npy").shape == (0, 16, 16, 3)

@@ -86,31 +86,96 @@ def make_results(
             sha = hashlib.sha256(path.read_bytes()).hexdigest()
             url = f"https://example.org/{cls}/{i}.png?q={ev}" if i != 2 else f"javascript:alert(1)//{ev}"
             ledger.append(
-                {"source": "bing", "url_or_path": url, "file": name, "sha256": sha, "time": "2026-11-01T00:00:00",
-                 "status": "ok", "detail": ""}
+                {
+                    "source": "bing",
+                    "url_or_path": url,
+                    "file": name,
+                    "sha256": sha,
+                    "time": "2026-11-01T00:00:00",
+                    "status": "ok",
+                    "detail": "",
+                }
             )
             # Files 0 and 1 are quarantined (one duplicate, one too small); the rest kept.
             status, reason = ("quarantined", "duplicate" if i == 0 else "too_small") if i < 2 else ("kept", "")
             manifest.append(
-                {"cls": cls, "file": f"{cls}/{name}", "sha256": sha, "phash": "0" * 16, "width": 48, "height": 48,
-                 "mode": "RGB", "format": "PNG", "status": status, "reason": reason,
-                 "dup_of": f"{cls}/000003.png" if i == 0 else "", "cluster": sha[:16], "detail": ev}
+                {
+                    "cls": cls,
+                    "file": f"{cls}/{name}",
+                    "sha256": sha,
+                    "phash": "0" * 16,
+                    "width": 48,
+                    "height": 48,
+                    "mode": "RGB",
+                    "format": "PNG",
+                    "status": status,
+                    "reason": reason,
+                    "dup_of": f"{cls}/000003.png" if i == 0 else "",
+                    "cluster": sha[:16],
+                    "detail": ev,
+                }
             )
             if status == "kept":
-                splits.append({"cls": cls, "file": f"{cls}/{name}", "sha256": sha, "cluster": sha[:16],
-                               "split": ("train", "train", "val", "test")[i % 4]})
-        ledger.append({"source": "bing", "url_or_path": f"https://example.org/{cls}/404", "file": "",
-                       "sha256": "", "time": "2026-11-01T00:00:00", "status": "failed", "detail": "HTTP 404"})
+                splits.append(
+                    {
+                        "cls": cls,
+                        "file": f"{cls}/{name}",
+                        "sha256": sha,
+                        "cluster": sha[:16],
+                        "split": ("train", "train", "val", "test")[i % 4],
+                    }
+                )
+        ledger.append(
+            {
+                "source": "bing",
+                "url_or_path": f"https://example.org/{cls}/404",
+                "file": "",
+                "sha256": "",
+                "time": "2026-11-01T00:00:00",
+                "status": "failed",
+                "detail": "HTTP 404",
+            }
+        )
         _csv(R / "raw" / cls / "manifest.csv", ledger)
         (R / "raw" / cls / "crawl.json").write_text(json.dumps({"class": cls, "downloaded": images}))
-        _csv(R / "benchmarks" / "crawl" / f"{cls}.tsv",
-             [{"s": 1.5 + ci, "h:m:s": "0:00:01", "max_rss": "-", "max_vms": "-", "max_uss": "-", "max_pss": "-",
-               "io_in": "-", "io_out": "-", "mean_load": "0.0", "cpu_time": "0.5"}], delimiter="\t")
+        _csv(
+            R / "benchmarks" / "crawl" / f"{cls}.tsv",
+            [
+                {
+                    "s": 1.5 + ci,
+                    "h:m:s": "0:00:01",
+                    "max_rss": "-",
+                    "max_vms": "-",
+                    "max_uss": "-",
+                    "max_pss": "-",
+                    "io_in": "-",
+                    "io_out": "-",
+                    "mean_load": "0.0",
+                    "cpu_time": "0.5",
+                }
+            ],
+            delimiter="\t",
+        )
     _csv(R / "clean" / "manifest.csv", manifest)
     _csv(R / "clean" / "splits.csv", splits)
-    _csv(R / "benchmarks" / "clean.tsv",
-         [{"s": 4.25, "h:m:s": "0:00:04", "max_rss": 210.5, "max_vms": 900, "max_uss": 200, "max_pss": 201,
-           "io_in": 1, "io_out": 2, "mean_load": 80.0, "cpu_time": 3.9}], delimiter="\t")
+    _csv(
+        R / "benchmarks" / "clean.tsv",
+        [
+            {
+                "s": 4.25,
+                "h:m:s": "0:00:04",
+                "max_rss": 210.5,
+                "max_vms": 900,
+                "max_uss": 200,
+                "max_pss": 201,
+                "io_in": 1,
+                "io_out": 2,
+                "mean_load": 80.0,
+                "cpu_time": 3.9,
+            }
+        ],
+        delimiter="\t",
+    )
 
     runs, best = [], {}
     for bi, b in enumerate(backbones):
@@ -118,21 +183,58 @@ def make_results(
             run = f"finetune-lr{lr}-d{ri}{ev if ri == 1 else ''}"
             acc = 0.5 + 0.1 * ri + 0.05 * bi
             metrics = RunMetrics(
-                backbone=b, run=run, strategy="finetune", val={"accuracy": acc},
-                test={"accuracy": acc - 0.02, "accuracy_ci95": [acc - 0.1, acc]}, hp={"learning_rate": lr},
-                images_per_s=100.0 + 10 * ri, train_time_s=12.5, seed=7,
+                backbone=b,
+                run=run,
+                strategy="finetune",
+                val={"accuracy": acc},
+                test={"accuracy": acc - 0.02, "accuracy_ci95": [acc - 0.1, acc]},
+                hp={"learning_rate": lr},
+                images_per_s=100.0 + 10 * ri,
+                train_time_s=12.5,
+                seed=7,
                 versions={"keras": "3.15.1", "backend": "tensorflow", "python": "3.11"},
             )
             d = R / "models" / b / run
             write_metrics(d / "metrics.json", metrics)
             _csv(d / "history.csv", [{"epoch": 0, "loss": 1.0, "accuracy": 0.4, "val_loss": 1.1, "val_accuracy": 0.4}])
-            runs.append({"backbone": b, "run": run, "strategy": "finetune", "learning_rate": lr,
-                         "val_accuracy": acc, "test_accuracy": acc - 0.02, "train_time_s": 12.5})
-            _csv(R / "benchmarks" / "train" / b / f"{run}.tsv",
-                 [{"s": 30.0 + ri, "h:m:s": "0:00:30", "max_rss": 1500.0 + ri, "max_vms": 3000, "max_uss": 1400,
-                   "max_pss": 1450, "io_in": 0, "io_out": 5, "mean_load": 150.0, "cpu_time": 55.0}], delimiter="\t")
-        best[b] = BestRun(run=run, strategy="finetune", val_accuracy=acc, test_accuracy=acc - 0.02,
-                          test_ci95_low=acc - 0.1, test_ci95_high=acc, runs=2)
+            runs.append(
+                {
+                    "backbone": b,
+                    "run": run,
+                    "strategy": "finetune",
+                    "learning_rate": lr,
+                    "val_accuracy": acc,
+                    "test_accuracy": acc - 0.02,
+                    "train_time_s": 12.5,
+                }
+            )
+            _csv(
+                R / "benchmarks" / "train" / b / f"{run}.tsv",
+                [
+                    {
+                        "s": 30.0 + ri,
+                        "h:m:s": "0:00:30",
+                        "max_rss": 1500.0 + ri,
+                        "max_vms": 3000,
+                        "max_uss": 1400,
+                        "max_pss": 1450,
+                        "io_in": 0,
+                        "io_out": 5,
+                        "mean_load": 150.0,
+                        "cpu_time": 55.0,
+                    }
+                ],
+                delimiter="\t",
+            )
+        best[b] = BestRun(
+            run=run,
+            strategy="finetune",
+            val_accuracy=acc,
+            test_accuracy=acc - 0.02,
+            test_ci95_low=acc - 0.1,
+            test_ci95_high=acc,
+            runs=2,
+        )
         a = R / "analysis" / b / run
         _figure(a / "curves.png", f"{b} curves {ev}")
         _csv(a / "curves.csv", [{"epoch": 1, "loss": 0.9}])
@@ -143,21 +245,63 @@ def make_results(
         index = {
             "title": f"{b} {run}",
             "sections": [
-                {"id": "curves", "title": f"Learning curves {ev}", "group": "results", "items": [
-                    {"kind": "image", "file": "curves.png", "caption": f"Loss and accuracy per epoch {ev}",
-                     "data": "curves.csv"}]},
-                {"id": "report", "title": "Per-class report", "group": "results", "items": [
-                    {"kind": "table", "file": "per_class.csv", "caption": "precision and recall per class",
-                     "data": None}]},
-                {"id": "gradcam", "title": "Grad-CAM", "group": "results", "items": [
-                    {"kind": "image", "file": "gradcam/gradcam.png", "caption": "where the network looks",
-                     "data": None, "badges": [
-                         {"method": "gradcam", "title": "Grad-CAM", "passed": True, "note": "fell to 0.1"},
-                         {"method": "saliency", "title": "Saliency", "passed": False,
-                          "note": f"the maps barely change {ev}"}]}]},
-                {"id": "pointing_game", "title": "Pointing game", "group": "checks", "items": [
-                    {"kind": "json", "file": "pointing.json", "caption": "hits inside the box", "data": None},
-                    {"kind": "image", "file": "deletion.png", "caption": "deletion curve", "data": None}]},
+                {
+                    "id": "curves",
+                    "title": f"Learning curves {ev}",
+                    "group": "results",
+                    "items": [
+                        {
+                            "kind": "image",
+                            "file": "curves.png",
+                            "caption": f"Loss and accuracy per epoch {ev}",
+                            "data": "curves.csv",
+                        }
+                    ],
+                },
+                {
+                    "id": "report",
+                    "title": "Per-class report",
+                    "group": "results",
+                    "items": [
+                        {
+                            "kind": "table",
+                            "file": "per_class.csv",
+                            "caption": "precision and recall per class",
+                            "data": None,
+                        }
+                    ],
+                },
+                {
+                    "id": "gradcam",
+                    "title": "Grad-CAM",
+                    "group": "results",
+                    "items": [
+                        {
+                            "kind": "image",
+                            "file": "gradcam/gradcam.png",
+                            "caption": "where the network looks",
+                            "data": None,
+                            "badges": [
+                                {"method": "gradcam", "title": "Grad-CAM", "passed": True, "note": "fell to 0.1"},
+                                {
+                                    "method": "saliency",
+                                    "title": "Saliency",
+                                    "passed": False,
+                                    "note": f"the maps barely change {ev}",
+                                },
+                            ],
+                        }
+                    ],
+                },
+                {
+                    "id": "pointing_game",
+                    "title": "Pointing game",
+                    "group": "checks",
+                    "items": [
+                        {"kind": "json", "file": "pointing.json", "caption": "hits inside the box", "data": None},
+                        {"kind": "image", "file": "deletion.png", "caption": "deletion curve", "data": None},
+                    ],
+                },
             ],
         }
         (a / "index.json").write_text(json.dumps(index))
@@ -166,18 +310,42 @@ def make_results(
     write_best(g / "best.json", best)
     _figure(g / "heatmap.png", f"heatmap {ev}")
     _figure(g / "strategies.png", "strategies")
-    (g / "index.json").write_text(json.dumps({
-        "title": "Grid",
-        "sections": [
-            {"id": "runs", "title": "All runs", "group": "own_table", "items": [
-                {"kind": "table", "file": "runs.csv", "caption": "every run", "data": None}]},
-            {"id": "heatmaps", "title": "Heatmaps", "group": "results", "items": [
-                {"kind": "image", "file": "heatmap.png", "caption": f"val accuracy over lr x depth {ev}",
-                 "data": None}]},
-            {"id": "strategies", "title": "Strategy comparison", "group": "results", "items": [
-                {"kind": "image", "file": "strategies.png", "caption": "scratch vs finetune", "data": None}]},
-        ],
-    }))
+    (g / "index.json").write_text(
+        json.dumps(
+            {
+                "title": "Grid",
+                "sections": [
+                    {
+                        "id": "runs",
+                        "title": "All runs",
+                        "group": "own_table",
+                        "items": [{"kind": "table", "file": "runs.csv", "caption": "every run", "data": None}],
+                    },
+                    {
+                        "id": "heatmaps",
+                        "title": "Heatmaps",
+                        "group": "results",
+                        "items": [
+                            {
+                                "kind": "image",
+                                "file": "heatmap.png",
+                                "caption": f"val accuracy over lr x depth {ev}",
+                                "data": None,
+                            }
+                        ],
+                    },
+                    {
+                        "id": "strategies",
+                        "title": "Strategy comparison",
+                        "group": "results",
+                        "items": [
+                            {"kind": "image", "file": "strategies.png", "caption": "scratch vs finetune", "data": None}
+                        ],
+                    },
+                ],
+            }
+        )
+    )
     return R
 
 
@@ -282,7 +450,7 @@ def test_compute_cost_from_benchmarks(rendered):
     assert rules["clean"]["max_rss"] == pytest.approx(210.5)
     assert rules["train"]["jobs"] == 4 and rules["train"]["max_rss"] == pytest.approx(1501.0)
     text = out["html"].read_text()
-    compute = text[text.index('id="compute"'):]
+    compute = text[text.index('id="compute"') :]
     assert 'data-sort="1501.0"' in compute and ">train<" in compute
     # images/s per run comes from metrics.json when runs.csv lacks it
     assert 'data-sort="110.0"' in compute
@@ -356,8 +524,14 @@ def test_sections_option_and_thumbnail_count(tmp_path):
     import shutil
 
     shutil.rmtree(R / "analysis")
-    render_report(R, R / "report", {**options, "sections": ["data"]}, False, config=_config(["circle", "square"]),
-                  classes=["circle", "square", "triangle"])
+    render_report(
+        R,
+        R / "report",
+        {**options, "sections": ["data"]},
+        False,
+        config=_config(["circle", "square"]),
+        classes=["circle", "square", "triangle"],
+    )
 
 
 def test_missing_inputs_are_named(tmp_path):
@@ -414,6 +588,7 @@ def test_rerender_drops_stale_assets(rendered, tmp_path):
 
 # ---- the report rule in a real snakemake run --------------------------------------
 
+
 def tiny_pipeline_config() -> dict:
     """Two classes, one small network, one run of one epoch: the whole pipeline in about a minute."""
     cfg = tiny_config(
@@ -427,9 +602,14 @@ def tiny_pipeline_config() -> dict:
             "bootstrap": 100,
             "threads": 1,
         },
-        analysis={"gpu": False, "sample_images": 2, "examples": {"per_class": 1, "mistakes": 2},
-                  "embedding": {"thumbnails": 0, "perplexity": 5},
-                  "activations": {"layers": [0.5], "channels": 4}, "filters": {"max_filters": 8}},
+        analysis={
+            "gpu": False,
+            "sample_images": 2,
+            "examples": {"per_class": 1, "mistakes": 2},
+            "embedding": {"thumbnails": 0, "perplexity": 5},
+            "activations": {"layers": [0.5], "channels": 4},
+            "filters": {"max_filters": 8},
+        },
     )
     cfg["report"] = {"title": "before", "thumbnails_per_class": 2}
     return cfg
@@ -532,30 +712,60 @@ def test_findings_open_the_page(tmp_path):
     R = make_results(tmp_path / "results", backbones=("alexnet",))
     run = "finetune-lr1e-4-d1"
     g, a = R / "analysis" / "grid", R / "analysis" / "alexnet" / run
-    (g / "best.json").write_text(json.dumps({"alexnet": {
-        "run": run, "strategy": "finetune", "val_accuracy": 0.93, "test_accuracy": 0.912, "test_ci95_low": 0.85,
-        "test_ci95_high": 0.96, "seeds": 3, "val_accuracy_seed_mean": 0.9, "chosen_as": "best trained run, by x",
-        "runs": 2, "best_any": {"run": run}}}))
+    (g / "best.json").write_text(
+        json.dumps(
+            {
+                "alexnet": {
+                    "run": run,
+                    "strategy": "finetune",
+                    "val_accuracy": 0.93,
+                    "test_accuracy": 0.912,
+                    "test_ci95_low": 0.85,
+                    "test_ci95_high": 0.96,
+                    "seeds": 3,
+                    "val_accuracy_seed_mean": 0.9,
+                    "chosen_as": "best trained run, by x",
+                    "runs": 2,
+                    "best_any": {"run": run},
+                }
+            }
+        )
+    )
     ft = [True] * 90 + [False] * 10
     sc = [True] * 60 + [False] * 40
     comparison = paired.compare("finetune", 0.9, (0.85, 0.95), ft, "scratch", 0.6, (0.5, 0.7), sc)
-    _csv(g / "comparisons.csv", [{"backbone": "alexnet", "strategy_a": "finetune", "run_a": run,
-                                  "strategy_b": "scratch", "run_b": "scratch-x", **comparison}])
+    _csv(
+        g / "comparisons.csv",
+        [
+            {
+                "backbone": "alexnet",
+                "strategy_a": "finetune",
+                "run_a": run,
+                "strategy_b": "scratch",
+                "run_b": "scratch-x",
+                **comparison,
+            }
+        ],
+    )
     (a / "calibration.json").write_text(json.dumps({"temperature": 1.8, "ece_before": 0.12, "ece_after": 0.03}))
     (a / "frozen.json").write_text(json.dumps({"frozen_blocks": ["conv1"], "statement": "Blocks conv1 stayed frozen"}))
     (a / "explain").mkdir()
-    (a / "explain" / "pointing.json").write_text(json.dumps(
-        {"images": 40, "chance": 0.2, "centre_baseline": 0.5, "methods": {"gradcam": {"accuracy": 0.8}}}))
+    (a / "explain" / "pointing.json").write_text(
+        json.dumps({"images": 40, "chance": 0.2, "centre_baseline": 0.5, "methods": {"gradcam": {"accuracy": 0.8}}})
+    )
     (a / "explain" / "deletion.json").write_text(json.dumps({"auc": {"gradcam": 0.45, "random": 0.4}}))
     out = render_report(R, R / "report", OPTIONS, False, config=_config(["circle", "square", "triangle"]))
     text = out["html"].read_text()
     order = [a.get("id") for t, a in Page(text).tags if t == "section" and a.get("class") == "block"]
     assert order[:2] == ["findings", "data"] and order[-1] == "environment"
-    findings = text[text.index('id="findings"'):text.index('id="data"')]
+    findings = text[text.index('id="findings"') : text.index('id="data"')]
     assert "Test accuracy 0.912 (95% CI 0.85–0.96)" in findings and f"{run} (finetune)" in findings
     assert "ECE 0.120 → 0.030 after temperature scaling (T = 1.80" in findings and "3 seeds" in findings
     assert "Blocks conv1 stayed frozen" in findings
-    assert "finetune scores higher than scratch on test accuracy (0.900 vs 0.600); their 95% CIs do not overlap" in findings
+    assert (
+        "finetune scores higher than scratch on test accuracy (0.900 vs 0.600); their 95% CIs do not overlap"
+        in findings
+    )
     assert f"McNemar exact p = {comparison['p_value']:.3g}, significant" in findings
     # Grad-CAM beats chance and the centre in the pointing game, but deletes no faster than random.
     assert "pointing game: Grad-CAM points inside the object box on 80% of 40" in findings

@@ -52,9 +52,18 @@ train_run(prepared_dir=sys.argv[1], out_dir=sys.argv[2], callbacks=(KillAfterEpo
 
 
 def common(prepared, out) -> dict:
-    return {"prepared_dir": str(prepared), "out_dir": str(out), "backbone": "alexnet", "options": {"weights": "none"},
-            "input_size": 64, "classes": ["red", "green", "blue"], "backend": backend_in_use(), "bootstrap": 200,
-            "threads": 2, "tensorboard": False}
+    return {
+        "prepared_dir": str(prepared),
+        "out_dir": str(out),
+        "backbone": "alexnet",
+        "options": {"weights": "none"},
+        "input_size": 64,
+        "classes": ["red", "green", "blue"],
+        "backend": backend_in_use(),
+        "bootstrap": 200,
+        "threads": 2,
+        "tensorboard": False,
+    }
 
 
 def kill_during(prepared, out, spec, kill_after, wait_for_backup=True):
@@ -67,9 +76,21 @@ def kill_during(prepared, out, spec, kill_after, wait_for_backup=True):
     args.pop("prepared_dir"), args.pop("out_dir")
     env = {**os.environ, "KERAS_BACKEND": backend_in_use()}
     return subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(prepared), str(out), json.dumps(args), str(kill_after),
-         "wait" if wait_for_backup else "now"],
-        capture_output=True, text=True, cwd=REPO, timeout=300, env=env,
+        [
+            sys.executable,
+            "-c",
+            SCRIPT,
+            str(prepared),
+            str(out),
+            json.dumps(args),
+            str(kill_after),
+            "wait" if wait_for_backup else "now",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env=env,
     )
 
 
@@ -91,8 +112,17 @@ def rows(path):
         return list(csv.DictReader(f))
 
 
-HP = {"learning_rate": 1e-3, "dropout": 0.2, "tune_depth": 1, "batch_size": 16, "epochs": 4, "optimizer": "adam",
-      "label_smoothing": 0.0, "augment": "light", "seed": 5}
+HP = {
+    "learning_rate": 1e-3,
+    "dropout": 0.2,
+    "tune_depth": 1,
+    "batch_size": 16,
+    "epochs": 4,
+    "optimizer": "adam",
+    "label_smoothing": 0.0,
+    "augment": "light",
+    "seed": 5,
+}
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +171,11 @@ def test_killed_while_the_backup_is_written_resumes_from_a_whole_epoch(prepared,
 @pytest.mark.slow
 def test_killed_progressive_resumes_in_the_right_phase(prepared, tmp_path, caplog):
     out = tmp_path / "progressive"
-    spec = {"strategy": "progressive", "hp": {**HP, "epochs": 3, "tune_depth": 2},
-            "progressive": {"every": 1, "lr_decay": 0.5}}
+    spec = {
+        "strategy": "progressive",
+        "hp": {**HP, "epochs": 3, "tune_depth": 2},
+        "progressive": {"every": 1, "lr_decay": 0.5},
+    }
     # Epoch 1 is the whole of phase 1: killed after its backup, before the phase was marked done.
     killed = kill_during(prepared, out, spec, kill_after=1)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
@@ -185,8 +218,15 @@ def test_epoch_backup_restores_weights_optimizer_and_epoch_by_position(tmp_path)
     from convscope.training import callbacks as cb
 
     def model(units=4):
-        m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(units), keras.layers.BatchNormalization(),
-                              keras.layers.Dropout(0.5, seed=1), keras.layers.Dense(2, activation="softmax")])
+        m = keras.Sequential(
+            [
+                keras.Input((3,)),
+                keras.layers.Dense(units),
+                keras.layers.BatchNormalization(),
+                keras.layers.Dropout(0.5, seed=1),
+                keras.layers.Dense(2, activation="softmax"),
+            ]
+        )
         m.compile(optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy")
         return m
 
@@ -207,8 +247,9 @@ def test_epoch_backup_restores_weights_optimizer_and_epoch_by_position(tmp_path)
     restore.set_model(fresh)
     restore.on_train_begin()
     assert keras_compat.initial_epoch(fresh) == 3
-    for saved, restored in zip([*trained.variables, *trained.optimizer.variables],
-                               [*fresh.variables, *fresh.optimizer.variables], strict=True):
+    for saved, restored in zip(
+        [*trained.variables, *trained.optimizer.variables], [*fresh.variables, *fresh.optimizer.variables], strict=True
+    ):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(saved), keras.ops.convert_to_numpy(restored))
     assert int(keras.ops.convert_to_numpy(fresh.optimizer.iterations)) == 3
 

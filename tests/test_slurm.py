@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import REPO, SNAKEFILE, SNAKEMAKE
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -49,8 +50,12 @@ CONFIG = {
         "strategies": ["finetune"],
         # Enough epochs (~1-2 s each here) to cancel the job between two of them.
         "grid": {
-            "learning_rate": [0.001], "dropout": [0.2], "tune_depth": [1], "batch_size": [8],
-            "epochs": [EPOCHS], "augment": ["none"],
+            "learning_rate": [0.001],
+            "dropout": [0.2],
+            "tune_depth": [1],
+            "batch_size": [8],
+            "epochs": [EPOCHS],
+            "augment": ["none"],
         },
         "threads": 1,
         "mem_mb": 1000,
@@ -114,8 +119,11 @@ def slurm_extra() -> list[str]:
     from packaging.requirements import Requirement
 
     reqs = [Requirement(r) for r in metadata.requires("convscope") or []]
-    extra = [str(r).split(";")[0] for r in reqs if r.marker and r.marker.evaluate({"extra": "slurm"})
-             and not r.marker.evaluate({"extra": ""})]
+    extra = [
+        str(r).split(";")[0]
+        for r in reqs
+        if r.marker and r.marker.evaluate({"extra": "slurm"}) and not r.marker.evaluate({"extra": ""})
+    ]
     assert extra, "convscope's [slurm] extra is empty: pyproject.toml lists the SLURM executor plugin there"
     return extra
 
@@ -151,11 +159,17 @@ def plugin_path(tmp_path_factory) -> str:
         seen.add(req.name)
         pip = subprocess.run(
             [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(req)],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         if pip.returncode != 0:
             pytest.skip(f"pip could not install {req}: {pip.stderr.strip()[-500:]}")
-        (dist,) = [d for d in metadata.distributions(path=[str(target)]) if canonical(d.metadata["Name"]) == canonical(req.name)]
+        (dist,) = [
+            d
+            for d in metadata.distributions(path=[str(target)])
+            if canonical(d.metadata["Name"]) == canonical(req.name)
+        ]
         wanted += [Requirement(r) for r in dist.requires or []]
     return str(target)
 
@@ -254,8 +268,11 @@ def test_workflow_on_slurm_resumes_a_cancelled_training_job(plugin_path, cluster
     assert [name for name in ran if name.startswith("group_data")], ran
     assert not {"rule_crawl", "rule_clean", "rule_split", "rule_prepare"} & ran, ran
     # Nothing of the cancelled job outlived it (minutes ago; SLURM kills the job's process group).
-    left = [pid for pid in os.listdir("/proc") if pid.isdigit() and int(pid) != os.getpid()
-            and str(workdir).encode() in _cmdline(pid)]
+    left = [
+        pid
+        for pid in os.listdir("/proc")
+        if pid.isdigit() and int(pid) != os.getpid() and str(workdir).encode() in _cmdline(pid)
+    ]
     assert not left, [_cmdline(pid)[:300] for pid in left]
     # The training job asked SLURM for the GPU: resources gpu=1 became --gpus=1.
     train_jobs = [p.stem for p in (slurm_logs / "rule_train").rglob("*.log")]

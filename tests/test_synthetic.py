@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import tiny_config
 from PIL import Image
 
+from conftest import tiny_config
 from convscope import config as cfg
 from convscope.data.crawl import crawl_class
 from convscope.data.synthetic import SHAPES, draw, png_bytes

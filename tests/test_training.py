@@ -46,8 +46,17 @@ def write_prepared(folder: Path, size: int = SIZE, counts=(48, 12, 12), seed: in
 
 
 def hp(**changes) -> dict:
-    base = {"learning_rate": 1e-3, "dropout": 0.2, "tune_depth": 1, "batch_size": 16, "epochs": 2,
-            "optimizer": "adam", "label_smoothing": 0.0, "augment": "light", "seed": 5}
+    base = {
+        "learning_rate": 1e-3,
+        "dropout": 0.2,
+        "tune_depth": 1,
+        "batch_size": 16,
+        "epochs": 2,
+        "optimizer": "adam",
+        "label_smoothing": 0.0,
+        "augment": "light",
+        "seed": 5,
+    }
     base.update(changes)
     return base
 
@@ -73,9 +82,18 @@ def run(prepared, out, strategy="finetune", options=None, progressive=None, **ch
     from convscope.training.run import train_run
 
     return train_run(
-        prepared_dir=prepared, out_dir=out, backbone="alexnet", options=options or {"weights": "none"},
-        input_size=SIZE, strategy=strategy, hp=hp(**changes), classes=CLASSES, backend=backend_in_use(),
-        bootstrap=200, progressive=progressive, threads=2,
+        prepared_dir=prepared,
+        out_dir=out,
+        backbone="alexnet",
+        options=options or {"weights": "none"},
+        input_size=SIZE,
+        strategy=strategy,
+        hp=hp(**changes),
+        classes=CLASSES,
+        backend=backend_in_use(),
+        bootstrap=200,
+        progressive=progressive,
+        threads=2,
     )
 
 
@@ -166,8 +184,15 @@ def test_scratch_trains_every_layer_from_random_weights(prepared, tmp_path):
 
 def test_progressive_unfreezes_one_block_per_step_with_decaying_lr(prepared, tmp_path):
     out = tmp_path / "progressive"
-    result = run(prepared, out, strategy="progressive", progressive={"every": 1, "lr_decay": 0.5},
-                 tune_depth=2, epochs=4, learning_rate=1e-3)
+    result = run(
+        prepared,
+        out,
+        strategy="progressive",
+        progressive={"every": 1, "lr_decay": 0.5},
+        tune_depth=2,
+        epochs=4,
+        learning_rate=1e-3,
+    )
     from convscope.models.build import load_model
 
     model = load_model(out / "model.keras", compile=False)
@@ -176,7 +201,9 @@ def test_progressive_unfreezes_one_block_per_step_with_decaying_lr(prepared, tmp
     assert [int(r["epoch"]) for r in history] == [0, 1, 2, 3]
     assert [int(r["depth"]) for r in history] == [0, 1, 2, 2]
     assert [int(r["trainable_params"]) for r in history] == [
-        head, head + conv_params(model, "conv5"), head + conv_params(model, "conv5", "conv4"),
+        head,
+        head + conv_params(model, "conv5"),
+        head + conv_params(model, "conv5", "conv4"),
         head + conv_params(model, "conv5", "conv4"),
     ]
     assert [r["learning_rate"] for r in history] == pytest.approx([1e-3, 5e-4, 2.5e-4, 2.5e-4])
@@ -186,8 +213,9 @@ def test_progressive_unfreezes_one_block_per_step_with_decaying_lr(prepared, tmp
 def test_progressive_schedule_shorter_than_the_depth_says_so(caplog):
     from convscope.training.strategies import phases
 
-    plan = phases("progressive", "alexnet", hp(tune_depth="all", epochs=3, learning_rate=0.1),
-                  {"every": 1, "lr_decay": 0.1})
+    plan = phases(
+        "progressive", "alexnet", hp(tune_depth="all", epochs=3, learning_rate=0.1), {"every": 1, "lr_decay": 0.1}
+    )
     assert [(p.depth, p.start, p.end) for p in plan] == [(0, 0, 1), (1, 1, 2), (2, 2, 3)]
     assert [p.learning_rate for p in plan] == pytest.approx([0.1, 0.01, 0.001])
     assert "reach depth 2, not the tune_depth all" in caplog.text
@@ -220,7 +248,6 @@ def test_dataset_reads_memmaps_and_shuffles_per_epoch_by_seed(prepared):
     pred = MemmapDataset(*split_paths(prepared, "train"), 20, 3, for_predict=True)
     assert len(pred) == 3 and [len(pred[i][0]) for i in range(3)] == [20, 20, 20]
     assert np.array_equal(pred[2][0][:8], np.load(prepared / "train.npy")[40:]) and not pred[2][0][8:].any()
-
 
 
 def test_dataset_read_ahead_serves_the_same_batches_as_reading_on_the_spot(prepared):
@@ -276,8 +303,16 @@ def test_features_embed_once_and_heads_never_touch_the_network(prepared, tmp_pat
     from convscope.training.features import compute_embeddings, head_model
 
     feats = tmp_path / "features"
-    info = compute_embeddings(prepared_dir=prepared, out_dir=feats, backbone="alexnet", options={"weights": "none"},
-                              input_size=SIZE, seed=5, batch_size=32, backend=backend_in_use())
+    info = compute_embeddings(
+        prepared_dir=prepared,
+        out_dir=feats,
+        backbone="alexnet",
+        options={"weights": "none"},
+        input_size=SIZE,
+        seed=5,
+        batch_size=32,
+        backend=backend_in_use(),
+    )
     assert info["splits"]["train"] == {"n": 48, "dim": 256, "seconds": info["splits"]["train"]["seconds"]}
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in feats.glob("*.npy")}
     assert sorted(before) == ["test.npy", "train.npy", "val.npy"]
@@ -285,12 +320,22 @@ def test_features_embed_once_and_heads_never_touch_the_network(prepared, tmp_pat
     heads = [("logreg", 0.1), ("logreg", 1.0), ("linsvm", 1.0)]
     for clf, c in heads:
         proc = subprocess.run(
-            [sys.executable, "-c", HEAD_SCRIPT, str(feats), str(prepared), str(tmp_path / f"features-{clf}-C{c}"),
-             json.dumps({"classifier": clf, "C": c, "seed": 5})],
-            capture_output=True, text=True, cwd=REPO, timeout=120,
+            [
+                sys.executable,
+                "-c",
+                HEAD_SCRIPT,
+                str(feats),
+                str(prepared),
+                str(tmp_path / f"features-{clf}-C{c}"),
+                json.dumps({"classifier": clf, "C": c, "seed": 5}),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert 'HEAVY []' in proc.stdout, f"a head imported a deep-learning framework: {proc.stdout}"
+        assert "HEAVY []" in proc.stdout, f"a head imported a deep-learning framework: {proc.stdout}"
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in feats.glob("*.npy")}
     assert after == before, "heads must only read the embeddings"
 
@@ -320,9 +365,16 @@ def test_features_embed_once_and_heads_never_touch_the_network(prepared, tmp_pat
     assert svm["test"]["ece"] is None and metrics["test"]["ece"] >= 0  # margins have no calibration
 
     # the Keras model of the run (frozen base + folded head) reproduces the head from images
-    model = head_model(head_path=tmp_path / "features-logreg-C1.0" / "head.npz", out_path=tmp_path / "m.keras",
-                       backbone="alexnet", options={"weights": "none"}, input_size=SIZE, num_classes=3, seed=5,
-                       backend=backend_in_use())
+    model = head_model(
+        head_path=tmp_path / "features-logreg-C1.0" / "head.npz",
+        out_path=tmp_path / "m.keras",
+        backbone="alexnet",
+        options={"weights": "none"},
+        input_size=SIZE,
+        num_classes=3,
+        seed=5,
+        backend=backend_in_use(),
+    )
     keras_probs = model.predict(np.load(prepared / "test.npy"), verbose=0)
     assert np.allclose(keras_probs, ref_probs, atol=1e-3)
     assert (tmp_path / "m.keras").is_file()
@@ -341,8 +393,12 @@ def test_metrics_bootstrap_is_seeded_and_covers_the_estimate():
     scores = np.eye(3)[[0, 1, 1, 1, 2, 0]]
     m = evaluate(y, scores, ["a", "b", "c"])
     assert m["accuracy"] == pytest.approx(4 / 6)
-    assert m["per_class"]["b"] == {"precision": pytest.approx(2 / 3), "recall": 1.0, "f1": pytest.approx(0.8),
-                                   "support": 2}
+    assert m["per_class"]["b"] == {
+        "precision": pytest.approx(2 / 3),
+        "recall": 1.0,
+        "f1": pytest.approx(0.8),
+        "support": 2,
+    }
     assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
 
 
@@ -369,8 +425,9 @@ def test_sanity_check_fails_with_a_clear_message_when_class_names_cannot_be_fetc
     # A fresh Keras cache: decode_predictions must download imagenet_class_index.json,
     # which this offline machine cannot; the message must say where to put it.
     env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras"), "KERAS_BACKEND": "jax"}
-    proc = subprocess.run([sys.executable, "-c", SANITY_SCRIPT], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-c", SANITY_SCRIPT], capture_output=True, text=True, env=env, cwd=REPO, timeout=180
+    )
     if "DECODED" in proc.stdout:
         pytest.skip("this machine reached the ImageNet class index online; the offline message is not exercised")
     assert proc.returncode == 3, proc.stderr[-3000:]
@@ -383,8 +440,19 @@ def test_sanity_check_fails_with_a_clear_message_when_class_names_cannot_be_fetc
 def test_sanity_csv_has_one_row_per_image_and_rank(tmp_path):
     from convscope.training.sanity import CSV_COLUMNS, write_csv
 
-    rows = [{"image": i, "file": f"f{i}.png", "true_class": "red", "rank": r, "wnid": f"n{r:08d}",
-             "imagenet_label": f"label{r}", "probability": 0.1 * r} for i in range(2) for r in range(1, 6)]
+    rows = [
+        {
+            "image": i,
+            "file": f"f{i}.png",
+            "true_class": "red",
+            "rank": r,
+            "wnid": f"n{r:08d}",
+            "imagenet_label": f"label{r}",
+            "probability": 0.1 * r,
+        }
+        for i in range(2)
+        for r in range(1, 6)
+    ]
     write_csv(rows, tmp_path / "top5.csv")
     with open(tmp_path / "top5.csv", newline="") as f:
         back = list(csv.DictReader(f))
@@ -429,7 +497,11 @@ def test_training_runs_under_the_jax_backend(prepared, tmp_path):
     proc = subprocess.run(
         # "standard" augmentation: Keras would leave its steps uncompiled under JAX; ours must not
         [sys.executable, "-c", JAX_SCRIPT, str(prepared), str(out), json.dumps(hp(epochs=1, augment="standard"))],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.split("RESULT", 1)[1])
@@ -449,4 +521,3 @@ def test_training_runs_under_the_jax_backend(prepared, tmp_path):
     probs = model.predict(np.load(prepared / "test.npy"), verbose=0)
     y = np.load(prepared / "test.labels.npy")
     assert float(np.mean(probs.argmax(1) == y)) == pytest.approx(result["acc"], abs=1 / len(y))
-

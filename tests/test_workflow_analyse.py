@@ -11,8 +11,8 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import tiny_config
 
+from conftest import tiny_config
 from convscope.analysis.index import validate
 
 pytestmark = pytest.mark.slow

@@ -20,8 +20,14 @@ from tests.conftest import parse_job_stats, tiny_config
 
 TRAIN = {
     "strategies": ["finetune", "progressive", "scratch", "features"],
-    "grid": {"learning_rate": [0.001], "dropout": [0.2], "tune_depth": [1], "batch_size": [16], "epochs": [2],
-             "augment": ["none"]},
+    "grid": {
+        "learning_rate": [0.001],
+        "dropout": [0.2],
+        "tune_depth": [1],
+        "batch_size": [16],
+        "epochs": [2],
+        "augment": ["none"],
+    },
     "progressive": {"every": 1, "lr_decay": 0.5},
     "features": {"classifiers": ["logreg"], "C": [0.1, 1.0], "batch_size": 32},
     "threads": 1,
@@ -31,8 +37,11 @@ TRAIN = {
 
 def make_config(train=TRAIN, weights="none"):
     return tiny_config(
-        classes=("circle", "square", "triangle"), images=16, image_size=64,
-        backbones={"alexnet": {"input_size": 64, "weights": weights}}, train=copy.deepcopy(train),
+        classes=("circle", "square", "triangle"),
+        images=16,
+        image_size=64,
+        backbones={"alexnet": {"input_size": 64, "weights": weights}},
+        train=copy.deepcopy(train),
     )
 
 
@@ -40,7 +49,9 @@ def run_files(config) -> list[str]:
     validated = cfg.load_and_validate(copy.deepcopy(config))
     files = []
     for r in grid.runs(validated):
-        names = ("metrics.json", "head.npz") if r.strategy == "features" else ("model.keras", "history.csv", "metrics.json")
+        names = (
+            ("metrics.json", "head.npz") if r.strategy == "features" else ("model.keras", "history.csv", "metrics.json")
+        )
         files += [f"results/models/{r.backbone}/{r.id}/{n}" for n in names]
     return files
 
@@ -56,12 +67,15 @@ def test_tiny_grid_trains_end_to_end_and_heads_share_one_embedding(workflow):
 
     models = wf.results / "models" / "alexnet"
     runs = sorted(p.name for p in models.iterdir())
-    assert runs == sorted([
-        "features-logreg-C0.1", "features-logreg-C1",
-        "finetune-lr1e-3-do0.2-d1-bs16-ep2-augnone",
-        "progressive-lr1e-3-do0.2-d1-bs16-ep2-augnone",
-        "scratch-lr1e-3-do0.2-bs16-ep2-augnone",
-    ])
+    assert runs == sorted(
+        [
+            "features-logreg-C0.1",
+            "features-logreg-C1",
+            "finetune-lr1e-3-do0.2-d1-bs16-ep2-augnone",
+            "progressive-lr1e-3-do0.2-d1-bs16-ep2-augnone",
+            "scratch-lr1e-3-do0.2-bs16-ep2-augnone",
+        ]
+    )
     for run in runs:
         metrics = json.loads((models / run / "metrics.json").read_text())
         assert metrics["run"] == run and metrics["classes"] == ["circle", "square", "triangle"]

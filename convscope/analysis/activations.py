@@ -44,8 +44,18 @@ def layer_activations(model, base, images: np.ndarray, names: list[str], batch_s
 
 
 def activation_grids(
-    model, base, images, sample, classes, labels, out_dir, *, layers=(0.1, 0.5, 0.9), channels: int = 16,
-    batch_size: int = 64, min_side: int = 7,
+    model,
+    base,
+    images,
+    sample,
+    classes,
+    labels,
+    out_dir,
+    *,
+    layers=(0.1, 0.5, 0.9),
+    channels: int = 16,
+    batch_size: int = 64,
+    min_side: int = 7,
 ) -> dict:
     out_dir = Path(out_dir)
     sample = np.asarray(sample)
@@ -65,11 +75,21 @@ def activation_grids(
                 tiles.append(plots.to_unit(a[j, :, :, ch]))
                 titles.append(f"ch {ch}")
                 rows.append(
-                    {"layer": name, "depth": depth, "image_row": int(i), "channel": int(ch),
-                     "mean": float(mean[j, ch]), "max": float(a[j, :, :, ch].max())}
+                    {
+                        "layer": name,
+                        "depth": depth,
+                        "image_row": int(i),
+                        "channel": int(ch),
+                        "mean": float(mean[j, ch]),
+                        "max": float(a[j, :, :, ch].max()),
+                    }
                 )
         png = plots.image_grid(
-            tiles, out_dir / f"activations_{depth}_{name}.png", titles=titles, ncols=len(top) + 1, cmap="viridis",
+            tiles,
+            out_dir / f"activations_{depth}_{name}.png",
+            titles=titles,
+            ncols=len(top) + 1,
+            cmap="viridis",
             suptitle=f"{name}: {a.shape[1]}x{a.shape[2]}x{a.shape[3]} activations",
         )
         items.append(

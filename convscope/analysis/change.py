@@ -115,7 +115,7 @@ def compare_channels(
     *,
     embed_layer: str,
     size,
-    settings: Settings = Settings(),
+    settings: Settings | None = None,
     gray_std: float = 0.02,
     finetuned=None,
     model_cut=None,
@@ -131,8 +131,8 @@ def compare_channels(
     ft_to = model_cut.to_layer
     ref_to = reference_to_layer(model, base_reference, layer, model_cut)
     if finetuned is None or list(finetuned.channels) != [int(c) for c in channels]:
-        finetuned = visualize(ft_to, channels, size=size, settings=settings)
-    reference = visualize(ref_to, channels, size=size, settings=settings)
+        finetuned = visualize(ft_to, channels, size=size, settings=settings or Settings())
+    reference = visualize(ref_to, channels, size=size, settings=settings or Settings())
     ref_embed = reference_to_layer(model, base_reference, embed_layer) if embed_layer != layer else ref_to
     e_ref = channel_means(ref_embed, reference.images)
     e_ft = channel_means(ref_embed, finetuned.images)

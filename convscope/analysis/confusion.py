@@ -39,8 +39,13 @@ def per_class_report(counts: np.ndarray, classes) -> pd.DataFrame:
     accuracy = tp.sum() / total if total else 0.0
     summary = pd.DataFrame(
         [
-            {"class": "macro avg", "precision": precision.mean(), "recall": recall.mean(), "f1": f1.mean(),
-             "support": total},
+            {
+                "class": "macro avg",
+                "precision": precision.mean(),
+                "recall": recall.mean(),
+                "f1": f1.mean(),
+                "support": total,
+            },
             {"class": "accuracy", "precision": np.nan, "recall": np.nan, "f1": accuracy, "support": total},
         ]
     )

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from matplotlib.ticker import MaxNLocator
 
 from convscope.analysis import plots

@@ -78,12 +78,24 @@ def embedding_maps(
     table.to_csv(csv, index=False)
     dim = embeddings.shape[1]
     tsne_png = plots.thumbnail_scatter(
-        tsne_xy, images, labels, classes, out_dir / "tsne.png",
-        title=f"t-SNE of {dim}-d {layer} embeddings (perplexity {used:g})", max_thumbs=thumbnails, seed=seed,
+        tsne_xy,
+        images,
+        labels,
+        classes,
+        out_dir / "tsne.png",
+        title=f"t-SNE of {dim}-d {layer} embeddings (perplexity {used:g})",
+        max_thumbs=thumbnails,
+        seed=seed,
     )
     pca_png = plots.thumbnail_scatter(
-        pca_xy, images, labels, classes, out_dir / "pca.png",
-        title=f"PCA: PC1 {ratio[0]:.0%}, PC2 {ratio[1]:.0%} of variance", max_thumbs=thumbnails, seed=seed,
+        pca_xy,
+        images,
+        labels,
+        classes,
+        out_dir / "pca.png",
+        title=f"PCA: PC1 {ratio[0]:.0%}, PC2 {ratio[1]:.0%} of variance",
+        max_thumbs=thumbnails,
+        seed=seed,
     )
     log.info("embeddings: %d x %d, t-SNE perplexity %g, PCA variance %.2f + %.2f", n, dim, used, *ratio)
     return section(

@@ -60,7 +60,11 @@ def examples(images, labels, probs, classes, out_dir, *, per_class: int = 6, mis
             titles.append(f"p({classes[k]})={probs[i, k]:.2f}\ntrue {classes[labels[i]]}")
             colours.append("black" if labels[i] == k else "red")
     top_png = plots.image_grid(
-        tiles, out_dir / "top_images.png", titles=titles, title_colors=colours, ncols=per_class,
+        tiles,
+        out_dir / "top_images.png",
+        titles=titles,
+        title_colors=colours,
+        ncols=per_class,
         suptitle="Highest-probability test images per class (one row per class)",
     )
     items = [
@@ -96,8 +100,12 @@ def examples(images, labels, probs, classes, out_dir, *, per_class: int = 6, mis
             )
         )
     pd.DataFrame(rows).to_csv(out_dir / "examples.csv", index=False)
-    log.info("examples: %d per class, %d mistakes shown (%d in total)", per_class, len(wrong),
-             int((probs.argmax(axis=1) != labels).sum()))
+    log.info(
+        "examples: %d per class, %d mistakes shown (%d in total)",
+        per_class,
+        len(wrong),
+        int((probs.argmax(axis=1) != labels).sum()),
+    )
     if not len(wrong):
         log.info("no misclassified test images: mistakes figure not drawn")
     return section("examples", "Top images and confident mistakes", items)

@@ -39,7 +39,7 @@ class Settings:
     seed: int = 0
 
     @classmethod
-    def from_options(cls, options: dict | None) -> "Settings":
+    def from_options(cls, options: dict | None) -> Settings:
         options = dict(options or {})
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in options.items() if k in known})

@@ -20,7 +20,7 @@ import numpy as np
 
 # Compiled versions of the functions passed with compile=True, so a loop
 # (gradient ascent, batches) traces its step once; dropped with the function.
-_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _float_input(x) -> np.ndarray:

@@ -42,8 +42,17 @@ from convscope.analysis.index import item, section, write_index
 
 log = logging.getLogger(__name__)
 
-NUMBERS = ("val_accuracy", "val_ci95_low", "val_ci95_high", "test_accuracy", "test_ci95_low", "test_ci95_high",
-           "test_ece", "train_time_s", "images_per_s")
+NUMBERS = (
+    "val_accuracy",
+    "val_ci95_low",
+    "val_ci95_high",
+    "test_accuracy",
+    "test_ci95_low",
+    "test_ci95_high",
+    "test_ece",
+    "train_time_s",
+    "images_per_s",
+)
 ANALYSED = ("best", "best_any")  # config analysis.runs (`all` analyses every run; the report shows `best`)
 BY = ("run", "seed_mean")  # config analysis.best_by
 
@@ -120,8 +129,13 @@ def seed_groups(table: pd.DataFrame) -> pd.DataFrame:
     keyed = table.assign(config=table["run"].map(grid.without_seed))
     rows = []
     for (backbone, config), runs in keyed.groupby(["backbone", "config"], sort=False):
-        row = {"backbone": backbone, "config": config, "strategy": runs["strategy"].iloc[0], "seeds": len(runs),
-               "runs": " ".join(runs["run"])}
+        row = {
+            "backbone": backbone,
+            "config": config,
+            "strategy": runs["strategy"].iloc[0],
+            "seeds": len(runs),
+            "runs": " ".join(runs["run"]),
+        }
         for metric in ("val_accuracy", "test_accuracy"):
             values = runs[metric].dropna()
             row[f"{metric}_mean"] = float(values.mean()) if len(values) else float("nan")
@@ -235,11 +249,17 @@ def heatmaps(table: pd.DataFrame, out_dir: Path) -> tuple[list[dict], pd.DataFra
             continue
         png = out_dir / f"heatmaps_{backbone}.png"
         _draw_panels(panels, png, backbone, runs["val_accuracy"].min(), runs["val_accuracy"].max())
-        frames[-len(panels):] = [f.assign(file=png.name) for f in frames[-len(panels):]]
+        frames[-len(panels) :] = [f.assign(file=png.name) for f in frames[-len(panels) :]]
         items.append(
-            item("image", png, f"{backbone}: each panel crosses two hyperparameters; a cell is the validation "
-                 "accuracy averaged over the runs with those two values (blank: no such run). Bright cells are "
-                 "good settings; a panel with equal rows does not depend on its row parameter.", csv, root=out_dir)
+            item(
+                "image",
+                png,
+                f"{backbone}: each panel crosses two hyperparameters; a cell is the validation "
+                "accuracy averaged over the runs with those two values (blank: no such run). Bright cells are "
+                "good settings; a panel with equal rows does not depend on its row parameter.",
+                csv,
+                root=out_dir,
+            )
         )
     columns = ["backbone", "y_key", "y_value", "x_key", "x_value", "mean_val_accuracy", "runs", "file"]
     long = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
@@ -254,7 +274,7 @@ def _draw_panels(panels, path: Path, backbone: str, vmin: float, vmax: float) ->
     rows = math.ceil(len(panels) / cols)
     fig, axes = plots.plt.subplots(rows, cols, figsize=(4.4 * cols, 3.6 * rows), squeeze=False)
     fig.subplots_adjust(wspace=0.55, hspace=0.6)
-    for ax in axes.ravel()[len(panels):]:
+    for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
     for ax, (a, b, ys, xs, cells) in zip(axes.ravel(), panels):
         im = plots.draw_matrix(ax, cells, ys, xs, fmt="{:.3f}", vmin=vmin, vmax=vmax)
@@ -274,10 +294,19 @@ def strategy_comparison(table: pd.DataFrame, out_dir: Path, by: str = "run", pre
     rows = []
     for (backbone, strategy), runs in table.groupby(["backbone", "strategy"], sort=False):
         top = _top(runs, by)
-        rows.append({"backbone": backbone, "strategy": strategy, "runs": len(runs), "best_run": top["run"],
-                     "best_val_accuracy": top["val_accuracy"], "mean_val_accuracy": runs["val_accuracy"].mean(),
-                     "test_accuracy": top["test_accuracy"], "test_ci95_low": top["test_ci95_low"],
-                     "test_ci95_high": top["test_ci95_high"]})
+        rows.append(
+            {
+                "backbone": backbone,
+                "strategy": strategy,
+                "runs": len(runs),
+                "best_run": top["run"],
+                "best_val_accuracy": top["val_accuracy"],
+                "mean_val_accuracy": runs["val_accuracy"].mean(),
+                "test_accuracy": top["test_accuracy"],
+                "test_ci95_low": top["test_ci95_low"],
+                "test_ci95_high": top["test_ci95_high"],
+            }
+        )
     comp = pd.DataFrame(rows)
     csv = out_dir / "strategies.csv"
     atomic.write_text(csv, comp.to_csv(index=False))
@@ -291,8 +320,16 @@ def strategy_comparison(table: pd.DataFrame, out_dir: Path, by: str = "run", pre
         x = np.arange(len(backbones)) + (s - (len(strategies) - 1) / 2) * width
         ax.bar(x, sub["best_val_accuracy"], width, color=colors[s], alpha=0.8, label=f"{strategy} (val)")
         err = np.vstack([sub["test_accuracy"] - sub["test_ci95_low"], sub["test_ci95_high"] - sub["test_accuracy"]])
-        ax.errorbar(x, sub["test_accuracy"], yerr=np.nan_to_num(np.abs(err)), fmt="o", color="black", ms=4,
-                    capsize=3, label="test (95% CI)" if s == 0 else None)
+        ax.errorbar(
+            x,
+            sub["test_accuracy"],
+            yerr=np.nan_to_num(np.abs(err)),
+            fmt="o",
+            color="black",
+            ms=4,
+            capsize=3,
+            label="test (95% CI)" if s == 0 else None,
+        )
     ax.set_xticks(range(len(backbones)), backbones)
     ax.set_ylabel("accuracy of the best run")
     ax.set_ylim(0, 1.05)
@@ -301,20 +338,49 @@ def strategy_comparison(table: pd.DataFrame, out_dir: Path, by: str = "run", pre
     png = plots.save_figure(fig, out_dir / "strategies.png")
     pairs_csv = out_dir / "comparisons.csv"
     atomic.write_text(pairs_csv, comparisons(comp, predictions or {}).to_csv(index=False))
-    return section("strategies", "Strategy comparison", [
-        item("image", png, "Per backbone, the best run of each strategy: bars are validation accuracy (which picked "
-             "the run), dots its test accuracy with the bootstrap 95% CI. Scratch vs finetune shows what "
-             "pretraining buys; features shows how far a frozen base gets.", csv, root=out_dir),
-        item("table", pairs_csv, "The best runs of every two strategies on the same test images: how many images "
-             "only one of them gets right, and McNemar's exact test of whether those disagreements split evenly "
-             f"(p < {paired.ALPHA}: the difference is significant), beside whether their 95% CIs overlap.",
-             pairs_csv, root=out_dir),
-    ])
+    return section(
+        "strategies",
+        "Strategy comparison",
+        [
+            item(
+                "image",
+                png,
+                "Per backbone, the best run of each strategy: bars are validation accuracy (which picked "
+                "the run), dots its test accuracy with the bootstrap 95% CI. Scratch vs finetune shows what "
+                "pretraining buys; features shows how far a frozen base gets.",
+                csv,
+                root=out_dir,
+            ),
+            item(
+                "table",
+                pairs_csv,
+                "The best runs of every two strategies on the same test images: how many images "
+                "only one of them gets right, and McNemar's exact test of whether those disagreements split evenly "
+                f"(p < {paired.ALPHA}: the difference is significant), beside whether their 95% CIs overlap.",
+                pairs_csv,
+                root=out_dir,
+            ),
+        ],
+    )
 
 
-COMPARISON_COLUMNS = ["backbone", "strategy_a", "run_a", "test_accuracy_a", "strategy_b", "run_b", "test_accuracy_b",
-                      "both_right", "a_only_right", "b_only_right", "both_wrong", "p_value", "significant",
-                      "ci_overlap", "statement"]
+COMPARISON_COLUMNS = [
+    "backbone",
+    "strategy_a",
+    "run_a",
+    "test_accuracy_a",
+    "strategy_b",
+    "run_b",
+    "test_accuracy_b",
+    "both_right",
+    "a_only_right",
+    "b_only_right",
+    "both_wrong",
+    "p_value",
+    "significant",
+    "ci_overlap",
+    "statement",
+]
 
 
 def comparisons(comp: pd.DataFrame, predictions: dict) -> pd.DataFrame:
@@ -323,23 +389,44 @@ def comparisons(comp: pd.DataFrame, predictions: dict) -> pd.DataFrame:
     for backbone, sub in comp.groupby("backbone", sort=False):
         for (_, a), (_, b) in itertools.combinations(sub.iterrows(), 2):
             paths = [predictions.get((backbone, r)) for r in (a["best_run"], b["best_run"])]
-            row = {"backbone": backbone, "strategy_a": a["strategy"], "run_a": a["best_run"],
-                   "test_accuracy_a": a["test_accuracy"], "strategy_b": b["strategy"], "run_b": b["best_run"],
-                   "test_accuracy_b": b["test_accuracy"]}
+            row = {
+                "backbone": backbone,
+                "strategy_a": a["strategy"],
+                "run_a": a["best_run"],
+                "test_accuracy_a": a["test_accuracy"],
+                "strategy_b": b["strategy"],
+                "run_b": b["best_run"],
+                "test_accuracy_b": b["test_accuracy"],
+            }
             missing = [str(p) for p in paths if p is None or not Path(p).is_file()]
             if missing:
-                log.warning("%s: no per-image test predictions for %s vs %s (%s): no paired test",
-                            backbone, a["best_run"], b["best_run"], missing or "not given")
+                log.warning(
+                    "%s: no per-image test predictions for %s vs %s (%s): no paired test",
+                    backbone,
+                    a["best_run"],
+                    b["best_run"],
+                    missing or "not given",
+                )
                 rows.append({**row, "statement": f"no per-image predictions ({layout.PREDICTIONS}) to compare on"})
                 continue
             (ya, pa), (yb, pb) = (records.read_predictions(p) for p in paths)
             if not np.array_equal(ya, yb):
-                raise ValueError(f"{paths[0]} and {paths[1]}: the two runs' test labels differ; re-run both "
-                                 "(they must predict the same prepared test split)")
-            row.update(paired.compare(
-                a["strategy"], a["test_accuracy"], (a["test_ci95_low"], a["test_ci95_high"]), pa == ya,
-                b["strategy"], b["test_accuracy"], (b["test_ci95_low"], b["test_ci95_high"]), pb == yb,
-            ))
+                raise ValueError(
+                    f"{paths[0]} and {paths[1]}: the two runs' test labels differ; re-run both "
+                    "(they must predict the same prepared test split)"
+                )
+            row.update(
+                paired.compare(
+                    a["strategy"],
+                    a["test_accuracy"],
+                    (a["test_ci95_low"], a["test_ci95_high"]),
+                    pa == ya,
+                    b["strategy"],
+                    b["test_accuracy"],
+                    (b["test_ci95_low"], b["test_ci95_high"]),
+                    pb == yb,
+                )
+            )
             rows.append(row)
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
@@ -362,25 +449,54 @@ def summarise_grid(metric_files, out_dir, *, title: str = "Grid summary", select
     best_json = out_dir / "best.json"
     records.write_best(best_json, best)
     for b, e in best.items():
-        log.info("run analysed for %s: %s (%s; val accuracy %.3f of %d runs)", b, e.run, e.chosen_as,
-                 e.val_accuracy, e.runs)
+        log.info(
+            "run analysed for %s: %s (%s; val accuracy %.3f of %d runs)", b, e.run, e.chosen_as, e.val_accuracy, e.runs
+        )
     sections = [
-        section("runs", "All runs", [
-            item("table", runs_csv, "Every run of the grid: strategy, hyperparameters, validation accuracy (Wilson 95% "
-                 "CI), test accuracy (bootstrap 95% CI), test expected calibration error (ECE: mean gap between "
-                 "confidence and accuracy; empty for heads without probabilities), training time and throughput.",
-                 runs_csv, root=out_dir),
-            item("json", best_json, "Per backbone, the run analysed in detail (by default the best trained run, by "
-                 "validation accuracy) and the best trained, features and overall runs; test accuracy is an unbiased "
-                 "estimate because test data did not pick them.", None, root=out_dir),
-        ], group=records.OWN_TABLE),  # the report draws both itself
+        section(
+            "runs",
+            "All runs",
+            [
+                item(
+                    "table",
+                    runs_csv,
+                    "Every run of the grid: strategy, hyperparameters, validation accuracy (Wilson 95% "
+                    "CI), test accuracy (bootstrap 95% CI), test expected calibration error (ECE: mean gap between "
+                    "confidence and accuracy; empty for heads without probabilities), training time and throughput.",
+                    runs_csv,
+                    root=out_dir,
+                ),
+                item(
+                    "json",
+                    best_json,
+                    "Per backbone, the run analysed in detail (by default the best trained run, by "
+                    "validation accuracy) and the best trained, features and overall runs; test accuracy is an unbiased "
+                    "estimate because test data did not pick them.",
+                    None,
+                    root=out_dir,
+                ),
+            ],
+            group=records.OWN_TABLE,
+        ),  # the report draws both itself
     ]
     if (seeds["seeds"] > 1).any():
-        sections.append(section("seeds", "Runs that differ only by seed", [
-            item("table", seeds_csv, "One row per grid point: how many seeds ran it, and the mean, standard deviation "
-                 "and range of its validation and test accuracy over them. A difference between two settings "
-                 "smaller than their spread over seeds is not a difference.", seeds_csv, root=out_dir),
-        ]))
+        sections.append(
+            section(
+                "seeds",
+                "Runs that differ only by seed",
+                [
+                    item(
+                        "table",
+                        seeds_csv,
+                        "One row per grid point: how many seeds ran it, and the mean, standard deviation "
+                        "and range of its validation and test accuracy over them. A difference between two settings "
+                        "smaller than their spread over seeds is not a difference.",
+                        seeds_csv,
+                        root=out_dir,
+                    ),
+                ],
+            )
+        )
     else:
         log.info("grid summary: every grid point ran with one seed; seeds.csv has no spread to show")
     heat_items, _ = heatmaps(table, out_dir)

@@ -157,8 +157,9 @@ def image_grid(
     if titles is not None:
         for i, (y, x) in enumerate(corners):
             color = title_colors[i] if title_colors is not None else "black"
-            ax.text(x + tw / 2, y - 1, str(titles[i]), ha="center", va="bottom", fontsize=7, color=color,
-                    linespacing=1.0)
+            ax.text(
+                x + tw / 2, y - 1, str(titles[i]), ha="center", va="bottom", fontsize=7, color=color, linespacing=1.0
+            )
     if suptitle:
         fig.text(0.5, 1 - (top / 2) / height, suptitle, ha="center", va="center", fontsize=9)
     path = Path(path)
@@ -244,15 +245,17 @@ def thumbnail_scatter(
     return save_figure(fig, path)
 
 
-def draw_matrix(ax, matrix, row_labels, col_labels, *, fmt: str = "{:.2f}", cmap: str = "viridis", vmin=None,
-                vmax=None):
+def draw_matrix(
+    ax, matrix, row_labels, col_labels, *, fmt: str = "{:.2f}", cmap: str = "viridis", vmin=None, vmax=None
+):
     """A labelled heatmap on `ax` with the value printed in every cell (NaN cells blank)."""
     m = np.asarray(matrix, dtype=np.float64)
     im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     cols = [str(c) for c in col_labels]
     slanted = max(map(len, cols), default=0) > 6  # long names would overlap side by side
-    ax.set_xticks(range(m.shape[1]), cols, rotation=45 if slanted else 0, ha="right" if slanted else "center",
-                  fontsize=8)
+    ax.set_xticks(
+        range(m.shape[1]), cols, rotation=45 if slanted else 0, ha="right" if slanted else "center", fontsize=8
+    )
     ax.set_yticks(range(m.shape[0]), [str(r) for r in row_labels], fontsize=8)
     finite = m[np.isfinite(m)]
     lo = vmin if vmin is not None else (finite.min() if finite.size else 0)

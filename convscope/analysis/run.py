@@ -27,6 +27,7 @@ from convscope.analysis.steps import StepTimer, spread_over_classes
 
 log = logging.getLogger(__name__)
 
+
 def _options(options: dict | None) -> dict:
     """Config `analysis` section over the schema defaults (library callers may pass less)."""
     from convscope import config as cfg
@@ -104,7 +105,9 @@ def _train_seconds(metrics: records.RunMetrics | None) -> float | None:
     return None if metrics is None or metrics.train_time_s is None else float(metrics.train_time_s)
 
 
-def reference_base(backbone: str, metrics: records.RunMetrics, backbone_options: dict, input_size: int, num_classes: int):
+def reference_base(
+    backbone: str, metrics: records.RunMetrics, backbone_options: dict, input_size: int, num_classes: int
+):
     """The base as it was before training: rebuilt exactly as the train stage built it.
 
     build_classifier seeds the backend before creating the base, so the same
@@ -117,13 +120,18 @@ def reference_base(backbone: str, metrics: records.RunMetrics, backbone_options:
     strategy = metrics.strategy
     seed = metrics.hp["seed"] if "seed" in metrics.hp else metrics.seed
     model = build.build_classifier(
-        backbone, num_classes, input_size=input_size, seed=None if seed is None else int(seed),
+        backbone,
+        num_classes,
+        input_size=input_size,
+        seed=None if seed is None else int(seed),
         **weights_for(strategy, backbone_options),
     )
     return build.base_of(model)
 
 
-def starting_base(model, backbone: str, metrics: records.RunMetrics, backbone_options: dict, input_size: int, num_classes: int):
+def starting_base(
+    model, backbone: str, metrics: records.RunMetrics, backbone_options: dict, input_size: int, num_classes: int
+):
     """reference_base, or None (with the reason logged) when it cannot be the real start.
 
     A random init is reproducible only on the backend that drew it; and every layer
@@ -138,9 +146,13 @@ def starting_base(model, backbone: str, metrics: records.RunMetrics, backbone_op
     random_start = weights_for(metrics.strategy, backbone_options).get("weights", "imagenet") == "none"
     trained_on = metrics.versions.get("backend")
     if random_start and trained_on and trained_on != keras.backend.backend():
-        log.warning("change from the starting weights skipped: the run started from a random init drawn by "
-                    "%s, which %s cannot redraw; analyse with train.backend=%s", trained_on,
-                    keras.backend.backend(), trained_on)
+        log.warning(
+            "change from the starting weights skipped: the run started from a random init drawn by "
+            "%s, which %s cannot redraw; analyse with train.backend=%s",
+            trained_on,
+            keras.backend.backend(),
+            trained_on,
+        )
         return None
     reference = reference_base(backbone, metrics, backbone_options, input_size, num_classes)
     base = base_of(model)
@@ -149,9 +161,12 @@ def starting_base(model, backbone: str, metrics: records.RunMetrics, backbone_op
             continue
         for w, r in zip(layer.get_weights(), reference.get_layer(layer.name).get_weights()):
             if w.shape != r.shape or not np.array_equal(w, r):
-                log.warning("change from the starting weights skipped: frozen layer %s of the trained model differs "
-                            "from the rebuilt starting base (weights option %r)", layer.name,
-                            backbone_options.get("weights", "imagenet"))
+                log.warning(
+                    "change from the starting weights skipped: frozen layer %s of the trained model differs "
+                    "from the rebuilt starting base (weights option %r)",
+                    layer.name,
+                    backbone_options.get("weights", "imagenet"),
+                )
                 return None
     return reference
 
@@ -230,17 +245,37 @@ def open_job(model_path, prepared_dir, run_dir, out_dir, classes, options, *, ba
         base, _ = contract_layers(model)
         num_out = model.output.shape[-1]
         if num_out != len(classes):
-            raise ValueError(f"{model_path}: the model predicts {num_out} classes, config has {len(classes)}: {classes}")
+            raise ValueError(
+                f"{model_path}: the model predicts {num_out} classes, config has {len(classes)}: {classes}"
+            )
     with timer("forward pass on the test set"):
         test = TestSet.predict(model, prepared_dir, "test", opts["batch_size"])
     pd.DataFrame(
-        {"row": np.arange(len(test.x)), "file": test.files or "", "true": [classes[k] for k in test.labels],
-         "pred": [classes[k] for k in test.preds], **{f"p_{c}": test.probs[:, k] for k, c in enumerate(classes)}}
+        {
+            "row": np.arange(len(test.x)),
+            "file": test.files or "",
+            "true": [classes[k] for k in test.labels],
+            "pred": [classes[k] for k in test.preds],
+            **{f"p_{c}": test.probs[:, k] for k, c in enumerate(classes)},
+        }
     ).to_csv(out_dir / "predictions.csv", index=False)
     log.info("test accuracy %.3f (%d images)", float((test.preds == test.labels).mean()), len(test.x))
-    return Job(model, base, backbone or run_dir.parent.name, classes, run_dir, out_dir, Path(prepared_dir), opts,
-               read_metrics(run_dir), test, spread_over_classes(test.labels, opts["sample_images"]), timer,
-               backbone_options, frozen.blocks(base, backbone or run_dir.parent.name))
+    return Job(
+        model,
+        base,
+        backbone or run_dir.parent.name,
+        classes,
+        run_dir,
+        out_dir,
+        Path(prepared_dir),
+        opts,
+        read_metrics(run_dir),
+        test,
+        spread_over_classes(test.labels, opts["sample_images"]),
+        timer,
+        backbone_options,
+        frozen.blocks(base, backbone or run_dir.parent.name),
+    )
 
 
 # ---- the standard analyses: one step each (name, function of the job -> section or None) ----------
@@ -267,8 +302,13 @@ def _confusion(job: Job):
 
     sec = confusion.confusion(job.test.labels, job.test.probs, job.classes, job.out_dir)
     sec["items"].append(
-        item("table", job.out_dir / "predictions.csv", "Every test image with its true class, prediction and "
-             "class probabilities.", job.out_dir / "predictions.csv", root=job.out_dir)
+        item(
+            "table",
+            job.out_dir / "predictions.csv",
+            "Every test image with its true class, prediction and class probabilities.",
+            job.out_dir / "predictions.csv",
+            root=job.out_dir,
+        )
     )
     return sec
 
@@ -287,16 +327,30 @@ def _calibration(job: Job):
     js, csv, png = calibration.write(cal, job.out_dir)
     log.info("calibration: ECE %.3f -> %.3f at temperature %.3f", cal.before["ece"], cal.after["ece"], cal.temperature)
     leaning = "> 1: the network was over-confident" if cal.temperature > 1 else "<= 1: it was not over-confident"
-    return section("calibration", "Calibrated probabilities", [
-        item("image", png, f"Reliability diagrams of the {len(job.test.x)} test images: each bar is the accuracy of "
-             "the images whose top probability falls in that bin; on the diagonal, a probability of 0.8 means right "
-             f"80% of the time. Left as trained (ECE {cal.before['ece']:.3f}), right after dividing the logits by "
-             f"T = {cal.temperature:.2f} fitted on the {cal.val_images} validation images (ECE "
-             f"{cal.after['ece']:.3f}); T {leaning}. Predictions, and so accuracy, do not change.", csv,
-             root=job.out_dir),
-        item("json", js, "Temperature, expected calibration error and negative log-likelihood before and after.",
-             js, root=job.out_dir),
-    ])
+    return section(
+        "calibration",
+        "Calibrated probabilities",
+        [
+            item(
+                "image",
+                png,
+                f"Reliability diagrams of the {len(job.test.x)} test images: each bar is the accuracy of "
+                "the images whose top probability falls in that bin; on the diagonal, a probability of 0.8 means right "
+                f"80% of the time. Left as trained (ECE {cal.before['ece']:.3f}), right after dividing the logits by "
+                f"T = {cal.temperature:.2f} fitted on the {cal.val_images} validation images (ECE "
+                f"{cal.after['ece']:.3f}); T {leaning}. Predictions, and so accuracy, do not change.",
+                csv,
+                root=job.out_dir,
+            ),
+            item(
+                "json",
+                js,
+                "Temperature, expected calibration error and negative log-likelihood before and after.",
+                js,
+                root=job.out_dir,
+            ),
+        ],
+    )
 
 
 def _examples(job: Job):
@@ -310,9 +364,18 @@ def _embedding(job: Job):
     from convscope.analysis import embedding
 
     t = job.test
-    return embedding.embedding_maps(t.embeddings, t.x, t.labels, job.classes, job.out_dir, seed=job.opts["seed"],
-                                    files=t.files, preds=t.preds, layer=embedding_layer_name(job.model, job.backbone),
-                                    **job.opts["embedding"])
+    return embedding.embedding_maps(
+        t.embeddings,
+        t.x,
+        t.labels,
+        job.classes,
+        job.out_dir,
+        seed=job.opts["seed"],
+        files=t.files,
+        preds=t.preds,
+        layer=embedding_layer_name(job.model, job.backbone),
+        **job.opts["embedding"],
+    )
 
 
 def _filters(job: Job):
@@ -328,9 +391,18 @@ def _activations(job: Job):
     from convscope.analysis import activations
 
     t = job.test
-    return activations.activation_grids(job.model, job.base, t.x, job.sample, job.classes, t.labels, job.out_dir,
-                                        batch_size=job.opts["batch_size"], min_side=int(job.opts["min_map_side"]),
-                                        **job.opts["activations"])
+    return activations.activation_grids(
+        job.model,
+        job.base,
+        t.x,
+        job.sample,
+        job.classes,
+        t.labels,
+        job.out_dir,
+        batch_size=job.opts["batch_size"],
+        min_side=int(job.opts["min_map_side"]),
+        **job.opts["activations"],
+    )
 
 
 # In page order. A new analysis is one function of the Job and one entry here.
@@ -361,32 +433,70 @@ def explain_sections(job: Job) -> list[dict]:
     from convscope.analysis.explain import explain_model
 
     t = job.test
-    data = {"x": t.x, "labels": t.labels, "classes": job.classes, "probs": t.probs, "preds": t.preds,
-            "embeddings": t.embeddings, "index": t.index, "sample": job.sample, "size": t.size,
-            "seed": job.opts["seed"]}
-    if job.backbone_options is not None and (job.opts.get("change") or {}).get("enabled", True) and job.metrics is not None:
+    data = {
+        "x": t.x,
+        "labels": t.labels,
+        "classes": job.classes,
+        "probs": t.probs,
+        "preds": t.preds,
+        "embeddings": t.embeddings,
+        "index": t.index,
+        "sample": job.sample,
+        "size": t.size,
+        "seed": job.opts["seed"],
+    }
+    if (
+        job.backbone_options is not None
+        and (job.opts.get("change") or {}).get("enabled", True)
+        and job.metrics is not None
+    ):
         with job.timer("rebuild the starting base"):
-            data["base_reference"] = starting_base(job.model, job.backbone, job.metrics, job.backbone_options, t.size,
-                                                   len(job.classes))
+            data["base_reference"] = starting_base(
+                job.model, job.backbone, job.metrics, job.backbone_options, t.size, len(job.classes)
+            )
     with job.timer("explanations"):
         return explain_model(job.model, job.backbone, data, job.out_dir, job.opts)
 
 
 def cost_section(job: Job, seconds: float) -> dict:
     train = _train_seconds(job.metrics)
-    cost = {"analysis_seconds": round(seconds, 3), "steps": job.timer.seconds, "train_seconds": train,
-            "analysis_over_train": round(seconds / train, 3) if train else None, "test_images": len(job.test.x)}
+    cost = {
+        "analysis_seconds": round(seconds, 3),
+        "steps": job.timer.seconds,
+        "train_seconds": train,
+        "analysis_over_train": round(seconds / train, 3) if train else None,
+        "test_images": len(job.test.x),
+    }
     (job.out_dir / "timings.json").write_text(json.dumps(cost, indent=1))
     log.info("analyses of %s took %.1f s (training %s s)", job.run_dir, seconds, train)
-    return section("cost", "Cost of these analyses", [
-        item("json", job.out_dir / "timings.json", "Seconds spent on each analysis of this model (one job, model "
-             "loaded once) and the ratio to its training time.", None, root=job.out_dir)
-    ])
+    return section(
+        "cost",
+        "Cost of these analyses",
+        [
+            item(
+                "json",
+                job.out_dir / "timings.json",
+                "Seconds spent on each analysis of this model (one job, model "
+                "loaded once) and the ratio to its training time.",
+                None,
+                root=job.out_dir,
+            )
+        ],
+    )
 
 
 def analyse_model(
-    model_path, prepared_dir, run_dir, out_dir, classes, options=None, *, backbone=None, fresh: bool = False,
-    explain: bool = True, backbone_options: dict | None = None,
+    model_path,
+    prepared_dir,
+    run_dir,
+    out_dir,
+    classes,
+    options=None,
+    *,
+    backbone=None,
+    fresh: bool = False,
+    explain: bool = True,
+    backbone_options: dict | None = None,
 ) -> Path:
     """Run every analysis of one model; returns the path of out_dir/index.json.
 
@@ -399,8 +509,17 @@ def analyse_model(
     them the pretrained starting point is rebuilt for the change-from-base analysis.
     """
     t_start = time.perf_counter()
-    job = open_job(model_path, prepared_dir, run_dir, out_dir, classes, options, backbone=backbone, fresh=fresh,
-                   backbone_options=backbone_options)
+    job = open_job(
+        model_path,
+        prepared_dir,
+        run_dir,
+        out_dir,
+        classes,
+        options,
+        backbone=backbone,
+        fresh=fresh,
+        backbone_options=backbone_options,
+    )
     sections = standard_sections(job)
     if explain:
         sections += explain_sections(job)

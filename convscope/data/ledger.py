@@ -38,7 +38,13 @@ from convscope import layout, records
 log = logging.getLogger(__name__)
 
 COLUMNS = ("source", "url_or_path", "file", "sha256", "time", "status", "detail")
-OK, DUPLICATE, REJECTED, FAILED, MISSING = records.OK, records.DUPLICATE, records.REJECTED, records.FAILED, records.MISSING
+OK, DUPLICATE, REJECTED, FAILED, MISSING = (
+    records.OK,
+    records.DUPLICATE,
+    records.REJECTED,
+    records.FAILED,
+    records.MISSING,
+)
 # Final statuses: the key is not tried again. FAILED (network, HTTP 5xx...) is retried next run.
 FINAL = frozenset({OK, DUPLICATE, REJECTED, MISSING})
 MANIFEST = layout.LEDGER
@@ -110,8 +116,15 @@ class Ledger:
             digest = sha256(data)
             log.warning("class %s: %s has no ledger row; adopting it (origin unknown)", self.cls, name)
             self._index(
-                dict(source="unknown", url_or_path="", file=name, sha256=digest, time=now(), status=OK,
-                     detail="found in the folder without a ledger row; origin unknown")  # fmt: skip
+                dict(
+                    source="unknown",
+                    url_or_path="",
+                    file=name,
+                    sha256=digest,
+                    time=now(),
+                    status=OK,
+                    detail="found in the folder without a ledger row; origin unknown",
+                )  # fmt: skip
             )
         numbers = [int(m.group(1)) for name in on_disk if (m := _NUMBERED.match(name))]
         numbers += [int(m.group(1)) for r in self._rows if (m := _NUMBERED.match(r["file"]))]

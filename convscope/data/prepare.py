@@ -123,7 +123,13 @@ def _load(raw_root: Path, item: Item, size: int, policy: str) -> tuple[np.ndarra
 
 
 def _write_split(
-    split: str, items: list[Item], raw_root: Path, size: int, policy: str, out_dir: Path, pool: ThreadPoolExecutor,
+    split: str,
+    items: list[Item],
+    raw_root: Path,
+    size: int,
+    policy: str,
+    out_dir: Path,
+    pool: ThreadPoolExecutor,
     threads: int,
 ) -> dict:
     tmp = {k: out_dir / f".tmp-{split}.{k}" for k in ("npy", "labels.npy", "index.csv")}
@@ -187,7 +193,9 @@ def prepare(
     splits_csv, raw_root, out_dir = Path(splits_csv), Path(raw_root), Path(out_dir)
     policy = options.get("resize", "center_crop")
     if policy not in imageio.POLICIES:
-        raise PrepareError(f"config key prepare.resize: {policy!r} is not allowed; allowed values: {list(imageio.POLICIES)}")
+        raise PrepareError(
+            f"config key prepare.resize: {policy!r} is not allowed; allowed values: {list(imageio.POLICIES)}"
+        )
     classes = list(classes)
     out_dir.mkdir(parents=True, exist_ok=True)
     by_split = read_splits(splits_csv, classes)
@@ -198,7 +206,12 @@ def prepare(
     total = sum(map(len, by_split.values()))
     log.info(
         "preparing %d images at %dx%d (%s, %d threads) into %s: %s",
-        total, size, size, policy, threads, out_dir,
+        total,
+        size,
+        size,
+        policy,
+        threads,
+        out_dir,
         ", ".join(f"{s} {len(r)}" for s, r in by_split.items()),
     )
     # The arrays are memory-mapped: on a full disk a write would be a SIGBUS, so check first.
@@ -215,8 +228,11 @@ def prepare(
             per_class = {c: sum(it.cls == c for it in items) for c in classes}
             log.info(
                 "%s: %d images in %.1f s (%s); %d with a box%s",
-                split, stats["images"], stats["seconds"],
-                ", ".join(f"{c} {k}" for c, k in per_class.items()), stats["boxes"],
+                split,
+                stats["images"],
+                stats["seconds"],
+                ", ".join(f"{c} {k}" for c, k in per_class.items()),
+                stats["boxes"],
                 f", {stats['boxes_cropped_away']} box(es) cropped away entirely" if stats["boxes_cropped_away"] else "",
             )
             summary[split] = {**stats, "per_class": per_class}

@@ -198,7 +198,7 @@ def build_classifier(
 
 
 def head_kind(model: keras.Model) -> str:
-    """"fc" when the classifier kept its pretrained fc stack, else "pooled"."""
+    """ "fc" when the classifier kept its pretrained fc stack, else "pooled"."""
     return "pooled" if any(layer.name == "pool" for layer in model.layers) else "fc"
 
 
@@ -242,7 +242,9 @@ def block_layers(base: keras.Model, backbone: str) -> list[list]:
     boundaries = registry.tune_blocks(backbone, "fc" if fc_stack and fc_stack[-1] in names else "pooled")
     for i, boundary in enumerate(boundaries):
         if boundary not in names:
-            raise ValueError(f"convscope.backbones: block boundary {boundary!r} of {backbone} is not a layer of the base")
+            raise ValueError(
+                f"convscope.backbones: block boundary {boundary!r} of {backbone} is not a layer of the base"
+            )
         end = names.index(boundary) + 1
         if i == len(boundaries) - 1:
             end = len(names)
@@ -309,7 +311,10 @@ def _gpu_has_bfloat16() -> bool:
     try:
         out = subprocess.run(
             [smi, "--query-gpu=compute_cap", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=True,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
         ).stdout.split()
         return all(float(c) >= 8.0 for c in out) if out else True
     except (OSError, subprocess.SubprocessError, ValueError):

@@ -99,8 +99,11 @@ def _recorded_downloads():
     def recording(fname=None, origin=None, *args, **kwargs):
         name = fname or os.path.basename(str(origin).split("?")[0])
         calls.append(
-            {"fname": name, "origin": origin,
-             "dir": _cache_dir(kwargs.get("cache_dir"), kwargs.get("cache_subdir", "datasets"))}
+            {
+                "fname": name,
+                "origin": origin,
+                "dir": _cache_dir(kwargs.get("cache_dir"), kwargs.get("cache_subdir", "datasets")),
+            }
         )
         return original(fname, origin, *args, **kwargs)
 
@@ -115,8 +118,9 @@ def _recorded_downloads():
         socket.setdefaulttimeout(previous_timeout)
 
 
-def imagenet_app(backbone: str, app_name: str, input_shape: tuple | None = None, *,
-                 include_top: bool = False) -> keras.Model:
+def imagenet_app(
+    backbone: str, app_name: str, input_shape: tuple | None = None, *, include_top: bool = False
+) -> keras.Model:
     """keras.applications.<app_name>(include_top=include_top, weights="imagenet").
 
     A failed download (offline machine, firewall, corrupt cache) becomes a
@@ -326,7 +330,8 @@ def copy_weights_by_name(source: keras.Model, target: keras.Model, origin: str =
     if problems:
         raise WeightsError(
             f"{origin} does not fit model {target.name!r} (same backbone and input size?): "
-            + "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            + "; ".join(problems[:5])
+            + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         )
 
 

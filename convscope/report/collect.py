@@ -361,4 +361,3 @@ def machine() -> dict:
 
 def now() -> str:
     return datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-

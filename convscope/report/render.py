@@ -212,8 +212,10 @@ def build_context(results: Path, out_dir: Path, options: dict, *, config: dict, 
         raise ValueError(f"config key report.sections: unknown section(s) {unknown}; allowed values: {list(SECTIONS)}")
     missing = [s for s in SECTIONS if s not in BUILDERS]
     if missing:
-        raise RuntimeError(f"report sections {missing} are allowed by the config schema but have no builder in "
-                           "convscope/report/sections.py")
+        raise RuntimeError(
+            f"report sections {missing} are allowed by the config schema but have no builder in "
+            "convscope/report/sections.py"
+        )
     assets = Assets(out_dir)
     src = Sources(results, options, config, list(classes), assets, sections)
     page = [name for name in SECTIONS if name in sections]  # page order = the schema's order

@@ -215,7 +215,9 @@ class KeepBest(keras.callbacks.Callback):
             return
         logs = logs or {}
         if self.monitor not in logs:
-            raise KeyError(f"train.keep: {self.monitor} is not in the epoch's logs ({sorted(logs)}); is there a val split?")
+            raise KeyError(
+                f"train.keep: {self.monitor} is not in the epoch's logs ({sorted(logs)}); is there a val split?"
+            )
         score, tie = float(logs[self.monitor]), float(logs.get("val_loss", math.inf))
         if math.isfinite(score) and self._better(score, tie):
             self.epoch, self.score, self.tie = int(epoch), score, tie
@@ -226,7 +228,11 @@ class KeepBest(keras.callbacks.Callback):
         they are the model's own, saved beside them)."""
         if self.epoch is None:
             return {}
-        out = {"best_epoch": np.int64(self.epoch), "best_score": np.float64(self.score), "best_tie": np.float64(self.tie)}
+        out = {
+            "best_epoch": np.int64(self.epoch),
+            "best_score": np.float64(self.score),
+            "best_tie": np.float64(self.tie),
+        }
         if self.epoch == epoch:
             out["best_current"] = np.int64(1)
         else:
@@ -238,7 +244,11 @@ class KeepBest(keras.callbacks.Callback):
         """Take back state() from a backup (called by EpochBackup after the model's variables are restored)."""
         if "best_epoch" not in state:
             return
-        self.epoch, self.score, self.tie = int(state["best_epoch"]), float(state["best_score"]), float(state["best_tie"])
+        self.epoch, self.score, self.tie = (
+            int(state["best_epoch"]),
+            float(state["best_score"]),
+            float(state["best_tie"]),
+        )
         if "best_current" in state:
             self.weights = [_host_copy(w) for w in self.model.weights]
         else:
@@ -268,7 +278,9 @@ class KeepBest(keras.callbacks.Callback):
             return {"monitor": self.monitor, "epoch": int(last_epoch), "value": None}
         weights = model.weights
         if [tuple(w.shape) for w in weights] != [tuple(w.shape) for w in self.weights]:
-            raise RuntimeError("the kept best-epoch weights do not match the model's (was the backup made for another model?)")
+            raise RuntimeError(
+                "the kept best-epoch weights do not match the model's (was the backup made for another model?)"
+            )
         for variable, value in zip(weights, self.weights):
             variable.assign(value)
         log.info("kept epoch %d of %d (%s %.4g)", self.epoch, last_epoch, self.monitor, self.score)
@@ -409,6 +421,8 @@ def csv_rows_before(path, epoch: int) -> int:
     header, rows = lines[0], lines[1:]
     keep = [r for r in rows if r and int(float(r.split(",", 1)[0])) < epoch]
     if len(keep) != len(rows):
-        log.info("history %s: dropping %d row(s) of epochs >= %d (not in the backup)", path, len(rows) - len(keep), epoch)
+        log.info(
+            "history %s: dropping %d row(s) of epochs >= %d (not in the backup)", path, len(rows) - len(keep), epoch
+        )
         atomic.write_bytes(path, ("\n".join([header, *keep]) + "\n").encode())
     return len(keep)

@@ -66,7 +66,9 @@ class MemmapDataset(keras.utils.PyDataset):
         super().__init__(workers=1, use_multiprocessing=False, max_queue_size=max_queue_size)
         # A batch read is one memcpy from the page cache: a few threads keep any GPU fed.
         self.prefetch_workers = max(1, min(int(workers), MAX_READ_THREADS))
-        self.read_ahead = max(2, min(int(max_queue_size), 2 * self.prefetch_workers)) if self.prefetch_workers > 1 else 0
+        self.read_ahead = (
+            max(2, min(int(max_queue_size), 2 * self.prefetch_workers)) if self.prefetch_workers > 1 else 0
+        )
         self._pool = None
         self._pending = {}  # (epoch, batch index) -> Future of that batch
         self.images_path = Path(images)

@@ -80,8 +80,9 @@ def compute_embeddings(
     info = {"backbone": backbone, "input_size": input_size, "splits": {}}
     images, predict_s = 0, 0.0
     for split in SPLITS:
-        ds = data.MemmapDataset(*data.split_paths(prepared_dir, split), batch_size, num_classes, for_predict=True,
-                                workers=threads)
+        ds = data.MemmapDataset(
+            *data.split_paths(prepared_dir, split), batch_size, num_classes, for_predict=True, workers=threads
+        )
         if ds.image_shape[:2] != (input_size, input_size):
             raise ValueError(f"{ds.images_path}: images are {ds.image_shape[:2]}, {backbone} needs {input_size}")
         t = time.perf_counter()
@@ -167,7 +168,9 @@ def fit_head(
             )
     num_classes = len(classes)
     if len(np.unique(y["train"])) < 2:
-        raise ValueError(f"{layout.prepared_in(labels, 'train', 'labels.npy')}: the training split holds fewer than two classes")
+        raise ValueError(
+            f"{layout.prepared_in(labels, 'train', 'labels.npy')}: the training split holds fewer than two classes"
+        )
     scaler = StandardScaler().fit(X["train"])
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     clf = _classifier(hp["classifier"], float(hp["C"]), int(hp["seed"]), int(max_iter))
@@ -219,17 +222,31 @@ def fit_head(
         "versions": {"python": platform.python_version(), "numpy": np.__version__, "scikit-learn": sklearn.__version__},
         "wall_s": round(time.perf_counter() - t0, 3),
     }
-    records.write_metrics(out / layout.METRICS, records.RunMetrics.from_dict(result, f"features run {backbone}/{out.name}"))
+    records.write_metrics(
+        out / layout.METRICS, records.RunMetrics.from_dict(result, f"features run {backbone}/{out.name}")
+    )
     log.info(
         "%s/%s: val accuracy %.3f, test accuracy %.3f (fit %.2f s on %d x %d embeddings)",
-        backbone, out.name, report["val"]["accuracy"], report["test"]["accuracy"], fit_s, *X["train"].shape,
+        backbone,
+        out.name,
+        report["val"]["accuracy"],
+        report["test"]["accuracy"],
+        fit_s,
+        *X["train"].shape,
     )
     return result
 
 
 def head_model(
-    *, head_path, out_path, backbone: str, options: dict, input_size: int, num_classes: int,
-    backend: str = "tensorflow", seed: int = 0,
+    *,
+    head_path,
+    out_path,
+    backbone: str,
+    options: dict,
+    input_size: int,
+    num_classes: int,
+    backend: str = "tensorflow",
+    seed: int = 0,
 ):
     """The Keras classifier of a features run: frozen base + the fitted linear head (model.keras).
 
@@ -244,7 +261,12 @@ def head_model(
 
     head = np.load(head_path)
     model = build.build_classifier(
-        backbone, num_classes, input_size=input_size, dropout=0.0, augment="none", seed=int(seed),
+        backbone,
+        num_classes,
+        input_size=input_size,
+        dropout=0.0,
+        augment="none",
+        seed=int(seed),
         **strategies.weights_for("features", options),
     )
     model.get_layer("head").set_weights([head["W"], head["b"]])

@@ -42,9 +42,7 @@ def evaluate(y_true, scores, classes: list[str]) -> dict:
     k = top_k(n_classes)
     ranked = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     labels = list(range(n_classes))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, pred, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, pred, labels=labels, zero_division=0)
     return {
         "n": int(len(y_true)),
         "accuracy": float(np.mean(pred == y_true)) if len(y_true) else float("nan"),

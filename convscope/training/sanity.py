@@ -123,7 +123,14 @@ def write_csv(rows: list[dict], path) -> None:
 
 
 def imagenet_top5(
-    *, images, index_csv, out_csv, backbone: str, options: dict, backend: str = "tensorflow", n_images: int = 8,
+    *,
+    images,
+    index_csv,
+    out_csv,
+    backbone: str,
+    options: dict,
+    backend: str = "tensorflow",
+    n_images: int = 8,
     threads: int = 1,
 ) -> list[dict]:
     """The sanity rule: top-5 of the first n test images (R/sanity/{backbone}/imagenet_top5.csv)."""

@@ -57,7 +57,10 @@ def phases(
             log.warning(
                 "progressive schedule of %s: %d epochs reach depth %s, not the tune_depth %s "
                 "(raise train.grid.epochs or lower train.progressive.every)",
-                backbone, epochs, out[-1].depth, target,
+                backbone,
+                epochs,
+                out[-1].depth,
+                target,
             )
             break
         end = epochs if i == len(depths) - 1 else min(epochs, start + every)
