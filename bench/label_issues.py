@@ -88,8 +88,9 @@ def main() -> None:
     base = first or audit.Embedded(np.zeros((0, 1)), np.zeros(0, int), [], np.array([]))
     if first is None:
         raise SystemExit("name at least one backbone with embeddings (--backbones)")
-    reps[f"pixels{args.pixel_side}"] = audit.Embedded(pixels(prepared, args.pixel_side), base.labels, base.files,
-                                                      base.splits)  # fmt: skip
+    reps[f"pixels{args.pixel_side}"] = audit.Embedded(
+        pixels(prepared, args.pixel_side), base.labels, base.files, base.splits
+    )
     planted = planted_files(args.results) & set(base.files)
     for name, data in reps.items():
         if planted:

@@ -24,10 +24,38 @@ from pathlib import Path
 import yaml
 
 # `results` may be none of these folders, nor anything inside the first group.
-_SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys",
-                 "/usr/bin", "/usr/include", "/usr/lib", "/usr/sbin", "/usr/share")  # fmt: skip
-_SYSTEM_FOLDERS = ("/", "/home", "/media", "/mnt", "/opt", "/root", "/run", "/srv", "/tmp", "/usr", "/usr/local",
-                   "/var", "/var/tmp")  # fmt: skip
+_SYSTEM_TREES = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/proc",
+    "/sbin",
+    "/sys",
+    "/usr/bin",
+    "/usr/include",
+    "/usr/lib",
+    "/usr/sbin",
+    "/usr/share",
+)
+_SYSTEM_FOLDERS = (
+    "/",
+    "/home",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/root",
+    "/run",
+    "/srv",
+    "/tmp",
+    "/usr",
+    "/usr/local",
+    "/var",
+    "/var/tmp",
+)
 
 
 class ConfigFileError(ValueError):
@@ -65,8 +93,10 @@ def _read_json(path: str, text: str) -> dict:
 
     def pairs(items):
         keys = [k for k, _ in items]
-        problems.extend(f"{path}: config key {k} is given twice in one mapping; keep one"
-                        for k in dict.fromkeys(k for k in keys if keys.count(k) > 1))  # fmt: skip
+        problems.extend(
+            f"{path}: config key {k} is given twice in one mapping; keep one"
+            for k in dict.fromkeys(k for k in keys if keys.count(k) > 1)
+        )
         return dict(items)
 
     data = json.loads(text, object_pairs_hook=pairs)

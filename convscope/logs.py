@@ -27,8 +27,10 @@ class _JobFile(logging.FileHandler):
     def handleError(self, record):
         if not self.failed:
             self.failed = True
-            print(f"log file {self.baseFilename} cannot be written ({sys.exc_info()[1]}); log lines go to "
-                  "stderr only", file=sys.stderr)  # fmt: skip
+            print(
+                f"log file {self.baseFilename} cannot be written ({sys.exc_info()[1]}); log lines go to stderr only",
+                file=sys.stderr,
+            )
 
 
 def attempts_path(path) -> str:

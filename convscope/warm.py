@@ -264,7 +264,7 @@ def _child(conn: socket.socket) -> None:
             status = 0
         except SystemExit as e:
             status = e.code if isinstance(e.code, int) else 1
-        except BaseException:  # noqa: BLE001 - reported as a fresh process would (traceback, status 1)
+        except BaseException:
             import traceback
 
             traceback.print_exc()

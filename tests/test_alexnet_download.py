@@ -42,7 +42,7 @@ class Server:
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's name
+            def do_GET(self):
                 owner.hits += 1
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(owner.body)))

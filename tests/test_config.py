@@ -43,39 +43,87 @@ SOURCES = ["bing", "baidu", "google", "flickr", "greedy", "urllist", "folder", "
 BAD = [
     ("unknown-top-level-key", _set("epochs", 3), ["config key epochs", "allowed keys", "'backbones'"]),
     ("unknown-nested-key", _set("crawl.max_image", 3), ["config key crawl.max_image", "'max_images'"]),
-    ("unknown-class-option", _set("classes.circle", {"colour": "red"}), ["config key classes.circle.colour", "'keywords'"]),
+    (
+        "unknown-class-option",
+        _set("classes.circle", {"colour": "red"}),
+        ["config key classes.circle.colour", "'keywords'"],
+    ),
     ("unknown-synthetic-option", _set("crawl.synthetic.blur", 1), ["config key crawl.synthetic.blur", "'noise'"]),
     ("wrong-type-seed", _set("seed", "abc"), ["config key seed", "integer", "'abc'"]),
     ("wrong-type-max-images", _set("crawl.max_images", "many"), ["config key crawl.max_images", "integer"]),
     ("wrong-type-classes-list", _set("classes", ["circle", "square"]), ["config key classes", "mapping"]),
-    ("wrong-type-keywords", _set("classes.circle", {"keywords": "cat"}), ["config key classes.circle.keywords", "list"]),
+    (
+        "wrong-type-keywords",
+        _set("classes.circle", {"keywords": "cat"}),
+        ["config key classes.circle.keywords", "list"],
+    ),
     ("wrong-type-site", _set("classes.circle", {"site": 5}), ["config key classes.circle", "string or a list"]),
     ("empty-class-list", _set("classes", {}), ["config key classes", "at least 2"]),
     ("one-class", _set("classes", {"circle": {}}), ["config key classes", "at least 2", "got 1"]),
-    ("class-name-path", _set("classes", {"../x": {}, "circle": {}}), ["config key classes", "'../x'", "letters, digits"]),
-    ("class-name-space", _set("classes", {"a b": {}, "circle": {}}), ["config key classes", "'a b'", "letters, digits"]),
+    (
+        "class-name-path",
+        _set("classes", {"../x": {}, "circle": {}}),
+        ["config key classes", "'../x'", "letters, digits"],
+    ),
+    (
+        "class-name-space",
+        _set("classes", {"a b": {}, "circle": {}}),
+        ["config key classes", "'a b'", "letters, digits"],
+    ),
     ("class-name-dot", _set("classes", {".hidden": {}, "circle": {}}), ["config key classes", "'.hidden'"]),
     ("split-sum", _set("split", {"train": 0.5, "val": 0.2, "test": 0.2}), ["config key split", "sum to 1", "0.9"]),
     ("split-fraction-above-1", _set("split.train", 1.5), ["config key split.train", "maximum"]),
     ("split-fraction-zero", _set("split.val", 0), ["config key split.val"]),
     ("unknown-source", _set("crawl.source", "yahoo"), ["config key crawl.source", "'yahoo'", *map(repr, SOURCES)]),
-    ("unknown-class-source", _set("classes.circle", {"source": "yahoo"}), ["config key classes.circle.source", "'bing'"]),
+    (
+        "unknown-class-source",
+        _set("classes.circle", {"source": "yahoo"}),
+        ["config key classes.circle.source", "'bing'"],
+    ),
     ("unknown-shape", _set("classes.circle", {"shape": "blob"}), ["config key classes.circle.shape", "'hexagon'"]),
-    ("synthetic-class-not-a-shape", _set("classes", {"cat": {}, "circle": {}}), ["config key classes.cat.shape", "'circle'"]),
-    ("unknown-backbone", _set("backbones", {"lenet": {}}), ["config key backbones.lenet", *map(repr, sorted(registry.BACKBONES))]),
+    (
+        "synthetic-class-not-a-shape",
+        _set("classes", {"cat": {}, "circle": {}}),
+        ["config key classes.cat.shape", "'circle'"],
+    ),
+    (
+        "unknown-backbone",
+        _set("backbones", {"lenet": {}}),
+        ["config key backbones.lenet", *map(repr, sorted(registry.BACKBONES))],
+    ),
     ("no-backbone", _set("backbones", {}), ["config key backbones", "at least 1"]),
     ("missing-backbones", _set("backbones", DELETE), ["config key backbones", "missing"]),
     ("missing-classes", _set("classes", DELETE), ["config key classes", "missing"]),
-    ("negative-input-size", _set("backbones.mobilenetv2", {"input_size": -5}), ["config key backbones.mobilenetv2.input_size", "minimum"]),
-    ("input-size-below-backbone-min", _set("backbones", {"inceptionv3": {"input_size": 64}}), ["config key backbones.inceptionv3.input_size", "75"]),
+    (
+        "negative-input-size",
+        _set("backbones.mobilenetv2", {"input_size": -5}),
+        ["config key backbones.mobilenetv2.input_size", "minimum"],
+    ),
+    (
+        "input-size-below-backbone-min",
+        _set("backbones", {"inceptionv3": {"input_size": 64}}),
+        ["config key backbones.inceptionv3.input_size", "75"],
+    ),
     ("negative-max-images", _set("crawl.max_images", -1), ["config key crawl.max_images", "minimum of 1"]),
     ("negative-synthetic-size", _set("crawl.synthetic.size", -64), ["config key crawl.synthetic.size"]),
     ("zero-timeout", _set("crawl.timeout_s", 0), ["config key crawl.timeout_s"]),
     ("negative-min-side", _set("clean.min_side", -1), ["config key clean.min_side"]),
-    ("urllist-without-urls", _set("classes.circle", {"source": "urllist"}), ["config key classes.circle.urls", "'urllist'"]),
-    ("folder-without-path", _set("classes.circle", {"source": "folder"}), ["config key classes.circle.path", "'folder'"]),
+    (
+        "urllist-without-urls",
+        _set("classes.circle", {"source": "urllist"}),
+        ["config key classes.circle.urls", "'urllist'"],
+    ),
+    (
+        "folder-without-path",
+        _set("classes.circle", {"source": "folder"}),
+        ["config key classes.circle.path", "'folder'"],
+    ),
     ("greedy-without-site", _set("crawl.source", "greedy"), ["config key classes.circle.site", "'greedy'"]),
-    ("unknown-resize", _set("prepare.resize", "stretch"), ["config key prepare.resize", "'center_crop'", "'pad'", "'squash'"]),
+    (
+        "unknown-resize",
+        _set("prepare.resize", "stretch"),
+        ["config key prepare.resize", "'center_crop'", "'pad'", "'squash'"],
+    ),
     ("prepare-threads-zero", _set("prepare.threads", 0), ["config key prepare.threads"]),
     # The results folder: every output goes under it.
     ("results-empty", _set("results", ""), ["config key results", "empty"]),
@@ -86,15 +134,27 @@ BAD = [
     ("results-home", _set("results", "~"), ["config key results", "home"]),
     ("results-working-directory", _set("results", "."), ["config key results", "'.' (that is", "runs in"]),
     # Paths the config names exist now, not several jobs later.
-    ("folder-path-missing", _set("classes.circle", {"source": "folder", "path": "no/such/images"}),
-     ["config key classes.circle.path", "'no/such/images'", "does not exist"]),
-    ("folder-path-is-a-file", _set("classes.circle", {"source": "folder", "path": "config.yaml"}),
-     ["config key classes.circle.path", "is not a folder"]),
-    ("urllist-file-missing", _set("classes.circle", {"source": "urllist", "urls": "no-urls.txt"}),
-     ["config key classes.circle.urls", "'no-urls.txt'", "does not exist"]),
-    ("weights-file-missing", _set("backbones.mobilenetv2.weights", "no/base.weights.h5"),
-     ["config key backbones.mobilenetv2.weights", "'no/base.weights.h5'", "does not exist"]),
-]  # fmt: skip
+    (
+        "folder-path-missing",
+        _set("classes.circle", {"source": "folder", "path": "no/such/images"}),
+        ["config key classes.circle.path", "'no/such/images'", "does not exist"],
+    ),
+    (
+        "folder-path-is-a-file",
+        _set("classes.circle", {"source": "folder", "path": "config.yaml"}),
+        ["config key classes.circle.path", "is not a folder"],
+    ),
+    (
+        "urllist-file-missing",
+        _set("classes.circle", {"source": "urllist", "urls": "no-urls.txt"}),
+        ["config key classes.circle.urls", "'no-urls.txt'", "does not exist"],
+    ),
+    (
+        "weights-file-missing",
+        _set("backbones.mobilenetv2.weights", "no/base.weights.h5"),
+        ["config key backbones.mobilenetv2.weights", "'no/base.weights.h5'", "does not exist"],
+    ),
+]
 
 
 def _bad_config(patch):
@@ -171,9 +231,17 @@ def test_shipped_configs_validate(name):
 # ---- the same through a real `snakemake -n`: fails before any job runs ----------
 
 SNAKEMAKE_CASES = [
-    "unknown-nested-key", "class-name-path", "split-sum", "unknown-backbone", "urllist-without-urls",
-    "results-empty", "results-root", "folder-path-missing", "urllist-file-missing", "weights-file-missing",
-]  # fmt: skip
+    "unknown-nested-key",
+    "class-name-path",
+    "split-sum",
+    "unknown-backbone",
+    "urllist-without-urls",
+    "results-empty",
+    "results-root",
+    "folder-path-missing",
+    "urllist-file-missing",
+    "weights-file-missing",
+]
 
 
 def assert_rejected_before_any_job(proc, wf, expected):
@@ -259,8 +327,13 @@ def test_yaml_syntax_error_in_a_configfile_argument(workflow):
     proc = wf.run("-n", check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
     assert sorted(p.name for p in wf.workdir.iterdir()) == ["config.yaml"]
-    check = subprocess.run([sys.executable, "-m", "convscope.configcheck", str(wf.configfile)],
-                           check=False, capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    check = subprocess.run(
+        [sys.executable, "-m", "convscope.configcheck", str(wf.configfile)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert check.returncode != 0
     assert f"config file {wf.configfile}, line 4, column 12" in check.stderr
 
@@ -268,8 +341,12 @@ def test_yaml_syntax_error_in_a_configfile_argument(workflow):
 def test_no_output_lands_outside_results(workflow):
     wf = workflow(tiny_config(results="out/run1"))
     proc = wf.run("-n", check=True)
-    files = [f for line in proc.stdout.splitlines() if re.match(r"\s+(output|log|benchmark): ", line)
-             for f in line.split(": ", 1)[1].split(", ")]  # fmt: skip
+    files = [
+        f
+        for line in proc.stdout.splitlines()
+        if re.match(r"\s+(output|log|benchmark): ", line)
+        for f in line.split(": ", 1)[1].split(", ")
+    ]
     assert len(files) > 10
     assert [f for f in files if not f.startswith("out/run1/")] == []
 

@@ -324,8 +324,7 @@ def test_greedy_site_with_fewer_images_than_asked_ends_early(tmp_path, site):
 
 def test_greedy_endless_site_stops_at_timeout(tmp_path, site):
     site.endless = True
-    opts = options(tmp_path, source="greedy", site=f"{site.base}/endless", max_images=5,
-                   crawl={"timeout_s": 2})  # fmt: skip
+    opts = options(tmp_path, source="greedy", site=f"{site.base}/endless", max_images=5, crawl={"timeout_s": 2})
     out = tmp_path / "raw" / "cat"
     out.mkdir(parents=True)
     t0 = time.monotonic()
@@ -358,8 +357,9 @@ def test_folder_import_copies_and_keeps_source_paths(tmp_path):
         path.write_bytes(data)
     out = tmp_path / "raw" / "cats"
     out.mkdir(parents=True)
-    summary = crawl_class("cats", options(tmp_path, "cats", source="folder", path=str(src), max_images=10),
-                          out, out / "crawl.json")  # fmt: skip
+    summary = crawl_class(
+        "cats", options(tmp_path, "cats", source="folder", path=str(src), max_images=10), out, out / "crawl.json"
+    )
 
     rows = check_ledger_matches_disk(out)
     by_path = {r["url_or_path"]: r for r in rows}
@@ -375,8 +375,9 @@ def test_folder_import_copies_and_keeps_source_paths(tmp_path):
 
     (src / "d.jpg").write_bytes(image_bytes(5))
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("0*")}
-    again = crawl_class("cats", options(tmp_path, "cats", source="folder", path=str(src), max_images=10),
-                        out, out / "crawl.json")  # fmt: skip
+    again = crawl_class(
+        "cats", options(tmp_path, "cats", source="folder", path=str(src), max_images=10), out, out / "crawl.json"
+    )
     assert again["counts"] == dict(existing=3, new=1, failed=0, rejected=0, duplicate=0, missing=0, total=4)
     assert {n: t for n, t in ((p.name, p.stat().st_mtime_ns) for p in out.glob("0*")) if n in before} == before
     check_ledger_matches_disk(out)
@@ -464,8 +465,13 @@ def test_ledger_adopts_unlisted_files_and_never_overwrites(tmp_path):
     ],
 )
 def test_search_engine_wiring(tmp_path, source, crawler_cls, feeder_cls, parser_cls):
-    opts = options(tmp_path, source=source, keywords=["tabby cat", "kitten"], max_images=30,
-                   crawl={"threads": 3, "min_side": 80, "request_timeout_s": 7, "retries": 2})  # fmt: skip
+    opts = options(
+        tmp_path,
+        source=source,
+        keywords=["tabby cat", "kitten"],
+        max_images=30,
+        crawl={"threads": 3, "min_side": 80, "request_timeout_s": 7, "retries": 2},
+    )
     specs = engines.engine_specs("cat", opts, want=30, seen=10)
     assert [s.crawler_cls for s in specs] == [crawler_cls, crawler_cls]
     assert [s.feeder_kwargs["keyword"] for s in specs] == ["tabby cat", "kitten"]
@@ -513,5 +519,6 @@ def test_flickr_needs_its_key_from_the_named_environment_variable(tmp_path, monk
     crawler = engines.build(spec, engines.Intake("cat", "flickr", Ledger(out, "cat"), 5, opts))
     assert crawler.apikey == "k3y"
     inspect.signature(crawler.feeder.feed).bind(**spec.feeder_kwargs)
-    inspect.signature(crawler.parser.parse).bind(None, **{k: v for k, v in spec.parser_kwargs.items()
-                                                         if k in ("apikey", "size_preference")})  # fmt: skip
+    inspect.signature(crawler.parser.parse).bind(
+        None, **{k: v for k, v in spec.parser_kwargs.items() if k in ("apikey", "size_preference")}
+    )

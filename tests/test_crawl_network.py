@@ -88,8 +88,9 @@ def test_crawl_summary_counts_failed_page_requests(tmp_path):
     try:
         listing = url_file(tmp_path, [f"{site.base}/ok.jpg", "http://nonexistent.invalid/a.jpg"])
         out = tmp_path / "raw" / "cat"
-        summary = crawl_class("cat", options(tmp_path, "cat", source="urllist", urls=listing, max_images=5), out,
-                              out / "crawl.json")  # fmt: skip
+        summary = crawl_class(
+            "cat", options(tmp_path, "cat", source="urllist", urls=listing, max_images=5), out, out / "crawl.json"
+        )
     finally:
         site.close()
     assert summary["failed_requests"] == {"pages": 0, "images": 1, "network": 1}
@@ -114,8 +115,12 @@ def test_a_page_that_loads_on_its_retry_leaves_no_failed_row(tmp_path):
     threading.Thread(target=answer_fast_after_first_hit, daemon=True).start()
     out = tmp_path / "raw" / "cat"
     try:
-        summary = crawl_class("cat", options(tmp_path, "cat", source="greedy", site=f"{site.base}/gallery",
-                                             max_images=1), out, out / "crawl.json")  # fmt: skip
+        summary = crawl_class(
+            "cat",
+            options(tmp_path, "cat", source="greedy", site=f"{site.base}/gallery", max_images=1),
+            out,
+            out / "crawl.json",
+        )
     finally:
         site.close()
     assert site.hits["/gallery"] >= 2 and summary["counts"]["new"] == 1

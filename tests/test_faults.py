@@ -28,8 +28,12 @@ def small_disk(tmp_path):
             pytest.skip("needs root to mount a small tmpfs (a disk that fills up)")
         where = tmp_path / f"disk{len(mounted)}"
         where.mkdir()
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                              capture_output=True, text=True, check=False)  # fmt: skip
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if proc.returncode:
             pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
         mounted.append(where)
@@ -104,8 +108,13 @@ def test_disk_full_in_any_job_log_keeps_the_traceback(tmp_path, small_disk):
         "    with open(sys.argv[2], 'wb') as out:\n"
         "        out.write(b'x' * 1_000_000)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(log), str(disk / "big.bin")], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(log), str(disk / "big.bin")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
     assert proc.returncode == 1
     expected = (
         f"error: disk full while writing {disk / 'big.bin'} (No space left on device): "
@@ -122,8 +131,9 @@ def test_killed_attempts_log_lines_are_kept(workflow):
     target = "results/raw/circle/crawl.json"
     log = wf.results / "logs" / "crawl" / "circle.log"
     attempts = log.with_name("circle.attempts.log")
-    run = subprocess.Popen(wf.command(target), cwd=wf.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)  # fmt: skip
+    run = subprocess.Popen(
+        wf.command(target), cwd=wf.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 60
         while not (attempts.exists() and "source synthetic" in attempts.read_text()):

@@ -111,7 +111,7 @@ def spec(prepared, out, **changes) -> dict:
 def snapshot_callback(**snap):
     """The same Snapshot callback in this process (for the resumed half of a killed run)."""
     namespace: dict = {}
-    exec(CALLBACKS, namespace)  # noqa: S102 - the test's own callback source, shared with the subprocess
+    exec(CALLBACKS, namespace)
     return namespace["Snapshot"](**snap)
 
 

@@ -70,8 +70,13 @@ def test_two_snakemake_runs_from_two_folders_on_one_results_folder(workflow, tmp
     shared = tmp_path / "shared-results"
     first, second = (workflow(tiny_config(images=400, image_size=96, results=str(shared)), name=n) for n in "ab")
     target = f"{shared}/raw/circle/crawl.json"
-    running = subprocess.Popen(first.command(target), cwd=first.workdir, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    running = subprocess.Popen(
+        first.command(target),
+        cwd=first.workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while results_lock.read_holder(shared).get("pid") != running.pid:
@@ -98,8 +103,9 @@ def test_two_snakemake_runs_from_two_folders_on_one_results_folder(workflow, tmp
 
 def test_lock_left_by_a_dead_run_is_taken_over(workflow):
     wf = workflow(tiny_config(images=4))
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True)  # fmt: skip
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     wf.results.mkdir()
     stale = {
         "pid": int(dead.stdout),

@@ -27,11 +27,26 @@ def _audit(R, backbone="alexnet"):
         w.writerow([1, "circle/000003.png", "train", "circle", "square", 0.97, True])
         w.writerow([2, "square/000004.png", "test", "square", "square", 0.1, False])
     with open(folder / "leakage.csv", "w", newline="") as f:
-        csv.writer(f).writerows([["split", "file", "twin_split", "twin", "similarity"],
-                                 ["test", "square/000004.png", "train", "square/000005.png", 0.995]])  # fmt: skip
-    (folder / "audit.json").write_text(json.dumps({
-        "images": 18, "label_issues": 1, "folds": 5, "leakage_similarity": 0.98, "near_twin_pairs": 1,
-        "test_images": 4, "test_with_train_twin": 1, "test_twin_files": ["square/000004.png"]}))  # fmt: skip
+        csv.writer(f).writerows(
+            [
+                ["split", "file", "twin_split", "twin", "similarity"],
+                ["test", "square/000004.png", "train", "square/000005.png", 0.995],
+            ]
+        )
+    (folder / "audit.json").write_text(
+        json.dumps(
+            {
+                "images": 18,
+                "label_issues": 1,
+                "folds": 5,
+                "leakage_similarity": 0.98,
+                "near_twin_pairs": 1,
+                "test_images": 4,
+                "test_with_train_twin": 1,
+                "test_twin_files": ["square/000004.png"],
+            }
+        )
+    )
 
 
 def test_review_file_downloads_from_the_page(tmp_path):

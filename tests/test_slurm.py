@@ -206,11 +206,18 @@ def test_workflow_on_slurm_resumes_a_cancelled_training_job(plugin_path, cluster
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [plugin_path, env.get("PYTHONPATH")]))
     env.pop("SLURM_CONF", None)
     command = [
-        str(SNAKEMAKE), "-s", str(SNAKEFILE), "--directory", str(workdir),
-        "--configfile", str(workdir / "config.yaml"),
-        "--workflow-profile", str(REPO / "profiles" / "slurm"),
-        "--profile", str(REPO / "profiles" / "slurm-test"),
-    ]  # fmt: skip
+        str(SNAKEMAKE),
+        "-s",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--workflow-profile",
+        str(REPO / "profiles" / "slurm"),
+        "--profile",
+        str(REPO / "profiles" / "slurm-test"),
+    ]
     log_path = workdir / "snakemake.out"
     started = time.monotonic()
     with log_path.open("w") as out:

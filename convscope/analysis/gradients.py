@@ -100,10 +100,10 @@ def value_and_grad(fn, x, *args, compile: bool = False, variables=None):
         # the cache entry goes when the function does.
         if inspect.ismethod(fn):
             owner, key, ref = fn.__self__, fn.__func__, weakref.ref(fn.__self__)
-            target = lambda *a, _f=fn.__func__: _f(ref(), *a)  # noqa: E731
+            target = lambda *a, _f=fn.__func__: _f(ref(), *a)
         else:
             owner, ref = fn, weakref.ref(fn)
-            target = lambda *a: ref()(*a)  # noqa: E731
+            target = lambda *a: ref()(*a)
         cache = _COMPILED.setdefault(owner, {})
     cache_key = (key, backend, tuple(id(v) for v in variables))
     step = cache.get(cache_key)

@@ -20,7 +20,7 @@ import numpy as np
 from convscope import atomic
 
 matplotlib.use("Agg")  # headless: cluster nodes and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402 - pyplot after choosing the headless backend
+import matplotlib.pyplot as plt
 
 DPI = 100
 

@@ -153,8 +153,13 @@ def run_audit(features_dir: Path, prepared_dir: Path, classes: list[str], option
     atomic.write_csv(out.issues, issues.to_dict("records"), ISSUE_COLUMNS)
     atomic.write_csv(out.leakage, twins.to_dict("records"), LEAK_COLUMNS)
     atomic.write_bytes(out.summary, (json.dumps(summary, indent=2) + "\n").encode())
-    log.info("audit: %d label issues, %d near-twin pairs, %d of %d test images have a twin in train",
-             summary["label_issues"], len(twins), len(test_twins), summary["test_images"])  # fmt: skip
+    log.info(
+        "audit: %d label issues, %d near-twin pairs, %d of %d test images have a twin in train",
+        summary["label_issues"],
+        len(twins),
+        len(test_twins),
+        summary["test_images"],
+    )
     return summary
 
 

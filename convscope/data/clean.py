@@ -38,10 +38,24 @@ from convscope.data.ledger import SIDECARS
 log = logging.getLogger(__name__)
 
 COLUMNS = [
-    "cls", "file", "sha256", "phash", "width", "height", "mode", "format",
-    "status", "reason", "dup_of", "cluster", "detail", "stage", "source", "review",
+    "cls",
+    "file",
+    "sha256",
+    "phash",
+    "width",
+    "height",
+    "mode",
+    "format",
+    "status",
+    "reason",
+    "dup_of",
+    "cluster",
+    "detail",
+    "stage",
+    "source",
+    "review",
     *quality.COLUMNS,
-]  # fmt: skip
+]
 KEPT, QUARANTINED = dedup.KEPT, dedup.QUARANTINED
 TOO_SMALL = "too_small"
 DUPLICATE = dedup.DUPLICATE
@@ -154,8 +168,14 @@ def import_rejects(raw_root: Path, cls: str) -> list[dict]:
             continue  # ok rows are the files; failed ones (network) never came in
         row = dict.fromkeys(COLUMNS, "")
         detail = entry.get("detail", "")
-        row.update(cls=cls, status=QUARANTINED, stage="import", source=entry.get("url_or_path", ""),
-                   sha256=entry.get("sha256", ""), detail=f"at import: {detail}")  # fmt: skip
+        row.update(
+            cls=cls,
+            status=QUARANTINED,
+            stage="import",
+            source=entry.get("url_or_path", ""),
+            sha256=entry.get("sha256", ""),
+            detail=f"at import: {detail}",
+        )
         if status == ledger_mod.DUPLICATE:
             row.update(
                 reason=DUPLICATE,
@@ -205,8 +225,12 @@ def read_prior(prior_csv: Path | None, options: dict) -> dict[str, dict]:
     side = options_path(prior_csv)
     made_with = json.loads(side.read_text()) if side.is_file() else None
     if made_with != deciding:
-        log.warning("clean: %s was made with %s, now %s: every file is decided afresh (splits may move)",
-                    prior_csv, made_with, deciding)  # fmt: skip
+        log.warning(
+            "clean: %s was made with %s, now %s: every file is decided afresh (splits may move)",
+            prior_csv,
+            made_with,
+            deciding,
+        )
         return {}
     with open(prior_csv, newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get("file") and r.get("stage", "clean") == "clean"]

@@ -39,8 +39,9 @@ def crawl_class(cls: str, options: dict, out_dir: Path, summary_path: Path) -> d
     out_dir, summary_path = Path(out_dir), Path(summary_path)
     source, target = options["source"], options["max_images"]
     ledger = Ledger(out_dir, cls)
-    log.info("class %s: source %s, %d images already in %s, max_images %d",
-             cls, source, ledger.ok_count, out_dir, target)  # fmt: skip
+    log.info(
+        "class %s: source %s, %d images already in %s, max_images %d", cls, source, ledger.ok_count, out_dir, target
+    )
     try:
         if ledger.ok_count >= target:
             stopped = "target"
@@ -69,8 +70,14 @@ def crawl_class(cls: str, options: dict, out_dir: Path, summary_path: Path) -> d
     if ledger.ok_count == 0:
         raise CrawlError(_no_images_message(cls, options, counts, ledger.path, stopped, diagnosis))
     if ledger.ok_count < target:
-        log.warning("class %s: %d of max_images %d after %.1f s (%s); the run goes on with what there is",
-                    cls, ledger.ok_count, target, elapsed, _STOPPED[stopped])  # fmt: skip
+        log.warning(
+            "class %s: %d of max_images %d after %.1f s (%s); the run goes on with what there is",
+            cls,
+            ledger.ok_count,
+            target,
+            elapsed,
+            _STOPPED[stopped],
+        )
     summary = {
         "class": cls,
         "source": source,

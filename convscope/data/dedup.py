@@ -100,8 +100,13 @@ def collapse(established: list[dict], newcomers: list[dict], threshold: int) -> 
             continue
         same = first.get(r["sha256"])
         if same is not None:
-            r.update(status=QUARANTINED, reason=DUPLICATE, dup_of=same["file"], cluster=same["cluster"],
-                     detail=f"same bytes as {same['file']}")  # fmt: skip
+            r.update(
+                status=QUARANTINED,
+                reason=DUPLICATE,
+                dup_of=same["file"],
+                cluster=same["cluster"],
+                detail=f"same bytes as {same['file']}",
+            )
             continue
         first[r["sha256"]] = r
         near = _matches(pool, hashes, r, threshold)

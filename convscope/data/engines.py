@@ -151,15 +151,22 @@ def engine_specs(
         raise ValueError(f"{source!r} is not a web source; web sources: {list(WEB_SOURCES)}")
     m = options["min_side"]
     init = dict(feeder_threads=1, parser_threads=1, downloader_threads=options["threads"])
-    parser = dict(queue_timeout=QUEUE_TIMEOUT_S, req_timeout=options["request_timeout_s"],
-                  max_retry=options["retries"] + 1)  # fmt: skip
+    parser = dict(
+        queue_timeout=QUEUE_TIMEOUT_S, req_timeout=options["request_timeout_s"], max_retry=options["retries"] + 1
+    )
     # min_size travels as a downloader argument (worker_exec passes it on to download()).
     downloader = dict(max_num=want, queue_timeout=QUEUE_TIMEOUT_S, max_idle_time=None, min_size=(m, m), max_size=None)
     feed = min(SEARCH_LIMIT, seen + 2 * want)  # results to page through: skip seen ones, spare for failures
 
     def spec(label, crawler_cls, feeder, extra_init=None, extra_parser=None):
-        return EngineSpec(label, crawler_cls, {**init, **(extra_init or {})}, feeder,
-                          {**parser, **(extra_parser or {})}, dict(downloader))  # fmt: skip
+        return EngineSpec(
+            label,
+            crawler_cls,
+            {**init, **(extra_init or {})},
+            feeder,
+            {**parser, **(extra_parser or {})},
+            dict(downloader),
+        )
 
     if source in ("bing", "baidu", "google"):
         crawler_cls = {"bing": BingImageCrawler, "baidu": BaiduImageCrawler, "google": GoogleImageCrawler}[source]
@@ -171,21 +178,34 @@ def engine_specs(
     if source == "flickr":
         key = flickr_key(cls, options)
         return [
-            spec(f"flickr {kw!r}", FlickrImageCrawler, dict(apikey=key, max_num=feed, text=kw, sort="relevance"),
-                 extra_init={"apikey": key}, extra_parser={"apikey": key, "size_preference": FLICKR_SIZES})
+            spec(
+                f"flickr {kw!r}",
+                FlickrImageCrawler,
+                dict(apikey=key, max_num=feed, text=kw, sort="relevance"),
+                extra_init={"apikey": key},
+                extra_parser={"apikey": key, "size_preference": FLICKR_SIZES},
+            )
             for kw in options["keywords"]
-        ]  # fmt: skip
+        ]
     if source == "greedy":
         sites = options["site"] if isinstance(options["site"], list) else [options["site"]]
         # As GreedyImageCrawler.crawl normalises them: the same strings are the domain filter.
         domains = [(s if s.startswith("http") else "http://" + s).rstrip("/") for s in sites]
-        return [spec(f"greedy {domains}", GreedyImageCrawler, {"domains": domains},
-                     extra_init={"parser_cls": RelativeGreedyParser}, extra_parser={"domains": domains})]  # fmt: skip
+        return [
+            spec(
+                f"greedy {domains}",
+                GreedyImageCrawler,
+                {"domains": domains},
+                extra_init={"parser_cls": RelativeGreedyParser},
+                extra_parser={"domains": domains},
+            )
+        ]
     urls = read_url_list(cls, options["urls"])
     todo = [u for u in urls if not (skip and skip(u))]
     if len(todo) < len(urls):
-        log.info("class %s: %d of %d listed URLs are settled in the ledger already",
-                 cls, len(urls) - len(todo), len(urls))  # fmt: skip
+        log.info(
+            "class %s: %d of %d listed URLs are settled in the ledger already", cls, len(urls) - len(todo), len(urls)
+        )
     if not todo:
         return []
     return [spec(f"urllist {options['urls']}", UrlListCrawler, {"url_list": todo})]
@@ -260,7 +280,7 @@ class Intake:
         self._local.image = True
         try:
             return self._fetch(session, url, min_side)
-        except Exception as e:  # noqa: BLE001 - a worker thread must not die silently
+        except Exception as e:
             log.exception("class %s: unexpected error on %s", self.cls, url)
             self._record(url, FAILED, f"unexpected error: {type(e).__name__}: {e}")
             return False
@@ -280,8 +300,11 @@ class Intake:
             tries += 1
             try:
                 r = session.get(url, timeout=self.request_timeout_s)
-            except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                    requests.exceptions.InvalidSchema) as e:  # fmt: skip
+            except (
+                requests.exceptions.InvalidURL,
+                requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema,
+            ) as e:
                 self._record(url, REJECTED, f"not a usable URL: {e}")
                 return False
             except requests.exceptions.Timeout:
@@ -333,8 +356,9 @@ class LedgerDownloader(ImageDownloader):
         super().__init__(thread_num, signal, session, storage)
         self.intake = intake
 
-    def download(self, task, default_ext, timeout=5, max_retry=3, overwrite=False, min_size=None, max_size=None,
-                 **kwargs):  # fmt: skip
+    def download(
+        self, task, default_ext, timeout=5, max_retry=3, overwrite=False, min_size=None, max_size=None, **kwargs
+    ):
         # timeout/max_retry/overwrite from icrawler are ignored: the Intake applies our policy.
         task["success"] = self.intake.fetch(self.session, task["file_url"], min(min_size) if min_size else None)
         task["filename"] = None
@@ -362,9 +386,13 @@ def run(spec: EngineSpec, intake: Intake, deadline: float) -> str:
     def work():
         try:
             # The base class's crawl: our arguments reach every pool unchanged.
-            Crawler.crawl(crawler, feeder_kwargs=spec.feeder_kwargs, parser_kwargs=spec.parser_kwargs,
-                          downloader_kwargs=spec.downloader_kwargs)  # fmt: skip
-        except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+            Crawler.crawl(
+                crawler,
+                feeder_kwargs=spec.feeder_kwargs,
+                parser_kwargs=spec.parser_kwargs,
+                downloader_kwargs=spec.downloader_kwargs,
+            )
+        except BaseException as e:
             errors.append(e)
 
     thread = threading.Thread(target=work, name=f"crawl-{intake.cls}", daemon=True)
@@ -396,8 +424,11 @@ def run(spec: EngineSpec, intake: Intake, deadline: float) -> str:
         crawler.signal.set(reach_max_num=True)  # again: Crawler.crawl resets signals as it starts
         thread.join(0.1)
     if thread.is_alive():
-        log.info("class %s: %s still has requests in flight; they finish in the background and store nothing",
-                 intake.cls, spec.label)  # fmt: skip
+        log.info(
+            "class %s: %s still has requests in flight; they finish in the background and store nothing",
+            intake.cls,
+            spec.label,
+        )
     if errors:
         raise errors[0]
     return reason
@@ -407,8 +438,11 @@ def crawl_web(cls: str, options: dict, ledger: Ledger, deadline: float) -> str:
     """Crawl a web source until the ledger holds max_images ok images, the deadline, or no more results."""
     source, target = options["source"], options["max_images"]
     if source == "google":
-        log.warning("class %s: icrawler's Google crawler is broken upstream (icrawler issue #135); "
-                    "expect few or no images, bing or baidu work better", cls)  # fmt: skip
+        log.warning(
+            "class %s: icrawler's Google crawler is broken upstream (icrawler issue #135); "
+            "expect few or no images, bing or baidu work better",
+            cls,
+        )
     want = target - ledger.ok_count
     specs = engine_specs(cls, options, want, seen=len(ledger.rows()), skip=ledger.is_final)
     if not specs:
@@ -429,8 +463,9 @@ def crawl_web(cls: str, options: dict, ledger: Ledger, deadline: float) -> str:
             log.info("class %s: %s: fetching up to %d more images", cls, spec.label, want)
             t0 = time.monotonic()
             reason = run(spec, intake, deadline)
-            log.info("class %s: %s: %d new images in %.1f s (%s)", cls, spec.label, intake.new,
-                     time.monotonic() - t0, reason)  # fmt: skip
+            log.info(
+                "class %s: %s: %d new images in %.1f s (%s)", cls, spec.label, intake.new, time.monotonic() - t0, reason
+            )
             if reason in ("target", "timeout"):
                 return reason
     finally:

@@ -59,8 +59,14 @@ def import_folder(cls: str, options: dict, ledger) -> str:
         )
     target = options["max_images"]
     files = source_files(root)
-    log.info("class %s: %d files under %s, %d images in the ledger, target %d",
-             cls, len(files), root, ledger.ok_count, target)  # fmt: skip
+    log.info(
+        "class %s: %d files under %s, %d images in the ledger, target %d",
+        cls,
+        len(files),
+        root,
+        ledger.ok_count,
+        target,
+    )
     for path in files:
         if ledger.ok_count >= target:
             return "target"

@@ -105,8 +105,13 @@ class Ledger:
         on_disk = {p.name for p in self.folder.iterdir() if p.is_file() and p.name not in SIDECARS}
         for row in self._rows:
             if row["status"] == OK and row["file"] not in on_disk:
-                log.warning("class %s: %s (%s) is listed in %s but gone; marked missing", self.cls,
-                            row["file"], row["url_or_path"], self.path)  # fmt: skip
+                log.warning(
+                    "class %s: %s (%s) is listed in %s but gone; marked missing",
+                    self.cls,
+                    row["file"],
+                    row["url_or_path"],
+                    self.path,
+                )
                 was = f"; was: {row['detail']}" if row["detail"] else ""
                 row.update(status=MISSING, detail=f"file gone (noticed {now()}){was}")
                 self._by_sha.pop(row["sha256"], None)
@@ -124,7 +129,7 @@ class Ledger:
                     time=now(),
                     status=OK,
                     detail="found in the folder without a ledger row; origin unknown",
-                )  # fmt: skip
+                )
             )
         numbers = [int(m.group(1)) for name in on_disk if (m := _NUMBERED.match(name))]
         numbers += [int(m.group(1)) for r in self._rows if (m := _NUMBERED.match(r["file"]))]
@@ -191,8 +196,9 @@ class Ledger:
         with self._lock:
             if self.is_final(key):
                 return
-            self._append(dict(source=source, url_or_path=key, file="", sha256="", time=now(),
-                              status=status, detail=detail))  # fmt: skip
+            self._append(
+                dict(source=source, url_or_path=key, file="", sha256="", time=now(), status=status, detail=detail)
+            )
             self.added[status] += 1
 
     def store(self, source: str, key: str, data: bytes, ext: str, detail: str = "", name: str | None = None) -> Stored:
@@ -210,13 +216,23 @@ class Ledger:
                     return Stored(self._by_key[key]["status"], self._by_key[key]["file"])
                 same = self._by_sha.get(digest)
                 if same is not None:
-                    self._append(dict(source=source, url_or_path=key, file="", sha256="", time=now(),
-                                      status=DUPLICATE, detail=f"same bytes as {same}"))  # fmt: skip
+                    self._append(
+                        dict(
+                            source=source,
+                            url_or_path=key,
+                            file="",
+                            sha256="",
+                            time=now(),
+                            status=DUPLICATE,
+                            detail=f"same bytes as {same}",
+                        )
+                    )
                     self.added[DUPLICATE] += 1
                     return Stored(DUPLICATE, same)
                 file = self._place(tmp, ext.lower().lstrip("."), name)
-                self._append(dict(source=source, url_or_path=key, file=file, sha256=digest, time=now(),
-                                  status=OK, detail=detail))  # fmt: skip
+                self._append(
+                    dict(source=source, url_or_path=key, file=file, sha256=digest, time=now(), status=OK, detail=detail)
+                )
                 self.added[OK] += 1
                 return Stored(OK, file)
         finally:

@@ -19,13 +19,22 @@ PAGE = "page request failed"  # detail prefix of a failed search/site page fetch
 
 # (cause, patterns found in requests/urllib3/socket error texts), first match wins.
 _CAUSES = (
-    ("name not resolved", ("NameResolutionError", "Name or service not known", "Temporary failure in name resolution",
-                           "nodename nor servname", "No address associated with hostname", "getaddrinfo failed")),
+    (
+        "name not resolved",
+        (
+            "NameResolutionError",
+            "Name or service not known",
+            "Temporary failure in name resolution",
+            "nodename nor servname",
+            "No address associated with hostname",
+            "getaddrinfo failed",
+        ),
+    ),
     ("connection refused", ("Connection refused", "ConnectionRefusedError")),
     ("host unreachable", ("Network is unreachable", "No route to host", "Host is unreachable")),
     ("no response (timed out)", ("no response within", "timed out", "ConnectTimeout")),
     ("connection failed", ("ConnectionError", "NewConnectionError", "RemoteDisconnected", "SSLError", "ProxyError")),
-)  # fmt: skip
+)
 
 
 def cause(detail: str) -> str | None:
@@ -54,8 +63,10 @@ class Diagnosis:
     def words(self) -> str:
         causes = ", ".join(f"{c} {n}×" for c, n in self.causes.most_common())
         hosts = ", ".join(h for h, _ in self.hosts.most_common(3))
-        return (f"{self.pages} page request(s) and {self.images} image download(s) failed, {self.network} of them "
-                f"for a network reason ({causes}; host(s) {hosts})")  # fmt: skip
+        return (
+            f"{self.pages} page request(s) and {self.images} image download(s) failed, {self.network} of them "
+            f"for a network reason ({causes}; host(s) {hosts})"
+        )
 
 
 def diagnose(rows: list[dict]) -> Diagnosis:

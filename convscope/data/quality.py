@@ -25,8 +25,14 @@ from PIL import Image
 SIDE = 256
 COLUMNS = ["sharpness", "brightness", "entropy", "aspect", "colour", "flags"]
 BLURRY, DARK, BRIGHT, LOW_INFO, ASPECT, GRAY, ODD_SIZE = (
-    "blurry", "dark", "bright", "low_information", "extreme_aspect", "grayscale", "odd_size",
-)  # fmt: skip
+    "blurry",
+    "dark",
+    "bright",
+    "low_information",
+    "extreme_aspect",
+    "grayscale",
+    "odd_size",
+)
 FLAGS = (BLURRY, DARK, BRIGHT, LOW_INFO, ASPECT, GRAY, ODD_SIZE)
 DEFAULTS = {
     "blur": 0.05,

@@ -70,12 +70,22 @@ def apply_review(rows: list[dict], decisions: dict[str, dict], source: str) -> i
         elif r["status"] == KEPT or r["reason"] == "ambiguous_label":
             # The user names the class: an ambiguous image becomes usable under it.
             old = r["cls"]
-            r.update(cls=d["new_class"], status=KEPT, reason="", dup_of="", review=f"relabel {old}->{d['new_class']}",
-                     detail=f"relabelled from {old} by the review in {source}")  # fmt: skip
+            r.update(
+                cls=d["new_class"],
+                status=KEPT,
+                reason="",
+                dup_of="",
+                review=f"relabel {old}->{d['new_class']}",
+                detail=f"relabelled from {old} by the review in {source}",
+            )
             r["cluster"] = r["cluster"] or r["sha256"][:CLUSTER_CHARS]
             changed += 1
         else:
-            log.warning("review %s: %s is quarantined as %s, so it cannot be relabelled; left as it is",
-                        source, file, r["reason"])  # fmt: skip
+            log.warning(
+                "review %s: %s is quarantined as %s, so it cannot be relabelled; left as it is",
+                source,
+                file,
+                r["reason"],
+            )
     log.info("review %s: %d decisions, %d manifest rows changed", source, len(decisions), changed)
     return changed

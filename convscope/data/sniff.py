@@ -33,7 +33,7 @@ def sniff(data: bytes, min_side: int | None = None, content_type: str | None = N
                 fmt, size = img.format, img.size
     except Image.DecompressionBombError as e:
         return Sniffed(error=f"decompression-bomb guard: {e}")
-    except Exception as e:  # noqa: BLE001 - Pillow raises many types for non-images
+    except Exception as e:
         what = f" (Content-Type {content_type})" if content_type else ""
         why = "" if isinstance(e, Image.UnidentifiedImageError) else f": {type(e).__name__}: {e}"
         return Sniffed(error=f"not an image Pillow can identify{what}{why}"[:300])

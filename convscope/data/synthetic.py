@@ -73,8 +73,20 @@ def _outline(shape: str, rng: np.random.Generator) -> tuple[list[np.ndarray], li
         return [regular(5, radii=(1.0, 0.42))], []
     if shape == "cross":
         w = 0.32
-        pts = [(w, 1), (w, w), (1, w), (1, -w), (w, -w), (w, -1),
-               (-w, -1), (-w, -w), (-1, -w), (-1, w), (-w, w), (-w, 1)]  # fmt: skip
+        pts = [
+            (w, 1),
+            (w, w),
+            (1, w),
+            (1, -w),
+            (w, -w),
+            (w, -1),
+            (-w, -1),
+            (-w, -w),
+            (-1, -w),
+            (-1, w),
+            (-w, w),
+            (-w, 1),
+        ]
         return [np.array(pts, dtype=float)], []
     raise ValueError(f"unknown shape {shape!r}; known shapes: {list(SHAPES)}")
 
@@ -239,9 +251,15 @@ def _warn_if_settings_changed(cls: str, ledger, prefix: str, detail: str) -> Non
         log.warning(
             "class %s: %d existing images in %s were drawn with other settings (e.g. %s, %s); "
             "they are kept and count toward max_images, new ones use %s%s. Delete %s to redraw all.",
-            cls, len(differ), ledger.folder, differ[0]["url_or_path"], differ[0]["detail"], prefix, detail,
+            cls,
+            len(differ),
             ledger.folder,
-        )  # fmt: skip
+            differ[0]["url_or_path"],
+            differ[0]["detail"],
+            prefix,
+            detail,
+            ledger.folder,
+        )
 
 
 def _append_box(path: Path, file: str, box: tuple, image_size: tuple[int, int]) -> None:

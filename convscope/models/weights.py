@@ -202,7 +202,7 @@ def download(url: str, target: Path, *, backbone: str, chunk: int = 1 << 20) -> 
             if total and done != total:
                 raise OSError(f"transfer cut off after {done} of {total} bytes")
         os.replace(tmp, target)
-    except Exception as exc:  # noqa: BLE001 - URL, HTTP, socket and disk errors all end here
+    except Exception as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -242,7 +242,7 @@ def read_alexnet_npy(path, *, sha256: str | None = None) -> dict:
         params = safe_npy.load(path)
     except safe_npy.UnsafePickleError as exc:
         raise WeightsError(f"refusing to load {path}: {exc}. Is this bvlc_alexnet.npy?") from None
-    except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
+    except Exception as exc:
         raise WeightsError(
             f"{path} is not a readable .npy weights file ({type(exc).__name__}: {exc}); delete it to download "
             f"it afresh, or point config key backbones.alexnet.weights at a good copy"

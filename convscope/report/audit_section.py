@@ -111,11 +111,16 @@ def backbone_audit(results: Path, backbone: str, ctx: dict) -> dict:
     thumbs, planted = ctx["thumbs"], ctx["planted"]
     flagged_issues = [r for r in issues if r["issue"] == "True"]
     cards = [
-        {"file": r["file"], "cls": r["given"], "thumb": thumbs(r["file"]), "suggested": r["suggested"],
-         "note": f"given {r['given']}, looks like {r['suggested']} (score {float(r['score']):.3f})",
-         "planted": planted.get(r["file"])}
+        {
+            "file": r["file"],
+            "cls": r["given"],
+            "thumb": thumbs(r["file"]),
+            "suggested": r["suggested"],
+            "note": f"given {r['given']}, looks like {r['suggested']} (score {float(r['score']):.3f})",
+            "planted": planted.get(r["file"]),
+        }
         for r in flagged_issues[:ISSUES_SHOWN]
-    ]  # fmt: skip
+    ]
     in_set = {r["file"] for r in flagged_issues}
     k = len(planted)
     top_k = {r["file"] for r in issues[:k]}
@@ -149,9 +154,11 @@ def build_audit(results: Path, classes: list[str], assets, best: dict) -> dict:
         "best": best,
         "assets": assets,
     }
-    audited = sorted(p.name for p in (results / "audit").iterdir() if (p / "audit.json").is_file()) if (
-        results / "audit"
-    ).is_dir() else []  # fmt: skip
+    audited = (
+        sorted(p.name for p in (results / "audit").iterdir() if (p / "audit.json").is_file())
+        if (results / "audit").is_dir()
+        else []
+    )
     log.info("report: data audit of %s", audited or "no backbone")
     return {
         "classes": classes,

@@ -257,9 +257,13 @@ class KeepBest(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.path is None or self.epoch is None:
             return
-        state = {"best_epoch": np.int64(self.epoch), "best_score": np.float64(self.score),
-                 "best_tie": np.float64(self.tie), "best_count": np.int64(len(self.weights)),
-                 **{f"best_w{i}": w for i, w in enumerate(self.weights)}}  # fmt: skip
+        state = {
+            "best_epoch": np.int64(self.epoch),
+            "best_score": np.float64(self.score),
+            "best_tie": np.float64(self.tie),
+            "best_count": np.int64(len(self.weights)),
+            **{f"best_w{i}": w for i, w in enumerate(self.weights)},
+        }
         with atomic.path(self.path) as tmp:
             np.savez(tmp, **state)
 

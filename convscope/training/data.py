@@ -154,7 +154,7 @@ class MemmapDataset(keras.utils.PyDataset):
     def __del__(self):
         try:
             self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
+        except Exception:
             pass
 
     def _read(self, idx: np.ndarray):

@@ -72,7 +72,7 @@ def load_source(raw_root, classes: list[str], size: int, resize: str, val_fracti
             try:
                 img = imageio.load_rgb(path, draft_size=(size, size))
                 xs.append(np.asarray(imageio.resize_square(img, size, resize), dtype=np.uint8))
-            except Exception as e:  # noqa: BLE001 - imageio.ImageRejected and OS errors alike
+            except Exception as e:
                 unreadable.append({"file": f"{cls}/{file}", "reason": str(e)})
                 log.warning("source image %s left out: %s", path, e)
                 continue
