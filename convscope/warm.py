@@ -222,10 +222,20 @@ def serve(backend: str, key: str) -> None:
             conn, _ = listener.accept()
         except TimeoutError:
             return
+        if not _same_user(conn):
+            conn.close()  # abstract sockets have no file permissions: refuse other users' calls
+            continue
         if os.fork() == 0:
             listener.close()
             _child(conn)  # never returns
         conn.close()
+
+
+def _same_user(conn: socket.socket) -> bool:
+    """Whether the client runs as this server's user (SO_PEERCRED: pid, uid, gid)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid == os.getuid()
 
 
 def _runtime_started(backend: str) -> bool:

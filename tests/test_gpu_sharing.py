@@ -278,3 +278,31 @@ def test_a_killed_job_takes_its_warm_fork_with_it(tmp_path):
         time.sleep(0.1)
     os.kill(child, signal.SIGKILL)
     raise AssertionError("the forked job outlived its killed client")
+
+
+def test_warm_server_serves_only_its_own_user():
+    """Abstract Unix sockets have no file permissions: the peer's uid is what keeps other users out."""
+    import socket
+
+    from convscope import warm
+
+    a, b = socket.socketpair()
+    assert warm._same_user(a)
+    a.close(), b.close()
+    if os.getuid() != 0:
+        pytest.skip("needs root to run a client as another user")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    address = f"\0convscope-test-peercred-{os.getpid()}"
+    listener.bind(address)
+    listener.listen(1)
+    connect = f"import socket; s = socket.socket(socket.AF_UNIX); s.connect({address!r}); s.recv(1)"
+    # Another user cannot read the venv under /root: any Python of the system does for the client.
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    client = subprocess.Popen([python, "-c", connect], user=65534, group=65534, cwd="/")
+    listener.settimeout(30)
+    conn, _ = listener.accept()
+    try:
+        assert not warm._same_user(conn)
+    finally:
+        conn.close(), listener.close()
+        client.wait(timeout=30)
