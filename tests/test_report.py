@@ -754,6 +754,8 @@ def test_findings_open_the_page(tmp_path):
         json.dumps({"images": 40, "chance": 0.2, "centre_baseline": 0.5, "methods": {"gradcam": {"accuracy": 0.8}}})
     )
     (a / "explain" / "deletion.json").write_text(json.dumps({"auc": {"gradcam": 0.45, "random": 0.4}}))
+    sanity = {"gradcam": {"passed": True}, "saliency": {"passed": True}, "eigencam": {"passed": False}}
+    (a / "explain" / "sanity.json").write_text(json.dumps({"threshold": 0.5, "methods": sanity}))
     out = render_report(R, R / "report", OPTIONS, False, config=_config(["circle", "square", "triangle"]))
     text = out["html"].read_text()
     order = [a.get("id") for t, a in Page(text).tags if t == "section" and a.get("class") == "block"]
@@ -769,6 +771,8 @@ def test_findings_open_the_page(tmp_path):
     assert f"McNemar exact p = {comparison['p_value']:.3g}, significant" in findings
     # Grad-CAM beats chance and the centre in the pointing game, but deletes no faster than random.
     assert "pointing game: Grad-CAM points inside the object box on 80% of 40" in findings
-    assert findings.count('class="badge pass"') == 1 and findings.count('class="badge fail"') == 2
+    assert findings.count('class="badge pass"') == 2 and findings.count('class="badge fail"') == 2
+    assert "randomisation sanity" in findings and "shuffled (trustworthy): gradcam, saliency" in findings
+    assert "barely change (they show the image, not the model): eigencam" in findings
     assert "18 of 24 images kept, 6 quarantined (duplicate 3, too_small 3), of which 3 duplicates" in findings
     assert text.index('id="environment"') > text.index('id="compute"')

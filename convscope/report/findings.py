@@ -69,7 +69,23 @@ def deletion_check(folder: Path) -> Check | None:
     )
 
 
-CHECKS: tuple[Callable[[Path], Check | None], ...] = (pointing_check, deletion_check)
+def sanity_check(folder: Path) -> Check | None:
+    """The randomisation sanity check (explain/sanity.json): passes when Grad-CAM's maps depend on the weights."""
+    verdicts = (_json(folder / "explain" / "sanity.json") or {}).get("methods") or {}
+    if not verdicts:
+        return None
+    passed = sorted(m for m, v in verdicts.items() if v.get("passed"))
+    failed = sorted(m for m, v in verdicts.items() if not v.get("passed"))
+    key = "gradcam" if "gradcam" in verdicts else next(iter(verdicts))
+    return Check(
+        "randomisation sanity",
+        bool(verdicts[key].get("passed")),
+        f"maps that change when the weights are shuffled (trustworthy): {', '.join(passed) or 'none'}"
+        + (f"; maps that barely change (they show the image, not the model): {', '.join(failed)}" if failed else ""),
+    )
+
+
+CHECKS: tuple[Callable[[Path], Check | None], ...] = (pointing_check, deletion_check, sanity_check)
 
 
 def _ci(info: dict) -> str:
