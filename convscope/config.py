@@ -245,6 +245,9 @@ def crawl_params(config: dict, cls: str) -> dict:
         if not params["synthetic"].get("mislabel_fraction", 0):
             # Off: the params stay as they were before planting existed (no re-crawl).
             params["synthetic"] = {k: v for k, v in params["synthetic"].items() if k != "mislabel_fraction"}
+        if list(params["synthetic"].get("object_size", [])) == [0.16, 0.3]:
+            # The default: params as before the knob existed (no re-crawl).
+            params["synthetic"] = {k: v for k, v in params["synthetic"].items() if k != "object_size"}
         else:
             # Planted label errors show the shapes of the other synthetic classes.
             others = {c: crawl_options(config, c) for c in class_names(config) if c != cls}
