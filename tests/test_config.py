@@ -188,7 +188,13 @@ def test_defaults_are_filled_in():
     assert config["results"] == "results"
     assert config["seed"] == 1234
     assert config["crawl"]["source"] == "bing" and config["crawl"]["max_images"] == 200
-    assert config["crawl"]["synthetic"] == {"size": 128, "noise": 0.15, "clutter": 6, "mislabel_fraction": 0}
+    assert config["crawl"]["synthetic"] == {
+        "size": 128,
+        "noise": 0.15,
+        "clutter": 6,
+        "mislabel_fraction": 0,
+        "object_size": [0.16, 0.3],
+    }
     assert config["split"] == {"train": 0.7, "val": 0.15, "test": 0.15, "min_per_split": 1}
     assert config["prepare"] == {"resize": "center_crop", "threads": 4}
     assert config["clean"]["max_pixels"] == 50_000_000
