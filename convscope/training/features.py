@@ -39,6 +39,25 @@ def _save_npy_atomic(path, array) -> None:
     atomic.write_bytes(path, buf.getvalue())
 
 
+def _frozen_classifier(backbone: str, num_classes: int, input_size: int, options: dict, seed):
+    """The features strategy's network: the base at its starting weights, no dropout or augmentation.
+
+    The embed job reads its embedding layer; head_model puts the fitted linear head on it.
+    """
+    from convscope.models import build
+    from convscope.training import strategies
+
+    return build.build_classifier(
+        backbone,
+        num_classes,
+        input_size=input_size,
+        dropout=0.0,
+        augment="none",
+        seed=int(seed),
+        **strategies.weights_for("features", options),
+    )
+
+
 def compute_embeddings(
     *,
     prepared_dir,
@@ -65,15 +84,7 @@ def compute_embeddings(
     precision = build.configure_precision()
     labels = {s: np.load(data.split_paths(prepared_dir, s)[1]) for s in SPLITS}
     num_classes = max(2, int(max(int(y.max()) for y in labels.values() if len(y))) + 1)
-    model = build.build_classifier(
-        backbone,
-        num_classes,
-        input_size=input_size,
-        dropout=0.0,
-        augment="none",
-        seed=int(seed),
-        **strategies.weights_for("features", options),
-    )
+    model = _frozen_classifier(backbone, num_classes, input_size, options, seed)
     embedder = build.embedder(model, backbone)  # the layer the analyses call penultimate, too
     t_built = time.perf_counter()
     out = Path(out_dir)
@@ -257,18 +268,9 @@ def head_model(
 
     backend_lib.select(backend)
     from convscope.models import build
-    from convscope.training import strategies
 
     head = np.load(head_path)
-    model = build.build_classifier(
-        backbone,
-        num_classes,
-        input_size=input_size,
-        dropout=0.0,
-        augment="none",
-        seed=int(seed),
-        **strategies.weights_for("features", options),
-    )
+    model = _frozen_classifier(backbone, num_classes, input_size, options, seed)
     model.get_layer("head").set_weights([head["W"], head["b"]])
     build.set_tune_depth(model, backbone, 0)
     out = Path(out_path)
