@@ -66,7 +66,7 @@ def write_grid(root: Path, config: dict, accuracy) -> list[Path]:
             "strategy": run.strategy,
             "hp": run.hp,
             "classes": CLASSES,
-            **split_report(yv, sv, yt, st, CLASSES, bootstrap=200, seed=1),
+            **split_report((yv, sv), (yt, st), CLASSES, bootstrap=200, seed=1),
             "train_time_s": 10.0 + i,
             "images_per_s": 100.0 + i,
             "seed": 7,
