@@ -61,7 +61,7 @@ def main(argv=None) -> dict:
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args(argv)
 
-    from convscope.training.data import MemmapDataset
+    from convscope.training.data import MemmapDataset, Reading
 
     n = args.batch * args.batches
     with tempfile.TemporaryDirectory(prefix="convscope-bench-") as tmp:
@@ -72,7 +72,7 @@ def main(argv=None) -> dict:
 
         def make(workers):
             return MemmapDataset(
-                images, labels, args.batch, 3, shuffle=True, seed=1, drop_remainder=True, workers=workers
+                images, labels, args.batch, 3, Reading(shuffle=True, seed=1, drop_remainder=True, workers=workers)
             )
 
         keras_side = make(1)

@@ -3,16 +3,20 @@ from pathlib import Path
 from convscope.entry import job
 
 with job(snakemake, backend=snakemake.params.backend):
-    from convscope.analysis.run import analyse_model
+    from convscope.analysis.run import JobPaths, JobSettings, analyse_model
 
     analyse_model(
-        model_path=Path(snakemake.input.model),
-        prepared_dir=Path(snakemake.input.test[0]).parent,
-        run_dir=Path(snakemake.input.metrics).parent,
-        out_dir=Path(snakemake.output.index).parent,
+        paths=JobPaths(
+            model=Path(snakemake.input.model),
+            prepared=Path(snakemake.input.test[0]).parent,
+            run=Path(snakemake.input.metrics).parent,
+            out=Path(snakemake.output.index).parent,
+        ),
         classes=snakemake.params.classes,
         options=snakemake.params.options,
-        backbone=snakemake.wildcards.backbone,
-        fresh=True,
-        backbone_options=snakemake.params.backbone_options,
+        settings=JobSettings(
+            backbone=snakemake.wildcards.backbone,
+            fresh=True,
+            backbone_options=snakemake.params.backbone_options,
+        ),
     )

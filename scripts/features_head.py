@@ -4,11 +4,11 @@ from convscope.entry import job
 
 # A head reads embeddings and labels only: no Keras, so no backend to select.
 with job(snakemake):
-    from convscope.training.features import fit_head
+    from convscope.training.features import HeadSettings, fit_head
 
     fit_head(
         features_dir=Path(snakemake.input.info).parent,
         prepared_dir=Path(snakemake.input.labels[0]).parent,
         out_dir=Path(snakemake.output.metrics).parent,
-        **snakemake.params.head,
+        head=HeadSettings(**snakemake.params.head),
     )

@@ -156,11 +156,14 @@ def analysed(tmp_path_factory):
     explain=False: the explanation analyses need a registry backbone's layers and
     have their own tests; the workflow test runs everything together.
     """
-    from convscope.analysis.run import analyse_model
+    from convscope.analysis.run import JobPaths, JobSettings, analyse_model
 
     paths = write_inputs(tmp_path_factory.mktemp("analysis"))
     index = analyse_model(
-        paths["model"], paths["prepared"], paths["run"], paths["out"], CLASSES, OPTIONS, explain=False
+        JobPaths(paths["model"], paths["prepared"], paths["run"], paths["out"]),
+        CLASSES,
+        OPTIONS,
+        JobSettings(explain=False),
     )
     return {**paths, "index": json.loads(index.read_text())}
 
@@ -314,9 +317,9 @@ def test_orchestrator_on_jax_backend_matches_tensorflow(analysed, tmp_path):
         f"""
         import json, keras
         assert keras.backend.backend() == "jax"
-        from convscope.analysis.run import analyse_model
-        analyse_model({str(analysed["model"])!r}, {str(analysed["prepared"])!r}, {str(analysed["run"])!r},
-                      {str(out)!r}, {CLASSES!r}, {OPTIONS!r}, explain=False)
+        from convscope.analysis.run import JobPaths, JobSettings, analyse_model
+        analyse_model(JobPaths({str(analysed["model"])!r}, {str(analysed["prepared"])!r}, {str(analysed["run"])!r},
+                      {str(out)!r}), {CLASSES!r}, {OPTIONS!r}, JobSettings(explain=False))
         """
     )
     env = {**os.environ, "KERAS_BACKEND": "jax"}
@@ -405,7 +408,7 @@ def test_calibration_is_fitted_on_val_and_keeps_every_prediction(analysed):
 
 
 def test_frozen_layers_are_named_and_their_filters_not_judged(tmp_path):
-    from convscope.analysis.run import analyse_model
+    from convscope.analysis.run import JobPaths, JobSettings, analyse_model
 
     paths = write_inputs(tmp_path)
     import keras
@@ -415,13 +418,10 @@ def test_frozen_layers_are_named_and_their_filters_not_judged(tmp_path):
     model.save(paths["model"])
     index = json.loads(
         analyse_model(
-            paths["model"],
-            paths["prepared"],
-            paths["run"],
-            paths["out"],
+            JobPaths(paths["model"], paths["prepared"], paths["run"], paths["out"]),
             CLASSES,
             {**OPTIONS, "calibration": {"enabled": False}},
-            explain=False,
+            JobSettings(explain=False),
         ).read_text()
     )
     frozen = json.loads((paths["out"] / "frozen.json").read_text())

@@ -142,7 +142,7 @@ TRAIN_CHILD = textwrap.dedent(
     """
     import json, logging, sys
     logging.basicConfig(level=logging.INFO)
-    from convscope.training.run import train_run
+    from convscope.training.run import JobOptions, train_run
     from tests.test_training import CLASSES, hp, write_prepared
 
     # 48/13/13 images in batches of 16: the last validation and test batches (13) do
@@ -151,7 +151,7 @@ TRAIN_CHILD = textwrap.dedent(
     metrics = train_run(
         prepared_dir=prepared, out_dir=sys.argv[1] + "/run", backbone="alexnet", options={"weights": "none"},
         input_size=32, strategy="finetune", hp=hp(batch_size=16, epochs=2), classes=CLASSES,
-        backend="jax", bootstrap=100, tensorboard=False, threads=1, n_gpus=2,
+        backend="jax", bootstrap=100, tensorboard=False, job=JobOptions(threads=1, n_gpus=2),
     )
     print("RESULT " + json.dumps({"epochs": metrics["epochs_trained"], "test": metrics["test"]["accuracy"]}))
     """

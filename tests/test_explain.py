@@ -33,7 +33,7 @@ def tiny_data(model, n=9, size=12, classes=3, seed=0):
 
 
 def check_occlusion_matches_naive_loop():
-    from convscope.analysis.occlusion import occlusion
+    from convscope.analysis.occlusion import Patches, occlusion
 
     model = classifier(nested=True, size=12)
     rng = np.random.default_rng(4)
@@ -41,7 +41,7 @@ def check_occlusion_matches_naive_loop():
     targets = np.array([1, 2])
     # a stride that does not divide the side (last patch flush with the edge), and one patch = whole image
     for patch, stride, fill in ((5, 3, "mean"), (12, 1, 128)):
-        fast = occlusion(model, images, targets, patch=patch, stride=stride, fill=fill, batch_size=7, chunk=10)
+        fast = occlusion(model, images, targets, Patches(patch, stride, fill), batch_size=7, chunk=10)
         # naive: every patch of every image on its own
         starts = sorted(set(range(0, 12 - patch + 1, stride)) | {12 - patch})
 
@@ -64,7 +64,7 @@ def check_occlusion_matches_naive_loop():
 
 
 def check_deletion_matches_naive_loop():
-    from convscope.analysis.checks import auc, deletion_curves
+    from convscope.analysis.checks import CurveSettings, auc, deletion_curves
     from convscope.analysis.gradcam import upsample
 
     model = classifier(nested=True, size=12)
@@ -72,7 +72,7 @@ def check_deletion_matches_naive_loop():
     images = rng.integers(0, 256, (3, 12, 12, 3)).astype(np.uint8)
     targets = np.array([0, 1, 2])
     maps = {"m": rng.random((3, 6, 6))}  # no ties: the order is unambiguous
-    fractions, curves = deletion_curves(model, images, targets, maps, steps=4, batch_size=5, chunk=5)
+    fractions, curves = deletion_curves(model, images, targets, maps, CurveSettings(steps=4, batch_size=5, chunk=5))
     np.testing.assert_allclose(fractions, [0, 0.25, 0.5, 0.75, 1])
     assert set(curves) == {"m", "random"} and curves["m"].shape == (3, 5)
     ranked = upsample(maps["m"], (12, 12)).reshape(3, -1)
@@ -116,7 +116,7 @@ def check_filter_vis_raises_activation():
 
 
 def check_change_finds_planted_changes():
-    from convscope.analysis.change import compare_channels, weight_change
+    from convscope.analysis.change import Comparison, compare_channels, weight_change
     from convscope.analysis.filter_vis import Settings
 
     reference = classifier(nested=True, size=12, seed=3)
@@ -141,9 +141,8 @@ def check_change_finds_planted_changes():
 
     images = np.random.default_rng(1).integers(0, 256, (10, 12, 12, 3)).astype(np.uint8)
     for ref in (reference, reference.get_layer("base")):
-        out = compare_channels(
-            model, ref, "last", [1, 3], images, embed_layer="last", size=(12, 12), settings=Settings(steps=24, seed=0)
-        )
+        what = Comparison("last", [1, 3], embed_layer="last", size=(12, 12), settings=Settings(steps=24, seed=0))
+        out = compare_channels(model, ref, images, what)
         by_ch = {r["channel"]: r for r in out["rows"]}
         assert by_ch[3]["finetuned_dead"] and not by_ch[3]["reference_dead"]
         assert by_ch[3]["finetuned_gray"] and not by_ch[3]["reference_gray"]

@@ -150,7 +150,7 @@ def test_vgg16_fc_head_keeps_fc1_fc2():
 
 
 def test_features_strategy_embeds_at_fc7_when_the_fc_stack_is_kept(tmp_path):
-    from convscope.training.features import compute_embeddings
+    from convscope.training.features import FeatureSettings, compute_embeddings
 
     rng = np.random.default_rng(3)
     prepared = tmp_path / "prepared"
@@ -161,10 +161,9 @@ def test_features_strategy_embeds_at_fc7_when_the_fc_stack_is_kept(tmp_path):
     info = compute_embeddings(
         prepared_dir=prepared,
         out_dir=tmp_path / "features",
-        backbone="alexnet",
-        options={"weights": "none", "head": "fc"},
-        input_size=227,
-        batch_size=4,
+        features=FeatureSettings(
+            backbone="alexnet", options={"weights": "none", "head": "fc"}, input_size=227, batch_size=4
+        ),
     )
     assert {s["dim"] for s in info["splits"].values()} == {4096}  # fc7, not the 256 channels of pool5
     emb = np.load(tmp_path / "features" / "train.npy")

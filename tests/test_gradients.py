@@ -257,7 +257,7 @@ def check_gradcam_closed_form():
 
 def check_saliency_finite_differences():
     """Saliency = max over colours of |d logit / d pixel|, against finite differences of the logits."""
-    from convscope.analysis.saliency import input_gradients, saliency, smoothgrad
+    from convscope.analysis.saliency import SmoothGrad, input_gradients, saliency, smoothgrad
     from convscope.analysis.split_model import cut
 
     model = classifier(nested=True, size=8, last_activation="tanh")
@@ -280,9 +280,9 @@ def check_saliency_finite_differences():
     np.testing.assert_allclose(saliency(c, images, targets, 3), np.abs(grads).max(-1), rtol=1e-6)
     # SmoothGrad with no noise is the vanilla map; with noise it differs but stays finite
     np.testing.assert_allclose(
-        smoothgrad(c, images, targets, 3, samples=3, noise=0.0), np.abs(grads).max(-1), rtol=1e-5
+        smoothgrad(c, images, targets, 3, SmoothGrad(samples=3, noise=0.0)), np.abs(grads).max(-1), rtol=1e-5
     )
-    sg = smoothgrad(c, images, targets, 3, samples=4, noise=0.2, batch_size=3)
+    sg = smoothgrad(c, images, targets, 3, SmoothGrad(samples=4, noise=0.2), batch_size=3)
     assert sg.shape == (2, 8, 8) and np.isfinite(sg).all() and not np.allclose(sg, np.abs(grads).max(-1))
 
 

@@ -66,7 +66,7 @@ def write_grid(root: Path, config: dict, accuracy) -> list[Path]:
             "strategy": run.strategy,
             "hp": run.hp,
             "classes": CLASSES,
-            **split_report(yv, sv, yt, st, CLASSES, bootstrap=200, seed=1),
+            **split_report((yv, sv), (yt, st), CLASSES, bootstrap=200, seed=1),
             "train_time_s": 10.0 + i,
             "images_per_s": 100.0 + i,
             "seed": 7,
@@ -322,7 +322,7 @@ def test_mcnemar_exact_p_values_on_constructed_tables(a_only, b_only, expected):
     # The same through the per-image path: a table with these discordant cells and 20 concordant images.
     correct_a = [True] * a_only + [False] * b_only + [True] * 15 + [False] * 5
     correct_b = [False] * a_only + [True] * b_only + [True] * 15 + [False] * 5
-    result = paired.compare("A", 0.6, (0.5, 0.7), correct_a, "B", 0.5, (0.4, 0.6), correct_b)
+    result = paired.compare(paired.Arm("A", 0.6, (0.5, 0.7), correct_a), paired.Arm("B", 0.5, (0.4, 0.6), correct_b))
     assert (
         result["a_only_right"],
         result["b_only_right"],

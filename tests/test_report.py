@@ -733,7 +733,9 @@ def test_findings_open_the_page(tmp_path):
     )
     ft = [True] * 90 + [False] * 10
     sc = [True] * 60 + [False] * 40
-    comparison = paired.compare("finetune", 0.9, (0.85, 0.95), ft, "scratch", 0.6, (0.5, 0.7), sc)
+    comparison = paired.compare(
+        paired.Arm("finetune", 0.9, (0.85, 0.95), ft), paired.Arm("scratch", 0.6, (0.5, 0.7), sc)
+    )
     _csv(
         g / "comparisons.csv",
         [

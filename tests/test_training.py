@@ -224,9 +224,9 @@ def test_progressive_schedule_shorter_than_the_depth_says_so(caplog):
 
 
 def test_dataset_reads_memmaps_and_shuffles_per_epoch_by_seed(prepared):
-    from convscope.training.data import MemmapDataset, split_paths
+    from convscope.training.data import MemmapDataset, Reading, split_paths
 
-    ds = MemmapDataset(*split_paths(prepared, "train"), 16, 3, shuffle=True, seed=3)
+    ds = MemmapDataset(*split_paths(prepared, "train"), 16, 3, Reading(shuffle=True, seed=3))
     assert isinstance(ds.x, np.memmap)
     x, y = ds[0]
     assert x.dtype == np.uint8 and x.shape == (16, SIZE, SIZE, 3) and y.shape == (16, 3)
@@ -236,26 +236,26 @@ def test_dataset_reads_memmaps_and_shuffles_per_epoch_by_seed(prepared):
     ds.set_epoch(1)
     epoch1 = ds.order().copy()
     assert not np.array_equal(epoch0, epoch1) and sorted(epoch0) == sorted(epoch1)
-    again = MemmapDataset(*split_paths(prepared, "train"), 16, 3, shuffle=True, seed=3)
+    again = MemmapDataset(*split_paths(prepared, "train"), 16, 3, Reading(shuffle=True, seed=3))
     again.set_epoch(1)
     assert np.array_equal(again.order(), epoch1), "an epoch's order depends on (seed, epoch) only"
     seen = np.concatenate([ds[i][1].argmax(1) for i in range(len(ds))])
     assert len(seen) == 48 and np.array_equal(np.bincount(seen), [16, 16, 16])
 
     # training drops the short last batch (one traced shape); prediction pads it and cuts it off again
-    train = MemmapDataset(*split_paths(prepared, "train"), 20, 3, shuffle=True, drop_remainder=True)
+    train = MemmapDataset(*split_paths(prepared, "train"), 20, 3, Reading(shuffle=True, drop_remainder=True))
     assert len(train) == 2 and train.samples_per_epoch == 40 and {len(train[i][0]) for i in range(2)} == {20}
-    pred = MemmapDataset(*split_paths(prepared, "train"), 20, 3, for_predict=True)
+    pred = MemmapDataset(*split_paths(prepared, "train"), 20, 3, Reading(for_predict=True))
     assert len(pred) == 3 and [len(pred[i][0]) for i in range(3)] == [20, 20, 20]
     assert np.array_equal(pred[2][0][:8], np.load(prepared / "train.npy")[40:]) and not pred[2][0][8:].any()
 
 
 def test_dataset_read_ahead_serves_the_same_batches_as_reading_on_the_spot(prepared):
     from convscope import keras_compat
-    from convscope.training.data import MemmapDataset, split_paths
+    from convscope.training.data import MemmapDataset, Reading, split_paths
 
     def make(workers):
-        return MemmapDataset(*split_paths(prepared, "train"), 8, 3, shuffle=True, seed=7, workers=workers)
+        return MemmapDataset(*split_paths(prepared, "train"), 8, 3, Reading(shuffle=True, seed=7, workers=workers))
 
     plain, ahead = make(1), make(3)
     assert plain.read_ahead == 0 and ahead.read_ahead > 0
@@ -289,9 +289,10 @@ def test_dataset_read_ahead_serves_the_same_batches_as_reading_on_the_spot(prepa
 
 HEAD_SCRIPT = """
 import json, sys
-from convscope.training.features import fit_head
-fit_head(features_dir=sys.argv[1], prepared_dir=sys.argv[2], out_dir=sys.argv[3], backbone="alexnet",
-         hp=json.loads(sys.argv[4]), classes=["red", "green", "blue"], max_iter=500, bootstrap=200)
+from convscope.training.features import HeadSettings, fit_head
+fit_head(features_dir=sys.argv[1], prepared_dir=sys.argv[2], out_dir=sys.argv[3],
+         head=HeadSettings(backbone="alexnet", hp=json.loads(sys.argv[4]), classes=["red", "green", "blue"],
+                           max_iter=500, bootstrap=200))
 heavy = sorted(m for m in ("keras", "tensorflow", "jax") if m in sys.modules)
 print("HEAVY", json.dumps(heavy))
 """
@@ -300,12 +301,10 @@ print("HEAVY", json.dumps(heavy))
 def test_features_embed_once_and_heads_never_touch_the_network(prepared, tmp_path):
     from sklearn.linear_model import LogisticRegression
 
-    from convscope.training.features import compute_embeddings, head_model
+    from convscope.training.features import FeatureSettings, compute_embeddings, head_model
 
     feats = tmp_path / "features"
-    info = compute_embeddings(
-        prepared_dir=prepared,
-        out_dir=feats,
+    features = FeatureSettings(
         backbone="alexnet",
         options={"weights": "none"},
         input_size=SIZE,
@@ -313,6 +312,7 @@ def test_features_embed_once_and_heads_never_touch_the_network(prepared, tmp_pat
         batch_size=32,
         backend=backend_in_use(),
     )
+    info = compute_embeddings(prepared_dir=prepared, out_dir=feats, features=features)
     assert info["splits"]["train"] == {"n": 48, "dim": 256, "seconds": info["splits"]["train"]["seconds"]}
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in feats.glob("*.npy")}
     assert sorted(before) == ["test.npy", "train.npy", "val.npy"]
@@ -368,12 +368,8 @@ def test_features_embed_once_and_heads_never_touch_the_network(prepared, tmp_pat
     model = head_model(
         head_path=tmp_path / "features-logreg-C1.0" / "head.npz",
         out_path=tmp_path / "m.keras",
-        backbone="alexnet",
-        options={"weights": "none"},
-        input_size=SIZE,
+        features=features,
         num_classes=3,
-        seed=5,
-        backend=backend_in_use(),
     )
     keras_probs = model.predict(np.load(prepared / "test.npy"), verbose=0)
     assert np.allclose(keras_probs, ref_probs, atol=1e-3)
@@ -470,12 +466,12 @@ tf_imported = "tensorflow" in sys.modules  # seeding and TensorBoard logs must n
 import keras
 from pathlib import Path
 from convscope.training import callbacks as cb
-from convscope.training.data import MemmapDataset, split_paths
+from convscope.training.data import MemmapDataset, Reading, split_paths
 
 # Keras runs batch callbacks on a worker thread (so JAX never waits for a step's logs)
 # only when no callback needs them synchronously; Keras' own BackupAndRestore is the control.
 tmp = Path(sys.argv[2]).parent
-ds = MemmapDataset(*split_paths(sys.argv[1], "train"), 8, 3, shuffle=True)
+ds = MemmapDataset(*split_paths(sys.argv[1], "train"), 8, 3, Reading(shuffle=True))
 ours = cb.phase_callbacks(ds, cb.RunLog("all", ds.samples_per_epoch), tmp / "h.csv", cb.EpochTensorBoard(tmp / "tb"),
                           tmp / "done.weights.h5", cb.EpochBackup(tmp / "bk"))
 upstream = [c for c in ours if not isinstance(c, cb.EpochBackup)]

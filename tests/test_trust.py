@@ -122,7 +122,7 @@ def test_similarity_measures_on_known_maps():
 
 
 def test_object_first_map_beats_random_in_both_directions(trained):
-    from convscope.analysis.checks import faithfulness
+    from convscope.analysis.checks import CurveSettings, faithfulness
 
     model, x, y, boxes = trained
     yy, xx = np.mgrid[0:SIZE, 0:SIZE] + 0.5
@@ -136,7 +136,7 @@ def test_object_first_map_beats_random_in_both_directions(trained):
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
     near = 1.0 / (1.0 + np.hypot(xx - cx[:, None, None], yy - cy[:, None, None]))
     maps = {"object": inside + near, "background": -(inside + near)}
-    f = faithfulness(model, x, y, maps, steps=8, batch_size=32, seed=0)
+    f = faithfulness(model, x, y, maps, settings=CurveSettings(steps=8, batch_size=32, seed=0))
     auc, gain = f["auc"], f["gain"]
     print(auc)
     assert auc["deletion"]["object"] < auc["deletion"]["random"] - 0.02, auc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 
 from convscope.analysis import layer_choice, plots
 from convscope.analysis.index import item, section
+from convscope.analysis.steps import Labelled
 
 log = logging.getLogger(__name__)
 
@@ -43,66 +45,82 @@ def layer_activations(model, base, images: np.ndarray, names: list[str], batch_s
     return [np.asarray(o, dtype=np.float32) for o in outs]
 
 
-def activation_grids(
-    model,
-    base,
-    images,
-    sample,
-    classes,
-    labels,
-    out_dir,
-    *,
-    layers=(0.1, 0.5, 0.9),
-    channels: int = 16,
-    batch_size: int = 64,
-    min_side: int = 7,
-) -> dict:
-    out_dir = Path(out_dir)
-    sample = np.asarray(sample)
-    names = resolve_layers(base, layers, min_side)
-    imgs = np.asarray(images)[sample]
-    acts = layer_activations(model, base, imgs, names, batch_size)
-    items, rows = [], []
-    for depth, (name, a) in enumerate(zip(names, acts)):
-        mean = a.mean(axis=(1, 2))  # images x channels
-        # The same channels for every image (the most active on average) so rows compare.
-        top = np.argsort(-mean.mean(axis=0), kind="stable")[: min(channels, a.shape[-1])]
-        tiles, titles = [], []
-        for j, i in enumerate(sample):
-            tiles.append(imgs[j])
-            titles.append(f"{classes[labels[i]]} #{i}")
-            for ch in top:
-                tiles.append(plots.to_unit(a[j, :, :, ch]))
-                titles.append(f"ch {ch}")
-                rows.append(
-                    {
-                        "layer": name,
-                        "depth": depth,
-                        "image_row": int(i),
-                        "channel": int(ch),
-                        "mean": float(mean[j, ch]),
-                        "max": float(a[j, :, :, ch].max()),
-                    }
-                )
-        png = plots.image_grid(
-            tiles,
-            out_dir / f"activations_{depth}_{name}.png",
-            titles=titles,
+@dataclass(frozen=True)
+class ActivationOptions:
+    """Config analysis.activations (layers, channels) with the batch size and min_map_side."""
+
+    layers: tuple | list = (0.1, 0.5, 0.9)  # names or relative depths (resolve_layers)
+    channels: int = 16  # the most active channels shown per layer
+    batch_size: int = 64
+    min_side: int = 7  # smallest readable map side (layer_choice)
+
+
+def top_channels(a: np.ndarray, count: int) -> np.ndarray:
+    """The same channels for every image (the most active on average) so rows compare."""
+    return np.argsort(-a.mean(axis=(1, 2)).mean(axis=0), kind="stable")[: min(count, a.shape[-1])]
+
+
+def _layer_tiles(a, data: Labelled, sample, top, where: tuple[str, int]):
+    """Tiles and titles of one layer's grid (each image, then its channels) and its table rows."""
+    name, depth = where
+    imgs = np.asarray(data.images)[sample]
+    mean = a.mean(axis=(1, 2))  # images x channels
+    tiles, titles, rows = [], [], []
+    for j, i in enumerate(sample):
+        tiles.append(imgs[j])
+        titles.append(f"{data.classes[data.labels[i]]} #{i}")
+        for ch in top:
+            tiles.append(plots.to_unit(a[j, :, :, ch]))
+            titles.append(f"ch {ch}")
+            rows.append(
+                {
+                    "layer": name,
+                    "depth": depth,
+                    "image_row": int(i),
+                    "channel": int(ch),
+                    "mean": float(mean[j, ch]),
+                    "max": float(a[j, :, :, ch].max()),
+                }
+            )
+    return tiles, titles, rows
+
+
+def _layer_item(a, name: str, depth: int, top, figure: tuple[list, list], out_dir: Path) -> dict:
+    tiles, titles = figure
+    png = plots.image_grid(
+        tiles,
+        out_dir / f"activations_{depth}_{name}.png",
+        titles=titles,
+        style=plots.GridStyle(
             ncols=len(top) + 1,
             cmap="viridis",
             suptitle=f"{name}: {a.shape[1]}x{a.shape[2]}x{a.shape[3]} activations",
-        )
-        items.append(
-            item(
-                "image",
-                png,
-                f"Layer {name} ({a.shape[1]}x{a.shape[2]} positions, {a.shape[3]} channels): each row is a test "
-                f"image followed by its {len(top)} most active channels (bright = strong response). Early "
-                "layers respond to edges and colours, late ones to object parts.",
-                out_dir / "activations.csv",
-                root=out_dir,
-            )
-        )
+        ),
+    )
+    return item(
+        "image",
+        png,
+        f"Layer {name} ({a.shape[1]}x{a.shape[2]} positions, {a.shape[3]} channels): each row is a test "
+        f"image followed by its {len(top)} most active channels (bright = strong response). Early "
+        "layers respond to edges and colours, late ones to object parts.",
+        out_dir / "activations.csv",
+        root=out_dir,
+    )
+
+
+def activation_grids(
+    model, base, data: Labelled, sample, out_dir, options: ActivationOptions = ActivationOptions()
+) -> dict:
+    out_dir = Path(out_dir)
+    sample = np.asarray(sample)
+    names = resolve_layers(base, options.layers, options.min_side)
+    acts = layer_activations(model, base, np.asarray(data.images)[sample], names, options.batch_size)
+    items, rows = [], []
+    for depth, (name, a) in enumerate(zip(names, acts)):
+        top = top_channels(a, options.channels)
+        tiles, titles, layer_rows = _layer_tiles(a, data, sample, top, (name, depth))
+        rows += layer_rows
+        items.append(_layer_item(a, name, depth, top, (tiles, titles), out_dir))
     pd.DataFrame(rows).to_csv(out_dir / "activations.csv", index=False)
     log.info("activations: layers %s for %d images", names, len(sample))
     return section("activations", "Activations inside the base", items)

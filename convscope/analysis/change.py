@@ -15,6 +15,8 @@ the bare base model). Three views:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from convscope.analysis.filter_vis import Settings, channel_means, visualize
@@ -106,39 +108,22 @@ def cosine(a, b) -> np.ndarray:
     return (a * b).sum(axis=1) / np.maximum(na * nb, 1e-12)
 
 
-def compare_channels(
-    model,
-    base_reference,
-    layer: str,
-    channels,
-    images,
-    *,
-    embed_layer: str,
-    size,
-    settings: Settings | None = None,
-    gray_std: float = 0.02,
-    finetuned=None,
-    model_cut=None,
-) -> dict:
-    """Visualize `channels` of `layer` in the reference and the fine-tuned network and compare.
+@dataclass(frozen=True)
+class Comparison:
+    """Which channels compare_channels pictures, and how its verdicts are drawn."""
 
-    images: test images for the dead-channel check. `finetuned` may carry the fine-tuned
-    network's filter_vis.Result for the same channels and settings (computed once), and
-    `model_cut` its split_model.cut at `layer` (each new cut compiles its own predict).
-    Returns {"rows": per-channel dicts, "reference": Result, "finetuned": Result, "dead": {...}}.
-    """
-    model_cut = model_cut if model_cut is not None else cut(model, layer)
-    ft_to = model_cut.to_layer
-    ref_to = reference_to_layer(model, base_reference, layer, model_cut)
-    if finetuned is None or list(finetuned.channels) != [int(c) for c in channels]:
-        finetuned = visualize(ft_to, channels, size=size, settings=settings or Settings())
-    reference = visualize(ref_to, channels, size=size, settings=settings or Settings())
-    ref_embed = reference_to_layer(model, base_reference, embed_layer) if embed_layer != layer else ref_to
-    e_ref = channel_means(ref_embed, reference.images)
-    e_ft = channel_means(ref_embed, finetuned.images)
-    similarity = cosine(e_ref, e_ft)
-    ft_peak, ft_dead = dead_channels(ft_to, images)
-    ref_peak, ref_dead = dead_channels(ref_to, images)
+    layer: str  # the layer whose channels are visualised
+    channels: list  # channel indices of that layer
+    embed_layer: str  # the reference network's layer whose pooled activations embed the pictures
+    size: tuple  # (height, width) of the pictures
+    settings: Settings | None = None  # feature visualization settings (None: the defaults)
+    gray_std: float = 0.02  # pixel std below which a picture counts as flat ("gray")
+
+
+def _channel_rows(what: Comparison, similarity, pictures: tuple, dead: tuple) -> list[dict]:
+    """One row per channel: the similarity, both pictures' activation and flatness, both dead flags."""
+    reference, finetuned = pictures
+    ref_dead, ft_dead = dead
     rows = []
     for k, ch in enumerate(finetuned.channels):
         rows.append(
@@ -149,12 +134,36 @@ def compare_channels(
                 "finetuned_activation": float(finetuned.final[k]),
                 "reference_pixel_std": float(reference.pixel_std[k]),
                 "finetuned_pixel_std": float(finetuned.pixel_std[k]),
-                "reference_gray": bool(reference.pixel_std[k] < gray_std),
-                "finetuned_gray": bool(finetuned.pixel_std[k] < gray_std),
+                "reference_gray": bool(reference.pixel_std[k] < what.gray_std),
+                "finetuned_gray": bool(finetuned.pixel_std[k] < what.gray_std),
                 "reference_dead": bool(ref_dead[ch]),
                 "finetuned_dead": bool(ft_dead[ch]),
             }
         )
+    return rows
+
+
+def compare_channels(model, base_reference, images, what: Comparison, *, finetuned=None, model_cut=None) -> dict:
+    """Visualize `what.channels` of `what.layer` in the reference and the fine-tuned network and compare.
+
+    images: test images for the dead-channel check. `finetuned` may carry the fine-tuned
+    network's filter_vis.Result for the same channels and settings (computed once), and
+    `model_cut` its split_model.cut at the layer (each new cut compiles its own predict).
+    Returns {"rows": per-channel dicts, "reference": Result, "finetuned": Result, "dead": {...}}.
+    """
+    layer, channels, settings = what.layer, what.channels, what.settings or Settings()
+    model_cut = model_cut if model_cut is not None else cut(model, layer)
+    ft_to = model_cut.to_layer
+    ref_to = reference_to_layer(model, base_reference, layer, model_cut)
+    if finetuned is None or list(finetuned.channels) != [int(c) for c in channels]:
+        finetuned = visualize(ft_to, channels, size=what.size, settings=settings)
+    reference = visualize(ref_to, channels, size=what.size, settings=settings)
+    embed = what.embed_layer
+    ref_embed = reference_to_layer(model, base_reference, embed) if embed != layer else ref_to
+    similarity = cosine(channel_means(ref_embed, reference.images), channel_means(ref_embed, finetuned.images))
+    _, ft_dead = dead_channels(ft_to, images)
+    _, ref_dead = dead_channels(ref_to, images)
+    rows = _channel_rows(what, similarity, (reference, finetuned), (ref_dead, ft_dead))
     dead = {
         "layer": layer,
         "channels": int(len(ft_dead)),

@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 
 from convscope.analysis.gradcam import upsample
@@ -106,21 +108,46 @@ def pointing_game(maps_by_method: dict, boxes, size, *, tolerance: float = 0.0) 
     }
 
 
+@dataclass(frozen=True)
+class CurveSettings:
+    """How deletion/insertion curves are sampled and batched."""
+
+    steps: int = 16  # fractions 0, 1/steps, ..., 1
+    batch_size: int = 64
+    seed: int = 0  # the random order and the tie-breaks
+    chunk: int | None = None  # images generated per chunk (None: about 128 MB, occlusion.chunk_size)
+    insertion: bool = False  # True: put the top pixels back into the mean-colour image instead
+
+
+def _end_points(model, images, targets, fills, settings: CurveSettings) -> np.ndarray:
+    """p(target) of the unchanged and of the all-filled images (2 x N), swapped for insertion."""
+    n = len(images)
+    ends = predict_probs(
+        model,
+        np.concatenate([images.astype(np.float32), np.broadcast_to(fills[:, None, None, :], images.shape)]),
+        settings.batch_size,
+    )[np.arange(2 * n), np.tile(targets, 2)].reshape(2, n)
+    return ends[::-1] if settings.insertion else ends
+
+
+def _ranks(orders: dict, rng) -> np.ndarray:
+    """rank[m, i, p] = position of pixel p in method m's order for image i, most salient first;
+    ties (flat regions of a map) are broken at random, not in raster order."""
+    first = next(iter(orders.values()))
+    n, pixels = first.shape
+    rank = np.empty((len(orders), n, pixels), dtype=np.int64)
+    for m, name in enumerate(orders):
+        order = np.lexsort((rng.random(orders[name].shape), -orders[name]), axis=1)
+        rank[m, np.arange(n)[:, None], order] = np.arange(pixels)[None, :]
+    return rank
+
+
 def deletion_curves(
-    model,
-    images,
-    targets,
-    maps_by_method: dict,
-    *,
-    steps: int = 16,
-    batch_size: int = 64,
-    seed: int = 0,
-    chunk: int | None = None,
-    insertion: bool = False,
+    model, images, targets, maps_by_method: dict, settings: CurveSettings = CurveSettings()
 ) -> tuple[np.ndarray, dict]:
     """p(target) as the top fraction f of pixels (by each map) is replaced by the mean colour.
 
-    insertion=True: the other direction, p(target) of the mean-colour image with the top
+    settings.insertion=True: the other direction, p(target) of the mean-colour image with the top
     fraction f of pixels put back (the insertion curve).
     Returns (fractions, {method: N x (steps + 1) probabilities}); the method "random"
     (a random pixel order) is added as the baseline. Every modified image of every
@@ -129,29 +156,18 @@ def deletion_curves(
     images = np.asarray(images)
     targets = np.asarray(targets, dtype=np.int64)
     n, height, width = images.shape[:3]
-    fractions = np.linspace(0.0, 1.0, steps + 1)
-    rng = np.random.default_rng(seed)
+    fractions = np.linspace(0.0, 1.0, settings.steps + 1)
+    rng = np.random.default_rng(settings.seed)
     orders = {name: upsample(m, (height, width)).reshape(n, -1) for name, m in maps_by_method.items()}
     orders["random"] = rng.random((n, height * width))
     fills = fill_values(images, "mean")
     counts = np.rint(fractions * height * width).astype(np.int64)
-    chunk = chunk or chunk_size(images.shape[1:], batch_size)
+    chunk = settings.chunk or chunk_size(images.shape[1:], settings.batch_size)
     # Nothing and everything changed are the same images for every order: evaluated once.
-    ends = predict_probs(
-        model,
-        np.concatenate([images.astype(np.float32), np.broadcast_to(fills[:, None, None, :], images.shape)]),
-        batch_size,
-    )[np.arange(2 * n), np.tile(targets, 2)].reshape(2, n)
-    if insertion:
-        ends = ends[::-1]
+    ends = _end_points(model, images, targets, fills, settings)
     inner = np.arange(1, len(fractions) - 1)
     names = list(orders)
-    # rank[m, i, p] = position of pixel p in method m's order for image i, most salient first;
-    # ties (flat regions of a map) are broken at random, not in raster order
-    rank = np.empty((len(names), n, height * width), dtype=np.int64)
-    for m, name in enumerate(names):
-        order = np.lexsort((rng.random(orders[name].shape), -orders[name]), axis=1)
-        rank[m, np.arange(n)[:, None], order] = np.arange(height * width)[None, :]
+    rank = _ranks(orders, rng)
     curves = np.empty((len(names), n, len(fractions)))
     curves[:, :, 0], curves[:, :, -1] = ends
     # Every method's images in one stream of chunks: few large predict calls, not one per method.
@@ -162,26 +178,27 @@ def deletion_curves(
         img, step = np.divmod(rest, len(inner))
         step = inner[step]
         top = (rank[m, img] < counts[step][:, None]).reshape(len(flat), height, width, 1)
-        filled = ~top if insertion else top
+        filled = ~top if settings.insertion else top
         batch = np.where(filled, fills[img][:, None, None, :], images[img].astype(np.float32))
-        curves[m, img, step] = predict_probs(model, batch, batch_size)[np.arange(len(flat)), targets[img]]
+        curves[m, img, step] = predict_probs(model, batch, settings.batch_size)[np.arange(len(flat)), targets[img]]
     out = {name: curves[m] for m, name in enumerate(names)}
     return fractions, out
 
 
 def faithfulness(
-    model, images, targets, maps_by_method: dict, *, directions=("deletion", "insertion"), **kwargs
+    model, images, targets, maps_by_method: dict, *, directions=("deletion", "insertion"), settings=CurveSettings()
 ) -> dict:
     """Deletion and insertion curves and their AUCs, each against the random order.
 
-    Returns {"fractions", "curves": {direction: {method: N x steps+1}}, "auc": {direction:
-    {method: mean AUC}}, "gain": {direction: {method: how much better than random}}} with
-    gain = random - method for deletion (lower is better) and method - random for insertion.
+    settings.insertion is set per direction. Returns {"fractions", "curves": {direction:
+    {method: N x steps+1}}, "auc": {direction: {method: mean AUC}}, "gain": {direction:
+    {method: how much better than random}}} with gain = random - method for deletion
+    (lower is better) and method - random for insertion.
     """
     result = {"curves": {}, "auc": {}, "gain": {}}
     for direction in directions:
         fractions, curves = deletion_curves(
-            model, images, targets, maps_by_method, insertion=direction == "insertion", **kwargs
+            model, images, targets, maps_by_method, replace(settings, insertion=direction == "insertion")
         )
         aucs = {name: float(auc(fractions, c).mean()) for name, c in curves.items()}
         sign = -1.0 if direction == "deletion" else 1.0

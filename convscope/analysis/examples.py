@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 
 from convscope.analysis import plots
 from convscope.analysis.index import item, section
+from convscope.analysis.steps import Labelled
 
 log = logging.getLogger(__name__)
 
@@ -32,31 +34,38 @@ def confident_mistakes(probs: np.ndarray, labels: np.ndarray, n: int) -> np.ndar
     return wrong[order][:n]
 
 
-def _row(kind, k, rank, i, probs, labels, classes, files):
+@dataclass(frozen=True)
+class ExampleOptions:
+    """Config analysis.examples: images shown per class, confident mistakes shown."""
+
+    per_class: int = 6
+    mistakes: int = 12
+
+
+def _row(kind, k, rank, i, probs, data: Labelled):
     pred = int(probs[i].argmax())
+    classes = data.classes
     return {
         "kind": kind,
         "class": classes[k] if k is not None else "",
         "rank": rank,
         "row": int(i),
-        "file": files[i] if files is not None else "",
-        "true": classes[int(labels[i])],
+        "file": data.files[i] if data.files is not None else "",
+        "true": classes[int(data.labels[i])],
         "pred": classes[pred],
         "prob_class": float(probs[i, k]) if k is not None else float(probs[i, pred]),
         "prob_pred": float(probs[i, pred]),
     }
 
 
-def examples(images, labels, probs, classes, out_dir, *, per_class: int = 6, mistakes: int = 12, files=None) -> dict:
-    out_dir = Path(out_dir)
-    probs = np.asarray(probs)
-    labels = np.asarray(labels)
-    rows = []
+def _top_item(data: Labelled, probs, per_class: int, out_dir: Path, rows: list) -> dict:
+    """The grid of the most typical test images per class; appends their table rows to `rows`."""
+    classes, labels = data.classes, data.labels
     tiles, titles, colours = [], [], []
     for k, idx in top_per_class(probs, per_class).items():
         for rank, i in enumerate(idx, 1):
-            rows.append(_row("top", k, rank, i, probs, labels, classes, files))
-            tiles.append(images[i])
+            rows.append(_row("top", k, rank, i, probs, data))
+            tiles.append(data.images[i])
             titles.append(f"p({classes[k]})={probs[i, k]:.2f}\ntrue {classes[labels[i]]}")
             colours.append("black" if labels[i] == k else "red")
     top_png = plots.image_grid(
@@ -64,45 +73,56 @@ def examples(images, labels, probs, classes, out_dir, *, per_class: int = 6, mis
         out_dir / "top_images.png",
         titles=titles,
         title_colors=colours,
-        ncols=per_class,
-        suptitle="Highest-probability test images per class (one row per class)",
+        style=plots.GridStyle(
+            ncols=per_class, suptitle="Highest-probability test images per class (one row per class)"
+        ),
     )
-    items = [
-        item(
-            "image",
-            top_png,
-            "Each row holds the test images the model finds most typical of one class, most confident "
-            "first; a red title marks an image whose true class is a different one.",
-            out_dir / "examples.csv",
-            root=out_dir,
-        )
-    ]
-    wrong = confident_mistakes(probs, labels, mistakes)
+    return item(
+        "image",
+        top_png,
+        "Each row holds the test images the model finds most typical of one class, most confident "
+        "first; a red title marks an image whose true class is a different one.",
+        out_dir / "examples.csv",
+        root=out_dir,
+    )
+
+
+def _mistakes_item(data: Labelled, probs, wrong, out_dir: Path) -> dict:
+    classes, labels = data.classes, data.labels
+    preds = probs.argmax(axis=1)
+    mistakes_png = plots.image_grid(
+        [data.images[i] for i in wrong],
+        out_dir / "mistakes.png",
+        titles=[f"{classes[preds[i]]} {probs[i, preds[i]]:.2f}\ntrue {classes[labels[i]]}" for i in wrong],
+        title_colors=["red"] * len(wrong),
+        style=plots.GridStyle(suptitle="Most confident mistakes (predicted class and probability, true class)"),
+    )
+    return item(
+        "image",
+        mistakes_png,
+        "Misclassified test images the model was surest about: look for label noise, ambiguous "
+        "images or a shortcut the network learned.",
+        out_dir / "examples.csv",
+        root=out_dir,
+    )
+
+
+def examples(data: Labelled, probs, out_dir, options: ExampleOptions = ExampleOptions()) -> dict:
+    out_dir = Path(out_dir)
+    probs = np.asarray(probs)
+    data = replace(data, labels=np.asarray(data.labels))
+    labels = data.labels
+    rows = []
+    items = [_top_item(data, probs, options.per_class, out_dir, rows)]
+    wrong = confident_mistakes(probs, labels, options.mistakes)
     for rank, i in enumerate(wrong, 1):
-        rows.append(_row("mistake", None, rank, i, probs, labels, classes, files))
+        rows.append(_row("mistake", None, rank, i, probs, data))
     if len(wrong):
-        preds = probs.argmax(axis=1)
-        mistakes_png = plots.image_grid(
-            [images[i] for i in wrong],
-            out_dir / "mistakes.png",
-            titles=[f"{classes[preds[i]]} {probs[i, preds[i]]:.2f}\ntrue {classes[labels[i]]}" for i in wrong],
-            title_colors=["red"] * len(wrong),
-            suptitle="Most confident mistakes (predicted class and probability, true class)",
-        )
-        items.append(
-            item(
-                "image",
-                mistakes_png,
-                "Misclassified test images the model was surest about: look for label noise, ambiguous "
-                "images or a shortcut the network learned.",
-                out_dir / "examples.csv",
-                root=out_dir,
-            )
-        )
+        items.append(_mistakes_item(data, probs, wrong, out_dir))
     pd.DataFrame(rows).to_csv(out_dir / "examples.csv", index=False)
     log.info(
         "examples: %d per class, %d mistakes shown (%d in total)",
-        per_class,
+        options.per_class,
         len(wrong),
         int((probs.argmax(axis=1) != labels).sum()),
     )

@@ -14,15 +14,15 @@ calls with the already loaded classifier and test set:
 
 This module only orchestrates: maps are computed in explain_maps, the checks in
 checks/sanity/ranking, files and figures written by explain_figures/trust_figures.
-Files go under out_dir/explain/; index items are relative to `root`
-(default out_dir, the folder of index.json).
+Files go under out_dir/explain/; index items are relative to out_dir (the folder
+of index.json).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +110,7 @@ def _backbone_spec(backbone):
     return backbone if isinstance(backbone, registry.Backbone) else registry.get(backbone)
 
 
-def explain_model(model, backbone, data, out_dir, options: dict | None = None, *, base_reference=None, root=None):
+def explain_model(model, backbone, data, out_dir, options: dict | None = None, *, base_reference=None):
     """Run the explanation analyses of one classifier; returns index.json sections.
 
     model: the trained classifier (MODEL CONTRACT, nested "base"; flat models work too).
@@ -129,7 +129,7 @@ def explain_model(model, backbone, data, out_dir, options: dict | None = None, *
     if base_reference is not None:
         inputs.base_reference = base_reference
     out_dir = Path(out_dir)
-    root = Path(root) if root is not None else out_dir
+    root = out_dir  # index items are relative to the folder of index.json
     folder = out_dir / "explain"
     folder.mkdir(parents=True, exist_ok=True)
     timer = StepTimer("explain")  # seconds per step go to explain/timings.json
@@ -169,7 +169,8 @@ def _sample_sections(ctx, inputs, verdicts, folder, root, layer_label: str) -> l
         "fill": opts["occlusion"]["fill"],
         "smoothgrad_samples": opts["saliency"]["smoothgrad_samples"],
     }
-    return figures.map_sections(maps, inputs, sample, folder, root, heading=heading, verdicts=verdicts)
+    shown = replace(inputs, sample=sample)
+    return figures.map_sections(maps, shown, folder, root, heading=heading, verdicts=verdicts)
 
 
 def _feature_sections(ctx, spec, inputs, folder, root) -> list[dict]:
@@ -191,23 +192,13 @@ def _feature_sections(ctx, spec, inputs, folder, root) -> list[dict]:
         if fv["enabled"]:
             sections.append(figures.filter_section(ft_result, fv_layer, folder, root, settings))
         if do_change:
-            gray_std = float(opts["change"]["gray_std"])
+            what = change.Comparison(
+                fv_layer, channels, spec.last_conv, x.shape[1:3], settings, float(opts["change"]["gray_std"])
+            )
             with timer("change from the pretrained base"):
                 weights = change.weight_change(ctx.model, ref)
-                result = change.compare_channels(
-                    ctx.model,
-                    ref,
-                    fv_layer,
-                    channels,
-                    x,
-                    embed_layer=spec.last_conv,
-                    size=x.shape[1:3],
-                    settings=settings,
-                    gray_std=gray_std,
-                    finetuned=ft_result,
-                    model_cut=fv_cut,
-                )
-            sections.append(figures.change_section(result, weights, fv_layer, spec.last_conv, gray_std, folder, root))
+                result = change.compare_channels(ctx.model, ref, x, what, finetuned=ft_result, model_cut=fv_cut)
+            sections.append(figures.change_section(result, weights, what, folder, root))
     if opts["change"]["enabled"] and ref is None:
         sections.append(figures.no_reference_section(folder, root))
     return sections
@@ -250,10 +241,8 @@ def _trust_sections(ctx, spec, inputs, check: _CheckMaps, folder, root) -> tuple
             x[idx[sub]],
             labels[idx[sub]],
             {n: m[sub] for n, m in check.maps.items()},
-            steps=int(ck["deletion_steps"]),
-            batch_size=ctx.batch_size,
-            seed=ctx.seed,
             directions=("deletion", "insertion") if ck["insertion"] else ("deletion",),
+            settings=checks.CurveSettings(steps=int(ck["deletion_steps"]), batch_size=ctx.batch_size, seed=ctx.seed),
         )
     extra = []
     if "integrated_gradients" in check.notes:

@@ -83,15 +83,17 @@ def _grid(maps, names, inputs, sample, path, suptitle):
             panels.append(plots.overlay(x[i], m) if METHODS[name].overlay else _as_rgb(plots.resize_map(m, size)))
             titles.append(TITLES[name])
             colors.append("black")
-    return plots.image_grid(panels, path, titles=titles, ncols=1 + len(names), suptitle=suptitle, title_colors=colors)
+    style = plots.GridStyle(ncols=1 + len(names), suptitle=suptitle)
+    return plots.image_grid(panels, path, titles=titles, title_colors=colors, style=style)
 
 
-def map_sections(maps, inputs, sample, folder, root, *, heading: dict, verdicts=None, notes=None) -> list[dict]:
-    """One section per figure group with at least one computed method.
+def map_sections(maps, inputs, folder, root, *, heading: dict, verdicts=None) -> list[dict]:
+    """One section per figure group with at least one computed method, for the images inputs.sample.
 
     heading: values for the figure headings (layer, patch, stride, fill, smoothgrad_samples).
-    verdicts: sanity verdicts per method (badges), notes: per-method details for captions.
+    verdicts: sanity verdicts per method (badges).
     """
+    sample = inputs.sample
     table_path = samples_table(maps, inputs, sample, folder)
     rows = "Each row: a test image (true -> predicted class, its probability; red = mistake), then"
     sections = []
@@ -130,7 +132,9 @@ def filter_section(result, layer, folder, root, settings):
     csv = folder / "filter_vis.csv"
     table.to_csv(csv, index=False)
     titles = [f"ch {c}: {a:.2g}" for c, a in zip(result.channels, result.final)]
-    path = plots.image_grid(result.images, folder / "filter_vis.png", titles=titles, suptitle=f"{layer}")
+    path = plots.image_grid(
+        result.images, folder / "filter_vis.png", titles=titles, style=plots.GridStyle(suptitle=f"{layer}")
+    )
     param = "decorrelated Fourier" if settings.fourier else "pixel"
     return section(
         "filter_vis",
@@ -178,8 +182,23 @@ def _flag(row, who: str) -> str:
     return " dead" if row[f"{who}_dead"] else (" gray" if row[f"{who}_gray"] else "")
 
 
-def change_section(result, weights, layer, embed_layer, gray_std, folder, root):
-    """Figures of the change from the pretrained base (computed by change.weight_change / compare_channels)."""
+def _channels_figure(result, rows: pd.DataFrame, layer, folder):
+    """Each compared channel's picture before and after fine-tuning, side by side."""
+    panels, titles = [], []
+    for k, r in rows.iterrows():
+        panels += [result["reference"].images[k], result["finetuned"].images[k]]
+        titles += [
+            f"ch {r['channel']} pretrained{_flag(r, 'reference')}",
+            f"fine-tuned cos {r['cosine_similarity']:.2f}{_flag(r, 'finetuned')}",
+        ]
+    style = plots.GridStyle(ncols=2, suptitle=f"{layer}: pretrained vs fine-tuned")
+    return plots.image_grid(panels, folder / "change_channels.png", titles=titles, style=style)
+
+
+def change_section(result, weights, what, folder, root):
+    """Figures of the change from the pretrained base (computed by change.weight_change / compare_channels
+    for the change.Comparison `what`)."""
+    layer, gray_std = what.layer, what.gray_std
     weights = pd.DataFrame(weights)
     w_csv = folder / "weight_change.csv"
     weights.to_csv(w_csv, index=False)
@@ -194,16 +213,7 @@ def change_section(result, weights, layer, embed_layer, gray_std, folder, root):
     rows.to_csv(c_csv, index=False)
     dead_json = folder / "dead_channels.json"
     dead_json.write_text(json.dumps({**result["dead"], "gray_std": gray_std}, indent=1))
-    panels, titles = [], []
-    for k, r in rows.iterrows():
-        panels += [result["reference"].images[k], result["finetuned"].images[k]]
-        titles += [
-            f"ch {r['channel']} pretrained{_flag(r, 'reference')}",
-            f"fine-tuned cos {r['cosine_similarity']:.2f}{_flag(r, 'finetuned')}",
-        ]
-    c_png = plots.image_grid(
-        panels, folder / "change_channels.png", titles=titles, ncols=2, suptitle=f"{layer}: pretrained vs fine-tuned"
-    )
+    c_png = _channels_figure(result, rows, layer, folder)
     d = result["dead"]
     return section(
         "change",
@@ -214,8 +224,8 @@ def change_section(result, weights, layer, embed_layer, gray_std, folder, root):
                 c_png,
                 f"Feature visualizations of the same channels of {layer} before (left, the weights the run started "
                 f"from) and after fine-tuning (right); cos = cosine similarity of the two pictures' embeddings "
-                f"(pretrained {embed_layer}, pooled): near 1 = the channel kept its feature. 'gray' = the picture "
-                f"stayed flat (pixel std < {gray_std}), 'dead' = zero on every test image.",
+                f"(pretrained {what.embed_layer}, pooled): near 1 = the channel kept its feature. 'gray' = the "
+                f"picture stayed flat (pixel std < {gray_std}), 'dead' = zero on every test image.",
                 c_csv,
                 root=root,
             ),

@@ -88,29 +88,14 @@ def _method(name: str) -> Callable[[dict], bool]:
 
 def _occlusion(b: Batch) -> np.ndarray:
     c = b.ctx
-    return occlusion.occlusion(
-        c.model,
-        b.images,
-        b.targets,
-        patch=c.patch,
-        stride=c.stride,
-        fill=c.opts["occlusion"]["fill"],
-        batch_size=c.batch_size,
-    )
+    patches = occlusion.Patches(c.patch, c.stride, c.opts["occlusion"]["fill"])
+    return occlusion.occlusion(c.model, b.images, b.targets, patches, batch_size=c.batch_size)
 
 
 def _smoothgrad(b: Batch) -> np.ndarray:
     c, s = b.ctx, b.ctx.opts["saliency"]
-    return saliency.smoothgrad(
-        c.cut,
-        b.images,
-        b.targets,
-        c.n_classes,
-        samples=int(s["smoothgrad_samples"]),
-        noise=float(s["smoothgrad_noise"]),
-        batch_size=c.batch_size,
-        seed=c.seed,
-    )
+    settings = saliency.SmoothGrad(int(s["smoothgrad_samples"]), float(s["smoothgrad_noise"]), c.seed)
+    return saliency.smoothgrad(c.cut, b.images, b.targets, c.n_classes, settings, batch_size=c.batch_size)
 
 
 def _scorecam(b: Batch) -> np.ndarray:

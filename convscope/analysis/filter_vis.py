@@ -134,6 +134,43 @@ class Result:
     pixel_std: np.ndarray  # K, std of the visualisation's pixels in [0, 1]
 
 
+def _checked_onehot(n_channels: int, channels: list[int]) -> np.ndarray:
+    bad = [c for c in channels if not 0 <= c < n_channels]
+    if bad:
+        raise ValueError(
+            f"channels {bad} do not exist: the layer has {n_channels} channels (analysis.filter_vis.channels)"
+        )
+    return np.eye(n_channels, dtype=np.float32)[channels]
+
+
+def _random_view(rng, settings: Settings, height: int, width: int):
+    """This step's random jitter, zoom and rotation as a resampling (see sampling)."""
+    return sampling(
+        height,
+        width,
+        shift=rng.integers(-settings.jitter, settings.jitter + 1, 2).astype(float),
+        zoom=float(rng.uniform(1 - settings.scale, 1 + settings.scale)),
+        angle=float(rng.uniform(-settings.rotation, settings.rotation)),
+    )
+
+
+def _objective(image: _Image, to_layer, k: int, tv_weight: float):
+    """params -> each picture's target-channel mean activation, seen through a random view, minus its TV penalty."""
+    from keras import ops
+
+    height, width = image.height, image.width
+
+    def objective(params, index, weight, onehot, act_scale):
+        img = image.render(params)
+        flat = ops.reshape(img, (k, height * width, 3))
+        moved = sum(ops.take(flat, index[j], axis=1) * weight[j][None, :, None] for j in range(4))
+        moved = ops.reshape(moved, (k, height, width, 3))
+        act = ops.mean(to_layer(moved), axis=(1, 2))
+        return ops.sum(act * onehot, axis=-1) - tv_weight * act_scale * _total_variation(img)
+
+    return objective
+
+
 def visualize(to_layer, channels, *, size, settings: Settings = Settings()) -> Result:
     """Optimise one image per channel of the layer `to_layer` ends at.
 
@@ -149,35 +186,15 @@ def visualize(to_layer, channels, *, size, settings: Settings = Settings()) -> R
     image = _Image(len(channels), height, width, settings.fourier, rng)
     start_images = ops.convert_to_numpy(image.render(ops.convert_to_tensor(image.init)))
     start_act = ops.convert_to_numpy(to_layer(ops.convert_to_tensor(start_images)))
-    n_channels = start_act.shape[-1]
-    bad = [c for c in channels if not 0 <= c < n_channels]
-    if bad:
-        raise ValueError(
-            f"channels {bad} do not exist: the layer has {n_channels} channels (analysis.filter_vis.channels)"
-        )
-    onehot = np.eye(n_channels, dtype=np.float32)[channels]
+    onehot = _checked_onehot(start_act.shape[-1], channels)
     # TV is weighed against the layer's typical activation so one weight suits every layer.
     act_scale = np.float32(np.abs(start_act).mean() + 1e-6)
-
-    def objective(params, index, weight, onehot, act_scale):
-        img = image.render(params)
-        flat = ops.reshape(img, (len(channels), height * width, 3))
-        moved = sum(ops.take(flat, index[j], axis=1) * weight[j][None, :, None] for j in range(4))
-        moved = ops.reshape(moved, (len(channels), height, width, 3))
-        act = ops.mean(to_layer(moved), axis=(1, 2))
-        return ops.sum(act * onehot, axis=-1) - settings.tv_weight * act_scale * _total_variation(img)
-
+    objective = _objective(image, to_layer, len(channels), settings.tv_weight)
     params = image.init.copy()
     m, v = np.zeros_like(params), np.zeros_like(params)
     b1, b2, eps = 0.9, 0.999, 1e-8
     for step in range(1, settings.steps + 1):
-        index, weight = sampling(
-            height,
-            width,
-            shift=rng.integers(-settings.jitter, settings.jitter + 1, 2).astype(float),
-            zoom=float(rng.uniform(1 - settings.scale, 1 + settings.scale)),
-            angle=float(rng.uniform(-settings.rotation, settings.rotation)),
-        )
+        index, weight = _random_view(rng, settings, height, width)
         value, grad = value_and_grad(
             objective, params, index, weight, onehot, act_scale, compile=True, variables=to_layer.variables
         )

@@ -53,25 +53,9 @@ def filter_tiles(kernel: np.ndarray, *, bgr: bool = False) -> np.ndarray:
     return np.stack([plots.to_unit(t) for t in tiles])
 
 
-def first_layer_filters(
-    base, out_dir, *, max_filters: int = 96, bgr: bool = False, frozen_at: str | None = None
-) -> dict:
-    """The first conv layer's filters as one mosaic; frozen_at: where its weights came from when
-    the layer stayed frozen in training (then the caption says so instead of judging them)."""
-    out_dir = Path(out_dir)
-    layer = first_conv(base)
-    kernel = np.asarray(layer.get_weights()[0])
-    kh, kw, cin, cout = kernel.shape
-    n = min(cout, max_filters)
-    if n < cout:
-        log.info("first-layer filters: drawing %d of %d (analysis.filters.max_filters)", n, cout)
-    factor = max(1, math.ceil(TILE_MIN_PX / max(kh, kw)))
-    tiles = filter_tiles(kernel[..., :n], bgr=bgr)
-    big = np.stack([plots.upscale(plots.to_uint8(t), factor) for t in tiles])
-    ncols = math.ceil(math.sqrt(n))
-    pad = 2
-    png = plots.save_png(plots.mosaic(big, ncols=ncols, pad=pad), out_dir / "filters.png")
-    th, tw = big.shape[1:3]
+def _filter_rows(kernel: np.ndarray, n: int, ncols: int, tile: tuple[int, int], pad: int) -> list[dict]:
+    """One row per drawn filter: its weight statistics and where its tile is in filters.png."""
+    th, tw = tile
     rows = []
     for i in range(n):
         r, c = divmod(i, ncols)
@@ -90,28 +74,45 @@ def first_layer_filters(
                 "y1": pad + r * (th + pad) + th,
             }
         )
-    csv = out_dir / "filters.csv"
-    pd.DataFrame(rows).to_csv(csv, index=False)
-    log.info("first-layer filters: layer %s, kernel %s", layer.name, kernel.shape)
+    return rows
+
+
+def _caption(layer_name: str, kernel_shape, n: int, frozen_at: str | None) -> str:
+    kh, kw, cin, _ = kernel_shape
     colour = "colour (RGB)" if cin == 3 else f"grey (mean of {cin} input channels)"
-    return section(
-        "filters",
-        "First-layer filters",
-        [
-            item(
-                "image",
-                png,
-                f"The {n} {kh}x{kw} filters of {layer.name}, the layer that looks at the pixels, drawn in "
-                f"{colour}, each scaled to its own range. "
-                + (
-                    f"This layer stayed frozen in training: these are the weights the run started from "
-                    f"({frozen_at}), not something it learned."
-                    if frozen_at
-                    else "Edges, colour blobs and gratings are typical of a well-trained network; noise means the "
-                    "layer learned little."
-                ),
-                csv,
-                root=out_dir,
-            )
-        ],
+    return (
+        f"The {n} {kh}x{kw} filters of {layer_name}, the layer that looks at the pixels, drawn in "
+        f"{colour}, each scaled to its own range. "
+        + (
+            f"This layer stayed frozen in training: these are the weights the run started from "
+            f"({frozen_at}), not something it learned."
+            if frozen_at
+            else "Edges, colour blobs and gratings are typical of a well-trained network; noise means the "
+            "layer learned little."
+        )
     )
+
+
+def first_layer_filters(
+    base, out_dir, *, max_filters: int = 96, bgr: bool = False, frozen_at: str | None = None
+) -> dict:
+    """The first conv layer's filters as one mosaic; frozen_at: where its weights came from when
+    the layer stayed frozen in training (then the caption says so instead of judging them)."""
+    out_dir = Path(out_dir)
+    layer = first_conv(base)
+    kernel = np.asarray(layer.get_weights()[0])
+    kh, kw, cin, cout = kernel.shape
+    n = min(cout, max_filters)
+    if n < cout:
+        log.info("first-layer filters: drawing %d of %d (analysis.filters.max_filters)", n, cout)
+    factor = max(1, math.ceil(TILE_MIN_PX / max(kh, kw)))
+    tiles = filter_tiles(kernel[..., :n], bgr=bgr)
+    big = np.stack([plots.upscale(plots.to_uint8(t), factor) for t in tiles])
+    ncols = math.ceil(math.sqrt(n))
+    pad = 2
+    png = plots.save_png(plots.mosaic(big, ncols=ncols, pad=pad), out_dir / "filters.png")
+    csv = out_dir / "filters.csv"
+    pd.DataFrame(_filter_rows(kernel, n, ncols, big.shape[1:3], pad)).to_csv(csv, index=False)
+    log.info("first-layer filters: layer %s, kernel %s", layer.name, kernel.shape)
+    caption = _caption(layer.name, kernel.shape, n, frozen_at)
+    return section("filters", "First-layer filters", [item("image", png, caption, csv, root=out_dir)])

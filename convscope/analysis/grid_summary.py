@@ -277,7 +277,7 @@ def _draw_panels(panels, path: Path, backbone: str, vmin: float, vmax: float) ->
     for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
     for ax, (a, b, ys, xs, cells) in zip(axes.ravel(), panels):
-        im = plots.draw_matrix(ax, cells, ys, xs, fmt="{:.3f}", vmin=vmin, vmax=vmax)
+        im = plots.draw_matrix(ax, cells, ys, xs, plots.MatrixStyle(fmt="{:.3f}", vmin=vmin, vmax=vmax))
         ax.set_ylabel(a)
         ax.set_xlabel(b)
     fig.suptitle(f"{backbone}: mean validation accuracy", fontsize=10)
@@ -285,12 +285,7 @@ def _draw_panels(panels, path: Path, backbone: str, vmin: float, vmax: float) ->
     plots.save_figure(fig, path)
 
 
-def strategy_comparison(table: pd.DataFrame, out_dir: Path, by: str = "run", predictions=None) -> dict:
-    """Best run of each strategy per backbone: val accuracy bars, test accuracy with its CI.
-
-    predictions: {(backbone, run): path of its per-image test predictions}; with them
-    the best runs of every two strategies are compared on the same images (comparisons.csv).
-    """
+def _best_per_strategy(table: pd.DataFrame, by: str) -> pd.DataFrame:
     rows = []
     for (backbone, strategy), runs in table.groupby(["backbone", "strategy"], sort=False):
         top = _top(runs, by)
@@ -307,9 +302,11 @@ def strategy_comparison(table: pd.DataFrame, out_dir: Path, by: str = "run", pre
                 "test_ci95_high": top["test_ci95_high"],
             }
         )
-    comp = pd.DataFrame(rows)
-    csv = out_dir / "strategies.csv"
-    atomic.write_text(csv, comp.to_csv(index=False))
+    return pd.DataFrame(rows)
+
+
+def _strategy_bars(comp: pd.DataFrame, path: Path) -> Path:
+    """Bars of each strategy's best validation accuracy per backbone, its test accuracy and CI as dots."""
     backbones = list(dict.fromkeys(comp["backbone"]))
     strategies = list(dict.fromkeys(comp["strategy"]))
     width = 0.8 / len(strategies)
@@ -335,7 +332,19 @@ def strategy_comparison(table: pd.DataFrame, out_dir: Path, by: str = "run", pre
     ax.set_ylim(0, 1.05)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    png = plots.save_figure(fig, out_dir / "strategies.png")
+    return plots.save_figure(fig, path)
+
+
+def strategy_comparison(table: pd.DataFrame, out_dir: Path, by: str = "run", predictions=None) -> dict:
+    """Best run of each strategy per backbone: val accuracy bars, test accuracy with its CI.
+
+    predictions: {(backbone, run): path of its per-image test predictions}; with them
+    the best runs of every two strategies are compared on the same images (comparisons.csv).
+    """
+    comp = _best_per_strategy(table, by)
+    csv = out_dir / "strategies.csv"
+    atomic.write_text(csv, comp.to_csv(index=False))
+    png = _strategy_bars(comp, out_dir / "strategies.png")
     pairs_csv = out_dir / "comparisons.csv"
     atomic.write_text(pairs_csv, comparisons(comp, predictions or {}).to_csv(index=False))
     return section(
@@ -417,18 +426,61 @@ def comparisons(comp: pd.DataFrame, predictions: dict) -> pd.DataFrame:
                 )
             row.update(
                 paired.compare(
-                    a["strategy"],
-                    a["test_accuracy"],
-                    (a["test_ci95_low"], a["test_ci95_high"]),
-                    pa == ya,
-                    b["strategy"],
-                    b["test_accuracy"],
-                    (b["test_ci95_low"], b["test_ci95_high"]),
-                    pb == yb,
+                    paired.Arm(a["strategy"], a["test_accuracy"], (a["test_ci95_low"], a["test_ci95_high"]), pa == ya),
+                    paired.Arm(b["strategy"], b["test_accuracy"], (b["test_ci95_low"], b["test_ci95_high"]), pb == yb),
                 )
             )
             rows.append(row)
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def _runs_section(runs_csv: Path, best_json: Path, out_dir: Path) -> dict:
+    return section(
+        "runs",
+        "All runs",
+        [
+            item(
+                "table",
+                runs_csv,
+                "Every run of the grid: strategy, hyperparameters, validation accuracy (Wilson 95% "
+                "CI), test accuracy (bootstrap 95% CI), test expected calibration error (ECE: mean gap between "
+                "confidence and accuracy; empty for heads without probabilities), training time and throughput.",
+                runs_csv,
+                root=out_dir,
+            ),
+            item(
+                "json",
+                best_json,
+                "Per backbone, the run analysed in detail (by default the best trained run, by "
+                "validation accuracy) and the best trained, features and overall runs; test accuracy is an unbiased "
+                "estimate because test data did not pick them.",
+                None,
+                root=out_dir,
+            ),
+        ],
+        group=records.OWN_TABLE,
+    )  # the report draws both itself
+
+
+def _seeds_section(seeds: pd.DataFrame, seeds_csv: Path, out_dir: Path) -> dict | None:
+    if not (seeds["seeds"] > 1).any():
+        log.info("grid summary: every grid point ran with one seed; seeds.csv has no spread to show")
+        return None
+    return section(
+        "seeds",
+        "Runs that differ only by seed",
+        [
+            item(
+                "table",
+                seeds_csv,
+                "One row per grid point: how many seeds ran it, and the mean, standard deviation "
+                "and range of its validation and test accuracy over them. A difference between two settings "
+                "smaller than their spread over seeds is not a difference.",
+                seeds_csv,
+                root=out_dir,
+            ),
+        ],
+    )
 
 
 def summarise_grid(metric_files, out_dir, *, title: str = "Grid summary", selection: Selection = Selection()) -> Path:
@@ -452,53 +504,10 @@ def summarise_grid(metric_files, out_dir, *, title: str = "Grid summary", select
         log.info(
             "run analysed for %s: %s (%s; val accuracy %.3f of %d runs)", b, e.run, e.chosen_as, e.val_accuracy, e.runs
         )
-    sections = [
-        section(
-            "runs",
-            "All runs",
-            [
-                item(
-                    "table",
-                    runs_csv,
-                    "Every run of the grid: strategy, hyperparameters, validation accuracy (Wilson 95% "
-                    "CI), test accuracy (bootstrap 95% CI), test expected calibration error (ECE: mean gap between "
-                    "confidence and accuracy; empty for heads without probabilities), training time and throughput.",
-                    runs_csv,
-                    root=out_dir,
-                ),
-                item(
-                    "json",
-                    best_json,
-                    "Per backbone, the run analysed in detail (by default the best trained run, by "
-                    "validation accuracy) and the best trained, features and overall runs; test accuracy is an unbiased "
-                    "estimate because test data did not pick them.",
-                    None,
-                    root=out_dir,
-                ),
-            ],
-            group=records.OWN_TABLE,
-        ),  # the report draws both itself
-    ]
-    if (seeds["seeds"] > 1).any():
-        sections.append(
-            section(
-                "seeds",
-                "Runs that differ only by seed",
-                [
-                    item(
-                        "table",
-                        seeds_csv,
-                        "One row per grid point: how many seeds ran it, and the mean, standard deviation "
-                        "and range of its validation and test accuracy over them. A difference between two settings "
-                        "smaller than their spread over seeds is not a difference.",
-                        seeds_csv,
-                        root=out_dir,
-                    ),
-                ],
-            )
-        )
-    else:
-        log.info("grid summary: every grid point ran with one seed; seeds.csv has no spread to show")
+    sections = [_runs_section(runs_csv, best_json, out_dir)]
+    seeds_sec = _seeds_section(seeds, seeds_csv, out_dir)
+    if seeds_sec is not None:
+        sections.append(seeds_sec)
     heat_items, _ = heatmaps(table, out_dir)
     if heat_items:
         sections.append(section("heatmaps", "Hyperparameter heatmaps", heat_items))

@@ -9,6 +9,7 @@ A pixel's value is the mean drop over the patches that cover it.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,13 +50,23 @@ def predict_probs(model, images, batch_size: int) -> np.ndarray:
     return np.asarray(model.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0))
 
 
+@dataclass(frozen=True)
+class Patches:
+    """Config analysis.occlusion: the square patch's side and step (pixels) and what covers it."""
+
+    patch: int
+    stride: int
+    fill: str | float = "mean"  # see fill_values
+
+
 def occlusion(
-    model, images, targets, *, patch: int, stride: int, fill="mean", batch_size: int = 64, chunk: int | None = None
+    model, images, targets, patches: Patches, *, batch_size: int = 64, chunk: int | None = None
 ) -> np.ndarray:
     """Occlusion maps N x H x W: mean drop of p(target) over the patches covering each pixel.
 
     model: the classifier (uint8-valued float images in, probabilities out).
     """
+    patch, stride, fill = patches.patch, patches.stride, patches.fill
     images = np.asarray(images)
     targets = np.asarray(targets, dtype=np.int64)
     n, height, width = images.shape[:3]

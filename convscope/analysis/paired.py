@@ -11,6 +11,8 @@ right are equally likely, so their counts are Binomial(n_discordant, 1/2).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 ALPHA = 0.05  # significance level of the statements written for the report
@@ -46,8 +48,20 @@ def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool | 
     return bool(a[0] <= b[1] and b[0] <= a[1])
 
 
-def compare(name_a: str, acc_a, ci_a, correct_a, name_b: str, acc_b, ci_b, correct_b) -> dict:
+@dataclass(frozen=True)
+class Arm:
+    """One side of a paired comparison: a run's name, test accuracy, its 95% CI, per-image correctness."""
+
+    name: str
+    accuracy: float
+    ci: tuple  # (low, high)
+    correct: np.ndarray  # N booleans, the same test images on both sides
+
+
+def compare(a: Arm, b: Arm) -> dict:
     """Table, p-value, CI overlap and one plain sentence on A vs B."""
+    name_a, acc_a, ci_a, correct_a = a.name, a.accuracy, a.ci, a.correct
+    name_b, acc_b, ci_b, correct_b = b.name, b.accuracy, b.ci, b.correct
     table = disagreement(correct_a, correct_b)
     p = mcnemar_exact(table["a_only_right"], table["b_only_right"])
     overlap = intervals_overlap(ci_a, ci_b)

@@ -12,6 +12,7 @@ Two kinds of grid:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -114,31 +115,26 @@ def _tile_rgb(img, cmap: str | None, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((size[1], size[0]), method))
 
 
-def image_grid(
-    images,
-    path,
-    *,
-    titles=None,
-    ncols: int | None = None,
-    cmap: str | None = None,
-    suptitle: str | None = None,
-    tile_px: int = 96,
-    title_colors=None,
-) -> Path:
-    """Images in a grid, each with an optional title; writes a PNG.
+@dataclass(frozen=True)
+class GridStyle:
+    """How an image_grid is laid out: columns, colour map of 2-D images, heading, tile size."""
 
-    Images may be uint8 or [0, 1] floats, HxW (drawn with `cmap`, default grey) or
-    HxWx3; each is resized to tile_px on its longer side. The grid is one picture with
-    text on it, not one matplotlib panel per image: hundreds of tiles cost milliseconds.
-    `title_colors` (one matplotlib colour per image) marks e.g. wrong predictions.
-    """
-    images = list(images)
-    rows, cols = grid_shape(len(images), ncols)
+    ncols: int | None = None  # None: as square as possible
+    cmap: str | None = None  # for HxW images; default grey
+    suptitle: str | None = None
+    tile_px: int = 96  # the longer side of every tile
+
+
+def _tile_size(images, tile_px: int) -> tuple[int, int]:
     h0, w0 = np.asarray(images[0]).shape[:2]
     scale = tile_px / max(h0, w0)
-    th, tw = max(1, round(h0 * scale)), max(1, round(w0 * scale))
-    lines = max((str(t).count("\n") + 1 for t in titles), default=0) if titles is not None else 0
-    band = 11 * lines + 3 if lines else 0  # pixels of title text above each tile (7 pt at 100 dpi)
+    return max(1, round(h0 * scale)), max(1, round(w0 * scale))
+
+
+def _tile_canvas(images, style: GridStyle, band: int):
+    """The tiles packed on a white canvas, `band` pixels of room above each; (canvas, tile corners, tile size)."""
+    rows, cols = grid_shape(len(images), style.ncols)
+    th, tw = _tile_size(images, style.tile_px)
     pad = 4
     cell_h, cell_w = band + th + pad, tw + pad
     canvas = np.full((pad + rows * cell_h, pad + cols * cell_w, 3), 255, dtype=np.uint8)
@@ -146,9 +142,24 @@ def image_grid(
     for i, img in enumerate(images):
         r, c = divmod(i, cols)
         y, x = pad + r * cell_h + band, pad + c * cell_w
-        canvas[y : y + th, x : x + tw] = _tile_rgb(img, cmap, (th, tw))
+        canvas[y : y + th, x : x + tw] = _tile_rgb(img, style.cmap, (th, tw))
         corners.append((y, x))
-    top = 26 if suptitle else 0
+    return canvas, corners, (th, tw)
+
+
+def image_grid(images, path, *, titles=None, title_colors=None, style: GridStyle = GridStyle()) -> Path:
+    """Images in a grid, each with an optional title; writes a PNG.
+
+    Images may be uint8 or [0, 1] floats, HxW (drawn with `style.cmap`, default grey) or
+    HxWx3; each is resized to style.tile_px on its longer side. The grid is one picture with
+    text on it, not one matplotlib panel per image: hundreds of tiles cost milliseconds.
+    `title_colors` (one matplotlib colour per image) marks e.g. wrong predictions.
+    """
+    images = list(images)
+    lines = max((str(t).count("\n") + 1 for t in titles), default=0) if titles is not None else 0
+    band = 11 * lines + 3 if lines else 0  # pixels of title text above each tile (7 pt at 100 dpi)
+    canvas, corners, (_, tw) = _tile_canvas(images, style, band)
+    top = 26 if style.suptitle else 0
     height, width = canvas.shape[0] + top, canvas.shape[1]
     fig = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
     ax = fig.add_axes((0, 0, 1, canvas.shape[0] / height))
@@ -160,8 +171,8 @@ def image_grid(
             ax.text(
                 x + tw / 2, y - 1, str(titles[i]), ha="center", va="bottom", fontsize=7, color=color, linespacing=1.0
             )
-    if suptitle:
-        fig.text(0.5, 1 - (top / 2) / height, suptitle, ha="center", va="center", fontsize=9)
+    if style.suptitle:
+        fig.text(0.5, 1 - (top / 2) / height, style.suptitle, ha="center", va="center", fontsize=9)
     path = Path(path)
     with atomic.path(path) as tmp:
         fig.savefig(tmp, dpi=DPI)  # no bbox "tight": the pixel geometry stays as laid out
@@ -204,21 +215,20 @@ def class_colors(n: int) -> list:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def thumbnail_scatter(
-    xy: np.ndarray,
-    images,
-    labels,
-    classes,
-    path,
-    *,
-    title: str = "",
-    max_thumbs: int = 200,
-    thumb_px: int = 24,
-    seed: int = 0,
-) -> Path:
+@dataclass(frozen=True)
+class ScatterStyle:
+    """A thumbnail_scatter's title and how many thumbnails (of what size, which ones) it draws."""
+
+    title: str = ""
+    max_thumbs: int = 200
+    thumb_px: int = 24
+    seed: int = 0  # picks the fixed random subset that gets thumbnails
+
+
+def thumbnail_scatter(xy: np.ndarray, images, labels, classes, path, style: ScatterStyle = ScatterStyle()) -> Path:
     """2-D points drawn as small image thumbnails framed in their class colour.
 
-    All points are plotted as dots; at most `max_thumbs` of them (a fixed random
+    All points are plotted as dots; at most `style.max_thumbs` of them (a fixed random
     subset) also get a thumbnail so the plot stays readable.
     """
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
@@ -230,27 +240,36 @@ def thumbnail_scatter(
     for k, name in enumerate(classes):
         sel = labels == k
         ax.scatter(xy[sel, 0], xy[sel, 1], s=12, color=colors[k], label=f"{name} ({int(sel.sum())})")
-    rng = np.random.default_rng(seed)
-    shown = rng.permutation(len(xy))[:max_thumbs] if images is not None else []
+    rng = np.random.default_rng(style.seed)
+    shown = rng.permutation(len(xy))[: style.max_thumbs] if images is not None else []
     for i in shown:
         img = np.asarray(images[i])
-        step = max(1, img.shape[0] // thumb_px)
+        step = max(1, img.shape[0] // style.thumb_px)
         box = OffsetImage(img[::step, ::step], zoom=1.0)
         ab = AnnotationBbox(box, xy[i], frameon=True, pad=0.1, bboxprops={"edgecolor": colors[labels[i]], "lw": 1.5})
         ax.add_artist(ab)
     ax.legend(loc="best", fontsize=8, markerscale=2)
-    ax.set_title(title)
+    ax.set_title(style.title)
     ax.set_xticks([])
     ax.set_yticks([])
     return save_figure(fig, path)
 
 
-def draw_matrix(
-    ax, matrix, row_labels, col_labels, *, fmt: str = "{:.2f}", cmap: str = "viridis", vmin=None, vmax=None
-):
+@dataclass(frozen=True)
+class MatrixStyle:
+    """How a labelled heatmap prints its cells and maps values to colours (None: the data's range)."""
+
+    fmt: str = "{:.2f}"
+    cmap: str = "viridis"
+    vmin: float | None = None
+    vmax: float | None = None
+
+
+def draw_matrix(ax, matrix, row_labels, col_labels, style: MatrixStyle = MatrixStyle()):
     """A labelled heatmap on `ax` with the value printed in every cell (NaN cells blank)."""
     m = np.asarray(matrix, dtype=np.float64)
-    im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    vmin, vmax = style.vmin, style.vmax
+    im = ax.imshow(np.ma.masked_invalid(m), cmap=style.cmap, vmin=vmin, vmax=vmax, aspect="auto")
     cols = [str(c) for c in col_labels]
     slanted = max(map(len, cols), default=0) > 6  # long names would overlap side by side
     ax.set_xticks(
@@ -263,28 +282,18 @@ def draw_matrix(
     for (i, j), v in np.ndenumerate(m):
         if np.isfinite(v):
             dark = (v - lo) < 0.5 * (hi - lo)  # viridis is dark at the low end
-            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color="white" if dark else "black")
+            ax.text(j, i, style.fmt.format(v), ha="center", va="center", fontsize=7, color="white" if dark else "black")
     return im
 
 
 def matrix_plot(
-    matrix,
-    row_labels,
-    col_labels,
-    path,
-    *,
-    title: str = "",
-    xlabel: str = "",
-    ylabel: str = "",
-    fmt: str = "{:.2f}",
-    cmap: str = "viridis",
-    vmin=None,
-    vmax=None,
+    matrix, row_labels, col_labels, path, *, axes: tuple[str, str, str] = ("", "", ""), style=MatrixStyle()
 ) -> Path:
-    """One labelled heatmap as a PNG (see draw_matrix)."""
+    """One labelled heatmap as a PNG (see draw_matrix); axes: (title, xlabel, ylabel)."""
+    title, xlabel, ylabel = axes
     m = np.asarray(matrix, dtype=np.float64)
     fig, ax = plt.subplots(figsize=(1.2 + 0.7 * max(3, m.shape[1]), 1.0 + 0.55 * max(3, m.shape[0])))
-    im = draw_matrix(ax, m, row_labels, col_labels, fmt=fmt, cmap=cmap, vmin=vmin, vmax=vmax)
+    im = draw_matrix(ax, m, row_labels, col_labels, style)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)

@@ -23,7 +23,7 @@ import pandas as pd
 from convscope import backbones as registry
 from convscope import layout, records
 from convscope.analysis.index import item, section, write_index
-from convscope.analysis.steps import StepTimer, spread_over_classes
+from convscope.analysis.steps import Labelled, StepTimer, spread_over_classes
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,9 @@ class TestSet:
     def size(self) -> int:
         return int(self.x.shape[1])
 
+    def labelled(self, classes: list[str]) -> Labelled:
+        return Labelled(self.x, self.labels, classes, self.files)
+
     @classmethod
     def predict(cls, model, prepared_dir, split: str, batch_size: int, embeddings: bool = True) -> TestSet:
         x, labels, index = load_split(prepared_dir, split)
@@ -229,27 +232,31 @@ class Job:
         return self.metrics.to_json() if self.metrics is not None else {}
 
 
-def open_job(model_path, prepared_dir, run_dir, out_dir, classes, options, *, backbone, fresh, backbone_options):
-    """Load the model and the test set once, run the forward pass, write predictions.csv."""
-    from convscope.analysis import frozen
+@dataclass(frozen=True)
+class JobPaths:
+    """What an analysis job reads and where it writes."""
 
-    opts = _options(options)
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    if fresh and out_dir.is_dir():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    classes = list(classes)
-    timer = StepTimer()
-    with timer("load model"):
-        model = load_model(model_path)
-        base, _ = contract_layers(model)
-        num_out = model.output.shape[-1]
-        if num_out != len(classes):
-            raise ValueError(
-                f"{model_path}: the model predicts {num_out} classes, config has {len(classes)}: {classes}"
-            )
-    with timer("forward pass on the test set"):
-        test = TestSet.predict(model, prepared_dir, "test", opts["batch_size"])
+    model: Path  # the trained model file
+    prepared: Path  # the prepared folder holding test.npy (and val.npy for calibration)
+    run: Path  # the run's folder (metrics.json, history.csv): R/models/{backbone}/{run}
+    out: Path  # the analysis folder (index.json and every figure)
+
+    def __post_init__(self):
+        for name in ("model", "prepared", "run", "out"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """How an analysis job runs (see analyse_model)."""
+
+    backbone: str | None = None  # default: the folder name above the run
+    fresh: bool = False  # empty the out folder first
+    explain: bool = True  # False: only the standard analyses
+    backbone_options: dict | None = None  # config backbones.<name>: rebuilds the starting base
+
+
+def _write_predictions(test: TestSet, classes: list[str], out_dir: Path) -> None:
     pd.DataFrame(
         {
             "row": np.arange(len(test.x)),
@@ -260,21 +267,50 @@ def open_job(model_path, prepared_dir, run_dir, out_dir, classes, options, *, ba
         }
     ).to_csv(out_dir / "predictions.csv", index=False)
     log.info("test accuracy %.3f (%d images)", float((test.preds == test.labels).mean()), len(test.x))
+
+
+def _load_checked(model_path, classes: list[str]):
+    """The model and its base, after checking it predicts as many classes as the config names."""
+    model = load_model(model_path)
+    base, _ = contract_layers(model)
+    num_out = model.output.shape[-1]
+    if num_out != len(classes):
+        raise ValueError(f"{model_path}: the model predicts {num_out} classes, config has {len(classes)}: {classes}")
+    return model, base
+
+
+def open_job(paths: JobPaths, classes, options, settings: JobSettings = JobSettings()) -> Job:
+    """Load the model and the test set once, run the forward pass, write predictions.csv."""
+    from convscope.analysis import frozen
+
+    opts = _options(options)
+    out_dir = paths.out
+    if settings.fresh and out_dir.is_dir():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classes = list(classes)
+    timer = StepTimer()
+    with timer("load model"):
+        model, base = _load_checked(paths.model, classes)
+    with timer("forward pass on the test set"):
+        test = TestSet.predict(model, paths.prepared, "test", opts["batch_size"])
+    _write_predictions(test, classes, out_dir)
+    backbone = settings.backbone or paths.run.parent.name
     return Job(
         model,
         base,
-        backbone or run_dir.parent.name,
+        backbone,
         classes,
-        run_dir,
+        paths.run,
         out_dir,
-        Path(prepared_dir),
+        paths.prepared,
         opts,
-        read_metrics(run_dir),
+        read_metrics(paths.run),
         test,
         spread_over_classes(test.labels, opts["sample_images"]),
         timer,
-        backbone_options,
-        frozen.blocks(base, backbone or run_dir.parent.name),
+        settings.backbone_options,
+        frozen.blocks(base, backbone),
     )
 
 
@@ -357,25 +393,19 @@ def _examples(job: Job):
     from convscope.analysis import examples
 
     t = job.test
-    return examples.examples(t.x, t.labels, t.probs, job.classes, job.out_dir, files=t.files, **job.opts["examples"])
+    return examples.examples(
+        t.labelled(job.classes), t.probs, job.out_dir, examples.ExampleOptions(**job.opts["examples"])
+    )
 
 
 def _embedding(job: Job):
     from convscope.analysis import embedding
 
     t = job.test
-    return embedding.embedding_maps(
-        t.embeddings,
-        t.x,
-        t.labels,
-        job.classes,
-        job.out_dir,
-        seed=job.opts["seed"],
-        files=t.files,
-        preds=t.preds,
-        layer=embedding_layer_name(job.model, job.backbone),
-        **job.opts["embedding"],
+    options = embedding.EmbeddingOptions(
+        **job.opts["embedding"], seed=job.opts["seed"], layer=embedding_layer_name(job.model, job.backbone)
     )
+    return embedding.embedding_maps(t.embeddings, t.labelled(job.classes), job.out_dir, preds=t.preds, options=options)
 
 
 def _filters(job: Job):
@@ -390,19 +420,11 @@ def _filters(job: Job):
 def _activations(job: Job):
     from convscope.analysis import activations
 
-    t = job.test
-    return activations.activation_grids(
-        job.model,
-        job.base,
-        t.x,
-        job.sample,
-        job.classes,
-        t.labels,
-        job.out_dir,
-        batch_size=job.opts["batch_size"],
-        min_side=int(job.opts["min_map_side"]),
-        **job.opts["activations"],
+    options = activations.ActivationOptions(
+        **job.opts["activations"], batch_size=job.opts["batch_size"], min_side=int(job.opts["min_map_side"])
     )
+    labelled = job.test.labelled(job.classes)
+    return activations.activation_grids(job.model, job.base, labelled, job.sample, job.out_dir, options)
 
 
 # In page order. A new analysis is one function of the Job and one entry here.
@@ -485,43 +507,21 @@ def cost_section(job: Job, seconds: float) -> dict:
     )
 
 
-def analyse_model(
-    model_path,
-    prepared_dir,
-    run_dir,
-    out_dir,
-    classes,
-    options=None,
-    *,
-    backbone=None,
-    fresh: bool = False,
-    explain: bool = True,
-    backbone_options: dict | None = None,
-) -> Path:
-    """Run every analysis of one model; returns the path of out_dir/index.json.
+def analyse_model(paths: JobPaths, classes, options=None, settings: JobSettings = JobSettings()) -> Path:
+    """Run every analysis of one model; returns the path of paths.out/index.json.
 
-    backbone defaults to the folder name above the run (R/models/{backbone}/{run}).
-    fresh: empty out_dir first (the analyse rule owns its folder; figures of layers or
-    settings no longer configured must not linger next to the new ones).
-    explain=False leaves out the explanation analyses (for library use and tests of
+    settings.backbone defaults to the folder name above the run (R/models/{backbone}/{run}).
+    settings.fresh: empty the out folder first (the analyse rule owns its folder; figures of
+    layers or settings no longer configured must not linger next to the new ones).
+    settings.explain=False leaves out the explanation analyses (for library use and tests of
     the standard ones on models that are not registry backbones).
-    backbone_options: the config's backbones.<name> options (weights, ...): with
+    settings.backbone_options: the config's backbones.<name> options (weights, ...): with
     them the pretrained starting point is rebuilt for the change-from-base analysis.
     """
     t_start = time.perf_counter()
-    job = open_job(
-        model_path,
-        prepared_dir,
-        run_dir,
-        out_dir,
-        classes,
-        options,
-        backbone=backbone,
-        fresh=fresh,
-        backbone_options=backbone_options,
-    )
+    job = open_job(paths, classes, options, settings)
     sections = standard_sections(job)
-    if explain:
+    if settings.explain:
         sections += explain_sections(job)
     sections.append(cost_section(job, time.perf_counter() - t_start))
     return write_index(job.out_dir, f"{job.backbone} / {job.run_dir.name}", sections)

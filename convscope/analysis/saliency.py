@@ -7,6 +7,8 @@ Noisy copies of all images go through the network as batches.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from convscope.analysis.gradcam import batched_gradients, onehot_targets
@@ -24,19 +26,21 @@ def saliency(cut, images, targets, n_classes: int, *, batch_size: int = 32) -> n
     return np.abs(input_gradients(cut, images, targets, n_classes, batch_size=batch_size)).max(axis=-1)
 
 
+@dataclass(frozen=True)
+class SmoothGrad:
+    """Config analysis.saliency: noisy copies per image, their noise (fraction of 255), the seed."""
+
+    samples: int = 16
+    noise: float = 0.15
+    seed: int = 0
+
+
 def smoothgrad(
-    cut,
-    images,
-    targets,
-    n_classes: int,
-    *,
-    samples: int = 16,
-    noise: float = 0.15,
-    batch_size: int = 32,
-    seed: int = 0,
+    cut, images, targets, n_classes: int, settings: SmoothGrad = SmoothGrad(), *, batch_size: int = 32
 ) -> np.ndarray:
-    """SmoothGrad saliency, N x H x W: mean over `samples` copies with Gaussian noise of
+    """SmoothGrad saliency, N x H x W: mean over `settings.samples` copies with Gaussian noise of
     standard deviation noise * 255 (the pixel range), the copies evaluated in batches."""
+    samples, noise, seed = settings.samples, settings.noise, settings.seed
     if samples < 1:
         raise ValueError(f"SmoothGrad needs at least 1 sample, got {samples} (analysis.saliency.smoothgrad_samples)")
     images = np.asarray(images, dtype=np.float32)

@@ -1,14 +1,25 @@
-"""Small helpers every analysis job shares: which test images to show, how long each step took."""
+"""Small helpers every analysis job shares: the labelled images, which to show, how long each step took."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """Test images with their true classes: what the per-image figures and tables draw from."""
+
+    images: np.ndarray  # N x H x W x 3 uint8
+    labels: np.ndarray  # N class indices
+    classes: list  # class names
+    files: list | None = None  # N source files, for the tables (None: left blank)
 
 
 def spread_over_classes(labels, n: int) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -24,10 +25,22 @@ def split_paths(prepared_dir, split: str) -> tuple[Path, Path]:
     return layout.prepared_in(prepared_dir, split), layout.prepared_in(prepared_dir, split, "labels.npy")
 
 
+@dataclass(frozen=True)
+class Reading:
+    """How a MemmapDataset orders, cuts and reads its batches (see MemmapDataset)."""
+
+    shuffle: bool = False
+    seed: int = 0
+    drop_remainder: bool = False
+    for_predict: bool = False
+    workers: int = 1
+    max_queue_size: int = 8
+
+
 class MemmapDataset(keras.utils.PyDataset):
     """(uint8 images, one-hot float32 labels) batches from a prepared split.
 
-    shuffle: a new order every epoch, a pure function of (seed, epoch), so a
+    reading.shuffle: a new order every epoch, a pure function of (seed, epoch), so a
     resumed run sees the same order for an epoch as an uninterrupted one. The
     training loop tells the dataset its epoch (callbacks.EpochSeed) before the
     epoch's first batch is read. Keras' own `fit(shuffle=True)` reshuffles batch
@@ -49,31 +62,31 @@ class MemmapDataset(keras.utils.PyDataset):
     to full size for the same reason; predictions past `len(x)` are padding.
     """
 
-    def __init__(
-        self,
-        images,
-        labels,
-        batch_size: int,
-        num_classes: int,
-        *,
-        shuffle: bool = False,
-        seed: int = 0,
-        drop_remainder: bool = False,
-        for_predict: bool = False,
-        workers: int = 1,
-        max_queue_size: int = 8,
-    ):
-        super().__init__(workers=1, use_multiprocessing=False, max_queue_size=max_queue_size)
+    def __init__(self, images, labels, batch_size: int, num_classes: int, reading: Reading = Reading()):
+        super().__init__(workers=1, use_multiprocessing=False, max_queue_size=reading.max_queue_size)
         # A batch read is one memcpy from the page cache: a few threads keep any GPU fed.
-        self.prefetch_workers = max(1, min(int(workers), MAX_READ_THREADS))
+        self.prefetch_workers = max(1, min(int(reading.workers), MAX_READ_THREADS))
         self.read_ahead = (
-            max(2, min(int(max_queue_size), 2 * self.prefetch_workers)) if self.prefetch_workers > 1 else 0
+            max(2, min(int(reading.max_queue_size), 2 * self.prefetch_workers)) if self.prefetch_workers > 1 else 0
         )
         self._pool = None
         self._pending = {}  # (epoch, batch index) -> Future of that batch
         self.images_path = Path(images)
         self.x = np.load(self.images_path, mmap_mode="r")
         self.y = np.load(labels).astype("int64")
+        self._check(labels, num_classes)
+        self.batch_size = int(batch_size)
+        self.num_classes = int(num_classes)
+        self.shuffle = reading.shuffle
+        self.seed = int(reading.seed)
+        self.drop_remainder = bool(reading.drop_remainder) and len(self.x) >= self.batch_size
+        self.for_predict = bool(reading.for_predict)
+        self.epoch = 0
+        self._order_epoch = None
+        self._order = np.arange(len(self.x))
+
+    def _check(self, labels, num_classes: int) -> None:
+        """A prepared split: uint8 N x H x W x 3 images, as many labels, all of a configured class."""
         if self.x.ndim != 4 or self.x.shape[-1] != 3 or self.x.dtype != np.uint8:
             raise ValueError(
                 f"{self.images_path}: expected uint8 N x H x W x 3 (a prepared split), got {self.x.dtype} {self.x.shape}"
@@ -87,15 +100,6 @@ class MemmapDataset(keras.utils.PyDataset):
                 f"{labels}: labels span {self.y.min()}..{self.y.max()} but the config has {num_classes} classes; "
                 "re-run prepare after changing classes"
             )
-        self.batch_size = int(batch_size)
-        self.num_classes = int(num_classes)
-        self.shuffle = shuffle
-        self.seed = int(seed)
-        self.drop_remainder = bool(drop_remainder) and len(self.x) >= self.batch_size
-        self.for_predict = bool(for_predict)
-        self.epoch = 0
-        self._order_epoch = None
-        self._order = np.arange(len(self.x))
 
     def __len__(self) -> int:
         if self.drop_remainder:

@@ -20,6 +20,7 @@ import json
 import logging
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ def _save_npy_atomic(path, array) -> None:
     atomic.write_bytes(path, buf.getvalue())
 
 
-def _frozen_classifier(backbone: str, num_classes: int, input_size: int, options: dict, seed):
+def _frozen_classifier(features: FeatureSettings, num_classes: int):
     """The features strategy's network: the base at its starting weights, no dropout or augmentation.
 
     The embed job reads its embedding layer; head_model puts the fitted linear head on it.
@@ -48,33 +49,61 @@ def _frozen_classifier(backbone: str, num_classes: int, input_size: int, options
     from convscope.training import strategies
 
     return build.build_classifier(
-        backbone,
+        features.backbone,
         num_classes,
-        input_size=input_size,
+        input_size=features.input_size,
         dropout=0.0,
         augment="none",
-        seed=int(seed),
-        **strategies.weights_for("features", options),
+        seed=int(features.seed),
+        **strategies.weights_for("features", features.options),
     )
 
 
-def compute_embeddings(
-    *,
-    prepared_dir,
-    out_dir,
-    backbone: str,
-    options: dict,
-    input_size: int,
-    backend: str = "tensorflow",
-    seed: int = 0,
-    batch_size: int = 64,
-    threads: int = 1,
-) -> dict:
+@dataclass(frozen=True)
+class FeatureSettings:
+    """What changes a backbone's embeddings (convscope.grid.features_params, the embed rule's params)."""
+
+    backbone: str
+    options: dict  # config backbones.<name>
+    input_size: int
+    backend: str = "tensorflow"
+    seed: int = 0
+    batch_size: int = 64  # of the embedding pass
+
+
+def _embed_splits(embedder, prepared_dir, out: Path, features: FeatureSettings, num_classes: int, threads: int):
+    """Write every split's embeddings; returns (per-split info, images embedded, seconds of predict)."""
+    from convscope.training import data
+
+    splits, images, predict_s = {}, 0, 0.0
+    for split in SPLITS:
+        ds = data.MemmapDataset(
+            *data.split_paths(prepared_dir, split),
+            features.batch_size,
+            num_classes,
+            data.Reading(for_predict=True, workers=threads),
+        )
+        if ds.image_shape[:2] != (features.input_size, features.input_size):
+            raise ValueError(
+                f"{ds.images_path}: images are {ds.image_shape[:2]}, {features.backbone} needs {features.input_size}"
+            )
+        t = time.perf_counter()
+        emb = np.asarray(data.predict(embedder, ds), dtype="float32")
+        seconds = time.perf_counter() - t
+        predict_s += seconds
+        splits[split] = {"n": int(len(emb)), "dim": int(emb.shape[1]), "seconds": round(seconds, 3)}
+        images += len(emb)
+        _save_npy_atomic(layout.embedding_in(out, split), emb)
+        log.info("%s %s: %d embeddings of dimension %d", features.backbone, split, len(emb), emb.shape[1])
+    return splits, images, predict_s
+
+
+def compute_embeddings(*, prepared_dir, out_dir, features: FeatureSettings, threads: int = 1) -> dict:
     """Write {split}.npy embeddings and embed.json (timings) into out_dir."""
     t0 = time.perf_counter()
     from convscope import backend as backend_lib
 
-    backend_lib.select(backend, threads=threads)
+    backend_lib.select(features.backend, threads=threads)
     import keras  # noqa: F401 - imported here, so fixed_cost_s.imports measures it
 
     from convscope.models import build
@@ -84,32 +113,17 @@ def compute_embeddings(
     precision = build.configure_precision()
     labels = {s: np.load(data.split_paths(prepared_dir, s)[1]) for s in SPLITS}
     num_classes = max(2, int(max(int(y.max()) for y in labels.values() if len(y))) + 1)
-    model = _frozen_classifier(backbone, num_classes, input_size, options, seed)
-    embedder = build.embedder(model, backbone)  # the layer the analyses call penultimate, too
+    model = _frozen_classifier(features, num_classes)
+    embedder = build.embedder(model, features.backbone)  # the layer the analyses call penultimate, too
     t_built = time.perf_counter()
     out = Path(out_dir)
-    info = {"backbone": backbone, "input_size": input_size, "splits": {}}
-    images, predict_s = 0, 0.0
-    for split in SPLITS:
-        ds = data.MemmapDataset(
-            *data.split_paths(prepared_dir, split), batch_size, num_classes, for_predict=True, workers=threads
-        )
-        if ds.image_shape[:2] != (input_size, input_size):
-            raise ValueError(f"{ds.images_path}: images are {ds.image_shape[:2]}, {backbone} needs {input_size}")
-        t = time.perf_counter()
-        emb = np.asarray(data.predict(embedder, ds), dtype="float32")
-        seconds = time.perf_counter() - t
-        predict_s += seconds
-        info["splits"][split] = {"n": int(len(emb)), "dim": int(emb.shape[1]), "seconds": round(seconds, 3)}
-        images += len(emb)
-        _save_npy_atomic(layout.embedding_in(out, split), emb)
-        log.info("%s %s: %d embeddings of dimension %d", backbone, split, len(emb), emb.shape[1])
-    total = time.perf_counter() - t0
+    splits, images, predict_s = _embed_splits(embedder, prepared_dir, out, features, num_classes, threads)
+    info = {"backbone": features.backbone, "input_size": features.input_size, "splits": splits}
     info.update(
         {
-            "weights": strategies.weights_for("features", options).get("weights", "imagenet"),
+            "weights": strategies.weights_for("features", features.options).get("weights", "imagenet"),
             "dtype_policy": precision,
-            "seconds": round(total, 3),
+            "seconds": round(time.perf_counter() - t0, 3),
             "fixed_cost_s": {"imports": round(t_imported - t0, 3), "build_and_weights": round(t_built - t_imported, 3)},
             "images_per_s": round(images / max(predict_s, 1e-9), 2),
             "versions": backend_lib.versions(),
@@ -152,22 +166,19 @@ def _softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def fit_head(
-    *,
-    features_dir,
-    prepared_dir,
-    out_dir,
-    backbone: str,
-    hp: dict,
-    classes: list[str],
-    max_iter: int = 2000,
-    bootstrap: int = 1000,
-) -> dict:
-    """Fit one scikit-learn head on the saved embeddings; write metrics.json and head.npz."""
-    from sklearn.preprocessing import StandardScaler
+@dataclass(frozen=True)
+class HeadSettings:
+    """What changes one features head (convscope.grid.head_params, the features_head rule's params)."""
 
-    t0 = time.perf_counter()
-    feats, labels = Path(features_dir), Path(prepared_dir)
+    backbone: str
+    hp: dict  # classifier, C, seed
+    classes: list
+    max_iter: int = 2000
+    bootstrap: int = 1000  # resamples of the test accuracy's CI
+
+
+def _load_arrays(feats: Path, labels: Path) -> tuple[dict, dict]:
+    """Embeddings and labels of every split, checked to belong together."""
     X = {s: np.load(layout.embedding_in(feats, s)) for s in SPLITS}
     y = {s: np.load(layout.prepared_in(labels, s, "labels.npy")).astype(int) for s in SPLITS}
     for s in SPLITS:
@@ -177,45 +188,54 @@ def fit_head(
                 f"{layout.prepared_in(labels, s, 'labels.npy')} has {len(y[s])}: "
                 "the embeddings are stale; re-run the embed rule"
             )
-    num_classes = len(classes)
     if len(np.unique(y["train"])) < 2:
         raise ValueError(
             f"{layout.prepared_in(labels, 'train', 'labels.npy')}: the training split holds fewer than two classes"
         )
+    return X, y
+
+
+def _fit_linear(X: dict, y: dict, head: HeadSettings):
+    """Fit the classifier on standardized train embeddings; returns (W, b, classifier, fit seconds)."""
+    from sklearn.preprocessing import StandardScaler
+
+    hp = head.hp
     scaler = StandardScaler().fit(X["train"])
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
-    clf = _classifier(hp["classifier"], float(hp["C"]), int(hp["seed"]), int(max_iter))
+    clf = _classifier(hp["classifier"], float(hp["C"]), int(hp["seed"]), int(head.max_iter))
     t_fit = time.perf_counter()
     clf.fit((X["train"] - scaler.mean_) / scale, y["train"])
     fit_s = time.perf_counter() - t_fit
     present = np.asarray(clf.classes_, dtype=int)
     W_seen, b_seen = _linear_head(clf, scaler.mean_, scale, len(present))
     # Classes absent from the training split get a score no input can reach.
+    num_classes = len(head.classes)
     W = np.zeros((X["train"].shape[1], num_classes), dtype="float32")
     b = np.full((num_classes,), -1e9, dtype="float32")
     W[:, present], b[present] = W_seen, b_seen
-    scores = {s: X[s].astype("float64") @ W + b for s in ("val", "test")}
-    if hp["classifier"] == "logreg":
-        scores = {s: _softmax(v) for s, v in scores.items()}
-    report = metrics.split_report(
-        y["val"], scores["val"], y["test"], scores["test"], list(classes), bootstrap=bootstrap, seed=int(hp["seed"])
-    )
-    out = Path(out_dir)
+    return W, b, clf, fit_s
+
+
+def _write_head(out: Path, W, b, classifier: str) -> None:
     buf = io.BytesIO()
-    np.savez(buf, W=W, b=b, classifier=np.array(hp["classifier"]), softmax=np.array(hp["classifier"] == "logreg"))
+    np.savez(buf, W=W, b=b, classifier=np.array(classifier), softmax=np.array(classifier == "logreg"))
     atomic.write_bytes(out / "head.npz", buf.getvalue())
-    records.write_predictions(out / layout.PREDICTIONS, y["test"], scores["test"])
+
+
+def _head_result(head: HeadSettings, out: Path, report: dict, fit: tuple, feats: Path, X: dict) -> dict:
+    """metrics.json of a features run (see convscope.training.metrics), all but wall_s."""
+    import sklearn
+
+    clf, fit_s = fit
     embed_info = {}
     if (feats / layout.EMBED_INFO).exists():
         embed_info = json.loads((feats / layout.EMBED_INFO).read_text())
-    import sklearn
-
-    result = {
-        "backbone": backbone,
+    return {
+        "backbone": head.backbone,
         "run": out.name,
         "strategy": "features",
-        "hp": hp,
-        "classes": list(classes),
+        "hp": head.hp,
+        "classes": list(head.classes),
         "input_size": embed_info.get("input_size"),
         "weights": embed_info.get("weights"),
         **report,
@@ -228,17 +248,40 @@ def fit_head(
             "images_per_s": embed_info.get("images_per_s"),
             "file": str(feats),
         },
-        "converged": bool(np.max(np.atleast_1d(clf.n_iter_)) < max_iter),
-        "seed": int(hp["seed"]),
+        "converged": bool(np.max(np.atleast_1d(clf.n_iter_)) < head.max_iter),
+        "seed": int(head.hp["seed"]),
         "versions": {"python": platform.python_version(), "numpy": np.__version__, "scikit-learn": sklearn.__version__},
-        "wall_s": round(time.perf_counter() - t0, 3),
     }
+
+
+def fit_head(*, features_dir, prepared_dir, out_dir, head: HeadSettings) -> dict:
+    """Fit one scikit-learn head on the saved embeddings; write metrics.json and head.npz."""
+    t0 = time.perf_counter()
+    feats, labels = Path(features_dir), Path(prepared_dir)
+    X, y = _load_arrays(feats, labels)
+    hp = head.hp
+    W, b, clf, fit_s = _fit_linear(X, y, head)
+    scores = {s: X[s].astype("float64") @ W + b for s in ("val", "test")}
+    if hp["classifier"] == "logreg":
+        scores = {s: _softmax(v) for s, v in scores.items()}
+    report = metrics.split_report(
+        (y["val"], scores["val"]),
+        (y["test"], scores["test"]),
+        list(head.classes),
+        bootstrap=head.bootstrap,
+        seed=int(hp["seed"]),
+    )
+    out = Path(out_dir)
+    _write_head(out, W, b, hp["classifier"])
+    records.write_predictions(out / layout.PREDICTIONS, y["test"], scores["test"])
+    result = _head_result(head, out, report, (clf, fit_s), feats, X)
+    result["wall_s"] = round(time.perf_counter() - t0, 3)
     records.write_metrics(
-        out / layout.METRICS, records.RunMetrics.from_dict(result, f"features run {backbone}/{out.name}")
+        out / layout.METRICS, records.RunMetrics.from_dict(result, f"features run {head.backbone}/{out.name}")
     )
     log.info(
         "%s/%s: val accuracy %.3f, test accuracy %.3f (fit %.2f s on %d x %d embeddings)",
-        backbone,
+        head.backbone,
         out.name,
         report["val"]["accuracy"],
         report["test"]["accuracy"],
@@ -248,17 +291,7 @@ def fit_head(
     return result
 
 
-def head_model(
-    *,
-    head_path,
-    out_path,
-    backbone: str,
-    options: dict,
-    input_size: int,
-    num_classes: int,
-    backend: str = "tensorflow",
-    seed: int = 0,
-):
+def head_model(*, head_path, out_path, features: FeatureSettings, num_classes: int):
     """The Keras classifier of a features run: frozen base + the fitted linear head (model.keras).
 
     For logreg the model's softmax output equals predict_proba of the head on
@@ -266,13 +299,13 @@ def head_model(
     """
     from convscope import backend as backend_lib
 
-    backend_lib.select(backend)
+    backend_lib.select(features.backend)
     from convscope.models import build
 
     head = np.load(head_path)
-    model = _frozen_classifier(backbone, num_classes, input_size, options, seed)
+    model = _frozen_classifier(features, num_classes)
     model.get_layer("head").set_weights([head["W"], head["b"]])
-    build.set_tune_depth(model, backbone, 0)
+    build.set_tune_depth(model, features.backbone, 0)
     out = Path(out_path)
     with atomic.path(out) as tmp:
         model.save(str(tmp))

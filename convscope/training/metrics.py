@@ -71,8 +71,9 @@ def bootstrap_accuracy_ci(correct, samples: int = 1000, seed: int = 0, level: fl
     return [float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))]
 
 
-def split_report(y_val, s_val, y_test, s_test, classes, *, bootstrap: int, seed: int) -> dict:
-    """The "val", "test" and "bootstrap" parts of metrics.json."""
+def split_report(val: tuple, test: tuple, classes, *, bootstrap: int, seed: int) -> dict:
+    """The "val", "test" and "bootstrap" parts of metrics.json; val and test: (labels, scores) each."""
+    (y_val, s_val), (y_test, s_test) = val, test
     val = evaluate(y_val, s_val, classes)
     test = evaluate(y_test, s_test, classes)
     correct = np.asarray(s_test).argmax(axis=1) == np.asarray(y_test)

@@ -93,56 +93,38 @@ def load_source(raw_root, classes: list[str], size: int, resize: str, val_fracti
     return SourceSet(np.stack(xs), np.array(ys), val_mask, counts, digest, unreadable)
 
 
-def pretrain(
-    *,
-    raw_root,
-    out_dir,
-    backbone: str,
-    input_size: int,
-    classes: list[str],
-    settings: dict,
-    resize: str = "center_crop",
-    backend: str = "tensorflow",
-    threads: int = 1,
-) -> dict:
-    """Train `backbone` from random weights on the source classes; write its base and the record.
+@dataclass(frozen=True)
+class PretrainSpec:
+    """What changes one backbone's pretrained base (convscope.config.pretrain_params, the pretrain rule's params)."""
 
-    settings: the `pretrain` section's training keys (epochs, learning_rate,
-    batch_size, optimizer, dropout, augment, val_fraction, seed).
-    """
-    t_start = time.perf_counter()
-    backend_lib.select(backend, threads=threads)
-    import keras
+    backbone: str
+    input_size: int
+    classes: list  # the source classes
+    settings: dict  # the `pretrain` section's training keys (epochs, learning_rate, batch_size,
+    # optimizer, dropout, augment, val_fraction, seed), recorded as given
+    resize: str = "center_crop"
+    backend: str = "tensorflow"
 
+
+def _train_base(spec: PretrainSpec, data: SourceSet):
+    """Build the classifier from random weights and fit it on the source set; returns (model, fit, kept)."""
     from convscope.models import build
     from convscope.training import callbacks as cb
     from convscope.training import strategies
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    data = load_source(raw_root, classes, input_size, resize, float(settings["val_fraction"]))
-    n_classes = len(classes)
+    settings, n_classes = spec.settings, len(spec.classes)
     onehot = np.eye(n_classes, dtype="float32")[data.y]
     train, val = ~data.val, data.val
-    log.info(
-        "pretraining %s@%d on %d source classes: %d train / %d val images, %d epochs",
-        backbone,
-        input_size,
-        n_classes,
-        int(train.sum()),
-        int(val.sum()),
-        settings["epochs"],
-    )
     model = build.build_classifier(
-        backbone,
+        spec.backbone,
         n_classes,
-        input_size=input_size,
+        input_size=spec.input_size,
         weights="none",
         dropout=float(settings["dropout"]),
         augment=settings["augment"],
         seed=int(settings["seed"]),
     )
-    build.set_tune_depth(model, backbone, "all")
+    build.set_tune_depth(model, spec.backbone, "all")
     phase = strategies.Phase(0, "all", float(settings["learning_rate"]), 0, int(settings["epochs"]))
     hp = {"optimizer": settings["optimizer"], "label_smoothing": 0.0}
     strategies.compile_phase(model, phase, hp, n_classes, backend_lib.jit_compile("auto"))
@@ -158,42 +140,78 @@ def pretrain(
         verbose=0,
     )
     kept = best.apply(model, last_epoch=phase.end - 1)
-    with atomic.path(out / layout.PRETRAINED_BASE) as tmp:
-        build.base_of(model).save_weights(str(tmp))
-    from convscope.models.weights import sha256_file
+    return model, fit, kept
 
-    history = [
+
+def _history(fit) -> list[dict]:
+    return [
         {
             "epoch": i,
             **{k: round(float(v[i]), 5) for k, v in fit.history.items() if k in _HISTORY_KEYS},
         }
         for i in range(len(fit.history["loss"]))
     ]
-    record = {
-        "backbone": backbone,
-        "input_size": input_size,
-        "classes": list(classes),
+
+
+def _record(spec: PretrainSpec, data: SourceSet, history: list[dict], kept: dict, out: Path) -> dict:
+    """pretrain.json, all but wall_s and the versions."""
+    from convscope.models.weights import sha256_file
+
+    return {
+        "backbone": spec.backbone,
+        "input_size": spec.input_size,
+        "classes": list(spec.classes),
         "images": data.counts,
-        "train_images": int(train.sum()),
-        "val_images": int(val.sum()),
+        "train_images": int((~data.val).sum()),
+        "val_images": int(data.val.sum()),
         "images_sha256": data.digest,
         "unreadable": data.unreadable,
-        "settings": dict(settings),
-        "resize": resize,
+        "settings": dict(spec.settings),
+        "resize": spec.resize,
         "history": history,
         "kept": kept,
         "val_accuracy": history[kept["epoch"]]["val_accuracy"],
-        "chance": round(1 / n_classes, 4),
+        "chance": round(1 / len(spec.classes), 4),
         "weights_file": layout.PRETRAINED_BASE,
         "weights_sha256": sha256_file(out / layout.PRETRAINED_BASE),
-        "wall_s": round(time.perf_counter() - t_start, 2),
-        "versions": backend_lib.versions(),
-        "keras": keras.__version__,
     }
+
+
+def pretrain(*, raw_root, out_dir, spec: PretrainSpec, threads: int = 1) -> dict:
+    """Train `spec.backbone` from random weights on the source classes; write its base and the record."""
+    t_start = time.perf_counter()
+    backend_lib.select(spec.backend, threads=threads)
+    import keras
+
+    from convscope.models import build
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_source(raw_root, spec.classes, spec.input_size, spec.resize, float(spec.settings["val_fraction"]))
+    log.info(
+        "pretraining %s@%d on %d source classes: %d train / %d val images, %d epochs",
+        spec.backbone,
+        spec.input_size,
+        len(spec.classes),
+        int((~data.val).sum()),
+        int(data.val.sum()),
+        spec.settings["epochs"],
+    )
+    model, fit, kept = _train_base(spec, data)
+    with atomic.path(out / layout.PRETRAINED_BASE) as tmp:
+        build.base_of(model).save_weights(str(tmp))
+    record = _record(spec, data, _history(fit), kept, out)
+    record.update(
+        {
+            "wall_s": round(time.perf_counter() - t_start, 2),
+            "versions": backend_lib.versions(),
+            "keras": keras.__version__,
+        }
+    )
     atomic.write_json(out / layout.PRETRAIN_RECORD, record)
     log.info(
         "pretrained %s: kept epoch %d, val accuracy %.3f (chance %.2f), %.1f s",
-        backbone,
+        spec.backbone,
         kept["epoch"],
         record["val_accuracy"],
         record["chance"],

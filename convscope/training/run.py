@@ -125,32 +125,24 @@ class Clock:
 
 
 def train_run(
-    *,
-    prepared_dir,
-    out_dir,
-    callbacks: tuple = (),
-    run_id: str | None = None,
-    job: JobOptions | None = None,
-    threads: int = 1,
-    n_gpus: int = 0,
-    **settings,
+    *, prepared_dir, out_dir, callbacks: tuple = (), job: JobOptions | None = None, threads: int = 1, **settings
 ) -> dict:
-    """Train one run and write its outputs; returns the metrics dict.
+    """Train one run and write its outputs (out_dir's name is the run's id); returns the metrics dict.
 
     settings: the fields of RunSettings (convscope.grid.train_params).
     callbacks: extra Keras callbacks, after the run's own (tests use them).
-    job: threads, GPUs and GPU sharing of the job (threads/n_gpus also accepted alone).
+    job: threads, GPUs and GPU sharing of the job; threads alone: a CPU job's JobOptions(threads).
     """
     clock = Clock()
     run = RunSettings(**settings)
-    job = job or JobOptions(threads=threads, n_gpus=n_gpus)
+    job = job or JobOptions(threads=threads)
     backend_lib.select(run.backend, threads=job.threads, jobs_per_gpu=job.jobs_per_gpu)
     import keras  # noqa: F401 - the backend's import, timed as "imports"
 
     clock.mark("imported")
     out = Path(out_dir)
     try:
-        state = _train(run, job, prepared_dir, out, run_id or out.name, tuple(callbacks), clock)
+        state = _train(run, job, Where(Path(prepared_dir), out), tuple(callbacks), clock)
     except Exception as e:
         if backend_lib.is_out_of_memory(e):
             raise backend_lib.GpuMemoryError(
@@ -175,6 +167,14 @@ def train_run(
         result["wall_s"],
     )
     return result
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a run reads its prepared arrays and writes its outputs (the folder's name is the run's id)."""
+
+    prepared: Path
+    out: Path
 
 
 @dataclass
@@ -212,66 +212,57 @@ def _datasets(prepared_dir, run: RunSettings, workers: int) -> Datasets:
         *data.split_paths(prepared_dir, "train"),
         batch,
         num_classes,
-        shuffle=True,
-        seed=int(run.hp["seed"]),
-        drop_remainder=True,
-        workers=workers,
+        data.Reading(shuffle=True, seed=int(run.hp["seed"]), drop_remainder=True, workers=workers),
     )
     if train.image_shape[:2] != (run.input_size, run.input_size):
         raise ValueError(
             f"{train.images_path}: images are {train.image_shape[:2]} but {run.backbone} trains at "
             f"{run.input_size}x{run.input_size} (config key backbones.{run.backbone}.input_size)"
         )
-    val = data.MemmapDataset(*data.split_paths(prepared_dir, "val"), batch, num_classes, workers=workers)
+    val = data.MemmapDataset(*data.split_paths(prepared_dir, "val"), batch, num_classes, data.Reading(workers=workers))
     val_x, test_x = (
         data.MemmapDataset(
-            *data.split_paths(prepared_dir, s),
-            batch,
-            num_classes,
-            for_predict=True,
-            workers=workers,
+            *data.split_paths(prepared_dir, s), batch, num_classes, data.Reading(for_predict=True, workers=workers)
         )
         for s in ("val", "test")
     )
     return Datasets(train, val, val_x, test_x)
 
 
-def _train(
-    run: RunSettings,
-    job: JobOptions,
-    prepared_dir,
-    out: Path,
-    run_id: str,
-    extra_callbacks,
-    clock,
-) -> TrainState:
-    """Set up, build, resume, fit every phase still to do, predict val/test."""
-    import keras
-
+def _new_state(run: RunSettings, job: JobOptions, where: Where) -> TrainState:
+    """The backup folder (kept when made under the same settings), the phase plan and the datasets."""
     from convscope.models import build
     from convscope.training import callbacks as cb
-    from convscope.training import data, metrics, strategies
+    from convscope.training import strategies
 
+    out = where.out
     work = out / "backup"
     if not _prepare_backup(work, run.fingerprint()):
         # TensorBoard logs are not a declared output: drop those of an earlier attempt.
         shutil.rmtree(out / "tensorboard", ignore_errors=True)
     backend_lib.tensorflow_memory_limit()
     state = TrainState(
-        run_id,
+        out.name,
         work,
         strategies.phases(
             run.strategy, run.backbone, run.hp, run.progressive, registry.head(run.backbone, run.options)
         ),
-        _datasets(prepared_dir, run, int(job.threads)),
+        _datasets(where.prepared, run, int(job.threads)),
     )
     state.precision = build.configure_precision()
     state.best = cb.KeepBest(run.keep, work / "best.npz")
+    state.tb = cb.EpochTensorBoard(out / "tensorboard") if run.tensorboard else None
+    return state
+
+
+def _log_start(state: TrainState, run: RunSettings) -> None:
+    import keras
+
     d = state.data
     log.info(
         "run %s/%s: %s, %d phase(s), %d train / %d val / %d test images, backend %s, dtype policy %s, env %s",
         run.backbone,
-        run_id,
+        state.run_id,
         run.strategy,
         len(state.plan),
         len(d.train.x),
@@ -281,41 +272,58 @@ def _train(
         state.precision,
         backend_lib.job_env(),
     )
-    state.tb = cb.EpochTensorBoard(out / "tensorboard") if run.tensorboard else None
+
+
+def _fit_and_predict(state: TrainState, run: RunSettings, replicas, extra_callbacks, clock: Clock) -> tuple:
+    """Build, resume, fit every phase still to do, keep the chosen epoch; returns (val, test) scores."""
+    from convscope.models import build
+    from convscope.training import data, strategies
+
+    clock.mark("build")
+    state.model = build.build_classifier(
+        run.backbone,
+        len(run.classes),
+        input_size=run.input_size,
+        dropout=float(run.hp["dropout"]),
+        augment=run.hp["augment"],
+        seed=int(run.hp["seed"]),
+        **strategies.weights_for(run.strategy, run.options),
+    )
+    clock.mark("built")
+    jit = backend_lib.jit_compile(run.jit_compile)
+    for phase in _phases_to_do(state, run):
+        _fit_phase(state, run, phase, replicas, jit, extra_callbacks)
+    if state.tb is not None:
+        state.tb.close()
+    clock.mark("trained")
+    state.kept = state.best.apply(state.model, last_epoch=state.plan[-1].end - 1)
+    scores = (
+        data.predict(state.model, state.data.val_x, replicas),
+        data.predict(state.model, state.data.test_x, replicas),
+    )
+    clock.mark("predicted")
+    return scores
+
+
+def _train(run: RunSettings, job: JobOptions, where: Where, extra_callbacks, clock: Clock) -> TrainState:
+    """Set up, build, resume, fit every phase still to do, predict val/test, evaluate."""
+    from convscope.training import metrics
+
+    state = _new_state(run, job, where)
+    _log_start(state, run)
     with distribution_for(job.n_gpus) as replicas:
-        clock.mark("build")
-        state.model = build.build_classifier(
-            run.backbone,
-            len(run.classes),
-            input_size=run.input_size,
-            dropout=float(run.hp["dropout"]),
-            augment=run.hp["augment"],
-            seed=int(run.hp["seed"]),
-            **strategies.weights_for(run.strategy, run.options),
-        )
-        clock.mark("built")
-        jit = backend_lib.jit_compile(run.jit_compile)
-        for phase in _phases_to_do(state, run):
-            _fit_phase(state, run, phase, replicas, jit, extra_callbacks)
-        if state.tb is not None:
-            state.tb.close()
-        clock.mark("trained")
-        state.kept = state.best.apply(state.model, last_epoch=state.plan[-1].end - 1)
-        scores_val = data.predict(state.model, d.val_x, replicas)
-        scores_test = data.predict(state.model, d.test_x, replicas)
-        clock.mark("predicted")
-    state.history = _read_history(work / "history.csv")
+        scores_val, scores_test = _fit_and_predict(state, run, replicas, extra_callbacks, clock)
+    d = state.data
+    state.history = _read_history(state.work / "history.csv")
     state.report = metrics.split_report(
-        d.val_x.y,
-        scores_val,
-        d.test_x.y,
-        scores_test,
+        (d.val_x.y, scores_val),
+        (d.test_x.y, scores_test),
         list(run.classes),
         bootstrap=run.bootstrap,
         seed=int(run.hp["seed"]),
     )
     # Per-image test predictions: what the grid summary's paired (McNemar) tests compare.
-    records.write_predictions(out / layout.PREDICTIONS, d.test_x.y, scores_test)
+    records.write_predictions(where.out / layout.PREDICTIONS, d.test_x.y, scores_test)
     clock.mark("evaluated")
     return state
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -122,33 +123,33 @@ def write_csv(rows: list[dict], path) -> None:
     atomic.write_csv(path, rows, CSV_COLUMNS)
 
 
-def imagenet_top5(
-    *,
-    images,
-    index_csv,
-    out_csv,
-    backbone: str,
-    options: dict,
-    backend: str = "tensorflow",
-    n_images: int = 8,
-    threads: int = 1,
-) -> list[dict]:
+@dataclass(frozen=True)
+class Top5Settings:
+    """What the sanity rule's output depends on: the backbone, its options, the backend, how many images."""
+
+    backbone: str
+    options: dict  # config backbones.<name> (its weights)
+    backend: str = "tensorflow"
+    n_images: int = 8  # the first n test images
+
+
+def imagenet_top5(*, images, index_csv, out_csv, settings: Top5Settings, threads: int = 1) -> list[dict]:
     """The sanity rule: top-5 of the first n test images (R/sanity/{backbone}/imagenet_top5.csv)."""
     from convscope import backbones as registry
     from convscope import backend as backend_lib
 
-    backend_lib.select(backend, threads=threads)
+    backend_lib.select(settings.backend, threads=threads)
     arr = np.load(images, mmap_mode="r")
-    n = min(int(n_images), len(arr))
+    n = min(int(settings.n_images), len(arr))
     with open(index_csv, newline="") as f:
         index = list(csv.DictReader(f))[:n]
-    model = imagenet_model(backbone, options)
+    model = imagenet_model(settings.backbone, settings.options)
     rows = top5_rows(
         model,
         np.asarray(arr[:n]),
         names=[r.get("file", "") for r in index],
         true_classes=[r.get("cls", "") for r in index],
-        preprocess=registry.get(backbone).preprocess,
+        preprocess=registry.get(settings.backbone).preprocess,
     )
     write_csv(rows, out_csv)
     for r in rows:
