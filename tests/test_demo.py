@@ -27,10 +27,9 @@ def reduced_demo() -> dict:
     config = yaml.safe_load((REPO / "config.demo.yaml").read_text())
     config = copy.deepcopy(config)
     # Fewer images and epochs than the demo itself (CI time), the same classes, base and grid otherwise.
-    config["crawl"]["max_images"] = 60
+    config["crawl"]["max_images"] = 80
     for options in config["pretrain"]["classes"].values():
-        options["max_images"] = 100
-    config["pretrain"]["epochs"] = 10
+        options["max_images"] = 250
     config["train"]["strategies"] = ["finetune", "scratch"]
     config["train"]["bootstrap"] = 200
     config["train"]["tensorboard"] = False
@@ -43,11 +42,6 @@ def reduced_demo() -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.skip(
-    reason="the demo does not reach its targets yet (issue 12 part 2): this reduced copy measured (2026-12-01) "
-    "best trained test accuracy 0.75 (chance 0.33) but finetune 0.50 below scratch 0.75, and Grad-CAM pointing "
-    "0.45 (chance 0.46); the full demo: best 0.70, pointing 0.77 (chance 0.44); unskip when both hold"
-)
 def test_the_reduced_demo_learns_transfers_and_points_at_the_object(workflow):
     config = reduced_demo()
     wf = workflow(config)
