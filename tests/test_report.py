@@ -20,6 +20,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from conftest import parse_job_stats, tiny_config
+from convscope.layout import Results
 from convscope.records import BestRun, RunMetrics, write_best, write_metrics
 from convscope.report import collect
 from convscope.report.render import STANDALONE, render_report
@@ -382,11 +383,23 @@ def _config(classes, **report):
 OPTIONS = {"title": "Shapes study", "description": "what convnets see", "thumbnails_per_class": 3}
 
 
+def benchmark_files(R: Path) -> list[Path]:
+    """Every benchmark file make_results wrote: what the report rule would declare for that tree."""
+    return sorted(Results(R).benchmarks.rglob("*.tsv"))
+
+
+def compute_jobs(html_text: str) -> list[tuple[str, str]]:
+    """(rule, job) of each row of the compute section's every-job table."""
+    compute = html_text[html_text.index('id="compute"') :]
+    return re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td", compute[: compute.index("Training throughput")])
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     R = make_results(root / "results")
-    out = render_report(R, R / "report", OPTIONS, True, config=_config(["circle", "square", "triangle"], **OPTIONS))
+    cfg = _config(["circle", "square", "triangle"], **OPTIONS)
+    out = render_report(R, R / "report", OPTIONS, True, config=cfg, benchmarks=benchmark_files(R))
     return R, out
 
 
@@ -443,7 +456,7 @@ def test_data_counts_match_manifests(rendered):
 
 def test_compute_cost_from_benchmarks(rendered):
     R, out = rendered
-    bench = collect.benchmarks(R / "benchmarks")
+    bench = collect.benchmarks(benchmark_files(R), Results(R).benchmarks)
     rules = {r["rule"]: r for r in bench["rules"]}
     assert rules["crawl"]["jobs"] == 3 and rules["crawl"]["total_s"] == pytest.approx(1.5 + 2.5 + 3.5)
     assert rules["crawl"]["max_rss"] is None  # '-' means not measured, not 0
@@ -454,6 +467,27 @@ def test_compute_cost_from_benchmarks(rendered):
     assert 'data-sort="1501.0"' in compute and ">train<" in compute
     # images/s per run comes from metrics.json when runs.csv lacks it
     assert 'data-sort="110.0"' in compute
+
+
+def test_compute_reads_only_the_benchmarks_it_is_handed(tmp_path):
+    """The compute table shows the files the report rule declares, not whatever lies in benchmarks/."""
+    R = make_results(tmp_path / "results", backbones=("mobilenetv2",))
+    res = Results(R)
+    stray = res.benchmark("predict", "mobilenetv2", "finetune-lr1e-4-d1")  # an on-demand job's, not declared
+    stray.parent.mkdir(parents=True)
+    stray.write_text(res.benchmark("clean").read_text().replace("4.25", "999.5"))
+    handed = [res.benchmark("clean"), res.benchmark("crawl", "circle")]
+    options = {**OPTIONS, "sections": ["data", "compute"]}
+    cfg = _config(["circle", "square", "triangle"])
+    text = render_report(R, R / "report", options, False, config=cfg, benchmarks=handed)["html"].read_text()
+    assert compute_jobs(text) == [("clean", ""), ("crawl", "circle")]
+    assert "999.5" not in text and "predict" not in text
+    # A handed file that is missing, or outside benchmarks/ (its folder names the rule), is named.
+    res.benchmark("clean").unlink()
+    with pytest.raises(collect.ReportInputError, match=r"clean\.tsv: missing.*benchmark: directive of the clean rule"):
+        render_report(R, R / "report", options, False, config=cfg, benchmarks=handed)
+    with pytest.raises(collect.ReportInputError, match=r"splits\.csv: not under .*benchmarks"):
+        render_report(R, R / "report", options, False, config=cfg, benchmarks=[res.splits_csv])
 
 
 def test_standalone_embeds_everything(rendered):
@@ -645,6 +679,16 @@ def test_report_settings_rerun_only_the_report(workflow, tmp_path):
     html_dir = wf.results / "report"
     page = Page((html_dir / "index.html").read_text())
     assert {"data", "grid", "bb-mobilenetv2", "explanations", "compute"} <= page.ids
+    # The compute table: the benchmark of every job the report was built from (its declared
+    # inputs), which here is every job but the report itself.
+    bench = Results(wf.results).benchmarks
+    on_disk = {p.relative_to(bench).with_suffix("").parts for p in bench.rglob("*.tsv")} - {("report",)}
+    shown = {
+        (rule, *job.split("/")) if job else (rule,) for rule, job in compute_jobs((html_dir / "index.html").read_text())
+    }
+    assert shown == on_disk and {"crawl", "clean", "split", "prepare", "train", "summarise", "analyse"} <= {
+        parts[0] for parts in shown
+    }
     srcs = page.attrs("img", "src")
     best = json.loads((wf.results / "analysis" / "grid" / "best.json").read_text())["mobilenetv2"]["run"]
     index = json.loads((wf.results / "analysis" / "mobilenetv2" / best / "index.json").read_text())
