@@ -163,7 +163,7 @@ NO_BASE = ("scratch", "features")  # trained strategies that load no pretrained 
 
 def report_outputs():
     out = {
-        "html": L.report_dir / "index.html",
+        "html": L.report_page,
         # Every figure and thumbnail of the page, for `snakemake --report`.
         "assets": report(
             directory(L.report_dir / "assets"),
