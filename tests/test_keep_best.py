@@ -21,7 +21,7 @@ import pytest
 
 from convscope import layout
 from tests.conftest import REPO
-from tests.test_training import backend_in_use, write_prepared
+from tests.test_training import backend_in_use, hp, write_prepared
 
 CALLBACKS = """
 import os, signal
@@ -72,17 +72,7 @@ train_run(callbacks=(Snapshot(**snap),), **spec)
 """
 )
 
-HP = {
-    "learning_rate": 1e-3,
-    "dropout": 0.0,
-    "tune_depth": 1,
-    "batch_size": 16,
-    "epochs": 4,
-    "optimizer": "adam",
-    "label_smoothing": 0.0,
-    "augment": "none",
-    "seed": 5,
-}
+HP = hp(epochs=4, dropout=0.0, augment="none")
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import pytest
 
 from convscope import layout
 from tests.conftest import REPO
-from tests.test_training import backend_in_use, write_prepared
+from tests.test_training import backend_in_use, hp, write_prepared
 
 SCRIPT = """
 import json, logging, os, signal, sys
@@ -113,17 +113,7 @@ def rows(path):
         return list(csv.DictReader(f))
 
 
-HP = {
-    "learning_rate": 1e-3,
-    "dropout": 0.2,
-    "tune_depth": 1,
-    "batch_size": 16,
-    "epochs": 4,
-    "optimizer": "adam",
-    "label_smoothing": 0.0,
-    "augment": "light",
-    "seed": 5,
-}
+HP = hp(epochs=4)
 
 
 @pytest.fixture(scope="module")
