@@ -112,7 +112,9 @@ rule features_model:
     log:
         L.log("features", "{backbone}", "{run}.model"),
     benchmark:
-        L.benchmark("features", "{backbone}", "{run}.model")
+        # Its own folder: features/{backbone}/{run}.model.tsv would also match the
+        # features_head benchmark, which the report declares as an input.
+        L.benchmark("features_model", "{backbone}", "{run}")
     wildcard_constraints:
         backbone=BACKBONE,
         run=FEATURES_RUN,
