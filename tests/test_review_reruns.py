@@ -64,7 +64,7 @@ def test_review_and_quality_edits_rerun_only_what_they_affect(workflow):
     wf.run(*[str(L.crawl_summary(c)) for c in CLASSES])
     shutil.copy(sorted((R / "raw" / "circle").glob("*.png"))[0], R / "raw" / COPY)
 
-    runs = ("finetune-lr1e-3-do0.2-d1-bs16-ep1-augnone", "features-logreg-C1")
+    runs = ("finetune-lr1e-3-do0.5-d2-bs16-ep1-augnone", "features-logreg-C1")
     targets = [
         str(L.grid_index),
         str(L.audit_summary("alexnet")),
