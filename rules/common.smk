@@ -242,6 +242,10 @@ def selection_params():
 
 def best_runs():
     """{backbone: run analysed} from best.json; asking makes the summarise checkpoint a dependency."""
+    # Split first: a job planned again after split then asks for the summary as a new
+    # checkpoint, and Snakemake plans it once more from the summary (else it keeps the
+    # summary as a placeholder input and skips checking its other inputs).
+    after_split()
     best = records.read_best(checkpoints.summarise.get().output.best)
     return {b: choice.run for b, choice in best.items()}
 
