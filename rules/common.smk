@@ -52,6 +52,18 @@ wildcard_constraints:
     split="|".join(SPLITS),
 
 
+def after_split(wildcards=None):
+    """No file: the input item `after_split` of every rule after split (rules/clean.smk).
+
+    It asks the `split` checkpoint for its output, so the job is one Snakemake plans
+    again once split has run. Without it, a job planned only because split was going
+    to run would still run after split rewrote the same bytes: Snakemake plans afresh
+    only the jobs that depend on the checkpoint itself.
+    """
+    checkpoints.split.get()
+    return []
+
+
 def crawl_listing(cls):
     from convscope.data.folder_import import listing
 
@@ -274,6 +286,10 @@ def selection_params():
 
 def best_runs():
     """{backbone: run analysed} from best.json; asking makes the summarise checkpoint a dependency."""
+    # Split first: a job planned again after split then asks for the summary as a new
+    # checkpoint, and Snakemake plans it once more from the summary (else it keeps the
+    # summary as a placeholder input and skips checking its other inputs).
+    after_split()
     best = records.read_best(checkpoints.summarise.get().output.best)
     return {b: choice.run for b, choice in best.items()}
 

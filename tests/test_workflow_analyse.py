@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -127,3 +128,28 @@ def test_runs_all_adds_the_other_runs_without_retraining(analysed):
     assert "train" not in planned and "summarise" not in planned
     # A features head's network is built on demand, only when it is analysed.
     assert planned.get("features_model", 0) == (0 if best["strategy"] == "features" else 1)
+
+
+def test_a_quality_edit_reruns_the_report_but_no_training_or_analysis(analysed):
+    """Flags only (issue 14): clean, split (same splits.csv) and the report that shows the flags.
+
+    The report asks for the best runs' analyses (the summarise checkpoint) as well as for the
+    manifest: it must still rerun once split has kept its output, not keep the summary as a
+    placeholder input and go unchecked.
+    """
+    L = analysed.layout
+    report = str(L.report_dir / "index.html")
+    analysed.run("analyses", report, timeout=900)
+    best = json.loads((analysed.workdir / L.best_json).read_text())[BACKBONE]["run"]
+    kept = [analysed.workdir / f for f in (L.model(BACKBONE, best), L.analysis_index(BACKBONE, best), L.grid_index)]
+    before = [p.stat().st_mtime_ns for p in kept]
+    edited = copy.deepcopy(analysed.config)
+    edited["clean"]["quality"] = {"dark": 0.9, "bright": 0.05}  # flags on nearly every image
+    analysed.write_config(edited)
+    try:
+        proc = analysed.run("analyses", report, timeout=900)
+    finally:
+        analysed.write_config(config())
+    ran = re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", proc.stdout + proc.stderr)
+    assert sorted(ran) == ["clean", "report", "split"], ran
+    assert [p.stat().st_mtime_ns for p in kept] == before
