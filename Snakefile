@@ -50,3 +50,4 @@ rule all:
         analyses_all,
         audit_all(),
         rules.report.output,
+        after_split=after_split,  # planned again once split has run (common.smk)

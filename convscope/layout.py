@@ -4,7 +4,7 @@
 the tests ask it instead of spelling paths. Methods take plain strings, so
 Snakemake wildcards pass through: `Results(R).metrics("{backbone}", "{run}")`.
 
-    raw/{cls}/                      downloads, ledger manifest.csv, crawl.json (summary)
+    raw/{cls}/                      downloads, ledger manifest.csv, crawl.json (summary), boxes.csv (synthetic)
     clean/manifest.csv, splits.csv
     prepared/{size}/{split}.{npy,labels.npy,index.csv}
     pretrained/{backbone}/          base.weights.h5, pretrain.json (optional pretraining on source classes)
@@ -27,6 +27,7 @@ SPLITS = ("train", "val", "test")
 # One prepared set per split: images (N x H x W x 3 uint8), labels, and the source files in order.
 PREPARED_KINDS = ("npy", "labels.npy", "index.csv")
 LEDGER = "manifest.csv"  # a class's crawl ledger, raw/{cls}/manifest.csv
+BOXES = "boxes.csv"  # object boxes of a synthetic class, raw/{cls}/boxes.csv
 CRAWL_SUMMARY = "crawl.json"
 MODEL, HISTORY, METRICS, HEAD = "model.keras", "history.csv", "metrics.json", "head.npz"
 # Per-image test predictions of a run (convscope.records.write_predictions): what the grid
@@ -76,6 +77,9 @@ class Results:
     def ledger(self, cls: str) -> Path:
         return self.raw(cls) / LEDGER
 
+    def boxes(self, cls: str) -> Path:
+        return self.raw(cls) / BOXES
+
     @property
     def clean_manifest(self) -> Path:
         return self.root / "clean" / "manifest.csv"
@@ -105,8 +109,16 @@ class Results:
         return self.pretrained_dir(backbone) / PRETRAIN_RECORD
 
     # ---- models ----------------------------------------------------------------
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    def backbone_models(self, backbone: str) -> Path:
+        """models/{backbone}/: one folder per run."""
+        return self.models_dir / backbone
+
     def run_dir(self, backbone: str, run: str) -> Path:
-        return self.root / "models" / backbone / run
+        return self.backbone_models(backbone) / run
 
     def metrics(self, backbone: str, run: str) -> Path:
         return self.run_dir(backbone, run) / METRICS
@@ -151,15 +163,23 @@ class Results:
         return self.root / "sanity" / backbone / "imagenet_top5.csv"
 
     # ---- analyses --------------------------------------------------------------
+    @property
+    def analyses_dir(self) -> Path:
+        return self.root / "analysis"
+
+    def backbone_analyses(self, backbone: str) -> Path:
+        """analysis/{backbone}/: one folder per analysed run."""
+        return self.analyses_dir / backbone
+
     def analysis_dir(self, backbone: str, run: str) -> Path:
-        return self.root / "analysis" / backbone / run
+        return self.backbone_analyses(backbone) / run
 
     def analysis_index(self, backbone: str, run: str) -> Path:
         return self.analysis_dir(backbone, run) / INDEX
 
     @property
     def grid_dir(self) -> Path:
-        return self.root / "analysis" / "grid"
+        return self.analyses_dir / "grid"
 
     @property
     def grid_index(self) -> Path:
@@ -206,6 +226,10 @@ class Results:
     @property
     def report_dir(self) -> Path:
         return self.root / "report"
+
+    @property
+    def report_page(self) -> Path:
+        return self.report_dir / "index.html"
 
     # ---- trained models put to work (predict, export) --------------------------
     def predict_dir(self, backbone: str, run: str) -> Path:

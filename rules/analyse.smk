@@ -13,6 +13,7 @@ checkpoint summarise:
         metrics=[L.metrics(r.backbone, r.id) for r in grid.runs(config)],
         # Per-image test predictions, for the paired (McNemar) strategy comparison.
         predictions=[L.test_predictions(r.backbone, r.id) for r in grid.runs(config)],
+        after_split=after_split,  # planned again once split has run (common.smk)
     output:
         index=L.grid_index,
         runs=L.runs_csv,
@@ -36,6 +37,7 @@ checkpoint summarise:
 rule analyse:
     input:
         unpack(analyse_inputs),
+        after_split=after_split,  # planned again once split has run (common.smk)
     output:
         index=L.analysis_index("{backbone}", "{run}"),
     log:
@@ -74,4 +76,5 @@ rule analyses:
     input:
         L.grid_index,
         analyses_all,
+        after_split=after_split,  # planned again once split has run (common.smk)
     localrule: True

@@ -8,6 +8,7 @@ rule audit:
         embeddings=L.embeddings("{backbone}"),
         index=lambda wc: [prepared_split(wc.backbone, s, "index.csv") for s in SPLITS],
         labels=lambda wc: [prepared_split(wc.backbone, s, "labels.npy") for s in SPLITS],
+        after_split=after_split,  # planned again once split has run (common.smk)
     output:
         **audit_files("{backbone}"),
     log:

@@ -1,5 +1,12 @@
 # Clean sees all classes at once: an image found in two classes is ambiguous and
 # quarantined from both. Split follows in the same group (small CPU jobs).
+#
+# `split` is a checkpoint: once it has run, Snakemake plans the jobs after it again
+# from what it wrote. An edit that changes the manifest but not the kept images
+# (a review line on a quarantined image, quality thresholds: flags only) leaves
+# splits.csv with the same bytes, whose checksum Snakemake compares, so nothing
+# downstream of it reruns. Every job after split asks `after_split` (common.smk)
+# for its inputs, which makes it one that is planned again.
 
 
 rule clean:
@@ -25,7 +32,7 @@ rule clean:
         "../scripts/clean.py"
 
 
-rule split:
+checkpoint split:
     input:
         L.clean_manifest,
     output:

@@ -52,6 +52,18 @@ wildcard_constraints:
     split="|".join(SPLITS),
 
 
+def after_split(wildcards=None):
+    """No file: the input item `after_split` of every rule after split (rules/clean.smk).
+
+    It asks the `split` checkpoint for its output, so the job is one Snakemake plans
+    again once split has run. Without it, a job planned only because split was going
+    to run would still run after split rewrote the same bytes: Snakemake plans afresh
+    only the jobs that depend on the checkpoint itself.
+    """
+    checkpoints.split.get()
+    return []
+
+
 def crawl_listing(cls):
     from convscope.data.folder_import import listing
 
@@ -114,12 +126,56 @@ def report_inputs(wildcards):
         inputs["metrics"] = [L.metrics(r.backbone, r.id) for r in grid.runs(config)]
     if sections & {"backbones", "explanations"}:
         inputs["analyses"] = best_run_analyses()
+    if "compute" in sections:
+        inputs["benchmarks"] = report_benchmarks(sections)
     return inputs
+
+
+def report_benchmarks(sections):
+    """Benchmark files of the jobs behind the report's other inputs (the compute section's table).
+
+    A rule's `benchmark:` file is one of its products, so it can be declared here.
+    Only jobs the report's inputs already need are listed: declaring one must never
+    make the report run it (so no ImageNet sanity checks, predict or export jobs).
+    compute needs the grid, so every run and the data stages are behind it.
+    """
+    runs = grid.runs(config)
+    embedded = {r.backbone for r in runs if r.strategy == "features"}
+    if "audit" in sections:
+        embedded |= set(audited_backbones())
+    # The pretrained base is read by the embed job and every trained run but scratch.
+    based = embedded | {r.backbone for r in runs if r.strategy not in NO_BASE}
+    pretrained = [
+        b for b in config["backbones"] if b in based and cfg.uses_pretrained(config, b)
+    ]
+    files = [L.benchmark("crawl", c) for c in CLASSES]
+    files += [L.benchmark("crawl", c) for c in SOURCE_CLASSES if pretrained]
+    files += [L.benchmark("clean"), L.benchmark("split")]
+    files += [L.benchmark("prepare", str(size)) for size in SIZES]
+    files += [L.benchmark("pretrain", b) for b in pretrained]
+    files += [L.benchmark("embed", b) for b in config["backbones"] if b in embedded]
+    for r in runs:
+        # features heads' benchmarks are under features/
+        job = "features" if r.strategy == "features" else "train"
+        files.append(L.benchmark(job, r.backbone, r.id))
+    files.append(L.benchmark("summarise"))
+    if "audit" in sections:
+        files += [L.benchmark("audit", b) for b in audited_backbones()]
+    if sections & {"backbones", "explanations"}:
+        for b, run in best_runs().items():
+            files.append(L.benchmark("analyse", b, run))
+            # A features run's network is built on demand, by features_model.
+            if grid.find(config, b, run).strategy == "features":
+                files.append(L.benchmark("features_model", b, run))
+    return list(dict.fromkeys(files))  # a source class may also be a target class
+
+
+NO_BASE = ("scratch", "features")  # trained strategies that load no pretrained base
 
 
 def report_outputs():
     out = {
-        "html": L.report_dir / "index.html",
+        "html": L.report_page,
         # Every figure and thumbnail of the page, for `snakemake --report`.
         "assets": report(
             directory(L.report_dir / "assets"),
@@ -230,6 +286,10 @@ def selection_params():
 
 def best_runs():
     """{backbone: run analysed} from best.json; asking makes the summarise checkpoint a dependency."""
+    # Split first: a job planned again after split then asks for the summary as a new
+    # checkpoint, and Snakemake plans it once more from the summary (else it keeps the
+    # summary as a placeholder input and skips checking its other inputs).
+    after_split()
     best = records.read_best(checkpoints.summarise.get().output.best)
     return {b: choice.run for b, choice in best.items()}
 

@@ -11,6 +11,7 @@
 rule predict_model:
     input:
         model=L.model("{backbone}", "{run}"),
+        after_split=after_split,  # planned again once split has run (common.smk)
     output:
         csv=L.predictions("{backbone}", "{run}"),
         html=L.predict_page("{backbone}", "{run}"),
@@ -42,6 +43,7 @@ rule predict_model:
 rule predict:
     input:
         lambda wc: [L.predictions(b, r) for b, r in predict_runs()],
+        after_split=after_split,  # planned again once split has run (common.smk)
     localrule: True
 
 
@@ -49,6 +51,7 @@ rule export_model:
     input:
         model=L.model("{backbone}", "{run}"),
         test=lambda wc: prepared_split(wc.backbone, "test"),
+        after_split=after_split,  # planned again once split has run (common.smk)
     output:
         keras=L.export_keras("{backbone}", "{run}"),
         saved_model=directory(L.export_saved_model("{backbone}", "{run}")),
@@ -76,4 +79,5 @@ rule export_model:
 rule export:
     input:
         lambda wc: [L.export_check(b, r) for b, r in predict_runs()],
+        after_split=after_split,  # planned again once split has run (common.smk)
     localrule: True

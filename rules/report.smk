@@ -12,6 +12,7 @@
 rule report:
     input:
         unpack(report_inputs),
+        after_split=after_split,  # planned again once split has run (common.smk)
     output:
         **report_outputs(),
     log:

@@ -11,4 +11,6 @@ with job(snakemake):
         # Shown collapsed in the header. Read from the workflow, not params: params
         # carry only report settings, so editing other keys re-runs only what they affect.
         config=snakemake.config,
+        # The compute section's table: only the benchmark files the rule declares.
+        benchmarks=list(getattr(snakemake.input, "benchmarks", [])),
     )

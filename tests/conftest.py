@@ -6,7 +6,7 @@ Workflow tests write a config to tmp_path and run the real Snakefile there:
         wf = workflow(tiny_config(classes=("circle", "square")))
         wf.run(*wf.prepared("48"))             # raises with the log tail on failure
         assert wf.planned(*wf.prepared("48")) == {}   # nothing left to do
-        wf.results / "prepared" / "48" / "train.npy"
+        wf.tree.prepared("48", "train")
 
 Paths under `results` are relative to the temporary folder (snakemake --directory).
 """
@@ -89,6 +89,11 @@ class Workflow:
         """The results tree (convscope.layout), relative to workdir: its paths are targets for run/planned."""
         return Results(self.config.get("results", "results"))
 
+    @property
+    def tree(self) -> Results:
+        """The same tree at its absolute place: for reading what a run wrote."""
+        return Results(self.results)
+
     def prepared(self, size) -> list[str]:
         """The files of one prepare job, relative to workdir (targets for run/planned)."""
         return [str(p) for p in self.layout.prepared_files(size)]
@@ -131,7 +136,7 @@ class Workflow:
         return parse_job_stats(proc.stdout + proc.stderr)
 
     def log_tail(self, chars: int = 3000) -> str:
-        logs = sorted((self.results / "logs").rglob("*.log")) if (self.results / "logs").exists() else []
+        logs = sorted(self.tree.logs.rglob("*.log")) if self.tree.logs.exists() else []
         logs = [p for p in logs if not p.name.endswith(".attempts.log")]  # the same lines, all attempts
         return "\n".join(f"[{p.relative_to(self.workdir)}]\n{p.read_text()[-chars:]}" for p in logs)
 

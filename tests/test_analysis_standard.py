@@ -22,6 +22,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from convscope import layout
+from convscope.layout import Results
+
 CLASSES = ["red", "green", "blue"]
 SIZE = 32
 HEAD_GAIN = 8.0
@@ -94,9 +97,9 @@ def numpy_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def write_inputs(root: Path, backbone: str = "alexnet") -> dict:
     """A saved model, its history and metrics, and a prepared test split, as the workflow lays them out."""
-    run_dir = root / "models" / backbone / "tiny-run"
+    run_dir = Results(root).run_dir(backbone, "tiny-run")
     run_dir.mkdir(parents=True)
-    build_model().save(run_dir / "model.keras")
+    build_model().save(run_dir / layout.MODEL)
     pd.DataFrame(
         {
             "epoch": [0, 1, 2],
@@ -105,17 +108,17 @@ def write_inputs(root: Path, backbone: str = "alexnet") -> dict:
             "val_accuracy": [0.3, 0.5, 0.6],
             "val_loss": [1.2, 1.0, 0.9],
         }
-    ).to_csv(run_dir / "history.csv", index=False)
+    ).to_csv(run_dir / layout.HISTORY, index=False)
     from convscope.records import RunMetrics, write_metrics
 
     write_metrics(
-        run_dir / "metrics.json", RunMetrics(backbone, "tiny-run", "finetune", val={}, test={}, train_time_s=20.0)
+        run_dir / layout.METRICS, RunMetrics(backbone, "tiny-run", "finetune", val={}, test={}, train_time_s=20.0)
     )
-    prepared = root / "prepared" / str(SIZE)
+    prepared = Results(root).prepared_dir(str(SIZE))
     prepared.mkdir(parents=True)
     x, labels = make_images()
-    np.save(prepared / "test.npy", x)
-    np.save(prepared / "test.labels.npy", labels)
+    np.save(layout.prepared_in(prepared, "test"), x)
+    np.save(layout.prepared_in(prepared, "test", "labels.npy"), labels)
     pd.DataFrame(
         {
             "row": range(len(x)),
@@ -124,16 +127,18 @@ def write_inputs(root: Path, backbone: str = "alexnet") -> dict:
             "file": [f"{CLASSES[k]}/{i:06d}.png" for i, k in enumerate(labels)],
             "sha256": "x",
         }
-    ).to_csv(prepared / "test.index.csv", index=False)
+    ).to_csv(layout.prepared_in(prepared, "test", "index.csv"), index=False)
     # The val split the temperature is fitted on: the same images in reverse order.
-    np.save(prepared / "val.npy", x[::-1])
-    np.save(prepared / "val.labels.npy", labels[::-1])
-    pd.read_csv(prepared / "test.index.csv").iloc[::-1].to_csv(prepared / "val.index.csv", index=False)
+    np.save(layout.prepared_in(prepared, "val"), x[::-1])
+    np.save(layout.prepared_in(prepared, "val", "labels.npy"), labels[::-1])
+    pd.read_csv(layout.prepared_in(prepared, "test", "index.csv")).iloc[::-1].to_csv(
+        layout.prepared_in(prepared, "val", "index.csv"), index=False
+    )
     return {
-        "model": run_dir / "model.keras",
+        "model": run_dir / layout.MODEL,
         "run": run_dir,
         "prepared": prepared,
-        "out": root / "analysis" / backbone / "tiny-run",
+        "out": Results(root).analysis_dir(backbone, "tiny-run"),
         "x": x,
         "labels": labels,
     }
@@ -228,7 +233,7 @@ def test_most_confident_mistakes_are_ordered_by_confidence(analysed):
 def test_embedding_csv_rows_are_the_test_set_and_pca_matches_numpy(analysed):
     _, emb, _ = numpy_forward(analysed["x"])
     table = pd.read_csv(analysed["out"] / "embedding.csv")
-    index = pd.read_csv(analysed["prepared"] / "test.index.csv")
+    index = pd.read_csv(layout.prepared_in(analysed["prepared"], "test", "index.csv"))
     assert list(table["file"]) == list(index["file"])
     assert list(table["label"]) == list(analysed["labels"])
     assert np.isfinite(table[["tsne_x", "tsne_y"]].to_numpy()).all()
@@ -333,14 +338,14 @@ def test_orchestrator_on_jax_backend_matches_tensorflow(analysed, tmp_path):
     tf_act = pd.read_csv(analysed["out"] / "activations.csv")
     jax_act = pd.read_csv(out / "activations.csv")
     np.testing.assert_allclose(jax_act["mean"], tf_act["mean"], atol=1e-4)
-    assert json.loads((out / "index.json").read_text())["sections"]
+    assert json.loads((out / layout.INDEX).read_text())["sections"]
 
 
 def test_index_items_are_relative_to_the_index_folder(tmp_path, monkeypatch):
     from convscope.analysis.index import item, section, write_index
 
     monkeypatch.chdir(tmp_path)
-    out = Path("results/analysis/grid")  # relative, as Snakemake passes paths
+    out = Results("results").grid_dir  # relative, as Snakemake passes paths
     out.mkdir(parents=True)
     (out / "a.png").write_bytes(b"png")
     (out / "a.csv").write_text("x\n1\n")

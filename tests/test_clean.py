@@ -9,20 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from convscope import layout
 from convscope.data import clean as clean_mod
 from convscope.data.clean import CleanError, clean
 from convscope.data.imageio import load_rgb
+from convscope.layout import Results
+from tests.images import blocks
 
 OPTIONS = {"min_side": 32, "max_pixels": 50_000_000, "near_duplicate_distance": 4}
-
-
-def blocks(seed, size=(64, 64), cell=8):
-    """Random coloured blocks: every seed a distinct picture (far apart in phash)."""
-    rng = np.random.default_rng(seed)
-    palette = rng.integers(0, 256, (8, 3), dtype=np.uint8)
-    w, h = size
-    idx = rng.integers(0, 8, (h // cell + 1, w // cell + 1))
-    return np.ascontiguousarray(palette[idx].repeat(cell, 0).repeat(cell, 1)[:h, :w])
 
 
 def save(arr, path, **kw):
@@ -81,7 +75,7 @@ EXPECTED = {
 
 @pytest.fixture
 def corpus(tmp_path):
-    raw = tmp_path / "raw"
+    raw = Results(tmp_path).raw_dir
     cat, dog = raw / "cat", raw / "dog"
     cat.mkdir(parents=True)
     dog.mkdir()
@@ -158,9 +152,9 @@ def corpus(tmp_path):
     expect["dog/b.png"] = blocks(18)
     # Sidecars the crawl stage writes: no rows for these.
     for folder in (cat, dog):
-        (folder / "manifest.csv").write_text("source,url_or_path,file,sha256,time,status,detail\n")
-        (folder / "crawl.json").write_text("{}")
-        (folder / "boxes.csv").write_text("file,x0,y0,x1,y1,width,height\n")
+        (folder / layout.LEDGER).write_text("source,url_or_path,file,sha256,time,status,detail\n")
+        (folder / layout.CRAWL_SUMMARY).write_text("{}")
+        (folder / layout.BOXES).write_text("file,x0,y0,x1,y1,width,height\n")
     return raw, expect
 
 
@@ -171,7 +165,7 @@ def read(path):
 
 def test_every_file_gets_the_right_row(corpus, tmp_path, caplog):
     raw, expect = corpus
-    out = tmp_path / "clean" / "manifest.csv"
+    out = Results(tmp_path).clean_manifest
     with caplog.at_level(logging.INFO):
         clean(raw, ["cat", "dog"], OPTIONS, out)
     rows = read(out)
@@ -240,7 +234,7 @@ def test_thresholds_come_from_options(corpus, tmp_path):
 
 
 def test_class_with_nothing_kept_fails_naming_it(tmp_path):
-    raw = tmp_path / "raw"
+    raw = Results(tmp_path).raw_dir
     (raw / "good").mkdir(parents=True)
     (raw / "bad").mkdir()
     save(blocks(1), raw / "good" / "x.png")

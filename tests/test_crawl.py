@@ -39,11 +39,13 @@ from PIL import Image
 
 from conftest import tiny_config
 from convscope import config as cfg
+from convscope import layout
 from convscope.data import engines
 from convscope.data.crawl import CrawlError, crawl_class
 from convscope.data.folder_import import FolderError
 from convscope.data.ledger import COLUMNS, Ledger
 from convscope.data.sniff import sniff
+from convscope.layout import Results
 
 SLOW_S = 2.0  # the slow response; request_timeout_s in these tests is 0.8
 
@@ -149,14 +151,16 @@ def url_file(tmp_path: Path, urls: list[str]) -> str:
 
 
 def ledger_rows(folder: Path) -> list[dict]:
-    with open(folder / "manifest.csv", newline="") as f:
+    with open(folder / layout.LEDGER, newline="") as f:
         reader = csv.DictReader(f)
         assert tuple(reader.fieldnames) == COLUMNS
         return list(reader)
 
 
 def image_files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name not in ("manifest.csv", "crawl.json")}
+    return {
+        p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name not in (layout.LEDGER, layout.CRAWL_SUMMARY)
+    }
 
 
 def check_ledger_matches_disk(folder: Path) -> list[dict]:
@@ -189,11 +193,11 @@ def test_urllist_ledger_maps_every_url_to_its_file_or_reason(tmp_path, site):
     dup = site.add("/img/copy.jpg", good["/img/0.jpg"])
     listed = urls + [missing, slow, html, truncated, tiny, dup]
     opts = options(tmp_path, source="urllist", urls=url_file(tmp_path, listed + [urls[0]]), max_images=50)
-    out = tmp_path / "raw" / "cat"
+    out = Results(tmp_path).raw("cat")
     out.mkdir(parents=True)
 
     t0 = time.monotonic()
-    summary = crawl_class("cat", opts, out, out / "crawl.json")
+    summary = crawl_class("cat", opts, out, out / layout.CRAWL_SUMMARY)
     elapsed = time.monotonic() - t0
 
     rows = check_ledger_matches_disk(out)
@@ -223,7 +227,7 @@ def test_urllist_ledger_maps_every_url_to_its_file_or_reason(tmp_path, site):
 
     assert summary["counts"] == dict(existing=0, new=6, failed=2, rejected=2, duplicate=1, missing=0, total=6)
     assert summary["stopped"] == "exhausted" and summary["class"] == "cat" and summary["source"] == "urllist"
-    assert json.loads((out / "crawl.json").read_text()) == summary
+    assert json.loads((out / layout.CRAWL_SUMMARY).read_text()) == summary
     assert elapsed < 8, f"urllist crawl of 11 URLs took {elapsed:.1f} s"
     assert not any(p.name.startswith(".") for p in out.iterdir())  # no temp files left for clean to see
 
@@ -232,10 +236,12 @@ def test_rerun_with_larger_max_images_adds_only_new_files(tmp_path, site):
     urls = [site.add(f"/img/{i}.jpg", image_bytes(i)) for i in range(7)]
     urls.insert(2, site.base + "/img/gone.jpg")  # 404, retried on each run
     listing = url_file(tmp_path, urls)
-    out = tmp_path / "raw" / "cat"
+    out = Results(tmp_path).raw("cat")
     out.mkdir(parents=True)
 
-    first = crawl_class("cat", options(tmp_path, source="urllist", urls=listing, max_images=3), out, out / "crawl.json")
+    first = crawl_class(
+        "cat", options(tmp_path, source="urllist", urls=listing, max_images=3), out, out / layout.CRAWL_SUMMARY
+    )
     assert first["counts"]["new"] == 3 and first["stopped"] == "target"
     before = {p.name: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest()) for p in out.glob("0*")}
     assert len(before) == 3
@@ -244,7 +250,7 @@ def test_rerun_with_larger_max_images_adds_only_new_files(tmp_path, site):
     time.sleep(0.05)  # a rewrite would show in mtime_ns
 
     opts = options(tmp_path, source="urllist", urls=listing, max_images=6)
-    second = crawl_class("cat", opts, out, out / "crawl.json")
+    second = crawl_class("cat", opts, out, out / layout.CRAWL_SUMMARY)
     rows = check_ledger_matches_disk(out)
     after = {p.name: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest()) for p in out.glob("0*")}
     assert len(after) == 6
@@ -257,7 +263,9 @@ def test_rerun_with_larger_max_images_adds_only_new_files(tmp_path, site):
     assert len(gone) == 1 and gone[0]["status"] == "failed"  # retried, still one row
     assert fetched  # (the first run did fetch)
 
-    third = crawl_class("cat", options(tmp_path, source="urllist", urls=listing, max_images=6), out, out / "crawl.json")
+    third = crawl_class(
+        "cat", options(tmp_path, source="urllist", urls=listing, max_images=6), out, out / layout.CRAWL_SUMMARY
+    )
     assert third["counts"]["new"] == 0 and third["counts"]["total"] == 6
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("0*")} == {k: v[0] for k, v in after.items()}
 
@@ -265,13 +273,13 @@ def test_rerun_with_larger_max_images_adds_only_new_files(tmp_path, site):
 def test_no_usable_image_fails_naming_class_and_source(tmp_path, site):
     html = site.add("/a.jpg", HTML, "image/jpeg")
     listing = url_file(tmp_path, [site.base + "/nothing.jpg", html])
-    out = tmp_path / "raw" / "dog"
+    out = Results(tmp_path).raw("dog")
     out.mkdir(parents=True)
     with pytest.raises(CrawlError) as err:
         crawl_class("dog", options(tmp_path, "dog", source="urllist", urls=listing, max_images=5), out, out / "c.json")
     msg = str(err.value)
     assert "class 'dog'" in msg and "source 'urllist'" in msg and "classes.dog.urls" in msg
-    assert "1 failed, 1 rejected" in msg and str(out / "manifest.csv") in msg
+    assert "1 failed, 1 rejected" in msg and str(out / layout.LEDGER) in msg
     assert not (out / "c.json").exists()
     assert {r["status"] for r in ledger_rows(out)} == {"failed", "rejected"}  # the reasons are kept
 
@@ -303,11 +311,11 @@ def test_greedy_site_with_fewer_images_than_asked_ends_early(tmp_path, site):
     site.add("/site/", index.encode(), "text/html")
     site.add("/site/page2.html", page2.encode(), "text/html")
     opts = options(tmp_path, source="greedy", site=f"{b}/site", max_images=40, crawl={"timeout_s": 30})
-    out = tmp_path / "raw" / "cat"
+    out = Results(tmp_path).raw("cat")
     out.mkdir(parents=True)
 
     t0 = time.monotonic()
-    summary = crawl_class("cat", opts, out, out / "crawl.json")
+    summary = crawl_class("cat", opts, out, out / layout.CRAWL_SUMMARY)
     elapsed = time.monotonic() - t0
 
     assert elapsed < 10, f"greedy crawl of a 6-image site took {elapsed:.1f} s (timeout_s is 30)"
@@ -325,11 +333,11 @@ def test_greedy_site_with_fewer_images_than_asked_ends_early(tmp_path, site):
 def test_greedy_endless_site_stops_at_timeout(tmp_path, site):
     site.endless = True
     opts = options(tmp_path, source="greedy", site=f"{site.base}/endless", max_images=5, crawl={"timeout_s": 2})
-    out = tmp_path / "raw" / "cat"
+    out = Results(tmp_path).raw("cat")
     out.mkdir(parents=True)
     t0 = time.monotonic()
     with pytest.raises(CrawlError) as err:
-        crawl_class("cat", opts, out, out / "crawl.json")
+        crawl_class("cat", opts, out, out / layout.CRAWL_SUMMARY)
     elapsed = time.monotonic() - t0
     assert 2 <= elapsed < 2 + engines.STOP_GRACE_S + 2.5
     assert sum(site.hits.values()) > 3  # it really was crawling pages until the deadline
@@ -355,10 +363,13 @@ def test_folder_import_copies_and_keeps_source_paths(tmp_path):
     }
     for path, data in originals.items():
         path.write_bytes(data)
-    out = tmp_path / "raw" / "cats"
+    out = Results(tmp_path).raw("cats")
     out.mkdir(parents=True)
     summary = crawl_class(
-        "cats", options(tmp_path, "cats", source="folder", path=str(src), max_images=10), out, out / "crawl.json"
+        "cats",
+        options(tmp_path, "cats", source="folder", path=str(src), max_images=10),
+        out,
+        out / layout.CRAWL_SUMMARY,
     )
 
     rows = check_ledger_matches_disk(out)
@@ -376,7 +387,10 @@ def test_folder_import_copies_and_keeps_source_paths(tmp_path):
     (src / "d.jpg").write_bytes(image_bytes(5))
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("0*")}
     again = crawl_class(
-        "cats", options(tmp_path, "cats", source="folder", path=str(src), max_images=10), out, out / "crawl.json"
+        "cats",
+        options(tmp_path, "cats", source="folder", path=str(src), max_images=10),
+        out,
+        out / layout.CRAWL_SUMMARY,
     )
     assert again["counts"] == dict(existing=3, new=1, failed=0, rejected=0, duplicate=0, missing=0, total=4)
     assert {n: t for n, t in ((p.name, p.stat().st_mtime_ns) for p in out.glob("0*")) if n in before} == before
@@ -388,7 +402,7 @@ def test_folder_import_respects_max_images_and_names_a_missing_folder(tmp_path):
     src.mkdir()
     for i in range(5):
         (src / f"{i}.jpg").write_bytes(image_bytes(i))
-    out = tmp_path / "raw" / "x"
+    out = Results(tmp_path).raw("x")
     opts = options(tmp_path, "x", source="folder", path=str(src), max_images=2)
     summary = crawl_class("x", opts, out, out / "c.json")
     assert summary["counts"]["total"] == 2 and len(image_files(out)) == 3  # 2 images + c.json
@@ -397,7 +411,7 @@ def test_folder_import_respects_max_images_and_names_a_missing_folder(tmp_path):
     opts = options(tmp_path, "y", source="folder", path=str(gone), max_images=2)
     gone.rmdir()
     with pytest.raises(FolderError, match=r"class 'y'.*classes\.y\.path"):
-        crawl_class("y", opts, tmp_path / "raw" / "y", tmp_path / "raw" / "y" / "crawl.json")
+        crawl_class("y", opts, Results(tmp_path).raw("y"), Results(tmp_path).crawl_summary("y"))
 
 
 # ---- the byte gate -------------------------------------------------------------
@@ -481,7 +495,7 @@ def test_search_engine_wiring(tmp_path, source, crawler_cls, feeder_cls, parser_
     assert spec.downloader_kwargs["min_size"] == (80, 80) and spec.downloader_kwargs["max_num"] == 30
     assert spec.init_kwargs["downloader_threads"] == 3
 
-    ledger = Ledger(tmp_path / "raw" / "cat", "cat")
+    ledger = Ledger(Results(tmp_path).raw("cat"), "cat")
     intake = engines.Intake("cat", source, ledger, 30, opts)
     crawler = engines.build(spec, intake)  # constructing a crawler starts no thread, no request
     assert type(crawler) is crawler_cls
@@ -508,9 +522,9 @@ def test_search_result_paging_is_capped_at_the_engine_limit(tmp_path):
 def test_flickr_needs_its_key_from_the_named_environment_variable(tmp_path, monkeypatch):
     opts = options(tmp_path, source="flickr", crawl={"flickr_api_key_env": "CONVSCOPE_TEST_FLICKR"})
     monkeypatch.delenv("CONVSCOPE_TEST_FLICKR", raising=False)
-    out = tmp_path / "raw" / "cat"
+    out = Results(tmp_path).raw("cat")
     with pytest.raises(engines.EngineError, match=r"class 'cat'.*CONVSCOPE_TEST_FLICKR.*export CONVSCOPE_TEST_FLICKR"):
-        crawl_class("cat", opts, out, out / "crawl.json")
+        crawl_class("cat", opts, out, out / layout.CRAWL_SUMMARY)
     monkeypatch.setenv("CONVSCOPE_TEST_FLICKR", "k3y")
     (spec,) = engines.engine_specs("cat", opts, want=5)
     assert spec.crawler_cls is FlickrImageCrawler

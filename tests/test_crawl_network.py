@@ -11,7 +11,9 @@ import socket
 import pytest
 from test_crawl import ledger_rows, options, url_file
 
+from convscope import layout
 from convscope.data.crawl import CrawlError, crawl_class
+from convscope.layout import Results
 
 
 def closed_port() -> int:
@@ -21,7 +23,7 @@ def closed_port() -> int:
 
 
 def crawl_fails(tmp_path, **class_options) -> tuple[str, list[dict]]:
-    out = tmp_path / "raw" / "cat"
+    out = Results(tmp_path).raw("cat")
     out.mkdir(parents=True)
     opts = options(
         tmp_path,
@@ -31,8 +33,8 @@ def crawl_fails(tmp_path, **class_options) -> tuple[str, list[dict]]:
         **class_options,
     )
     with pytest.raises(CrawlError) as err:
-        crawl_class("cat", opts, out, out / "crawl.json")
-    assert not (out / "crawl.json").exists()
+        crawl_class("cat", opts, out, out / layout.CRAWL_SUMMARY)
+    assert not (out / layout.CRAWL_SUMMARY).exists()
     return str(err.value), ledger_rows(out)
 
 
@@ -87,9 +89,12 @@ def test_crawl_summary_counts_failed_page_requests(tmp_path):
     site.add("/ok.jpg", image_bytes(1))
     try:
         listing = url_file(tmp_path, [f"{site.base}/ok.jpg", "http://nonexistent.invalid/a.jpg"])
-        out = tmp_path / "raw" / "cat"
+        out = Results(tmp_path).raw("cat")
         summary = crawl_class(
-            "cat", options(tmp_path, "cat", source="urllist", urls=listing, max_images=5), out, out / "crawl.json"
+            "cat",
+            options(tmp_path, "cat", source="urllist", urls=listing, max_images=5),
+            out,
+            out / layout.CRAWL_SUMMARY,
         )
     finally:
         site.close()
@@ -113,13 +118,13 @@ def test_a_page_that_loads_on_its_retry_leaves_no_failed_row(tmp_path):
         site.add("/gallery", page, "text/html")
 
     threading.Thread(target=answer_fast_after_first_hit, daemon=True).start()
-    out = tmp_path / "raw" / "cat"
+    out = Results(tmp_path).raw("cat")
     try:
         summary = crawl_class(
             "cat",
             options(tmp_path, "cat", source="greedy", site=f"{site.base}/gallery", max_images=1),
             out,
-            out / "crawl.json",
+            out / layout.CRAWL_SUMMARY,
         )
     finally:
         site.close()

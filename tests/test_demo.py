@@ -48,7 +48,7 @@ def test_the_reduced_demo_learns_transfers_and_points_at_the_object(workflow):
     wf.run("analyses", timeout=1200)
 
     runs = {}
-    for path in (wf.results / "models").glob("*/*/metrics.json"):
+    for path in wf.workdir.glob(str(wf.layout.metrics("*", "*"))):
         m = json.loads(path.read_text())
         runs[m["strategy"]] = m
     assert set(runs) == {"finetune", "scratch"}, sorted(runs)
@@ -59,10 +59,10 @@ def test_the_reduced_demo_learns_transfers_and_points_at_the_object(workflow):
         "fine-tuning the pretrained base should beat scratch at equal epochs: "
         f"{runs['finetune']['test']['accuracy']:.3f} vs {runs['scratch']['test']['accuracy']:.3f}"
     )
-    record = json.loads((wf.results / "pretrained" / "alexnet" / "pretrain.json").read_text())
+    record = json.loads(wf.tree.pretrain_record("alexnet").read_text())
     assert record["val_accuracy"] > 2 * record["chance"], record["history"]
 
-    games = list((wf.results / "analysis").rglob("pointing.json"))
+    games = list(wf.tree.analyses_dir.rglob("pointing.json"))
     assert len(games) == 1, games
     game = json.loads(games[0].read_text())
     gradcam = game["methods"]["gradcam"]["accuracy"]

@@ -15,6 +15,8 @@ import textwrap
 
 import pytest
 
+from convscope import layout
+
 CHILD = textwrap.dedent(
     """
     import json, os, sys, logging
@@ -144,10 +146,11 @@ TRAIN_CHILD = textwrap.dedent(
     logging.basicConfig(level=logging.INFO)
     from convscope.training.run import JobOptions, train_run
     from tests.test_training import CLASSES, hp, write_prepared
+    from convscope.layout import Results
 
     # 48/13/13 images in batches of 16: the last validation and test batches (13) do
     # not split over 2 devices, so they must be padded.
-    prepared = write_prepared(__import__("pathlib").Path(sys.argv[1]) / "prepared", size=32, counts=(48, 13, 13))
+    prepared = write_prepared(Results(sys.argv[1]).prepared_dir(32), size=32, counts=(48, 13, 13))
     metrics = train_run(
         prepared_dir=prepared, out_dir=sys.argv[1] + "/run", backbone="alexnet", options={"weights": "none"},
         input_size=32, strategy="finetune", hp=hp(batch_size=16, epochs=2), classes=CLASSES,
@@ -176,4 +179,4 @@ def test_a_train_job_given_two_gpus_trains_data_parallel(tmp_path):
     assert "data-parallel training over 2 devices (jax backend): cpu:0, cpu:1" in proc.stderr
     result = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[7:])
     assert result["epochs"] == 2 and 0 <= result["test"] <= 1
-    assert (tmp_path / "run" / "model.keras").stat().st_size > 0
+    assert (tmp_path / "run" / layout.MODEL).stat().st_size > 0

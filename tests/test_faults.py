@@ -16,6 +16,7 @@ import pytest
 
 from conftest import REPO, tiny_config
 from convscope import faults
+from convscope.layout import Results
 
 
 @pytest.fixture
@@ -58,14 +59,14 @@ def test_prepare_checks_free_space_before_the_memmaps(workflow, small_disk):
     wf = workflow(config)
     wf.run("--until", "split")  # raw images and splits fit (well under 1 MB)
     proc = wf.run(*wf.prepared(160), check=False)
-    folder = disk / "results" / "prepared" / "160"
+    folder = Results(disk / "results").prepared_dir("160")
     assert_one_clear_line(
         proc,
         f"not enough disk space in {folder} for the arrays of 60 images at 160x160",
         "needed",
         "free",
     )
-    log = (disk / "results" / "logs" / "prepare" / "160.log").read_text()
+    log = Results(disk / "results").log("prepare", "160").read_text()
     assert "Traceback" in log and "NoSpace" in log
     assert not list(folder.glob("*.npy")) and not list(folder.glob(".tmp-*"))  # nothing half-written
 
@@ -93,7 +94,7 @@ def test_disk_full_while_crawling_is_one_line(workflow, small_disk):
     assert_one_clear_line(
         proc,
         "disk full while writing",
-        str(disk / "results" / "raw" / "circle"),
+        str(Results(disk / "results").raw("circle")),
         "free in",
     )
 
@@ -128,8 +129,8 @@ def test_disk_full_in_any_job_log_keeps_the_traceback(tmp_path, small_disk):
 def test_killed_attempts_log_lines_are_kept(workflow):
     """kill -9 of the whole run mid-crawl; then --unlock and run again (README): both attempts' lines kept."""
     wf = workflow(tiny_config(images=400, image_size=96))
-    target = "results/raw/circle/crawl.json"
-    log = wf.results / "logs" / "crawl" / "circle.log"
+    target = str(wf.layout.crawl_summary("circle"))
+    log = wf.tree.log("crawl", "circle")
     attempts = log.with_name("circle.attempts.log")
     run = subprocess.Popen(
         wf.command(target), cwd=wf.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
@@ -142,7 +143,7 @@ def test_killed_attempts_log_lines_are_kept(workflow):
     finally:
         os.killpg(run.pid, signal.SIGKILL)
         run.wait()
-    assert not (wf.results / "raw" / "circle" / "crawl.json").exists()
+    assert not wf.tree.crawl_summary("circle").exists()
     assert "LockException" in wf.run(target, check=False).stderr  # Snakemake's own lock, left by the kill
     wf.run("--unlock")
     wf.run(target)

@@ -11,7 +11,8 @@ import pytest
 
 from convscope import backbones as registry
 from convscope import config as cfg
-from convscope import grid
+from convscope import grid, layout
+from convscope.layout import Results
 from convscope.training.strategies import phases
 from tests.conftest import tiny_config
 
@@ -153,18 +154,18 @@ def test_features_strategy_embeds_at_fc7_when_the_fc_stack_is_kept(tmp_path):
     from convscope.training.features import FeatureSettings, compute_embeddings
 
     rng = np.random.default_rng(3)
-    prepared = tmp_path / "prepared"
-    prepared.mkdir()
+    prepared = Results(tmp_path).prepared_dir(227)
+    prepared.mkdir(parents=True)
     for split, n in (("train", 4), ("val", 2), ("test", 2)):
-        np.save(prepared / f"{split}.npy", rng.integers(0, 255, size=(n, 227, 227, 3), dtype=np.uint8))
-        np.save(prepared / f"{split}.labels.npy", np.arange(n) % 3)
+        np.save(layout.prepared_in(prepared, split), rng.integers(0, 255, size=(n, 227, 227, 3), dtype=np.uint8))
+        np.save(layout.prepared_in(prepared, split, "labels.npy"), np.arange(n) % 3)
     info = compute_embeddings(
         prepared_dir=prepared,
-        out_dir=tmp_path / "features",
+        out_dir=(feats := Results(tmp_path).features_dir("alexnet")),
         features=FeatureSettings(
             backbone="alexnet", options={"weights": "none", "head": "fc"}, input_size=227, batch_size=4
         ),
     )
     assert {s["dim"] for s in info["splits"].values()} == {4096}  # fc7, not the 256 channels of pool5
-    emb = np.load(tmp_path / "features" / "train.npy")
+    emb = np.load(layout.embedding_in(feats, "train"))
     assert emb.shape == (4, 4096) and emb.min() >= 0  # fc7's ReLU

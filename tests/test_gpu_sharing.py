@@ -23,6 +23,7 @@ import pytest
 from convscope import backend as backend_lib
 from convscope import config as cfg
 from convscope import grid
+from convscope.layout import Results
 from tests.conftest import REPO, tiny_config
 from tests.test_training import CLASSES, hp, write_prepared
 
@@ -57,15 +58,14 @@ def make_config(jobs_per_gpu: int) -> dict:
 
 def targets(config, strategies) -> list[str]:
     validated = cfg.load_and_validate(copy.deepcopy(config))
-    return [
-        f"results/models/{r.backbone}/{r.id}/metrics.json" for r in grid.runs(validated) if r.strategy in strategies
-    ]
+    res = Results(validated["results"])  # relative to the workdir: targets
+    return [str(res.metrics(r.backbone, r.id)) for r in grid.runs(validated) if r.strategy in strategies]
 
 
 def intervals(results, rule: str) -> list[tuple[float, float]]:
     """(start, end) wall-clock times of the rule's jobs, from their benchmark files."""
     spans = []
-    for tsv in (results / "benchmarks" / rule).rglob("*.tsv"):
+    for tsv in Results(results).benchmarks.joinpath(rule).rglob("*.tsv"):
         with tsv.open() as f:
             wall = float(next(csv.DictReader(f, delimiter="\t"))["s"])
         end = tsv.stat().st_mtime
@@ -98,7 +98,7 @@ def test_jobs_share_a_gpu_as_configured_with_memory_caps_and_heads_never_wait(wo
 
     # One job per GPU: trainings one at a time; the embedding goes first and the head
     # (no GPU claim) runs beside a training on the second core.
-    for f in (wf.results / "benchmarks" / "train").rglob("*.tsv"):
+    for f in wf.workdir.glob(str(wf.layout.benchmark("train", "*", "*"))):
         f.unlink()
     wf.run(*trained, *targets(config, {"features"}), "--forcerun", "train", cores=2)
     (a, b) = intervals(wf.results, "train")
@@ -158,7 +158,7 @@ print("RESULT " + json.dumps({"resumed": result["resumed_from_epoch"], "epochs":
 
 
 def test_out_of_memory_names_the_key_and_the_retry_resumes(tmp_path):
-    prepared = write_prepared(tmp_path / "prepared" / "32", size=32, counts=(32, 8, 8))
+    prepared = write_prepared(Results(tmp_path).prepared_dir("32"), size=32, counts=(32, 8, 8))
     spec = {
         "backbone": "alexnet",
         "options": {"weights": "none"},

@@ -21,6 +21,7 @@ from convscope import grid, layout, records
 from convscope.analysis import paired
 from convscope.analysis.grid_summary import Selection, summarise_grid, wilson_interval
 from convscope.atomic import write_json
+from convscope.layout import Results
 from convscope.training.metrics import split_report
 
 CLASSES = ["circle", "square", "triangle", "star"]
@@ -71,7 +72,7 @@ def write_grid(root: Path, config: dict, accuracy) -> list[Path]:
             "images_per_s": 100.0 + i,
             "seed": 7,
         }
-        path = root / "models" / run.backbone / run.id / "metrics.json"
+        path = Results(root).metrics(run.backbone, run.id)
         write_json(path, metrics)
         records.write_predictions(path.parent / layout.PREDICTIONS, yt, st)
         paths.append(path)
@@ -96,13 +97,13 @@ def summary(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("grid")
     config = make_config()
     files = write_grid(tmp_path, config, accuracy_by_rule)
-    out = tmp_path / "analysis" / "grid"
+    out = Results(tmp_path).grid_dir
     summarise_grid(files, out)
-    return {"config": config, "out": out, "files": files}
+    return {"config": config, "out": out, "files": files, "results": Results(tmp_path)}
 
 
 def test_runs_table_has_every_run_with_cis(summary):
-    runs = pd.read_csv(summary["out"] / "runs.csv")
+    runs = pd.read_csv(summary["results"].runs_csv)
     expected = grid.runs(summary["config"])
     assert list(zip(runs["backbone"], runs["run"])) == [(r.backbone, r.id) for r in expected]
     for col in (
@@ -127,7 +128,7 @@ def test_runs_table_has_every_run_with_cis(summary):
         assert row["val_accuracy"] == pytest.approx(val)
         assert row["val_ci95_low"] <= row["val_accuracy"] <= row["val_ci95_high"]
         assert row["test_ci95_low"] <= row["test_accuracy"] <= row["test_ci95_high"]
-        metrics = json.loads((summary["out"].parent.parent / "models" / r.backbone / r.id / "metrics.json").read_text())
+        metrics = json.loads(summary["results"].metrics(r.backbone, r.id).read_text())
         assert [row["test_ci95_low"], row["test_ci95_high"]] == pytest.approx(metrics["test"]["accuracy_ci95"])
 
 
@@ -141,8 +142,8 @@ def test_wilson_interval_matches_the_textbook_value():
 
 
 def test_best_run_is_the_max_validation_accuracy(summary):
-    best = json.loads((summary["out"] / "best.json").read_text())
-    runs = pd.read_csv(summary["out"] / "runs.csv")
+    best = json.loads(summary["results"].best_json.read_text())
+    runs = pd.read_csv(summary["results"].runs_csv)
     assert set(best) == {"alexnet", "mobilenetv2"}
     for backbone, entry in best.items():
         mine = runs[runs["backbone"] == backbone]
@@ -190,7 +191,7 @@ def test_a_grid_of_features_heads_only_analyses_its_best_head(tmp_path):
 
 
 def test_heatmap_cells_are_mean_val_accuracy_of_their_runs(summary):
-    runs = pd.read_csv(summary["out"] / "runs.csv", dtype={"tune_depth": str})
+    runs = pd.read_csv(summary["results"].runs_csv, dtype={"tune_depth": str})
     cells = pd.read_csv(summary["out"] / "heatmaps.csv", dtype={"y_value": str, "x_value": str})
     assert not cells.empty
     pairs = set(zip(cells["backbone"], cells["y_key"], cells["x_key"]))
@@ -215,7 +216,7 @@ def test_heatmap_cells_are_mean_val_accuracy_of_their_runs(summary):
 
 def test_strategy_comparison_and_index(summary):
     comp = pd.read_csv(summary["out"] / "strategies.csv")
-    runs = pd.read_csv(summary["out"] / "runs.csv")
+    runs = pd.read_csv(summary["results"].runs_csv)
     assert set(zip(comp["backbone"], comp["strategy"])) == {
         (b, s) for b in ("alexnet", "mobilenetv2") for s in ("finetune", "scratch", "features")
     }
@@ -224,7 +225,7 @@ def test_strategy_comparison_and_index(summary):
         assert c.best_val_accuracy == pytest.approx(mine["val_accuracy"].max())
         assert c.mean_val_accuracy == pytest.approx(mine["val_accuracy"].mean())
         assert c.runs == len(mine)
-    index = json.loads((summary["out"] / "index.json").read_text())
+    index = json.loads((summary["out"] / layout.INDEX).read_text())
     ids = [s["id"] for s in index["sections"]]
     assert ids == ["runs", "heatmaps", "strategies"]
     files = [it["file"] for s in index["sections"] for it in s["items"]]
@@ -236,13 +237,13 @@ def test_single_run_grid_has_no_heatmaps_but_still_a_summary(tmp_path):
     config = make_config(["alexnet"], strategies=["finetune"], grid={"learning_rate": [0.001]})
     files = write_grid(tmp_path, config, lambda run: (0.5, 0.5))
     summarise_grid(files, tmp_path / "out")
-    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    index = json.loads((tmp_path / "out" / layout.INDEX).read_text())
     assert [s["id"] for s in index["sections"]] == ["runs", "strategies"]
     assert pd.read_csv(tmp_path / "out" / "heatmaps.csv").empty
 
 
 def test_metrics_without_the_train_layout_are_refused(tmp_path):
-    bad = tmp_path / "models" / "alexnet" / "x" / "metrics.json"
+    bad = Results(tmp_path).metrics("alexnet", "x")
     bad.parent.mkdir(parents=True)
     bad.write_text(json.dumps({"accuracy": 0.5}))
     with pytest.raises(ValueError, match=r"metrics.json lacks \['backbone', 'run', 'strategy', 'val', 'test'\]"):
@@ -285,7 +286,7 @@ def test_runs_differing_only_by_seed_are_aggregated_and_can_pick_the_best_mean(
         pytest.approx(0.7),
         pytest.approx(0.8),
     )
-    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    index = json.loads((tmp_path / "out" / layout.INDEX).read_text())
     assert "seeds" in [s["id"] for s in index["sections"]]
     best = json.loads((tmp_path / "out" / "best.json").read_text())["alexnet"]
     assert best["run"] == "finetune-lr1e-3-do0.5-d2-s1" and best["seeds"] == 3  # by the run's own accuracy
@@ -366,10 +367,10 @@ def test_strategy_comparison_tests_the_best_runs_on_the_same_images(tmp_path):
 
 
 def _read(root, run):
-    return records.read_predictions(root / "models" / "alexnet" / run / layout.PREDICTIONS)
+    return records.read_predictions(Results(root).test_predictions("alexnet", run))
 
 
 def test_the_runs_table_carries_each_runs_test_calibration_error(summary):
-    runs = pd.read_csv(summary["out"] / "runs.csv")
+    runs = pd.read_csv(summary["results"].runs_csv)
     # Every constructed test prediction has top probability 0.7 (rows sum to 1), so ECE = |accuracy - 0.7|.
     assert runs["test_ece"].to_numpy() == pytest.approx((runs["test_accuracy"] - 0.7).abs().to_numpy())

@@ -9,16 +9,7 @@ from PIL import Image, ImageDraw
 
 from convscope.data import imageio
 from convscope.data.imageio import ImageRejected, load_rgb, map_box, resize_square
-
-
-def blocks(seed, size=(64, 64), cell=8):
-    """Random 8x8 blocks from a small palette: distinct content, exact in every format."""
-    rng = np.random.default_rng(seed)
-    palette = rng.integers(0, 256, (8, 3), dtype=np.uint8)
-    w, h = size
-    idx = rng.integers(0, 8, (h // cell + 1, w // cell + 1))
-    grid = palette[idx].repeat(cell, 0).repeat(cell, 1)
-    return np.ascontiguousarray(grid[:h, :w])
+from tests.images import blocks
 
 
 def rejected(path, **kw):

@@ -19,8 +19,9 @@ import sys
 import numpy as np
 import pytest
 
+from convscope import layout
 from tests.conftest import REPO
-from tests.test_training import backend_in_use, write_prepared
+from tests.test_training import backend_in_use, hp, write_prepared
 
 CALLBACKS = """
 import os, signal
@@ -71,17 +72,7 @@ train_run(callbacks=(Snapshot(**snap),), **spec)
 """
 )
 
-HP = {
-    "learning_rate": 1e-3,
-    "dropout": 0.0,
-    "tune_depth": 1,
-    "batch_size": 16,
-    "epochs": 4,
-    "optimizer": "adam",
-    "label_smoothing": 0.0,
-    "augment": "none",
-    "seed": 5,
-}
+HP = hp(epochs=4, dropout=0.0, augment="none")
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +120,7 @@ def run_in_subprocess(run_spec: dict, snap: dict):
 
 
 def history(out) -> list[dict]:
-    with open(out / "history.csv", newline="") as f:
+    with open(out / layout.HISTORY, newline="") as f:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
@@ -137,8 +128,8 @@ def predictions_agree(out, prepared, snapshot) -> None:
     """model.keras predicts the test split exactly as a model holding `snapshot`'s weights does."""
     from convscope.models import build
 
-    test = np.load(prepared / "test.npy").astype("float32")
-    kept = build.load_model(out / "model.keras", compile=False)
+    test = np.load(layout.prepared_in(prepared, "test")).astype("float32")
+    kept = build.load_model(out / layout.MODEL, compile=False)
     reference = build.build_classifier("alexnet", 3, input_size=64, weights="none", dropout=0.0, augment="none")
     reference.load_weights(str(snapshot))
     np.testing.assert_allclose(
@@ -151,7 +142,7 @@ def predictions_agree(out, prepared, snapshot) -> None:
 
 def check_kept(out, prepared, snapshots, monitor="val_loss") -> int:
     rows = history(out)
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / layout.METRICS).read_text())
     assert [int(r["epoch"]) for r in rows] == list(range(HP["epochs"])), "the whole history is written"
     losses = [r[monitor] for r in rows]
     best = int(np.argmin(losses)) if monitor == "val_loss" else int(np.argmax(losses))
@@ -178,9 +169,9 @@ def test_a_run_keeps_its_best_epoch_and_an_interrupted_one_the_same(prepared, tm
         {"folder": str(killed_dir / "snap"), "kill_after": 2},
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    assert not (killed_dir / "run" / "metrics.json").exists()
+    assert not (killed_dir / "run" / layout.METRICS).exists()
     train_run(**spec(prepared, killed_dir / "run"), callbacks=(snapshot_callback(folder=str(killed_dir / "snap")),))
-    metrics = json.loads((killed_dir / "run" / "metrics.json").read_text())
+    metrics = json.loads((killed_dir / "run" / layout.METRICS).read_text())
     assert metrics["resumed_from_epoch"] == 3
     assert check_kept(killed_dir / "run", prepared, killed_dir / "snap") == best
 

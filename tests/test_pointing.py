@@ -2,93 +2,17 @@
 clutter, then the pointing game (is the heatmap's maximum inside the object's box?) for
 Grad-CAM, occlusion and saliency, against chance = the mean box area fraction.
 
-The images are drawn here, vectorised in numpy (the demo's convscope.data.synthetic draws
-one PIL image at a time, too slow for the thousands a from-scratch CNN needs in a test):
-a smooth random colour field, thin random lines, one disk / square / triangle of random
-colour, size and place, pixel noise. The class is the shape, so the network must find it.
+The images and the CNN: tests/shapes.py (shared with tests/test_trust.py).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 
 import numpy as np
 import pytest
 
-SIZE = 32
-SHAPES = ("disk", "square", "triangle")
-
-log = logging.getLogger(__name__)
-
-
-def shapes_on_clutter(per_class: int, seed: int, size: int = SIZE):
-    """(uint8 images N x size x size x 3, labels N, boxes N x 4 as x0, y0, x1, y1 pixel edges)."""
-    rng = np.random.default_rng(seed)
-    k = len(SHAPES)
-    n = per_class * k
-    labels = np.repeat(np.arange(k), per_class)
-    yy, xx = np.mgrid[0:size, 0:size] + 0.5  # pixel centres
-    # background: a 3x3 grid of random colours, bilinearly interpolated
-    coarse = rng.uniform(40, 215, (n, 3, 3, 3))
-    pos = np.linspace(0, 2, size)
-    i0 = np.minimum(pos.astype(int), 1)
-    f = (pos - i0)[None, :, None, None]
-    rows = coarse[:, i0] * (1 - f) + coarse[:, i0 + 1] * f
-    f = (pos - i0)[None, None, :, None]
-    img = rows[:, :, i0] * (1 - f) + rows[:, :, i0 + 1] * f
-    # clutter: two thin random line segments per image
-    for _ in range(2):
-        a, b = rng.uniform(0, size, (2, n, 2, 1, 1))
-        d = b - a
-        t = ((xx - a[:, 0]) * d[:, 0] + (yy - a[:, 1]) * d[:, 1]) / np.maximum((d**2).sum(axis=1), 1e-6)
-        t = np.clip(t, 0, 1)
-        dist = np.hypot(xx - a[:, 0] - t * d[:, 0], yy - a[:, 1] - t * d[:, 1])
-        img = np.where((dist < 0.7)[..., None], rng.uniform(0, 255, (n, 1, 1, 3)), img)
-    # the object
-    r = rng.uniform(0.16, 0.26, n)[:, None, None] * size
-    cx = rng.uniform(r[:, 0, 0] + 1, size - r[:, 0, 0] - 1)[:, None, None]
-    cy = rng.uniform(r[:, 0, 0] + 1, size - r[:, 0, 0] - 1)[:, None, None]
-    dx, dy = xx - cx, yy - cy
-    masks = np.stack(
-        [
-            dx**2 + dy**2 <= r**2,
-            (np.abs(dx) <= 0.85 * r) & (np.abs(dy) <= 0.85 * r),
-            (dy <= 0.8 * r) & (dy >= -r + 2 * np.abs(dx)),
-        ]
-    )[labels, np.arange(n)]
-    img = np.where(masks[..., None], rng.uniform(0, 255, (n, 1, 1, 3)), img)
-    img = img + rng.normal(0, 8, img.shape)
-    cols, rows_ = masks.any(axis=1), masks.any(axis=2)
-    boxes = np.stack(
-        [cols.argmax(1), rows_.argmax(1), size - cols[:, ::-1].argmax(1), size - rows_[:, ::-1].argmax(1)], axis=1
-    ).astype(np.float64)
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8), labels, boxes
-
-
-def small_cnn(seed: int = 0):
-    """Classifier-contract shape with a nested base; last conv at 8 x 8."""
-    import keras
-    from keras import layers
-
-    keras.utils.set_random_seed(seed)
-
-    def conv(t, c, name=None):
-        t = layers.Conv2D(c, 3, padding="same", use_bias=False)(t)
-        t = layers.BatchNormalization()(t)
-        return layers.Activation("relu", name=name)(t)
-
-    base_in = keras.Input((SIZE, SIZE, 3))
-    h = layers.MaxPooling2D()(conv(base_in, 16))
-    h = layers.MaxPooling2D()(conv(h, 32))
-    h = conv(conv(h, 64), 64, name="last_conv")
-    base = keras.Model(base_in, h, name="base")
-    image = keras.Input((SIZE, SIZE, 3), name="image")
-    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(image)
-    x = layers.GlobalAveragePooling2D(name="pool")(base(x))
-    model = keras.Model(image, layers.Dense(len(SHAPES), activation="softmax", name="head")(x))
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
+from tests.shapes import SHAPES, SIZE, shapes_on_clutter, small_cnn
 
 
 def test_shapes_boxes_are_tight():
@@ -104,7 +28,7 @@ def test_gradcam_points_at_the_object(record_property):
 
     x_train, y_train, _ = shapes_on_clutter(1500, seed=0)
     x_test, y_test, boxes = shapes_on_clutter(40, seed=1)
-    model = small_cnn()
+    model = small_cnn(last_width=64)
     model.fit(x_train.astype(np.float32), y_train, epochs=4, batch_size=32, verbose=0, shuffle=True)
     accuracy = float(model.evaluate(x_test.astype(np.float32), y_test, verbose=0)[1])
     # chance is 1/3; 0.72 measured (TF 2.21, 2 cores)

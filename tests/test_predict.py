@@ -94,7 +94,7 @@ def predicted(tmp_path_factory):
 
 def test_predictions_csv_reports_every_file(predicted):
     wf, folder, out = predicted
-    rows = read_rows(out / "predictions.csv")
+    rows = read_rows(wf.tree.predictions(BACKBONE, out.name))
     by_file: dict[str, list[dict]] = {}
     for r in rows:
         by_file.setdefault(r["file"], []).append(r)
@@ -124,7 +124,7 @@ def test_predictions_csv_reports_every_file(predicted):
     assert [(r["class"], r["probability"]) for r in by_file["rotated.png"]] == [
         (r["class"], r["probability"]) for r in by_file["upright.png"]
     ]
-    html = (out / "index.html").read_text()
+    html = wf.tree.predict_page(BACKBONE, out.name).read_text()
     assert "good.jpg" in html and "notes.jpg" in html and "Files that could not be read" in html
     assert "predictions.csv" in html and ".hidden.jpg" not in html
 
@@ -137,11 +137,11 @@ def test_adding_an_image_predicts_only_it(predicted):
     shape_image("circle", size=(50, 80)).save(folder / "added.png")
     assert wf.planned("predict", "--config", f"predict_folder={folder}") == {"predict": 1, "predict_model": 1}
     wf.run("predict", "--config", f"predict_folder={folder}", timeout=600)
-    log = next((wf.results / "logs" / "predict" / BACKBONE).glob("*.log")).read_text()
+    log = next(wf.workdir.glob(str(wf.layout.log("predict", BACKBONE, "*")))).read_text()
     assert "8 files, 5 from the cache, 1 to predict" in log
     after = {p.name: p.stat().st_mtime_ns for p in (out / "overlays").iterdir()}
     assert len(after) == 6 and all(after[name] == t for name, t in before.items())  # old overlays untouched
-    assert "added.png" in {r["file"] for r in read_rows(out / "predictions.csv")}
+    assert "added.png" in {r["file"] for r in read_rows(wf.tree.predictions(BACKBONE, out.name))}
 
 
 def test_missing_folder_is_named(predicted):
@@ -156,7 +156,6 @@ def test_export_reproduces_the_trained_model(predicted):
     run = out.name
     wf.run("export", timeout=600)
     res = Results(wf.results)
-    folder = res.export_dir(BACKBONE, run)
     check = json.loads(res.export_check(BACKBONE, run).read_text())
     assert set(check["formats"]) == {"keras", "saved_model"}
     # Independently of the job's own check: load both exports here and compare on test images.
@@ -167,10 +166,12 @@ def test_export_reproduces_the_trained_model(predicted):
 
     x = np.load(res.prepared(64, "test"))[:12].astype("float32")
     want = load_model(res.model(BACKBONE, run), compile=False).predict(x, verbose=0)
-    saved = tf.saved_model.load(str(folder / "saved_model"))
+    saved = tf.saved_model.load(str(res.export_saved_model(BACKBONE, run)))
     served = saved.serve(x).numpy()
-    native = keras.saving.load_model(str(folder / "model.keras"), compile=False).predict(x, verbose=0)
+    native = keras.saving.load_model(str(res.export_keras(BACKBONE, run)), compile=False).predict(x, verbose=0)
     assert want.shape == (len(x), 3) and len(x) >= 8
     np.testing.assert_allclose(served, want, atol=1e-5)
     np.testing.assert_allclose(native, want, atol=1e-5)
-    assert "augment" not in {layer.name for layer in keras.saving.load_model(str(folder / "model.keras")).layers}
+    assert "augment" not in {
+        layer.name for layer in keras.saving.load_model(str(res.export_keras(BACKBONE, run))).layers
+    }

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from convscope import layout
 from convscope.data.prepare import INDEX_COLUMNS, PrepareError, prepare
+from convscope.layout import Results
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -43,7 +45,7 @@ def _write_splits(path: Path, raw: Path, rows: list[tuple[str, str, str]]) -> Pa
 
 
 def _read_index(out: Path, split: str) -> list[dict]:
-    with open(out / f"{split}.index.csv", newline="") as f:
+    with open(layout.prepared_in(out, split, "index.csv"), newline="") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames == INDEX_COLUMNS
         return list(reader)
@@ -57,7 +59,7 @@ def _box(row: dict) -> tuple[float, ...] | None:
 @pytest.fixture
 def corpus(tmp_path):
     """Three classes in config order zebra, apple, mango (not alphabetical), mixed formats."""
-    raw = tmp_path / "raw"
+    raw = Results(tmp_path).raw_dir
     rows = []
     rng = np.random.default_rng(0)
     for cls, colour in (("zebra", RED), ("apple", GREEN), ("mango", BLUE)):
@@ -76,15 +78,15 @@ def corpus(tmp_path):
 
 def test_arrays_labels_and_index(corpus, tmp_path):
     raw, splits, classes = corpus
-    out = tmp_path / "prepared" / "32"
+    out = Results(tmp_path).prepared_dir("32")
     summary = prepare(splits, raw, classes, 32, {"resize": "center_crop"}, out, threads=2)
     assert {s: v["images"] for s, v in summary.items()} == {"train": 9, "val": 3, "test": 3}
     expected_colour = {"zebra": RED, "apple": GREEN, "mango": BLUE}
     for split, n in (("train", 9), ("val", 3), ("test", 3)):
-        images = np.load(out / f"{split}.npy", mmap_mode="r")
+        images = np.load(layout.prepared_in(out, split), mmap_mode="r")
         assert isinstance(images, np.memmap)
         assert images.shape == (n, 32, 32, 3) and images.dtype == np.uint8
-        labels = np.load(out / f"{split}.labels.npy")
+        labels = np.load(layout.prepared_in(out, split, "labels.npy"))
         assert labels.dtype == np.int32 and labels.shape == (n,)
         index = _read_index(out, split)
         assert [int(r["row"]) for r in index] == list(range(n))
@@ -129,7 +131,7 @@ GEOMETRY = {
 
 @pytest.fixture
 def boxed(tmp_path):
-    raw = tmp_path / "raw"
+    raw = Results(tmp_path).raw_dir
     img = _halves(100, 50)
     img.paste(GREEN, (60, 10, 80, 40))
     rows = [("thing", _save(raw, "thing", "a.png", img), "train")]
@@ -139,7 +141,7 @@ def boxed(tmp_path):
     rows.append(("thing", _save(raw, "thing", "b.png", img2), "train"))
     # A class without boxes.csv, and a box row for a file not in the splits (ignored).
     rows.append(("other", _save(raw, "other", "c.png", _halves(50, 50)), "train"))
-    (raw / "thing" / "boxes.csv").write_text(
+    (raw / "thing" / layout.BOXES).write_text(
         "file,x0,y0,x1,y1,width,height\na.png,60,10,80,40,100,50\nb.png,2,5,12,45,100,50\nzzz.png,1,1,2,2,100,50\n"
     )
     splits = _write_splits(tmp_path / "splits.csv", raw, rows)
@@ -151,7 +153,7 @@ def test_resize_policy_and_box_mapping(boxed, tmp_path, policy):
     raw, splits, classes = boxed
     out = tmp_path / policy
     prepare(splits, raw, classes, 50, {"resize": policy}, out, threads=2)
-    images = np.load(out / "train.npy")
+    images = np.load(layout.prepared_in(out, "train"))
     index = _read_index(out, "train")
     assert [r["file"] for r in index] == ["thing/a.png", "thing/b.png", "other/c.png"]
     want = GEOMETRY[policy]
@@ -177,7 +179,7 @@ def test_resize_policy_and_box_mapping(boxed, tmp_path, policy):
 
 
 def test_exif_orientation_is_applied(tmp_path):
-    raw = tmp_path / "raw"
+    raw = Results(tmp_path).raw_dir
     # Stored 60x30 left red / right blue; orientation 6 displays it rotated 90 degrees
     # clockwise: 30x60 with red on top, blue below.
     exif = Image.Exif()
@@ -186,13 +188,13 @@ def test_exif_orientation_is_applied(tmp_path):
     rows.append(("b", _save(raw, "b", "y.png", _halves(30, 30)), "train"))
     splits = _write_splits(tmp_path / "splits.csv", raw, rows)
     prepare(splits, raw, ["a", "b"], 32, {"resize": "squash"}, tmp_path / "out", threads=1)
-    a = np.load(tmp_path / "out" / "train.npy")[0].astype(int)
+    a = np.load(layout.prepared_in(tmp_path / "out", "train"))[0].astype(int)
     assert np.abs(a[4, 16] - RED).max() <= 20 and np.abs(a[28, 16] - BLUE).max() <= 20
 
 
 def test_camera_jpeg_draft_matches_full_decode(tmp_path):
     """Draft-mode decoding of a big JPEG stays close to a full-resolution resize."""
-    raw = tmp_path / "raw"
+    raw = Results(tmp_path).raw_dir
     rng = np.random.default_rng(1)
     # Photo-like: smooth low-frequency structure plus fine noise.
     low = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
@@ -202,7 +204,7 @@ def test_camera_jpeg_draft_matches_full_decode(tmp_path):
     rows.append(("other", _save(raw, "other", "q.png", _halves(40, 40)), "val"))
     splits = _write_splits(tmp_path / "splits.csv", raw, rows)
     prepare(splits, raw, ["cam", "other"], 64, {"resize": "center_crop"}, tmp_path / "out", threads=1)
-    got = np.load(tmp_path / "out" / "train.npy")[0].astype(float)
+    got = np.load(layout.prepared_in(tmp_path / "out", "train"))[0].astype(float)
     full = Image.open(raw / "cam" / "p.jpg").convert("RGB").crop((200, 0, 1400, 1200))
     reference = np.asarray(full.resize((64, 64), Image.Resampling.LANCZOS)).astype(float)
     assert np.abs(got - reference).mean() < 4
@@ -228,15 +230,15 @@ def test_class_not_in_config_fails_naming_it(corpus, tmp_path):
 
 
 def test_empty_split_gives_empty_arrays(tmp_path):
-    raw = tmp_path / "raw"
+    raw = Results(tmp_path).raw_dir
     rows = [
         ("a", _save(raw, "a", "1.png", _halves(40, 40)), "train"),
         ("b", _save(raw, "b", "2.png", _halves(40, 40)), "train"),
     ]
     splits = _write_splits(tmp_path / "splits.csv", raw, rows)
     prepare(splits, raw, ["a", "b"], 16, {"resize": "squash"}, tmp_path / "out", threads=1)
-    assert np.load(tmp_path / "out" / "val.npy").shape == (0, 16, 16, 3)
-    assert np.load(tmp_path / "out" / "test.labels.npy").shape == (0,)
+    assert np.load(layout.prepared_in(tmp_path / "out", "val")).shape == (0, 16, 16, 3)
+    assert np.load(layout.prepared_in(tmp_path / "out", "test", "labels.npy")).shape == (0,)
     assert _read_index(tmp_path / "out", "test") == []
 
 

@@ -8,20 +8,18 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from convscope.data.clean import clean
+from convscope.layout import Results
+from tests import images
 
 OPTIONS = {"min_side": 16, "max_pixels": 50_000_000, "near_duplicate_distance": -1}
 
 
 def blocks(seed, size=(96, 96), cell=8):
-    rng = np.random.default_rng(seed)
-    palette = rng.integers(40, 216, (8, 3), dtype=np.uint8)
-    w, h = size
-    idx = rng.integers(0, 8, (h // cell + 1, w // cell + 1))
-    return np.ascontiguousarray(palette[idx].repeat(cell, 0).repeat(cell, 1)[:h, :w])
+    return images.blocks(seed, size, cell, colours=(40, 216))  # mid-range colours: no flag of their own
 
 
 def test_each_flag_on_a_constructed_image(tmp_path):
-    cls = tmp_path / "raw" / "thing"
+    cls = Results(tmp_path).raw("thing")
     cls.mkdir(parents=True)
     for i in range(6):  # ordinary colour images: no flag
         Image.fromarray(blocks(i)).save(cls / f"ok{i}.png")
@@ -35,7 +33,7 @@ def test_each_flag_on_a_constructed_image(tmp_path):
     Image.fromarray(blocks(14)).convert("L").save(cls / "grayscale.png")
     Image.fromarray(blocks(15, size=(400, 400), cell=24)).save(cls / "odd_size.png")
 
-    rows = clean(tmp_path / "raw", ["thing"], OPTIONS, tmp_path / "manifest.csv")
+    rows = clean(Results(tmp_path).raw_dir, ["thing"], OPTIONS, tmp_path / "manifest.csv")
     flags = {r["file"].split("/")[1].split(".")[0]: r["flags"] for r in rows}
     for name in ("blurry", "dark", "bright", "low_information", "extreme_aspect", "grayscale", "odd_size"):
         assert flags[name] == name  # that flag and no other
@@ -47,10 +45,10 @@ def test_each_flag_on_a_constructed_image(tmp_path):
 
 
 def test_thresholds_come_from_config(tmp_path):
-    cls = tmp_path / "raw" / "thing"
+    cls = Results(tmp_path).raw("thing")
     cls.mkdir(parents=True)
     for i in range(3):
         Image.fromarray(blocks(i)).save(cls / f"ok{i}.png")
     strict = {**OPTIONS, "quality": {"blur": 1e9}}  # everything counts as blurry
-    rows = clean(tmp_path / "raw", ["thing"], strict, tmp_path / "manifest.csv")
+    rows = clean(Results(tmp_path).raw_dir, ["thing"], strict, tmp_path / "manifest.csv")
     assert [r["flags"] for r in rows] == ["blurry"] * 3

@@ -20,6 +20,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from conftest import parse_job_stats, tiny_config
+from convscope import layout
+from convscope.layout import Results
 from convscope.records import BestRun, RunMetrics, write_best, write_metrics
 from convscope.report import collect
 from convscope.report.render import STANDALONE, render_report
@@ -75,13 +77,14 @@ def make_results(
     table cells and run ids (everything the report shows that users control).
     """
     R = Path(root)
+    res = Results(R)
     ev = evil or ""
     manifest, splits = [], []
     for ci, cls in enumerate(classes):
         ledger = []
         for i in range(images):
             name = f"{i:06d}{ev if i == 1 else ''}.png"
-            path = R / "raw" / cls / name
+            path = res.raw(cls) / name
             _png(path, (40 * ci % 255, 90, 200 - 30 * ci), shape="circle" if ci % 2 == 0 else "square")
             sha = hashlib.sha256(path.read_bytes()).hexdigest()
             url = f"https://example.org/{cls}/{i}.png?q={ev}" if i != 2 else f"javascript:alert(1)//{ev}"
@@ -136,10 +139,10 @@ def make_results(
                 "detail": "HTTP 404",
             }
         )
-        _csv(R / "raw" / cls / "manifest.csv", ledger)
-        (R / "raw" / cls / "crawl.json").write_text(json.dumps({"class": cls, "downloaded": images}))
+        _csv(res.ledger(cls), ledger)
+        res.crawl_summary(cls).write_text(json.dumps({"class": cls, "downloaded": images}))
         _csv(
-            R / "benchmarks" / "crawl" / f"{cls}.tsv",
+            res.benchmark("crawl", cls),
             [
                 {
                     "s": 1.5 + ci,
@@ -156,10 +159,10 @@ def make_results(
             ],
             delimiter="\t",
         )
-    _csv(R / "clean" / "manifest.csv", manifest)
-    _csv(R / "clean" / "splits.csv", splits)
+    _csv(res.clean_manifest, manifest)
+    _csv(res.splits_csv, splits)
     _csv(
-        R / "benchmarks" / "clean.tsv",
+        res.benchmark("clean"),
         [
             {
                 "s": 4.25,
@@ -194,9 +197,9 @@ def make_results(
                 seed=7,
                 versions={"keras": "3.15.1", "backend": "tensorflow", "python": "3.11"},
             )
-            d = R / "models" / b / run
-            write_metrics(d / "metrics.json", metrics)
-            _csv(d / "history.csv", [{"epoch": 0, "loss": 1.0, "accuracy": 0.4, "val_loss": 1.1, "val_accuracy": 0.4}])
+            d = res.run_dir(b, run)
+            write_metrics(d / layout.METRICS, metrics)
+            _csv(d / layout.HISTORY, [{"epoch": 0, "loss": 1.0, "accuracy": 0.4, "val_loss": 1.1, "val_accuracy": 0.4}])
             runs.append(
                 {
                     "backbone": b,
@@ -209,7 +212,7 @@ def make_results(
                 }
             )
             _csv(
-                R / "benchmarks" / "train" / b / f"{run}.tsv",
+                res.benchmark("train", b, run),
                 [
                     {
                         "s": 30.0 + ri,
@@ -235,7 +238,7 @@ def make_results(
             test_ci95_high=acc,
             runs=2,
         )
-        a = R / "analysis" / b / run
+        a = res.analysis_dir(b, run)
         _figure(a / "curves.png", f"{b} curves {ev}")
         _csv(a / "curves.csv", [{"epoch": 1, "loss": 0.9}])
         _figure(a / "gradcam" / "gradcam.png", "gradcam")
@@ -304,13 +307,13 @@ def make_results(
                 },
             ],
         }
-        (a / "index.json").write_text(json.dumps(index))
-    g = R / "analysis" / "grid"
-    _csv(g / "runs.csv", runs)
-    write_best(g / "best.json", best)
+        (a / layout.INDEX).write_text(json.dumps(index))
+    g = res.grid_dir
+    _csv(res.runs_csv, runs)
+    write_best(res.best_json, best)
     _figure(g / "heatmap.png", f"heatmap {ev}")
     _figure(g / "strategies.png", "strategies")
-    (g / "index.json").write_text(
+    (g / layout.INDEX).write_text(
         json.dumps(
             {
                 "title": "Grid",
@@ -382,11 +385,23 @@ def _config(classes, **report):
 OPTIONS = {"title": "Shapes study", "description": "what convnets see", "thumbnails_per_class": 3}
 
 
+def benchmark_files(R: Path) -> list[Path]:
+    """Every benchmark file make_results wrote: what the report rule would declare for that tree."""
+    return sorted(Results(R).benchmarks.rglob("*.tsv"))
+
+
+def compute_jobs(html_text: str) -> list[tuple[str, str]]:
+    """(rule, job) of each row of the compute section's every-job table."""
+    compute = html_text[html_text.index('id="compute"') :]
+    return re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td", compute[: compute.index("Training throughput")])
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     R = make_results(root / "results")
-    out = render_report(R, R / "report", OPTIONS, True, config=_config(["circle", "square", "triangle"], **OPTIONS))
+    cfg = _config(["circle", "square", "triangle"], **OPTIONS)
+    out = render_report(R, Results(R).report_dir, OPTIONS, True, config=cfg, benchmarks=benchmark_files(R))
     return R, out
 
 
@@ -443,7 +458,7 @@ def test_data_counts_match_manifests(rendered):
 
 def test_compute_cost_from_benchmarks(rendered):
     R, out = rendered
-    bench = collect.benchmarks(R / "benchmarks")
+    bench = collect.benchmarks(benchmark_files(R), Results(R).benchmarks)
     rules = {r["rule"]: r for r in bench["rules"]}
     assert rules["crawl"]["jobs"] == 3 and rules["crawl"]["total_s"] == pytest.approx(1.5 + 2.5 + 3.5)
     assert rules["crawl"]["max_rss"] is None  # '-' means not measured, not 0
@@ -454,6 +469,27 @@ def test_compute_cost_from_benchmarks(rendered):
     assert 'data-sort="1501.0"' in compute and ">train<" in compute
     # images/s per run comes from metrics.json when runs.csv lacks it
     assert 'data-sort="110.0"' in compute
+
+
+def test_compute_reads_only_the_benchmarks_it_is_handed(tmp_path):
+    """The compute table shows the files the report rule declares, not whatever lies in benchmarks/."""
+    R = make_results(tmp_path / "results", backbones=("mobilenetv2",))
+    res = Results(R)
+    stray = res.benchmark("predict", "mobilenetv2", "finetune-lr1e-4-d1")  # an on-demand job's, not declared
+    stray.parent.mkdir(parents=True)
+    stray.write_text(res.benchmark("clean").read_text().replace("4.25", "999.5"))
+    handed = [res.benchmark("clean"), res.benchmark("crawl", "circle")]
+    options = {**OPTIONS, "sections": ["data", "compute"]}
+    cfg = _config(["circle", "square", "triangle"])
+    text = render_report(R, Results(R).report_dir, options, False, config=cfg, benchmarks=handed)["html"].read_text()
+    assert compute_jobs(text) == [("clean", ""), ("crawl", "circle")]
+    assert "999.5" not in text and "predict" not in text
+    # A handed file that is missing, or outside benchmarks/ (its folder names the rule), is named.
+    res.benchmark("clean").unlink()
+    with pytest.raises(collect.ReportInputError, match=r"clean\.tsv: missing.*benchmark: directive of the clean rule"):
+        render_report(R, Results(R).report_dir, options, False, config=cfg, benchmarks=handed)
+    with pytest.raises(collect.ReportInputError, match=r"splits\.csv: not under .*benchmarks"):
+        render_report(R, Results(R).report_dir, options, False, config=cfg, benchmarks=[res.splits_csv])
 
 
 def test_standalone_embeds_everything(rendered):
@@ -489,7 +525,7 @@ def test_user_strings_are_escaped(tmp_path):
     options = {**OPTIONS, "title": f"Title {EVIL}", "description": f"Desc {EVIL}"}
     cfg = _config(["circle", "square"], **options)
     cfg["classes"]["square"] = {"keywords": [f"kw {EVIL}"]}
-    out = render_report(R, R / "report", options, True, config=cfg, classes=classes)
+    out = render_report(R, Results(R).report_dir, options, True, config=cfg, classes=classes)
     for path in (out["html"], out["standalone"]):
         text = path.read_text()
         page = Page(text)  # also fails on any injected on* attribute
@@ -514,19 +550,19 @@ def test_user_strings_are_escaped(tmp_path):
 def test_sections_option_and_thumbnail_count(tmp_path):
     R = make_results(tmp_path / "results", backbones=("mobilenetv2",))
     options = {**OPTIONS, "sections": ["data", "compute"], "thumbnails_per_class": 2}
-    out = render_report(R, R / "report", options, False, config=_config(["circle", "square", "triangle"]))
+    out = render_report(R, Results(R).report_dir, options, False, config=_config(["circle", "square", "triangle"]))
     page = Page(out["html"].read_text())
     assert {"data", "compute"} <= page.ids
     assert not {"grid", "bb-mobilenetv2", "explanations"} & page.ids
     assert len(page.attrs("img", "src")) == 3 * 2
-    assert "standalone" not in out and not (R / "report" / STANDALONE).exists()
+    assert "standalone" not in out and not (Results(R).report_dir / STANDALONE).exists()
     # A data-only report does not need the analyses at all.
     import shutil
 
-    shutil.rmtree(R / "analysis")
+    shutil.rmtree(Results(R).analyses_dir)
     render_report(
         R,
-        R / "report",
+        Results(R).report_dir,
         {**options, "sections": ["data"]},
         False,
         config=_config(["circle", "square"]),
@@ -537,14 +573,14 @@ def test_sections_option_and_thumbnail_count(tmp_path):
 def test_missing_inputs_are_named(tmp_path):
     R = make_results(tmp_path / "results", backbones=("mobilenetv2",))
     cfg = _config(["circle", "square", "triangle"])
-    (R / "analysis" / "mobilenetv2" / "finetune-lr1e-4-d1" / "gradcam" / "gradcam.png").unlink()
+    (Results(R).analysis_dir("mobilenetv2", "finetune-lr1e-4-d1") / "gradcam" / "gradcam.png").unlink()
     with pytest.raises(collect.ReportInputError, match=r"gradcam/gradcam\.png.*does not exist"):
-        render_report(R, R / "report", OPTIONS, False, config=cfg)
-    (R / "clean" / "splits.csv").unlink()
+        render_report(R, Results(R).report_dir, OPTIONS, False, config=cfg)
+    Results(R).splits_csv.unlink()
     with pytest.raises(collect.ReportInputError, match=r"splits\.csv: missing.*split stage"):
-        render_report(R, R / "report", {**OPTIONS, "sections": ["data"]}, False, config=cfg)
+        render_report(R, Results(R).report_dir, {**OPTIONS, "sections": ["data"]}, False, config=cfg)
     with pytest.raises(ValueError, match=r"report\.sections.*'tables'"):
-        render_report(R, R / "report", {**OPTIONS, "sections": ["tables"]}, False, config=cfg)
+        render_report(R, Results(R).report_dir, {**OPTIONS, "sections": ["tables"]}, False, config=cfg)
 
 
 @pytest.mark.parametrize(
@@ -579,10 +615,10 @@ def test_report_defaults_are_filled():
 def test_rerender_drops_stale_assets(rendered, tmp_path):
     R = make_results(tmp_path / "results", backbones=("mobilenetv2",))
     cfg = _config(["circle", "square", "triangle"])
-    render_report(R, R / "report", OPTIONS, False, config=cfg)
-    stale = R / "report" / "assets" / "old.png"
+    render_report(R, Results(R).report_dir, OPTIONS, False, config=cfg)
+    stale = Results(R).report_dir / "assets" / "old.png"
     stale.write_bytes(b"x")
-    render_report(R, R / "report", OPTIONS, False, config=cfg)
+    render_report(R, Results(R).report_dir, OPTIONS, False, config=cfg)
     assert not stale.exists()
 
 
@@ -631,10 +667,10 @@ def test_report_settings_rerun_only_the_report(workflow, tmp_path):
     cfg = tiny_pipeline_config()
     cfg["report"]["sections"] = ["data"]
     wf = workflow(cfg)
-    report_html = f"{wf.config.get('results', 'results')}/report/index.html"  # relative to workdir
+    report_html = str(wf.layout.report_page)  # relative to workdir
     # A data-only report needs no training: only the data stages run.
     wf.run(report_html)
-    assert not (wf.results / "models").exists(), "a data-only report trained models"
+    assert not wf.tree.models_dir.exists(), "a data-only report trained models"
     page = Page((wf.workdir / report_html).read_text())
     assert "data" in page.ids and "grid" not in page.ids and len(page.attrs("img", "src")) == 2 * 2
 
@@ -642,12 +678,20 @@ def test_report_settings_rerun_only_the_report(workflow, tmp_path):
     del cfg["report"]["sections"]
     wf.write_config(cfg)
     wf.run()
-    html_dir = wf.results / "report"
-    page = Page((html_dir / "index.html").read_text())
+    html_dir = wf.tree.report_dir
+    page = Page(wf.tree.report_page.read_text())
     assert {"data", "grid", "bb-mobilenetv2", "explanations", "compute"} <= page.ids
+    # The compute table: the benchmark of every job the report was built from (its declared
+    # inputs), which here is every job but the report itself.
+    bench = Results(wf.results).benchmarks
+    on_disk = {p.relative_to(bench).with_suffix("").parts for p in bench.rglob("*.tsv")} - {("report",)}
+    shown = {(rule, *job.split("/")) if job else (rule,) for rule, job in compute_jobs(wf.tree.report_page.read_text())}
+    assert shown == on_disk and {"crawl", "clean", "split", "prepare", "train", "summarise", "analyse"} <= {
+        parts[0] for parts in shown
+    }
     srcs = page.attrs("img", "src")
-    best = json.loads((wf.results / "analysis" / "grid" / "best.json").read_text())["mobilenetv2"]["run"]
-    index = json.loads((wf.results / "analysis" / "mobilenetv2" / best / "index.json").read_text())
+    best = json.loads(wf.tree.best_json.read_text())["mobilenetv2"]["run"]
+    index = json.loads(wf.tree.analysis_index("mobilenetv2", best).read_text())
     figures = [it for sec in index["sections"] for it in sec["items"] if it["kind"] == "image"]
     assert len([s for s in srcs if "/mobilenetv2/" in s]) == len(figures) > 0
     for src in srcs:
@@ -674,7 +718,7 @@ def test_report_settings_rerun_only_the_report(workflow, tmp_path):
         jobs, why = plan(wf)
         assert jobs == {"report": 1}, f"editing report {sorted(edit)}:\n{why}"
     wf.run()
-    text = (html_dir / "index.html").read_text()
+    text = wf.tree.report_page.read_text()
     assert "after &lt;script&gt;" in text and "a new description" in text
     assert "compute" not in Page(text).ids and not (html_dir / STANDALONE).exists()
     # The check can fail: a setting upstream of the report re-runs more than the report.
@@ -687,7 +731,7 @@ def test_report_settings_rerun_only_the_report(workflow, tmp_path):
 def _browser_check(results: Path, tmp_path: Path):
     """The pipeline's real report in headless Chromium (when installed): every image loads, no errors."""
     try:
-        from test_report_browser import ARTIFACTS, CHROMIUM, Browser, assert_page_ok, serve
+        from test_report_browser import ARTIFACTS, CHROMIUM, REPORT_PAGE, Browser, assert_page_ok, serve
     except pytest.skip.Exception:  # websocket-client missing: test_report_browser says why
         return
     if CHROMIUM is None:
@@ -695,10 +739,10 @@ def _browser_check(results: Path, tmp_path: Path):
     browser = Browser()
     try:
         with serve(results) as base:
-            browser.load(f"{base}/report/index.html")
+            browser.load(f"{base}/{REPORT_PAGE}")
             assert_page_ok(browser)
             browser.screenshot(ARTIFACTS / "pipeline.png")
-        browser.load((results / "report" / STANDALONE).as_uri())
+        browser.load((Results(results).report_dir / STANDALONE).as_uri())
         assert_page_ok(browser)
     finally:
         browser.close()
@@ -711,8 +755,9 @@ def test_findings_open_the_page(tmp_path):
 
     R = make_results(tmp_path / "results", backbones=("alexnet",))
     run = "finetune-lr1e-4-d1"
-    g, a = R / "analysis" / "grid", R / "analysis" / "alexnet" / run
-    (g / "best.json").write_text(
+    res = Results(R)
+    a = res.analysis_dir("alexnet", run)
+    res.best_json.write_text(
         json.dumps(
             {
                 "alexnet": {
@@ -737,7 +782,7 @@ def test_findings_open_the_page(tmp_path):
         paired.Arm("finetune", 0.9, (0.85, 0.95), ft), paired.Arm("scratch", 0.6, (0.5, 0.7), sc)
     )
     _csv(
-        g / "comparisons.csv",
+        res.comparisons_csv,
         [
             {
                 "backbone": "alexnet",
@@ -758,7 +803,7 @@ def test_findings_open_the_page(tmp_path):
     (a / "explain" / "deletion.json").write_text(json.dumps({"auc": {"gradcam": 0.45, "random": 0.4}}))
     sanity = {"gradcam": {"passed": True}, "saliency": {"passed": True}, "eigencam": {"passed": False}}
     (a / "explain" / "sanity.json").write_text(json.dumps({"threshold": 0.5, "methods": sanity}))
-    out = render_report(R, R / "report", OPTIONS, False, config=_config(["circle", "square", "triangle"]))
+    out = render_report(R, Results(R).report_dir, OPTIONS, False, config=_config(["circle", "square", "triangle"]))
     text = out["html"].read_text()
     order = [a.get("id") for t, a in Page(text).tags if t == "section" and a.get("class") == "block"]
     assert order[:2] == ["findings", "data"] and order[-1] == "environment"

@@ -26,10 +26,12 @@ import pytest
 from test_report import EVIL, OPTIONS, _config, make_results
 
 from conftest import REPO
+from convscope.layout import Results
 from convscope.report.render import render_report
 
 ARTIFACTS = REPO / "test-artifacts" / "report-browser"
 CHROMIUM = shutil.which("chromium")
+REPORT_PAGE = Results(".").report_page.as_posix()  # the page's URL path under a served results folder
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -124,7 +126,7 @@ def site(tmp_path_factory):
     R = make_results(root / "results", classes=classes, evil=EVIL)
     options = {**OPTIONS, "title": f"Browser {EVIL}"}
     out = render_report(
-        R, R / "report", options, True, config=_config(["circle", "square"], **options), classes=classes
+        R, Results(R).report_dir, options, True, config=_config(["circle", "square"], **options), classes=classes
     )
     with serve(R) as base:
         yield base, out
@@ -161,7 +163,7 @@ def _check_page(browser, expect_images: int):
 
 def test_index_in_browser(site, browser):
     base, out = site
-    browser.load(f"{base}/report/index.html")
+    browser.load(f"{base}/{REPORT_PAGE}")
     # 9 thumbnails; curves, gradcam, deletion per backbone (2); heatmap and strategies
     _check_page(browser, expect_images=9 + 3 * 2 + 2)
     # The sortable runs table sorts by a numeric column, both ways, in a real browser.

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import REPO, tiny_config
 from convscope import results_lock
+from convscope.layout import Results
 
 HOLD = (
     "import sys, time; from convscope import results_lock; results_lock.acquire(sys.argv[1]); "
@@ -47,7 +48,7 @@ def holder():
 def test_second_run_is_refused_naming_the_folder_and_the_holder(workflow, holder):
     wf = workflow(tiny_config(images=4))
     other = holder(wf.results)
-    target = "results/raw/circle/crawl.json"
+    target = str(wf.layout.crawl_summary("circle"))
     proc = wf.run(target, check=False)
     assert proc.returncode != 0
     assert f"results folder {wf.results.resolve()} is in use by another run" in proc.stderr
@@ -60,7 +61,7 @@ def test_second_run_is_refused_naming_the_folder_and_the_holder(workflow, holder
     other.kill()
     other.wait()
     wf.run(target)
-    assert (wf.results / "raw" / "circle" / "crawl.json").exists()
+    assert wf.tree.crawl_summary("circle").exists()
     assert results_lock.acquire(wf.results)
     results_lock.release(wf.results)
 
@@ -69,7 +70,7 @@ def test_two_snakemake_runs_from_two_folders_on_one_results_folder(workflow, tmp
     """The case Snakemake's own lock misses: two working directories, one `results:` folder."""
     shared = tmp_path / "shared-results"
     first, second = (workflow(tiny_config(images=400, image_size=96, results=str(shared)), name=n) for n in "ab")
-    target = f"{shared}/raw/circle/crawl.json"
+    target = str(Results(shared).crawl_summary("circle"))
     running = subprocess.Popen(
         first.command(target),
         cwd=first.workdir,
@@ -97,7 +98,7 @@ def test_two_snakemake_runs_from_two_folders_on_one_results_folder(workflow, tmp
         if running.poll() is None:
             os.killpg(running.pid, signal.SIGKILL)
             running.wait()
-    ledger = (shared / "raw" / "circle" / "manifest.csv").read_text().splitlines()
+    ledger = Results(shared).ledger("circle").read_text().splitlines()
     assert len(ledger) == 1 + 400  # header + one row per image: nothing downloaded twice
 
 
@@ -115,8 +116,8 @@ def test_lock_left_by_a_dead_run_is_taken_over(workflow):
         "command": "x",
     }
     (wf.results / ".lock").write_text(json.dumps(stale))
-    wf.run("results/raw/circle/crawl.json")
-    assert (wf.results / "raw" / "circle" / "crawl.json").exists()
+    wf.run(str(wf.layout.crawl_summary("circle")))
+    assert wf.tree.crawl_summary("circle").exists()
     assert results_lock.read_holder(wf.results) == {}  # taken over, then released at the end of the run
 
 

@@ -9,8 +9,9 @@ import pytest
 
 from conftest import tiny_config
 from convscope.data.review import ReviewError, read_review
+from convscope.layout import Results
 
-SPLITS = "results/clean/splits.csv"
+SPLITS = str(Results("results").splits_csv)  # a target, relative to the workdir
 
 
 def read(path):
@@ -21,9 +22,9 @@ def read(path):
 def test_review_reruns_only_what_it_affects_and_survives_recrawls(workflow):
     wf = workflow(tiny_config(("circle", "square"), images=16))
     wf.run(SPLITS)
-    R = wf.results
-    before = {r["file"]: r for r in read(R / "clean" / "manifest.csv")}
-    splits_before = {r["file"]: r for r in read(R / "clean" / "splits.csv")}
+    R = wf.tree
+    before = {r["file"]: r for r in read(R.clean_manifest)}
+    splits_before = {r["file"]: r for r in read(R.splits_csv)}
     kept = sorted(f for f, r in before.items() if r["status"] == "kept" and r["cls"] == "circle")
     dropped, moved = kept[0], kept[1]
     (wf.workdir / "review.csv").write_text(f"file,action,new_class\n{dropped},drop,\n{moved},relabel,square\n")
@@ -32,12 +33,12 @@ def test_review_reruns_only_what_it_affects_and_survives_recrawls(workflow):
     assert wf.planned(SPLITS) == {"clean": 1, "split": 1}  # no crawl, nothing else
     wf.run(SPLITS)
 
-    after = {r["file"]: r for r in read(R / "clean" / "manifest.csv")}
+    after = {r["file"]: r for r in read(R.clean_manifest)}
     changed = {f for f in after if after[f] != before[f]}
     assert changed == {dropped, moved}
     assert (after[dropped]["status"], after[dropped]["reason"]) == ("quarantined", "review_drop")
     assert (after[moved]["status"], after[moved]["cls"]) == ("kept", "square")
-    splits_after = {r["file"]: r for r in read(R / "clean" / "splits.csv")}
+    splits_after = {r["file"]: r for r in read(R.splits_csv)}
     assert dropped not in splits_after
     assert splits_after[moved]["split"] == splits_before[moved]["split"] and splits_after[moved]["cls"] == "square"
     untouched = set(splits_before) - {dropped, moved}
@@ -48,17 +49,17 @@ def test_review_reruns_only_what_it_affects_and_survives_recrawls(workflow):
     wf.config["crawl"]["max_images"] = 20
     wf.write_config()
     wf.run(SPLITS)
-    again = {r["file"]: r for r in read(R / "clean" / "manifest.csv")}
+    again = {r["file"]: r for r in read(R.clean_manifest)}
     assert again[dropped]["reason"] == "review_drop" and again[moved]["cls"] == "square"
     assert len(again) > len(after)
-    splits_again = {r["file"]: r["split"] for r in read(R / "clean" / "splits.csv")}
+    splits_again = {r["file"]: r["split"] for r in read(R.splits_csv)}
     assert all(splits_again[f] == splits_after[f]["split"] for f in splits_after)
 
     # Without the review the automatic decisions come back.
     wf.config["clean"]["review"] = ""
     wf.write_config()
     wf.run(SPLITS)
-    plain = {r["file"]: r for r in read(R / "clean" / "manifest.csv")}
+    plain = {r["file"]: r for r in read(R.clean_manifest)}
     assert plain[dropped]["status"] == plain[moved]["status"] == "kept" and plain[moved]["cls"] == "circle"
 
 

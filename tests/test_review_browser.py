@@ -8,9 +8,10 @@ import json
 
 import pytest
 from test_report import OPTIONS, _config, make_results
-from test_report_browser import CHROMIUM, Browser, assert_page_ok, serve
+from test_report_browser import CHROMIUM, REPORT_PAGE, Browser, assert_page_ok, serve
 
 from convscope.data.review import read_review
+from convscope.layout import Results
 from convscope.report.render import render_report
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed")
@@ -19,21 +20,21 @@ CLASSES = ["circle", "square", "triangle"]
 
 def _audit(R, backbone="alexnet"):
     """An audit of one backbone over make_results' files: one label issue, one leakage pair."""
-    folder = R / "audit" / backbone
-    folder.mkdir(parents=True)
-    with open(folder / "label_issues.csv", "w", newline="") as f:
+    res = Results(R)
+    res.audit_dir(backbone).mkdir(parents=True)
+    with open(res.label_issues(backbone), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["rank", "file", "split", "given", "suggested", "score", "issue"])
         w.writerow([1, "circle/000003.png", "train", "circle", "square", 0.97, True])
         w.writerow([2, "square/000004.png", "test", "square", "square", 0.1, False])
-    with open(folder / "leakage.csv", "w", newline="") as f:
+    with open(res.leakage(backbone), "w", newline="") as f:
         csv.writer(f).writerows(
             [
                 ["split", "file", "twin_split", "twin", "similarity"],
                 ["test", "square/000004.png", "train", "square/000005.png", 0.995],
             ]
         )
-    (folder / "audit.json").write_text(
+    res.audit_summary(backbone).write_text(
         json.dumps(
             {
                 "images": 18,
@@ -53,12 +54,12 @@ def test_review_file_downloads_from_the_page(tmp_path):
     R = make_results(tmp_path / "results", classes=CLASSES)
     _audit(R)
     options = {**OPTIONS, "sections": ["data", "audit"]}
-    render_report(R, R / "report", options, False, config=_config(CLASSES, **options), classes=CLASSES)
+    render_report(R, Results(R).report_dir, options, False, config=_config(CLASSES, **options), classes=CLASSES)
     saved = tmp_path / "downloaded-review.csv"
     b = Browser()
     try:
         with serve(R) as base:
-            b.load(f"{base}/report/index.html")
+            b.load(f"{base}/{REPORT_PAGE}")
             assert_page_ok(b)  # the CSP lets the script run: no violation, nothing blocked
             b.evaluate("""(() => {
                 const pick = (file, value) => document.querySelectorAll(`select.review-pick[data-file="${file}"]`)

@@ -30,6 +30,8 @@ import pytest
 import yaml
 
 from conftest import REPO, SNAKEFILE, SNAKEMAKE
+from convscope import layout
+from convscope.layout import Results
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -229,7 +231,7 @@ def test_workflow_on_slurm_resumes_a_cancelled_training_job(plugin_path, cluster
                 if cancelled is None:
                     # The plugin writes the rule and wildcards into the job's comment (%k).
                     running = [job for job, comment in squeue("-t", "R", "-o", "%i|%k") if "rule_train" in comment]
-                    epochs = backed_up_epochs(results / "models")
+                    epochs = backed_up_epochs(Results(results).models_dir)
                     if running and epochs >= 1:
                         subprocess.run(["scancel", running[0]], check=True, timeout=30)
                         cancelled, cancelled_at = running[0], epochs
@@ -250,23 +252,23 @@ def test_workflow_on_slurm_resumes_a_cancelled_training_job(plugin_path, cluster
     assert f"SLURM-job '{cancelled}' failed" in output and "CANCELLED" in output
 
     # The retry resumed from the backup instead of starting over, and finished.
-    (run_dir,) = (results / "models" / "alexnet").iterdir()
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    (run_dir,) = Results(results).backbone_models("alexnet").iterdir()
+    metrics = json.loads((run_dir / layout.METRICS).read_text())
     assert cancelled_at <= metrics["resumed_from_epoch"] < EPOCHS, metrics["resumed_from_epoch"]
     assert metrics["epochs_trained"] == EPOCHS
-    with (run_dir / "history.csv").open(newline="") as f:
+    with (run_dir / layout.HISTORY).open(newline="") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(EPOCHS))
-    train_log = (results / "logs" / "train" / "alexnet" / f"{run_dir.name}.log").read_text()
+    train_log = Results(results).log("train", "alexnet", run_dir.name).read_text()
     assert f"resuming at epoch {metrics['resumed_from_epoch']}" in train_log
     assert not (run_dir / "backup").exists()
 
     # Every stage ran as SLURM jobs and produced its outputs.
     for split in ("train", "val", "test"):
-        assert (results / "prepared" / "32" / f"{split}.npy").stat().st_size > 0
-    assert (run_dir / "model.keras").stat().st_size > 0
-    assert (results / "analysis" / "grid" / "index.json").exists()
-    assert list((results / "analysis" / "alexnet").glob("*/index.json"))
-    assert (results / "report" / "index.html").stat().st_size > 0
+        assert Results(results).prepared("32", split).stat().st_size > 0
+    assert (run_dir / layout.MODEL).stat().st_size > 0
+    assert Results(results).grid_index.exists()
+    assert list(Results(results).backbone_analyses("alexnet").glob("*/index.json"))
+    assert Results(results).report_page.stat().st_size > 0
     slurm_logs = workdir / ".snakemake" / "slurm_logs"
     ran = {p.name for p in slurm_logs.iterdir()}
     assert {"rule_train", "rule_summarise", "rule_analyse", "rule_report"} <= ran, ran

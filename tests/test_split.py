@@ -10,6 +10,7 @@ from PIL import Image
 from convscope.data import clean as clean_mod
 from convscope.data.clean import clean
 from convscope.data.split import SplitError, split
+from convscope.layout import Results
 
 OPTIONS = {"train": 0.7, "val": 0.15, "test": 0.15, "min_per_split": 1}
 CLEAN = {"min_side": 32, "max_pixels": 50_000_000, "near_duplicate_distance": 4}
@@ -104,7 +105,7 @@ def blocks(seed, size=48, cell=8):
 
 def test_clean_then_split_on_real_files_is_stable(tmp_path):
     """Real images through clean and split; then the crawl adds more and near duplicates."""
-    raw = tmp_path / "raw"
+    raw = Results(tmp_path).raw_dir
     for c, cls in enumerate(("circle", "square")):
         (raw / cls).mkdir(parents=True)
         for i in range(30):

@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 from conftest import tiny_config
+from convscope.layout import Results
 
-SPLITS_CSV = "results/clean/splits.csv"
+SPLITS_CSV = str(Results("results").splits_csv)  # a target, relative to the workdir
 
 
 def blocks(seed, size=64, cell=8):
@@ -82,9 +83,9 @@ def test_folder_additions_keep_existing_splits_and_quarantine_the_newcomers(work
     config["classes"] = {"cat": {"path": str(cat)}, "dog": {"path": str(dog)}}
     wf = workflow(config)
     wf.run(SPLITS_CSV)
-    R = wf.results
-    manifest1 = read(R / "clean" / "manifest.csv")
-    splits1 = {r["file"]: r["split"] for r in read(R / "clean" / "splits.csv")}
+    R = wf.tree
+    manifest1 = read(R.clean_manifest)
+    splits1 = {r["file"]: r["split"] for r in read(R.splits_csv)}
     kept1 = {r["file"] for r in manifest1 if r["status"] == "kept"}
     assert len(kept1) == 30 and set(splits1) == kept1  # A and C are apart: both kept
     rejected = {r["source"].rsplit("/", 1)[-1]: r for r in manifest1 if r["stage"] == "import"}
@@ -104,8 +105,8 @@ def test_folder_additions_keep_existing_splits_and_quarantine_the_newcomers(work
     save(blocks(520), dog / "zz_new.png")
     assert wf.planned(SPLITS_CSV) == {"crawl": 2, "clean": 1, "split": 1}
     wf.run(SPLITS_CSV)
-    manifest2 = read(R / "clean" / "manifest.csv")
-    splits2 = {r["file"]: r["split"] for r in read(R / "clean" / "splits.csv")}
+    manifest2 = read(R.clean_manifest)
+    splits2 = {r["file"]: r["split"] for r in read(R.splits_csv)}
     rows2 = by_source(manifest2)
 
     assert all(splits2.get(f) == s for f, s in splits1.items()), "an existing image moved or left"

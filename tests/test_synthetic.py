@@ -13,8 +13,10 @@ from PIL import Image
 
 from conftest import tiny_config
 from convscope import config as cfg
+from convscope import layout
 from convscope.data.crawl import crawl_class
 from convscope.data.synthetic import SHAPES, draw, png_bytes
+from convscope.layout import Results
 
 
 def options(cls: str, max_images: int, seed: int = 7, **synthetic) -> dict:
@@ -25,11 +27,11 @@ def options(cls: str, max_images: int, seed: int = 7, **synthetic) -> dict:
 
 
 def crawl(folder: Path, cls: str, max_images: int, **kw) -> dict:
-    return crawl_class(cls, options(cls, max_images, **kw), folder, folder / "crawl.json")
+    return crawl_class(cls, options(cls, max_images, **kw), folder, folder / layout.CRAWL_SUMMARY)
 
 
 def boxes(folder: Path) -> dict[str, dict]:
-    with open(folder / "boxes.csv", newline="") as f:
+    with open(folder / layout.BOXES, newline="") as f:
         return {r["file"]: r for r in csv.DictReader(f)}
 
 
@@ -48,7 +50,7 @@ def test_same_seed_class_and_index_give_identical_bytes(tmp_path):
     crawl(a, "star", 12)
     crawl(b, "star", 12)
     assert len(digests(a)) == 12 and digests(a) == digests(b)
-    assert (a / "boxes.csv").read_bytes() == (b / "boxes.csv").read_bytes()
+    assert (a / layout.BOXES).read_bytes() == (b / layout.BOXES).read_bytes()
     one = png_bytes(draw("star", "star", 7, 3, size=64).image)
     assert one == png_bytes(draw("star", "star", 7, 3, size=64).image)
     assert one == (a / "000003.png").read_bytes()  # file i is image index i
@@ -87,7 +89,7 @@ def test_object_colour_only_inside_its_box_and_fills_it(shape):
 
 
 def test_files_and_boxes_csv(tmp_path):
-    folder = tmp_path / "raw" / "ring"
+    folder = Results(tmp_path).raw("ring")
     summary = crawl(folder, "ring", 10, size=48, clutter=3)
     assert summary["counts"]["new"] == 10 and summary["source"] == "synthetic"
     rows = boxes(folder)
@@ -100,14 +102,14 @@ def test_files_and_boxes_csv(tmp_path):
         assert 0 <= x0 < x1 <= 48 and 0 <= y0 < y1 <= 48
         d = draw("ring", "ring", 7, int(name[:6]), size=48, noise=0.15, clutter=3)
         assert (x0, y0, x1, y1) == d.box
-    with open(folder / "manifest.csv", newline="") as f:
+    with open(folder / layout.LEDGER, newline="") as f:
         ledger = list(csv.DictReader(f))
     assert [r["url_or_path"] for r in ledger] == [f"synthetic:ring/seed=7/index={i}" for i in range(1, 11)]
     assert {r["status"] for r in ledger} == {"ok"}
 
 
 def test_more_images_later_draws_only_the_next_indices(tmp_path):
-    folder = tmp_path / "raw" / "cross"
+    folder = Results(tmp_path).raw("cross")
     crawl(folder, "cross", 5, size=32)
     before = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.png")}
     first_boxes = boxes(folder)
@@ -120,7 +122,7 @@ def test_more_images_later_draws_only_the_next_indices(tmp_path):
     fresh = tmp_path / "fresh" / "cross"
     crawl(fresh, "cross", 9, size=32)
     assert digests(fresh) == digests(folder)
-    assert (fresh / "boxes.csv").read_bytes() == (folder / "boxes.csv").read_bytes()
+    assert (fresh / layout.BOXES).read_bytes() == (folder / layout.BOXES).read_bytes()
 
 
 def _box_fill(d) -> float:

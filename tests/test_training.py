@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from convscope import layout
+from convscope.layout import Results
 from tests.conftest import REPO
 
 CLASSES = ["red", "green", "blue"]
@@ -35,9 +37,9 @@ def write_prepared(folder: Path, size: int = SIZE, counts=(48, 12, 12), seed: in
         y = (np.arange(n) % len(CLASSES)).astype("int32")
         x = rng.integers(0, 80, (n, size, size, 3), dtype=np.uint8)
         x[np.arange(n), :, :, y] += 150
-        np.save(folder / f"{split}.npy", x)
-        np.save(folder / f"{split}.labels.npy", y)
-        with open(folder / f"{split}.index.csv", "w", newline="") as f:
+        np.save(layout.prepared_in(folder, split), x)
+        np.save(layout.prepared_in(folder, split, "labels.npy"), y)
+        with open(layout.prepared_in(folder, split, "index.csv"), "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["row", "cls", "label", "file", "sha256"])
             for i, label in enumerate(y):
@@ -115,23 +117,23 @@ def test_finetune_writes_outputs_whose_metrics_match_the_saved_model(prepared, t
 
     out = tmp_path / "finetune-x"
     result = run(prepared, out, tune_depth=1, label_smoothing=0.1)
-    for name in ("model.keras", "history.csv", "metrics.json"):
+    for name in (layout.MODEL, layout.HISTORY, layout.METRICS):
         assert (out / name).is_file()
     assert not (out / "backup").exists(), "the resume state is removed once the outputs are in place"
     # TensorBoard's own reader sees each epoch's logs, val_ metrics under validation/
-    history = read_history(out / "history.csv")
+    history = read_history(out / layout.HISTORY)
     for run_name, prefix in (("train", ""), ("validation", "val_")):
         for metric in ("loss", "accuracy"):
             events = tensorboard_scalars(out / "tensorboard" / run_name, f"epoch_{metric}")
             assert [e.step for e in events] == [0, 1]
             assert [e.value for e in events] == pytest.approx([r[prefix + metric] for r in history], rel=1e-5)
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / layout.METRICS).read_text())
     assert metrics == json.loads(json.dumps(result))
 
     # metrics recomputed independently from the saved model and the test arrays
-    model = load_model(out / "model.keras", compile=False)
-    x = np.load(prepared / "test.npy")
-    y = np.load(prepared / "test.labels.npy")
+    model = load_model(out / layout.MODEL, compile=False)
+    x = np.load(layout.prepared_in(prepared, "test"))
+    y = np.load(layout.prepared_in(prepared, "test", "labels.npy"))
     probs = model.predict(x, verbose=0)
     assert metrics["test"]["accuracy"] == pytest.approx(float(np.mean(probs.argmax(1) == y)))
     top2 = np.argsort(-probs, axis=1)[:, :2]
@@ -154,7 +156,7 @@ def test_finetune_writes_outputs_whose_metrics_match_the_saved_model(prepared, t
     assert metrics["images_per_s"] > 0 and metrics["train_time_s"] > 0
     # the first step's time is taken on Keras' async callback thread: still recorded, within the run
     assert 0 < metrics["fixed_cost_s"]["first_step"] < metrics["wall_s"]
-    assert all(0 < r["train_s"] <= r["epoch_s"] for r in read_history(out / "history.csv"))
+    assert all(0 < r["train_s"] <= r["epoch_s"] for r in read_history(out / layout.HISTORY))
     assert metrics["versions"]["backend"] == backend_in_use() and "keras" in metrics["versions"]
     assert metrics["tensorboard"] == {"enabled": True, "ok": True, "warning": None}
 
@@ -174,11 +176,11 @@ def test_scratch_trains_every_layer_from_random_weights(prepared, tmp_path):
     result = run(prepared, out, strategy="scratch", options={"weights": str(tmp_path / "missing.weights.h5")})
     from convscope.models.build import load_model
 
-    model = load_model(out / "model.keras", compile=False)
-    history = read_history(out / "history.csv")
+    model = load_model(out / layout.MODEL, compile=False)
+    history = read_history(out / layout.HISTORY)
     assert {int(r["trainable_params"]) for r in history} == {model.count_params()}
     assert result["weights"] == "none" and result["phases"][0]["depth"] == "all"
-    tb = json.loads((out / "metrics.json").read_text())["tensorboard"]
+    tb = json.loads((out / layout.METRICS).read_text())["tensorboard"]
     assert tb["enabled"] and not tb["ok"] and "TensorBoard logging disabled" in tb["warning"]
 
 
@@ -195,9 +197,9 @@ def test_progressive_unfreezes_one_block_per_step_with_decaying_lr(prepared, tmp
     )
     from convscope.models.build import load_model
 
-    model = load_model(out / "model.keras", compile=False)
+    model = load_model(out / layout.MODEL, compile=False)
     head = model.get_layer("head").count_params()
-    history = read_history(out / "history.csv")
+    history = read_history(out / layout.HISTORY)
     assert [int(r["epoch"]) for r in history] == [0, 1, 2, 3]
     assert [int(r["depth"]) for r in history] == [0, 1, 2, 2]
     assert [int(r["trainable_params"]) for r in history] == [
@@ -247,7 +249,9 @@ def test_dataset_reads_memmaps_and_shuffles_per_epoch_by_seed(prepared):
     assert len(train) == 2 and train.samples_per_epoch == 40 and {len(train[i][0]) for i in range(2)} == {20}
     pred = MemmapDataset(*split_paths(prepared, "train"), 20, 3, Reading(for_predict=True))
     assert len(pred) == 3 and [len(pred[i][0]) for i in range(3)] == [20, 20, 20]
-    assert np.array_equal(pred[2][0][:8], np.load(prepared / "train.npy")[40:]) and not pred[2][0][8:].any()
+    assert (
+        np.array_equal(pred[2][0][:8], np.load(layout.prepared_in(prepared, "train"))[40:]) and not pred[2][0][8:].any()
+    )
 
 
 def test_dataset_read_ahead_serves_the_same_batches_as_reading_on_the_spot(prepared):
@@ -303,7 +307,7 @@ def test_features_embed_once_and_heads_never_touch_the_network(prepared, tmp_pat
 
     from convscope.training.features import FeatureSettings, compute_embeddings, head_model
 
-    feats = tmp_path / "features"
+    feats = Results(tmp_path).features_dir("alexnet")
     features = FeatureSettings(
         backbone="alexnet",
         options={"weights": "none"},
@@ -340,18 +344,18 @@ def test_features_embed_once_and_heads_never_touch_the_network(prepared, tmp_pat
     assert after == before, "heads must only read the embeddings"
 
     # the saved head equals an independently fitted scikit-learn pipeline
-    X = {s: np.load(feats / f"{s}.npy") for s in ("train", "test")}
-    y = {s: np.load(prepared / f"{s}.labels.npy") for s in ("train", "test")}
+    X = {s: np.load(layout.embedding_in(feats, s)) for s in ("train", "test")}
+    y = {s: np.load(layout.prepared_in(prepared, s, "labels.npy")) for s in ("train", "test")}
     mean, std = X["train"].mean(0), X["train"].std(0)
     std[std == 0] = 1
     ref = LogisticRegression(C=1.0, max_iter=500, random_state=5).fit((X["train"] - mean) / std, y["train"])
     ref_probs = ref.predict_proba((X["test"] - mean) / std)
-    head = np.load(tmp_path / "features-logreg-C1.0" / "head.npz")
+    head = np.load(tmp_path / "features-logreg-C1.0" / layout.HEAD)
     logits = X["test"] @ head["W"] + head["b"]
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     assert np.allclose(probs, ref_probs, atol=1e-4)
-    metrics = json.loads((tmp_path / "features-logreg-C1.0" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "features-logreg-C1.0" / layout.METRICS).read_text())
     assert metrics["test"]["accuracy"] == pytest.approx(float(np.mean(ref_probs.argmax(1) == y["test"])))
     assert metrics["strategy"] == "features" and metrics["embedding"]["dim"] == 256
     from convscope.layout import PREDICTIONS
@@ -359,19 +363,19 @@ def test_features_embed_once_and_heads_never_touch_the_network(prepared, tmp_pat
 
     true, pred = read_predictions(tmp_path / "features-logreg-C1.0" / PREDICTIONS)
     assert np.array_equal(true, y["test"]) and np.array_equal(pred, ref_probs.argmax(1))
-    svm = json.loads((tmp_path / "features-linsvm-C1.0" / "metrics.json").read_text())
+    svm = json.loads((tmp_path / "features-linsvm-C1.0" / layout.METRICS).read_text())
     true, pred = read_predictions(tmp_path / "features-linsvm-C1.0" / PREDICTIONS)
     assert np.mean(pred == true) == pytest.approx(svm["test"]["accuracy"])
     assert svm["test"]["ece"] is None and metrics["test"]["ece"] >= 0  # margins have no calibration
 
     # the Keras model of the run (frozen base + folded head) reproduces the head from images
     model = head_model(
-        head_path=tmp_path / "features-logreg-C1.0" / "head.npz",
+        head_path=tmp_path / "features-logreg-C1.0" / layout.HEAD,
         out_path=tmp_path / "m.keras",
         features=features,
         num_classes=3,
     )
-    keras_probs = model.predict(np.load(prepared / "test.npy"), verbose=0)
+    keras_probs = model.predict(np.load(layout.prepared_in(prepared, "test")), verbose=0)
     assert np.allclose(keras_probs, ref_probs, atol=1e-3)
     assert (tmp_path / "m.keras").is_file()
 
@@ -505,7 +509,7 @@ def test_training_runs_under_the_jax_backend(prepared, tmp_path):
     assert result["epochs"] == 1 and result["jit"] is True
     assert result["async"] == [True, False], "a run callback makes every JAX step wait for its logs"
     assert result["first_step"] > 0, "the first step's time is still recorded from the async callback thread"
-    assert (out / "model.keras").is_file()
+    assert (out / layout.MODEL).is_file()
     assert not result["tf_imported"], "a JAX job imported TensorFlow (5 s of fixed cost per run)"
     assert result["tensorboard"]["ok"]
     assert [e.step for e in tensorboard_scalars(out / "tensorboard" / "validation", "epoch_loss")] == [0]
@@ -513,7 +517,7 @@ def test_training_runs_under_the_jax_backend(prepared, tmp_path):
     # the model saved under JAX loads and predicts under this process's backend
     from convscope.models.build import load_model
 
-    model = load_model(out / "model.keras", compile=False)
-    probs = model.predict(np.load(prepared / "test.npy"), verbose=0)
-    y = np.load(prepared / "test.labels.npy")
+    model = load_model(out / layout.MODEL, compile=False)
+    probs = model.predict(np.load(layout.prepared_in(prepared, "test")), verbose=0)
+    y = np.load(layout.prepared_in(prepared, "test", "labels.npy"))
     assert float(np.mean(probs.argmax(1) == y)) == pytest.approx(result["acc"], abs=1 / len(y))

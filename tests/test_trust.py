@@ -12,33 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_pointing import SHAPES, SIZE, shapes_on_clutter
 
-
-def small_cnn(seed: int = 0):
-    """Nested base of three named blocks (block boundaries = cut points), GAP, Dense head."""
-    import keras
-    from keras import layers
-
-    keras.utils.set_random_seed(seed)
-
-    def conv(t, c, name):
-        t = layers.Conv2D(c, 3, padding="same", use_bias=False, name=f"{name}_conv")(t)
-        t = layers.BatchNormalization(name=f"{name}_bn")(t)
-        return layers.Activation("relu", name=name)(t)
-
-    base_in = keras.Input((SIZE, SIZE, 3))
-    h = layers.MaxPooling2D(name="b1_pool")(conv(base_in, 16, "b1"))
-    h = layers.MaxPooling2D(name="b2_pool")(conv(h, 32, "b2"))
-    h = conv(conv(h, 48, "b3a"), 48, "last_conv")
-    base = keras.Model(base_in, h, name="base")
-    image = keras.Input((SIZE, SIZE, 3), name="image")
-    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(image)
-    x = layers.GlobalAveragePooling2D(name="pool")(base(x))
-    model = keras.Model(image, layers.Dense(len(SHAPES), activation="softmax", name="head")(x))
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
-
+from tests.shapes import SIZE, shapes_on_clutter, small_cnn
 
 BLOCKS = ("b1_pool", "b2_pool", "last_conv")
 

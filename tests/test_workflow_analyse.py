@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pandas as pd
 import pytest
 
 from conftest import tiny_config
+from convscope import layout
 from convscope.analysis.index import validate
 
 pytestmark = pytest.mark.slow
@@ -59,23 +61,22 @@ def analysed(tmp_path_factory):
 
 
 def test_summary_picks_the_best_run_and_only_it_is_analysed(analysed):
-    grid_dir = analysed.results / "analysis" / "grid"
-    runs = pd.read_csv(grid_dir / "runs.csv")
-    best = json.loads((grid_dir / "best.json").read_text())
+    runs = pd.read_csv(analysed.tree.runs_csv)
+    best = json.loads(analysed.tree.best_json.read_text())
     assert set(runs["strategy"]) == {"finetune", "features"}
     # The analysed run is the best *trained* one; the features head is compared, not analysed.
     trained = runs[runs["strategy"] != "features"]
     top = trained.loc[trained["val_accuracy"].idxmax()]
     assert best[BACKBONE]["run"] == top["run"]
     assert best[BACKBONE]["best_features"]["run"] == "features-logreg-C1"
-    analysed_runs = sorted(p.name for p in (analysed.results / "analysis" / BACKBONE).iterdir())
+    analysed_runs = sorted(p.name for p in analysed.tree.backbone_analyses(BACKBONE).iterdir())
     assert analysed_runs == [top["run"]]
 
 
 def test_the_analysis_folder_holds_every_analysis_and_its_index(analysed):
-    best = json.loads((analysed.results / "analysis" / "grid" / "best.json").read_text())[BACKBONE]
-    folder = analysed.results / "analysis" / BACKBONE / best["run"]
-    index = json.loads((folder / "index.json").read_text())
+    best = json.loads(analysed.tree.best_json.read_text())[BACKBONE]
+    folder = analysed.tree.analysis_dir(BACKBONE, best["run"])
+    index = json.loads((folder / layout.INDEX).read_text())
     validate(index, folder)  # every listed file exists, paths relative, ids unique
     ids = {s["id"] for s in index["sections"]}
     assert {"frozen", "confusion", "calibration", "examples", "embedding", "filters", "activations", "cost"} <= ids
@@ -85,14 +86,14 @@ def test_the_analysis_folder_holds_every_analysis_and_its_index(analysed):
     assert any("gradcam" in s["id"] or "grad" in s["title"].lower() for s in index["sections"])
     timings = json.loads((folder / "timings.json").read_text())
     assert timings["train_seconds"] > 0 and timings["analysis_over_train"] > 0
-    test_n = len(pd.read_csv(analysed.results / "prepared" / "48" / "test.index.csv"))
+    test_n = len(pd.read_csv(analysed.tree.prepared("48", "test", "index.csv")))
     assert len(pd.read_csv(folder / "embedding.csv")) == test_n
     # The analysis job's own forward pass agrees with the accuracy training measured.
     pred = pd.read_csv(folder / "predictions.csv")
-    metrics = json.loads((analysed.results / "models" / BACKBONE / best["run"] / "metrics.json").read_text())
+    metrics = json.loads(analysed.tree.metrics(BACKBONE, best["run"]).read_text())
     assert (pred["true"] == pred["pred"]).mean() == pytest.approx(metrics["test"]["accuracy"], abs=1e-9)
-    bench = analysed.results / "benchmarks" / "analyse" / BACKBONE / f"{best['run']}.tsv"
-    assert bench.is_file() and (analysed.results / "logs" / "analyse" / BACKBONE / f"{best['run']}.log").is_file()
+    bench = analysed.tree.benchmark("analyse", BACKBONE, best["run"])
+    assert bench.is_file() and analysed.tree.log("analyse", BACKBONE, best["run"]).is_file()
 
 
 def test_nothing_left_to_do_after_the_run(analysed):
@@ -122,8 +123,33 @@ def test_runs_all_adds_the_other_runs_without_retraining(analysed):
         planned = analysed.planned("analyses")
     finally:
         analysed.write_config(config())
-    best = json.loads((analysed.results / "analysis" / "grid" / "best.json").read_text())[BACKBONE]
+    best = json.loads(analysed.tree.best_json.read_text())[BACKBONE]
     assert planned.get("analyse") == 1  # the run that was not the best
     assert "train" not in planned and "summarise" not in planned
     # A features head's network is built on demand, only when it is analysed.
     assert planned.get("features_model", 0) == (0 if best["strategy"] == "features" else 1)
+
+
+def test_a_quality_edit_reruns_the_report_but_no_training_or_analysis(analysed):
+    """Flags only (issue 14): clean, split (same splits.csv) and the report that shows the flags.
+
+    The report asks for the best runs' analyses (the summarise checkpoint) as well as for the
+    manifest: it must still rerun once split has kept its output, not keep the summary as a
+    placeholder input and go unchecked.
+    """
+    L = analysed.layout
+    report = str(L.report_dir / "index.html")
+    analysed.run("analyses", report, timeout=900)
+    best = json.loads((analysed.workdir / L.best_json).read_text())[BACKBONE]["run"]
+    kept = [analysed.workdir / f for f in (L.model(BACKBONE, best), L.analysis_index(BACKBONE, best), L.grid_index)]
+    before = [p.stat().st_mtime_ns for p in kept]
+    edited = copy.deepcopy(analysed.config)
+    edited["clean"]["quality"] = {"dark": 0.9, "bright": 0.05}  # flags on nearly every image
+    analysed.write_config(edited)
+    try:
+        proc = analysed.run("analyses", report, timeout=900)
+    finally:
+        analysed.write_config(config())
+    ran = re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", proc.stdout + proc.stderr)
+    assert sorted(ran) == ["clean", "report", "split"], ran
+    assert [p.stat().st_mtime_ns for p in kept] == before

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
+from convscope import layout
 from convscope.data import imageio
 from convscope.layout import SPLITS
 
@@ -29,32 +30,32 @@ def test_snakemake_crawl_to_prepare(workflow):
     targets = wf.prepared(SIZE)
     assert wf.planned(*targets) == {"crawl": 3, "clean": 1, "split": 1, "prepare": 1}
     wf.run(*targets)
-    R = wf.results
+    R = wf.tree
 
     # Counts balance: every raw image file has one manifest row, kept or quarantined.
-    manifest = _csv(R / "clean" / "manifest.csv")
+    manifest = _csv(R.clean_manifest)
     for cls in CLASSES:
-        raw_files = {f"{cls}/{p.name}" for p in (R / "raw" / cls).iterdir() if p.suffix == ".png"}
+        raw_files = {f"{cls}/{p.name}" for p in R.raw(cls).iterdir() if p.suffix == ".png"}
         rows = [r for r in manifest if r["cls"] == cls]
         assert {r["file"] for r in rows} == raw_files and len(rows) == len(raw_files) >= IMAGES
     status = Counter(r["status"] for r in manifest)
     assert set(status) <= {"kept", "quarantined"} and sum(status.values()) == len(manifest)
     kept = {r["file"]: r for r in manifest if r["status"] == "kept"}
-    splits = {r["file"]: r for r in _csv(R / "clean" / "splits.csv")}
+    splits = {r["file"]: r for r in _csv(R.splits_csv)}
     assert set(splits) == set(kept)
 
     raw_boxes = {}
     for cls in CLASSES:
-        for r in _csv(R / "raw" / cls / "boxes.csv"):
+        for r in _csv(R.boxes(cls)):
             name = r["file"] if r["file"].startswith(f"{cls}/") else f"{cls}/{r['file']}"
             raw_boxes[name] = [float(r[k]) for k in ("x0", "y0", "x1", "y1")]
 
-    out = R / "prepared" / str(SIZE)
+    out = R.prepared_dir(str(SIZE))
     seen = []
     for split in SPLITS:
-        images = np.load(out / f"{split}.npy", mmap_mode="r")
-        labels = np.load(out / f"{split}.labels.npy")
-        index = _csv(out / f"{split}.index.csv")
+        images = np.load(layout.prepared_in(out, split), mmap_mode="r")
+        labels = np.load(layout.prepared_in(out, split, "labels.npy"))
+        index = _csv(layout.prepared_in(out, split, "index.csv"))
         n = len(index)
         assert images.shape == (n, SIZE, SIZE, 3) and images.dtype == np.uint8
         assert labels.shape == (n,) and labels.dtype == np.int32
@@ -72,27 +73,27 @@ def test_snakemake_crawl_to_prepare(workflow):
             assert box == pytest.approx([v * SIZE / 64 for v in raw_boxes[r["file"]]], abs=0.01)
         # Array row i is index row i's image (spot-check first and last rows).
         for i in (0, n - 1):
-            raw = imageio.load_rgb(R / "raw" / index[i]["file"])
+            raw = imageio.load_rgb(R.raw_dir / index[i]["file"])
             expected = np.asarray(imageio.resize_square(raw, SIZE, "center_crop"))
             assert np.array_equal(images[i], expected), index[i]["file"]
         assert images[0].std() > 5  # real image content, not a blank array
         seen += [r["file"] for r in index]
     assert sorted(seen) == sorted(splits)  # every kept image prepared exactly once
-    log = (R / "logs" / "prepare" / f"{SIZE}.log").read_text()
+    log = R.log("prepare", str(SIZE)).read_text()
     assert f"preparing {len(splits)} images" in log
-    assert (R / "benchmarks" / "prepare" / f"{SIZE}.tsv").exists()
+    assert R.benchmark("prepare", str(SIZE)).exists()
 
     # Nothing left to do.
     assert wf.planned(*targets) == {}
 
     # A prepare setting re-runs prepare only.
-    before = {p.name: p.stat().st_mtime_ns for p in (R / "raw" / "circle").iterdir()}
-    clean_mtime = (R / "clean" / "splits.csv").stat().st_mtime_ns
+    before = {p.name: p.stat().st_mtime_ns for p in R.raw("circle").iterdir()}
+    clean_mtime = R.splits_csv.stat().st_mtime_ns
     config["prepare"]["resize"] = "pad"
     wf.write_config(config)
     assert wf.planned(*targets) == {"prepare": 1}
     wf.run(*targets)
-    assert {p.name: p.stat().st_mtime_ns for p in (R / "raw" / "circle").iterdir()} == before
-    assert (R / "clean" / "splits.csv").stat().st_mtime_ns == clean_mtime
-    assert "(pad," in (R / "logs" / "prepare" / f"{SIZE}.log").read_text()
+    assert {p.name: p.stat().st_mtime_ns for p in R.raw("circle").iterdir()} == before
+    assert R.splits_csv.stat().st_mtime_ns == clean_mtime
+    assert "(pad," in R.log("prepare", str(SIZE)).read_text()
     assert wf.planned(*targets) == {}

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from convscope import config as cfg
-from convscope import grid
+from convscope import grid, layout
+from convscope.layout import Results
 from tests.conftest import tiny_config
 
 TRAIN = {
@@ -58,7 +59,7 @@ def make_config(**changes):
 
 def trained(config) -> list[str]:
     validated = cfg.load_and_validate(copy.deepcopy(config))
-    return [f"results/models/alexnet/{r.id}/metrics.json" for r in grid.runs(validated)]
+    return [str(Results(validated["results"]).metrics("alexnet", r.id)) for r in grid.runs(validated)]
 
 
 def run_of(config, strategy: str) -> str:
@@ -82,23 +83,23 @@ def test_finetune_starts_from_the_pretrained_base_and_grid_edits_do_not_repretra
     wf = workflow(config)
     wf.run(*trained(config))
 
-    pretrained = wf.results / "pretrained" / "alexnet"
-    record = json.loads((pretrained / "pretrain.json").read_text())
+    pretrained = wf.tree.pretrained_dir("alexnet")
+    record = json.loads((pretrained / layout.PRETRAIN_RECORD).read_text())
     assert record["classes"] == ["cross", "ring"] and record["images"] == {
         "cross": 12,
         "ring": 12,
     }
     assert record["train_images"] + record["val_images"] == 24 and len(record["history"]) == 1
-    assert (wf.results / "raw" / "cross" / "crawl.json").exists()
-    with open(wf.results / "clean" / "manifest.csv", newline="") as f:
+    assert wf.tree.crawl_summary("cross").exists()
+    with open(wf.tree.clean_manifest, newline="") as f:
         assert {r["cls"] for r in csv.DictReader(f)} == {"circle", "square"}, (
             "source classes stay out of the target data"
         )
 
-    base = build.build_base("alexnet", 48, str(pretrained / "base.weights.h5"))
+    base = build.build_base("alexnet", 48, str(wf.tree.pretrained_base("alexnet")))
     random_init = build.build_base("alexnet", 48, "none")
     finetuned = build.load_model(
-        wf.results / "models" / "alexnet" / run_of(config, "finetune") / "model.keras",
+        wf.tree.model("alexnet", run_of(config, "finetune")),
         compile=False,
     )
     inner = build.base_of(finetuned)
@@ -106,11 +107,11 @@ def test_finetune_starts_from_the_pretrained_base_and_grid_edits_do_not_repretra
         np.testing.assert_array_equal(got, want)  # frozen in fine-tuning: exactly the pretrained weights
         assert not np.allclose(want, rand), "the pretrained conv1 must differ from a random init"
     scratch = build.load_model(
-        wf.results / "models" / "alexnet" / run_of(config, "scratch") / "model.keras",
+        wf.tree.model("alexnet", run_of(config, "scratch")),
         compile=False,
     )
     assert not np.allclose(conv1(build.base_of(scratch))[0], conv1(base)[0]), "scratch does not start from the base"
-    metrics = json.loads((wf.results / "models" / "alexnet" / run_of(config, "finetune") / "metrics.json").read_text())
+    metrics = json.loads(wf.tree.metrics("alexnet", run_of(config, "finetune")).read_text())
     assert metrics["weights"].endswith("pretrained/alexnet/base.weights.h5")
     keras.backend.clear_session()
 
@@ -156,4 +157,4 @@ def test_pretrain_params_hold_only_pretraining_settings():
     more = cfg.load_and_validate(make_config(pretrain={**PRETRAIN, "learning_rate": 0.01}))
     assert cfg.pretrain_params(more, "alexnet")["settings"]["learning_rate"] == 0.01
     # the run's weights option names the pretrained file, so every network build loads it
-    assert grid.backbone_options(base, "alexnet")["weights"] == "results/pretrained/alexnet/base.weights.h5"
+    assert grid.backbone_options(base, "alexnet")["weights"] == str(Results("results").pretrained_base("alexnet"))

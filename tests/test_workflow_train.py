@@ -15,7 +15,8 @@ import json
 import pytest
 
 from convscope import config as cfg
-from convscope import grid
+from convscope import grid, layout
+from convscope.layout import Results
 from tests.conftest import parse_job_stats, tiny_config
 
 TRAIN = {
@@ -50,9 +51,11 @@ def run_files(config) -> list[str]:
     files = []
     for r in grid.runs(validated):
         names = (
-            ("metrics.json", "head.npz") if r.strategy == "features" else ("model.keras", "history.csv", "metrics.json")
+            (layout.METRICS, layout.HEAD)
+            if r.strategy == "features"
+            else (layout.MODEL, layout.HISTORY, layout.METRICS)
         )
-        files += [f"results/models/{r.backbone}/{r.id}/{n}" for n in names]
+        files += [str(Results(validated["results"]).run_dir(r.backbone, r.id) / n) for n in names]
     return files
 
 
@@ -65,7 +68,7 @@ def test_tiny_grid_trains_end_to_end_and_heads_share_one_embedding(workflow):
     stats = parse_job_stats(proc.stdout + proc.stderr)
     assert stats["train"] == 3 and stats["embed"] == 1 and stats["features_head"] == 2, stats
 
-    models = wf.results / "models" / "alexnet"
+    models = wf.tree.backbone_models("alexnet")
     runs = sorted(p.name for p in models.iterdir())
     assert runs == sorted(
         [
@@ -77,32 +80,32 @@ def test_tiny_grid_trains_end_to_end_and_heads_share_one_embedding(workflow):
         ]
     )
     for run in runs:
-        metrics = json.loads((models / run / "metrics.json").read_text())
+        metrics = json.loads((models / run / layout.METRICS).read_text())
         assert metrics["run"] == run and metrics["classes"] == ["circle", "square", "triangle"]
         assert 0 <= metrics["test"]["accuracy"] <= 1 and len(metrics["test"]["accuracy_ci95"]) == 2
         kind = "features" if run.startswith("features") else "train"
-        assert (wf.results / "logs" / kind / "alexnet" / f"{run}.log").is_file()
-        assert (wf.results / "benchmarks" / kind / "alexnet" / f"{run}.tsv").is_file()
+        assert wf.tree.log(kind, "alexnet", run).is_file()
+        assert wf.tree.benchmark(kind, "alexnet", run).is_file()
         if kind == "train":
             assert not (models / run / "backup").exists()
             assert list((models / run / "tensorboard").rglob("events.out.tfevents.*"))
-    progressive = json.loads((models / "progressive-lr1e-3-do0.2-d1-bs16-ep2-augnone" / "metrics.json").read_text())
+    progressive = json.loads((models / "progressive-lr1e-3-do0.2-d1-bs16-ep2-augnone" / layout.METRICS).read_text())
     assert [p["depth"] for p in progressive["phases"]] == [0, 1]
     assert wf.planned(*targets) == {}
 
     # One more C: exactly one new head job; the embeddings are not recomputed.
-    feats = wf.results / "features" / "alexnet"
+    feats = wf.tree.features_dir("alexnet")
     before = {p.name: p.stat().st_mtime_ns for p in feats.iterdir()}
-    old_head = (models / "features-logreg-C1" / "metrics.json").stat().st_mtime_ns
+    old_head = (models / "features-logreg-C1" / layout.METRICS).stat().st_mtime_ns
     more = copy.deepcopy(config)
     more["train"]["features"]["C"].append(10.0)
     wf.write_config(more)
     new_targets = run_files(more)
     assert wf.planned(*new_targets) == {"features_head": 1}
     wf.run(*new_targets)
-    assert (models / "features-logreg-C10" / "metrics.json").is_file()
+    assert (models / "features-logreg-C10" / layout.METRICS).is_file()
     assert {p.name: p.stat().st_mtime_ns for p in feats.iterdir()} == before
-    assert (models / "features-logreg-C1" / "metrics.json").stat().st_mtime_ns == old_head
+    assert (models / "features-logreg-C1" / layout.METRICS).stat().st_mtime_ns == old_head
 
     # A changed training setting re-runs the runs it reaches and nothing else.
     slower = copy.deepcopy(more)

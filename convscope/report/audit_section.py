@@ -75,8 +75,17 @@ def quality(manifest: list[dict], thumbs: Thumbs) -> dict:
         {
             "flag": flag,
             "count": len(rows),
+            # The same card fields as the label-issue cards (the template is strict about undefined ones).
             "examples": [
-                {"file": r["file"], "cls": r["cls"], "thumb": thumbs(r["file"]), "note": flag} for r in rows[:PER_FLAG]
+                {
+                    "file": r["file"],
+                    "cls": r["cls"],
+                    "thumb": thumbs(r["file"]),
+                    "note": flag,
+                    "suggested": None,
+                    "planted": None,
+                }
+                for r in rows[:PER_FLAG]
             ],
         }
         for flag, rows in sorted(by_flag.items())

@@ -254,17 +254,25 @@ def metrics(results: Path, backbone: str, run: str) -> records.RunMetrics:
 # ---- compute cost ---------------------------------------------------------------
 
 
-def benchmarks(bench_dir: Path) -> dict:
-    """Snakemake benchmark files (R/benchmarks/{rule}[/{job}].tsv): per job and per rule.
+def benchmarks(files, bench_dir: Path) -> dict:
+    """Snakemake benchmark files, per job and per rule.
 
-    Columns as Snakemake writes them: s, h:m:s, max_rss (MB), ..., cpu_time. A job
-    too short to sample has '-' for memory: shown as unknown, not zero.
+    `files` are the ones the report was handed (the report rule declares them:
+    rules/common.smk report_benchmarks), named by their place under `bench_dir`
+    (R/benchmarks/{rule}[/{job}].tsv). Columns as Snakemake writes them: s, h:m:s,
+    max_rss (MB), ..., cpu_time. A job too short to sample has '-' for memory:
+    shown as unknown, not zero.
     """
-    bench_dir = Path(bench_dir)
+    bench_dir = Path(bench_dir).resolve()
     jobs = []
-    for path in sorted(bench_dir.rglob("*.tsv")) if bench_dir.is_dir() else []:
-        rel = path.relative_to(bench_dir).with_suffix("")
-        with open(path, newline="", encoding="utf-8") as f:
+    for path in sorted(Path(f) for f in files):
+        try:
+            rel = path.resolve().relative_to(bench_dir).with_suffix("")
+        except ValueError:
+            raise ReportInputError(
+                f"benchmark file {path}: not under {bench_dir}, where its folder names its rule"
+            ) from None
+        with open(_need(path, f"benchmark: directive of the {rel.parts[0]} rule"), newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f, delimiter="\t"))
         if not rows:
             log.warning("benchmark file %s is empty (job killed?); left out of the compute table", path)

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import urllib.parse
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -198,7 +199,9 @@ def scalars(metrics: dict) -> list[tuple[str, str]]:
     return out
 
 
-def build_context(results: Path, out_dir: Path, options: dict, *, config: dict, classes: list[str]) -> dict:
+def build_context(
+    results: Path, out_dir: Path, options: dict, *, config: dict, classes: list[str], benchmarks: Sequence[Path] = ()
+) -> dict:
     """Everything the template shows, with files copied into out_dir/assets: one part per section.
 
     Each requested section is built by its builder in convscope.report.sections.BUILDERS.
@@ -217,7 +220,7 @@ def build_context(results: Path, out_dir: Path, options: dict, *, config: dict, 
             "convscope/report/sections.py"
         )
     assets = Assets(out_dir)
-    src = Sources(results, options, config, list(classes), assets, sections)
+    src = Sources(results, options, config, list(classes), assets, sections, tuple(map(Path, benchmarks)))
     page = [name for name in SECTIONS if name in sections]  # page order = the schema's order
     parts = {name: BUILDERS[name](src) for name in page}
     ctx = {
@@ -294,12 +297,14 @@ def render_report(
     *,
     config: dict,
     classes: list[str] | None = None,
+    benchmarks: Sequence[Path] = (),
 ) -> dict[str, Path]:
     """Write out_dir/index.html (+ assets/) and, if self_contained, out_dir/report-standalone.html.
 
     `results` is the results folder (the file layout contract); `options` the
     config's `report` section (defaults filled); `config` the whole config, shown
-    collapsed in the header. Returns the paths written.
+    collapsed in the header; `benchmarks` the Snakemake benchmark files the compute
+    section reads (the report rule's declared inputs). Returns the paths written.
     """
     options = {**DEFAULTS, **(options or {})}
     if self_contained is not None:
@@ -310,7 +315,7 @@ def render_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     # Stale figures from an earlier render must not linger beside the new page.
     shutil.rmtree(out_dir / ASSETS, ignore_errors=True)
-    ctx = build_context(results, out_dir, options, config=config, classes=classes)
+    ctx = build_context(results, out_dir, options, config=config, classes=classes, benchmarks=benchmarks)
     written = {"html": out_dir / "index.html", "assets": out_dir / ASSETS}
     (out_dir / ASSETS).mkdir(exist_ok=True)
     atomic.write_text(written["html"], render_page(ctx, embed=False))

@@ -44,6 +44,7 @@ class Sources:
     classes: list[str]
     assets: render.Assets
     sections: list[str]
+    benchmarks: tuple[Path, ...] = ()  # Snakemake benchmark files the report rule declares (compute section)
 
     @property
     def paths(self) -> layout.Results:
@@ -221,7 +222,9 @@ def explanations(src: Sources) -> Part:
 
 @builder("compute")
 def compute(src: Sources) -> Part:
-    bench = collect.benchmarks(src.paths.benchmarks)
+    if not src.benchmarks:
+        log.warning("report: the compute section was handed no benchmark files (rules/common.smk report_benchmarks)")
+    bench = collect.benchmarks(src.benchmarks, src.paths.benchmarks)
     throughput = []
     for row in src.runs["rows"]:
         # runs.csv has images_per_s (the grid summary copies it from metrics.json); else the run's own record.
