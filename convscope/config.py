@@ -242,18 +242,30 @@ def crawl_params(config: dict, cls: str) -> dict:
     if source == "synthetic":
         params.setdefault("shape", cls)
         params["seed"] = config["seed"]
-        if not params["synthetic"].get("mislabel_fraction", 0):
-            # Off: the params stay as they were before planting existed (no re-crawl).
-            params["synthetic"] = {k: v for k, v in params["synthetic"].items() if k != "mislabel_fraction"}
-        if list(params["synthetic"].get("object_size", [])) == [0.16, 0.3]:
-            # The default: params as before the knob existed (no re-crawl).
-            params["synthetic"] = {k: v for k, v in params["synthetic"].items() if k != "object_size"}
-        else:
-            # Planted label errors show the shapes of the other synthetic classes.
+        source_class = cls not in class_names(config)
+        # Planted label errors check the label-issue audit, which audits the target
+        # classes: pretraining sources are drawn clean.
+        params["synthetic"] = _synthetic_params(params["synthetic"], planted=not source_class)
+        if params["synthetic"].get("mislabel_fraction", 0):
+            # They show the shapes of the other synthetic target classes.
             others = {c: crawl_options(config, c) for c in class_names(config) if c != cls}
             shapes = {o.get("shape", c) for c, o in others.items() if o["source"] == "synthetic"}
             params["other_shapes"] = sorted(shapes - {params["shape"]})
     return params
+
+
+# Synthetic knobs added after the first ledgers existed, with the value that draws as
+# before them: at that value a knob is left out of the params (no re-crawl).
+_SYNTHETIC_NEUTRAL = {"mislabel_fraction": 0, "object_size": [0.16, 0.3], "rotation": [0, 360]}
+
+
+def _synthetic_params(settings: dict, planted: bool) -> dict:
+    def neutral(key, value):
+        same = _SYNTHETIC_NEUTRAL[key]
+        return list(value) == same if isinstance(same, list) else value == same
+
+    settings = settings if planted else {**settings, "mislabel_fraction": 0}
+    return {k: v for k, v in settings.items() if not (k in _SYNTHETIC_NEUTRAL and neutral(k, v))}
 
 
 def class_names(config: dict) -> list[str]:

@@ -194,6 +194,7 @@ def test_defaults_are_filled_in():
         "clutter": 6,
         "mislabel_fraction": 0,
         "object_size": [0.16, 0.3],
+        "rotation": [0, 360],
     }
     assert config["split"] == {"train": 0.7, "val": 0.15, "test": 0.15, "min_per_split": 1}
     assert config["prepare"] == {"resize": "center_crop", "threads": 4}
@@ -370,3 +371,18 @@ def test_snakemake_accepts_tiny_config(workflow):
     wf = workflow(tiny_config())
     planned = wf.planned(*wf.prepared(48))
     assert planned == {"crawl": 3, "clean": 1, "split": 1, "prepare": 1}
+
+
+def test_planted_label_errors_only_in_target_classes_and_defaults_leave_params_unchanged():
+    config = tiny_config(("circle", "triangle"))
+    config["crawl"]["synthetic"]["mislabel_fraction"] = 0.1  # object_size stays at its default
+    config["pretrain"] = {"classes": {"star": {}, "ring": {}}}
+    cfg.load_and_validate(config)
+    target = cfg.crawl_params(config, "circle")
+    assert target["synthetic"]["mislabel_fraction"] == 0.1
+    assert target["other_shapes"] == ["triangle"]  # the other target class, never a source's
+    assert "object_size" not in target["synthetic"] and "rotation" not in target["synthetic"]
+    source = cfg.crawl_params(config, "star")
+    assert "mislabel_fraction" not in source["synthetic"] and "other_shapes" not in source
+    config["crawl"]["synthetic"]["rotation"] = [0, 0]
+    assert cfg.crawl_params(config, "circle")["synthetic"]["rotation"] == [0, 0]

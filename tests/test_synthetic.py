@@ -123,3 +123,21 @@ def test_more_images_later_draws_only_the_next_indices(tmp_path):
     crawl(fresh, "cross", 9, size=32)
     assert digests(fresh) == digests(folder)
     assert (fresh / layout.BOXES).read_bytes() == (folder / layout.BOXES).read_bytes()
+
+
+def _box_fill(d) -> float:
+    """The share of the object's bounding box its pixels cover (1 for an upright square)."""
+    x0, y0, x1, y1 = d.box
+    return float(d.alpha[y0:y1, x0:x1].mean())
+
+
+def test_rotation_range_draws_upright_shapes():
+    upright = [draw("square", "square", 3, i, size=96, rotation=(0, 0)) for i in range(8)]
+    turned = [draw("square", "square", 3, i, size=96) for i in range(8)]
+    assert min(_box_fill(d) for d in upright) > 0.9, [round(_box_fill(d), 2) for d in upright]
+    assert min(_box_fill(d) for d in turned) < 0.75, [round(_box_fill(d), 2) for d in turned]
+    # Upright triangles point up: the top row of the box is covered only near its centre.
+    tri = draw("triangle", "triangle", 3, 0, size=96, rotation=(0, 0))
+    x0, y0, x1, _ = tri.box
+    cols = np.flatnonzero(tri.alpha[y0] > 0.05)
+    assert abs(cols.mean() - (x0 + x1) / 2) < 2 and len(cols) < (x1 - x0) / 4

@@ -132,11 +132,13 @@ def draw(
     clutter: int = 6,
     with_object: bool = True,
     object_size: tuple[float, float] = (0.16, 0.3),
+    rotation: tuple[float, float] = (0.0, 360.0),
 ) -> Drawing:
     """Draw image `index` of class `cls`. with_object=False leaves the object out and
     changes nothing else (the same background, clutter and noise), which is how the
     tests check the box against the pixels the object changes. object_size: the range of
-    the object's radius as a fraction of the image side (larger is easier to learn)."""
+    the object's radius as a fraction of the image side (larger is easier to learn);
+    rotation: the range of its rotation in degrees (0 = upright: a triangle points up)."""
     rng = _rng(seed, cls, index, "scene")
     # Background: gradient between two colours along a random direction.
     c1, c2 = _colour(rng), _colour(rng)
@@ -153,7 +155,7 @@ def draw(
     while _distance_to_segment(colour, c1, c2) < 80:
         colour = _colour(rng)
     polys, holes = _outline(shape, rng)
-    theta = rng.uniform(0, 2 * math.pi)
+    theta = rng.uniform(*(math.radians(d) for d in rotation))  # the default (0, 360) draws as before
     rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
     radius = size * rng.uniform(*object_size)
     polys = [p @ rot.T * radius for p in polys]
@@ -205,9 +207,13 @@ def synthesize(cls: str, options: dict, ledger) -> str:
     settings = options["synthetic"]
     size, noise, clutter = settings["size"], settings["noise"], settings["clutter"]
     object_size = tuple(settings.get("object_size") or (0.16, 0.3))
+    rotation = tuple(settings.get("rotation") or (0, 360))
     detail = f"size={size} noise={noise} clutter={clutter}"
-    if object_size != (0.16, 0.3):  # the default leaves the detail (and old ledgers) unchanged
+    # Defaults leave the detail (and so old ledgers) unchanged.
+    if object_size != (0.16, 0.3):
         detail += f" object_size={object_size[0]}-{object_size[1]}"
+    if rotation != (0, 360):
+        detail += f" rotation={rotation[0]}-{rotation[1]}"
     fraction, others = settings.get("mislabel_fraction", 0), options.get("other_shapes") or []
     prefix = f"synthetic:{shape}/seed={seed}/index="
     _warn_if_settings_changed(cls, ledger, prefix, detail)
@@ -221,7 +227,9 @@ def synthesize(cls: str, options: dict, ledger) -> str:
         if ledger.is_final(key):
             continue
         drawn = planted_shape(cls, seed, index, fraction, others) or shape
-        d = draw(cls, drawn, seed, index, size=size, noise=noise, clutter=clutter, object_size=object_size)
+        d = draw(
+            cls, drawn, seed, index, size=size, noise=noise, clutter=clutter, object_size=object_size, rotation=rotation
+        )
         note = detail if drawn == shape else f"{detail}{PLANTED}{drawn}"
         stored = ledger.store("synthetic", key, png_bytes(d.image), "png", detail=note, name=f"{index:06d}.png")
         if stored.status == OK:

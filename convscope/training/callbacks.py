@@ -287,7 +287,8 @@ class KeepBest(keras.callbacks.Callback):
             )
         for variable, value in zip(weights, self.weights):
             variable.assign(value)
-        log.info("kept epoch %d of %d (%s %.4g)", self.epoch, last_epoch, self.monitor, self.score)
+        # 1-based, as the per-epoch log lines count (metrics.json keeps history.csv's 0-based index).
+        log.info("kept epoch %d of %d (%s %.4g)", self.epoch + 1, last_epoch + 1, self.monitor, self.score)
         return {"monitor": self.monitor, "epoch": self.epoch, "value": self.score}
 
 

@@ -212,7 +212,7 @@ def pretrain(*, raw_root, out_dir, spec: PretrainSpec, threads: int = 1) -> dict
     log.info(
         "pretrained %s: kept epoch %d, val accuracy %.3f (chance %.2f), %.1f s",
         spec.backbone,
-        kept["epoch"],
+        kept["epoch"] + 1,  # 1-based, as the epoch log lines (pretrain.json keeps the 0-based index)
         record["val_accuracy"],
         record["chance"],
         record["wall_s"],
