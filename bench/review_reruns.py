@@ -36,24 +36,8 @@ def tiny(conftest):
         CLASSES,
         images=16,
         backbones={"alexnet": {"input_size": 64, "weights": "none"}},
-        train={
-            "strategies": ["finetune", "features"],
-            "grid": {"learning_rate": [0.001], "epochs": [1], "batch_size": [16], "augment": ["none"]},
-            "features": {"classifiers": ["logreg"], "C": [1.0]},
-            "threads": 1,
-            "bootstrap": 100,
-            "tensorboard": False,
-        },
-        analysis={
-            "sample_images": 3,
-            "examples": {"per_class": 2, "mistakes": 3},
-            "embedding": {"thumbnails": 10},
-            "activations": {"channels": 4},
-            "saliency": {"smoothgrad_samples": 4},
-            "filter_vis": {"channels": 2, "steps": 16},
-            "checks": {"max_images": 12, "deletion_steps": 4},
-            "gpu": False,
-        },
+        train=conftest.quick_train(),
+        analysis=conftest.quick_analysis(),
     )
     cfg["clean"]["review"] = "review.csv"
     return cfg

@@ -59,6 +59,32 @@ def tiny_config(
     return config
 
 
+def quick_train() -> dict:
+    """The cheapest grid that still trains: one finetune epoch and one logreg features head."""
+    return {
+        "strategies": ["finetune", "features"],
+        "grid": {"learning_rate": [0.001], "epochs": [1], "batch_size": [16], "augment": ["none"]},
+        "features": {"classifiers": ["logreg"], "C": [1.0]},
+        "threads": 1,
+        "bootstrap": 100,
+        "tensorboard": False,
+    }
+
+
+def quick_analysis() -> dict:
+    """Every analysis and explanation on, at sizes that keep a test short."""
+    return {
+        "sample_images": 3,
+        "examples": {"per_class": 2, "mistakes": 3},
+        "embedding": {"thumbnails": 10},
+        "activations": {"channels": 4},
+        "saliency": {"smoothgrad_samples": 4},
+        "filter_vis": {"channels": 2, "steps": 16},
+        "checks": {"max_images": 12, "deletion_steps": 4},
+        "gpu": False,
+    }
+
+
 class SnakemakeError(AssertionError):
     pass
 

@@ -18,7 +18,7 @@ import shutil
 
 import pytest
 
-from conftest import tiny_config
+from conftest import quick_train, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -32,14 +32,7 @@ def config() -> dict:
         CLASSES,
         images=16,
         backbones={"alexnet": {"input_size": 64, "weights": "none"}},
-        train={
-            "strategies": ["finetune", "features"],
-            "grid": {"learning_rate": [0.001], "epochs": [1], "batch_size": [16], "augment": ["none"]},
-            "features": {"classifiers": ["logreg"], "C": [1.0]},
-            "threads": 1,
-            "bootstrap": 100,
-            "tensorboard": False,
-        },
+        train=quick_train(),
         report={"title": "review reruns", "sections": ["data", "audit"]},
     )
     cfg["clean"]["review"] = "review.csv"

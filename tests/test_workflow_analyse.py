@@ -13,7 +13,7 @@ import re
 import pandas as pd
 import pytest
 
-from conftest import tiny_config
+from conftest import quick_analysis, quick_train, tiny_config
 from convscope import layout
 from convscope.analysis.index import validate
 
@@ -27,25 +27,8 @@ def config() -> dict:
         classes=("circle", "square", "triangle"),
         images=20,
         backbones={BACKBONE: {"input_size": 48, "weights": "none"}},
-        train={
-            "strategies": ["finetune", "features"],
-            "grid": {"learning_rate": [0.001], "epochs": [1], "batch_size": [16], "augment": ["none"]},
-            "features": {"classifiers": ["logreg"], "C": [1.0]},
-            "threads": 1,
-            "bootstrap": 100,
-            "tensorboard": False,
-        },
-        analysis={
-            "sample_images": 3,
-            "examples": {"per_class": 2, "mistakes": 3},
-            "embedding": {"thumbnails": 10},
-            "activations": {"channels": 4},
-            # Every explanation on, at a size that keeps the test short.
-            "saliency": {"smoothgrad_samples": 4},
-            "filter_vis": {"channels": 2, "steps": 16},
-            "checks": {"max_images": 12, "deletion_steps": 4},
-            "gpu": False,
-        },
+        train=quick_train(),
+        analysis=quick_analysis(),
     )
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 
 from convscope import backbones as registry
 from convscope.analysis import explain_figures as figures
-from convscope.analysis import explain_maps
+from convscope.analysis import explain_maps, map_geometry
 from convscope.analysis import trust_figures as trust
 from convscope.analysis.steps import StepTimer, spread_over_classes
 
@@ -140,7 +140,17 @@ def explain_model(model, backbone, data, out_dir, options: dict | None = None, *
     # Default 4 x 4 patches per image side at half-patch steps: 7 x 7 = 49 forward passes per image.
     patch = int(opts["occlusion"]["patch"] or max(1, size[0] // 4))
     stride = int(opts["occlusion"]["stride"] or max(1, patch // 2))
-    ctx = explain_maps.MapContext(model, cut(model, layer), layer, inputs.probs.shape[1], opts, patch, stride, timer)
+    ctx = explain_maps.MapContext(
+        model,
+        cut(model, layer),
+        layer,
+        inputs.probs.shape[1],
+        opts,
+        patch,
+        stride,
+        timer,
+        map_geometry.of_layer(model, layer),
+    )
 
     check = _check_maps(ctx, inputs) if opts["checks"]["enabled"] else None
     verdicts = None

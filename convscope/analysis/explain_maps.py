@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from convscope.analysis import cams, gradcam, integrated_gradients, occlusion, saliency
+from convscope.analysis import cams, gradcam, integrated_gradients, map_geometry, occlusion, saliency
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class MapContext:
     patch: int  # occlusion patch and stride in pixels
     stride: int
     timer: Callable = None  # context manager factory timer(name), optional
+    grid: object = None  # map_geometry.Grid of the layer: layer maps are placed on the image by it
 
     @property
     def batch_size(self) -> int:
@@ -225,8 +226,13 @@ def enabled(opts: dict, *, checks: bool = False) -> list[str]:
 
 
 def compute_maps(ctx: MapContext, images, targets, names) -> tuple[dict, dict]:
-    """({method: N x h x w maps}, {method: diagnostics}) of `names` for images, explaining `targets`."""
+    """({method: N x H x W maps}, {method: diagnostics}) of `names` for images, explaining `targets`.
+
+    Maps at the layer's resolution are placed on the image's pixels by ctx.grid (see
+    convscope.analysis.map_geometry), so every consumer reads pixel maps.
+    """
     batch = Batch(ctx, np.asarray(images), np.asarray(targets, np.int64))
+    size = batch.images.shape[1:3]
     maps = {}
     for name in names:
         if ctx.timer is None:
@@ -234,4 +240,6 @@ def compute_maps(ctx: MapContext, images, targets, names) -> tuple[dict, dict]:
         else:
             with ctx.timer(f"{METHODS[name].title} ({len(batch.images)} images)"):
                 maps[name] = METHODS[name].compute(batch)
+        if ctx.grid is not None:
+            maps[name] = map_geometry.to_pixels(maps[name], ctx.grid, size)
     return maps, batch.notes

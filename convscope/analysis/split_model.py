@@ -52,7 +52,7 @@ def _graph(model):
     return getattr(model, "_functional", None) or model
 
 
-def _call_node(parent, child):
+def call_node(parent, child):
     """The node where `child` is called inside `parent`'s graph."""
     parent = _graph(parent)
     nodes = [n for n in keras_compat.call_nodes(parent) if n.operation is child]
@@ -145,7 +145,7 @@ def _logit_stage(model):
     last = keras_compat.producing_operation(out)
     activation = getattr(last, "activation", None)
     if isinstance(last, keras.layers.Dense) and activation is keras.activations.softmax:
-        feed = _single(_call_node(model, last).input_tensors)
+        feed = _single(call_node(model, last).input_tensors)
 
         def dense(h):
             # the head's own dtype (float32 in the contract, also under mixed precision)
@@ -164,13 +164,13 @@ def cut(model, layer_name: str) -> Cut:
     before, after = [], []
     # The innermost model: its input -> the layer's output -> its output.
     inner = models[-1]
-    target = _single(_call_node(inner, layer).output_tensors)
+    target = _single(call_node(inner, layer).output_tensors)
     before.append(_submodel(_single(inner.inputs), target, f"{inner.name}/{layer.name}"))
     after.append(_submodel(target, _single(inner.outputs), f"{inner.name}/{layer.name}"))
     logit_after = None
     # Walk outwards: in each parent, the nested child's call splits the parent in two.
     for parent, child in zip(reversed(models[:-1]), reversed(models[1:])):
-        node = _call_node(parent, child)
+        node = call_node(parent, child)
         child_in, child_out = _single(node.input_tensors), _single(node.output_tensors)
         before.insert(0, _submodel(_single(parent.inputs), child_in, f"{parent.name}/{child.name} input"))
         if parent is model:
