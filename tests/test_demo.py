@@ -7,11 +7,14 @@ down to Grad-CAM and its pointing game. Read from the outputs of the run: the
 pretrained base's validation accuracy, the best trained run's test accuracy,
 and that fine-tuning from the pretrained base beats scratch at equal epochs.
 Measured on this copy (2026-12-01, 2 cores): base val 0.89 (chance 0.20),
-finetune 0.85, scratch 0.67 on 33 test images (chance 0.33).
+finetune 0.85, scratch 0.67 on 33 test images (chance 0.33); pointing on 24
+test images (chance 0.52): Grad-CAM++ 0.83, plain Grad-CAM 0.46.
 
-Grad-CAM's pointing accuracy is computed and checked for shape, not asserted
-above chance: on the demo's large, centred objects it is not (0.38 here, chance
-0.52, the centre point 1.00; issue 12 stays open for it).
+The pointing assertion is on Grad-CAM++ (the same figure as Grad-CAM, same layer):
+plain Grad-CAM does not point above chance in this reduced copy (it does on the
+full demo: 0.75), and with maps resized uniformly instead of placed by their
+receptive fields (convscope/analysis/map_geometry.py) Grad-CAM++ scored 0.62, which
+fails the assertion.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def reduced_demo() -> dict:
 
 
 @pytest.mark.slow
-def test_the_reduced_demo_learns_and_transfers(workflow):
+def test_the_reduced_demo_learns_transfers_and_points_at_the_object(workflow):
     config = reduced_demo()
     wf = workflow(config)
     wf.run("analyses", timeout=1200)
@@ -71,4 +74,5 @@ def test_the_reduced_demo_learns_and_transfers(workflow):
     assert len(games) == 1, games
     game = json.loads(games[0].read_text())
     assert game["images"] >= 20
-    assert 0 < game["chance"] < 1 and 0 <= game["methods"]["gradcam"]["accuracy"] <= 1, game["methods"]["gradcam"]
+    plus = game["methods"]["gradcam++"]["accuracy"]
+    assert plus > game["chance"] + 0.15, f"Grad-CAM++ pointing {plus:.2f} (chance {game['chance']:.2f})"
