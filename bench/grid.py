@@ -297,7 +297,7 @@ class GpuSampler:
 def job_records(results: Path) -> list[dict]:
     """One record per GPU job: rule, run, start/end (wall clock), wall, and what its metrics.json says."""
     jobs = []
-    for rule in ("train", "embed", "features"):
+    for rule in ("train", "evaluate", "embed", "features"):
         for tsv in sorted((results / "benchmarks" / rule).rglob("*.tsv")):
             with tsv.open() as f:
                 row = next(csv.DictReader(f, delimiter="\t"))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import collections
 import copy
-import csv
 import re
 import shutil
 import sys
@@ -90,8 +89,7 @@ def main() -> None:
     flagged = copy.deepcopy(wf.config)
     flagged["clean"]["quality"] = {"dark": 0.9}
     edit("E2 quality thresholds (flags only)", config=flagged)
-    with open(wf.results / "clean" / "splits.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = wf.split_rows()
     test, train = one_of(rows, "test"), one_of(rows, "train")
     edit("E3 drop one test image", [COPY, test])
     edit("E4 drop one train image", [COPY, test, train])

@@ -5,11 +5,12 @@ the tests ask it instead of spelling paths. Methods take plain strings, so
 Snakemake wildcards pass through: `Results(R).metrics("{backbone}", "{run}")`.
 
     raw/{cls}/                      downloads, ledger manifest.csv, crawl.json (summary), boxes.csv (synthetic)
-    clean/manifest.csv, splits.csv
+    clean/manifest.csv, splits/{split}.csv (one list per split: an edit to one leaves the others' bytes)
     prepared/{size}/{split}.{npy,labels.npy,index.csv}
     pretrained/{backbone}/          base.weights.h5, pretrain.json (optional pretraining on source classes)
-    models/{backbone}/{run}/        model.keras, history.csv, metrics.json | head.npz; test_predictions.csv
-    features/{backbone}/            {split}.npy embeddings, embed.json
+    models/{backbone}/{run}/        model.keras, history.csv | head.npz; fit.json (train/val, the
+                                    training job's), metrics.json + test_predictions.csv (evaluate's)
+    features/{backbone}/            {split}.npy embeddings, {split}.embed.json
     audit/{backbone}/               label_issues.csv, leakage.csv, audit.json
     sanity/{backbone}/imagenet_top5.csv
     analysis/{backbone}/{run}/index.json, analysis/grid/ (index.json, runs.csv, best.json, ...)
@@ -24,19 +25,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SPLITS = ("train", "val", "test")
+# What training jobs read (fit.json); the test split is the evaluate jobs' alone.
+FIT_SPLITS = ("train", "val")
 # One prepared set per split: images (N x H x W x 3 uint8), labels, and the source files in order.
 PREPARED_KINDS = ("npy", "labels.npy", "index.csv")
 LEDGER = "manifest.csv"  # a class's crawl ledger, raw/{cls}/manifest.csv
 BOXES = "boxes.csv"  # object boxes of a synthetic class, raw/{cls}/boxes.csv
 CRAWL_SUMMARY = "crawl.json"
 MODEL, HISTORY, METRICS, HEAD = "model.keras", "history.csv", "metrics.json", "head.npz"
+# What the training job measured (val scores, kept epoch, costs): evaluate adds the test split's
+# scores to it and writes metrics.json, so an edit of the test split never retrains.
+FIT = "fit.json"
 # Per-image test predictions of a run (convscope.records.write_predictions): what the grid
 # summary's paired tests compare between two runs on the same images.
 PREDICTIONS = "test_predictions.csv"
-TRAIN_OUTPUTS = (MODEL, HISTORY, PREDICTIONS, METRICS)  # a trained run's folder
-FEATURES_OUTPUTS = (METRICS, HEAD, PREDICTIONS)  # a features head's folder (model.keras only on demand)
+TRAIN_OUTPUTS = (MODEL, HISTORY, FIT, PREDICTIONS, METRICS)  # a trained run's folder
+FEATURES_OUTPUTS = (HEAD, FIT, METRICS, PREDICTIONS)  # a features head's folder (model.keras only on demand)
 INDEX = "index.json"  # an analysis folder's table of contents
-EMBED_INFO = "embed.json"
 PRETRAINED_BASE, PRETRAIN_RECORD = "base.weights.h5", "pretrain.json"  # a pretrained/{backbone}/ folder
 
 
@@ -49,6 +54,11 @@ def prepared_in(folder, split: str, kind: str = "npy") -> Path:
 def embedding_in(folder, split: str) -> Path:
     """{split}.npy of a features/{backbone}/ folder."""
     return Path(folder) / f"{split}.npy"
+
+
+def embed_info_in(folder, split: str) -> Path:
+    """{split}.embed.json of a features/{backbone}/ folder: how that split's embeddings were made."""
+    return Path(folder) / f"{split}.embed.json"
 
 
 def ledger_beside(crawl_summary) -> Path:
@@ -84,9 +94,13 @@ class Results:
     def clean_manifest(self) -> Path:
         return self.root / "clean" / "manifest.csv"
 
+    def split_list(self, split: str) -> Path:
+        """clean/splits/{split}.csv: the kept images of one split (the split stage's)."""
+        return self.root / "clean" / "splits" / f"{split}.csv"
+
     @property
-    def splits_csv(self) -> Path:
-        return self.root / "clean" / "splits.csv"
+    def split_lists(self) -> list[Path]:
+        return [self.split_list(s) for s in SPLITS]
 
     def prepared_dir(self, size) -> Path:
         return self.root / "prepared" / str(size)
@@ -94,8 +108,12 @@ class Results:
     def prepared(self, size, split: str, kind: str = "npy") -> Path:
         return prepared_in(self.prepared_dir(size), split, kind)
 
+    def prepared_split_files(self, size, split: str) -> list[Path]:
+        """What one prepare job writes: a split's arrays and index at one size."""
+        return [self.prepared(size, split, k) for k in PREPARED_KINDS]
+
     def prepared_files(self, size) -> list[Path]:
-        return [self.prepared(size, s, k) for s in SPLITS for k in PREPARED_KINDS]
+        return [f for s in SPLITS for f in self.prepared_split_files(size, s)]
 
     # ---- pretraining -------------------------------------------------------------
     def pretrained_dir(self, backbone: str) -> Path:
@@ -123,6 +141,9 @@ class Results:
     def metrics(self, backbone: str, run: str) -> Path:
         return self.run_dir(backbone, run) / METRICS
 
+    def fit(self, backbone: str, run: str) -> Path:
+        return self.run_dir(backbone, run) / FIT
+
     def model(self, backbone: str, run: str) -> Path:
         return self.run_dir(backbone, run) / MODEL
 
@@ -139,12 +160,15 @@ class Results:
     def features_dir(self, backbone: str) -> Path:
         return self.root / "features" / backbone
 
+    def embedding(self, backbone: str, split: str) -> Path:
+        return embedding_in(self.features_dir(backbone), split)
+
     def embeddings(self, backbone: str) -> list[Path]:
         """The frozen base's embeddings, one file per split in SPLITS order."""
-        return [embedding_in(self.features_dir(backbone), s) for s in SPLITS]
+        return [self.embedding(backbone, s) for s in SPLITS]
 
-    def embed_info(self, backbone: str) -> Path:
-        return self.features_dir(backbone) / EMBED_INFO
+    def embed_info(self, backbone: str, split: str) -> Path:
+        return embed_info_in(self.features_dir(backbone), split)
 
     # ---- data audit (convscope/data/audit.py) -----------------------------------------
     def audit_dir(self, backbone: str) -> Path:

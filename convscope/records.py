@@ -1,7 +1,8 @@
 """What stages hand each other: one writer and one reader per record.
 
 - RunMetrics: a run's metrics.json (trained runs and features heads alike), read by
-  the grid summary, the analyses and the report.
+  the grid summary, the analyses and the report; and its fit.json, the same record
+  without "test": the training job writes it, the evaluate job adds the test scores.
 - BestRun: one backbone's entry of best.json (the grid summary's choice), read by
   rules/common.smk and the report.
 - Per-image test predictions (models/{backbone}/{run}/test_predictions.csv), written
@@ -56,14 +57,16 @@ class RunMetrics:
     extra: dict = field(default_factory=dict)  # strategy-specific: phases, embedding, fixed costs, ...
 
     @classmethod
-    def from_dict(cls, raw: dict, where) -> RunMetrics:
+    def from_dict(
+        cls, raw: dict, where, required: tuple = ("backbone", "run", "strategy", "val", "test")
+    ) -> RunMetrics:
         """From metrics.json's layout; ValueError naming `where` when a field every run has is missing."""
-        missing = [k for k in REQUIRED if k not in raw]
+        missing = [k for k in required if k not in raw]
         if missing:
             raise ValueError(
-                f"{where}: metrics.json lacks {missing}; it was written by an older train stage, re-run it"
+                f"{where}: lacks {missing}; it was written by an older version of its job, re-run that job"
             )
-        known = {k: raw[k] for k in _FIELDS if k in raw}
+        known = {"test": {}, **{k: raw[k] for k in _FIELDS if k in raw}}
         return cls(**known, extra={k: v for k, v in raw.items() if k not in _FIELDS})
 
     def to_json(self) -> dict:
@@ -72,7 +75,6 @@ class RunMetrics:
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(RunMetrics) if f.name != "extra")
-REQUIRED = ("backbone", "run", "strategy", "val", "test")
 
 
 def write_metrics(path, m: RunMetrics) -> None:
@@ -82,12 +84,32 @@ def write_metrics(path, m: RunMetrics) -> None:
 
 def read_metrics(path) -> RunMetrics:
     """A run's metrics.json; raises ValueError naming the file and what to re-run."""
+    return RunMetrics.from_dict(_read_json(path, "the evaluate job of this run"), path)
+
+
+_FIT_REQUIRED = ("backbone", "run", "strategy", "val")
+
+
+def write_fit(path, record: dict, where) -> None:
+    """fit.json: the training job's record, all of metrics.json but "test"; written last.
+
+    record: metrics.json's layout without "test"; ValueError naming `where` when it lacks a field.
+    """
+    m = RunMetrics.from_dict(record, where, required=_FIT_REQUIRED)
+    atomic.write_json(path, {k: v for k, v in m.to_json().items() if k != "test"})
+
+
+def read_fit(path) -> RunMetrics:
+    """A run's fit.json as RunMetrics with an empty "test"."""
+    return RunMetrics.from_dict(_read_json(path, "the training job of this run"), path, required=_FIT_REQUIRED)
+
+
+def _read_json(path, producer: str) -> dict:
     path = Path(path)
     try:
-        raw = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: unreadable metrics ({e}); re-run the training job of this run") from e
-    return RunMetrics.from_dict(raw, path)
+        raise ValueError(f"{path}: unreadable ({e}); re-run {producer}") from e
 
 
 # ---- per-image test predictions (models/{backbone}/{run}/test_predictions.csv) ----

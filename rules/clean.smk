@@ -4,8 +4,9 @@
 # `split` is a checkpoint: once it has run, Snakemake plans the jobs after it again
 # from what it wrote. An edit that changes the manifest but not the kept images
 # (a review line on a quarantined image, quality thresholds: flags only) leaves
-# splits.csv with the same bytes, whose checksum Snakemake compares, so nothing
-# downstream of it reruns. Every job after split asks `after_split` (common.smk)
+# the split lists with the same bytes, whose checksums Snakemake compares, so nothing
+# downstream of them reruns; one that changes the test split alone leaves the train
+# and val lists, and so every training, as they are. Every job after split asks `after_split` (common.smk)
 # for its inputs, which makes it one that is planned again.
 
 
@@ -36,7 +37,7 @@ checkpoint split:
     input:
         L.clean_manifest,
     output:
-        L.splits_csv,
+        **{split: L.split_list(split) for split in SPLITS},
     log:
         L.log("split"),
     benchmark:

@@ -44,6 +44,7 @@ SOURCE_CLASSES = cfg.pretrain_classes(
 )  # pretraining's source classes (may be none)
 SIZES = cfg.input_sizes(config)
 SPLITS = layout.SPLITS
+FIT_SPLITS = layout.FIT_SPLITS
 
 
 wildcard_constraints:
@@ -113,7 +114,7 @@ def report_inputs(wildcards):
     if "data" in sections:
         inputs["crawl"] = [L.crawl_summary(c) for c in CLASSES]
         inputs["manifest"] = L.clean_manifest
-        inputs["splits"] = L.splits_csv
+        inputs["splits"] = L.split_lists
     if "audit" in sections:
         inputs["audit"] = audit_all()
         inputs.setdefault("manifest", L.clean_manifest)
@@ -151,13 +152,19 @@ def report_benchmarks(sections):
     files = [L.benchmark("crawl", c) for c in CLASSES]
     files += [L.benchmark("crawl", c) for c in SOURCE_CLASSES if pretrained]
     files += [L.benchmark("clean"), L.benchmark("split")]
-    files += [L.benchmark("prepare", str(size)) for size in SIZES]
+    files += [L.benchmark("prepare", str(size), s) for size in SIZES for s in SPLITS]
     files += [L.benchmark("pretrain", b) for b in pretrained]
-    files += [L.benchmark("embed", b) for b in config["backbones"] if b in embedded]
+    files += [
+        L.benchmark("embed", b, s)
+        for b in config["backbones"]
+        if b in embedded
+        for s in SPLITS
+    ]
     for r in runs:
-        # features heads' benchmarks are under features/
-        job = "features" if r.strategy == "features" else "train"
-        files.append(L.benchmark(job, r.backbone, r.id))
+        # features heads' benchmarks are under features/ and evaluate_head/
+        heads = r.strategy == "features"
+        files.append(L.benchmark("features" if heads else "train", r.backbone, r.id))
+        files.append(L.benchmark("evaluate_head" if heads else "evaluate", r.backbone, r.id))
     files.append(L.benchmark("summarise"))
     if "audit" in sections:
         files += [L.benchmark("audit", b) for b in audited_backbones()]
@@ -236,7 +243,7 @@ def train_inputs(wildcards):
     return {
         **{
             f"{split}_{kind}": prepared_split(wildcards.backbone, split, ext)
-            for split in SPLITS
+            for split in FIT_SPLITS
             for kind, ext in (("images", "npy"), ("labels", "labels.npy"))
         },
         **pretrained_base(wildcards.backbone, strategy),

@@ -1,15 +1,18 @@
-# One job per distinct input size, shared by every backbone of that size.
+# One job per distinct input size and split, shared by every backbone of that size.
+# Per split: an edit that changes only the test split (a review line dropping a test
+# image) leaves the train and val lists' bytes, and so their arrays and the trainings
+# that read them, as they are.
 
 
 rule prepare:
     input:
-        splits=L.splits_csv,
+        split_list=L.split_list("{split}"),
     output:
-        L.prepared_files("{size}"),
+        L.prepared_split_files("{size}", "{split}"),
     log:
-        L.log("prepare", "{size}"),
+        L.log("prepare", "{size}", "{split}"),
     benchmark:
-        L.benchmark("prepare", "{size}")
+        L.benchmark("prepare", "{size}", "{split}")
     conda:
         "../envs/data.yaml"
     # Threads decode images; they do not change the arrays, so they are no param.

@@ -1,7 +1,10 @@
 # Training: one job per grid run (convscope/grid.py expands the grid and names
 # the runs). Trained strategies (finetune, progressive, scratch) and features
-# heads write R/models/{backbone}/{run}/; embeddings are computed once per
-# backbone by `embed` and only read by the heads. Jobs that use the network
+# heads write R/models/{backbone}/{run}/ from the train and val splits (fit.json);
+# embeddings are computed once per backbone and split by `embed` and only read by
+# the heads. `evaluate` / `evaluate_head` then score the test split (metrics.json,
+# test_predictions.csv): no training job reads the test split, so an edit of the
+# test images alone (a review line) rescores every run and retrains none. Jobs that use the network
 # claim `gpu=1` and `gpu_share=100/train.jobs_per_gpu` (common.smk gpu_share), so
 # profiles/default runs train.jobs_per_gpu of them on one GPU at once and a cluster
 # profile asks for one GPU per job; `train.gpu: false` drops the claims on CPU-only
@@ -16,8 +19,7 @@ rule train:
     output:
         model=L.model("{backbone}", "{run}"),
         history=L.history("{backbone}", "{run}"),
-        metrics=L.metrics("{backbone}", "{run}"),
-        predictions=L.test_predictions("{backbone}", "{run}"),
+        fit=L.fit("{backbone}", "{run}"),
     log:
         L.log("train", "{backbone}", "{run}"),
     benchmark:
@@ -39,19 +41,49 @@ rule train:
         "../scripts/train.py"
 
 
+rule evaluate:
+    input:
+        model=L.model("{backbone}", "{run}"),
+        fit=L.fit("{backbone}", "{run}"),
+        images=lambda wc: prepared_split(wc.backbone, "test"),
+        labels=lambda wc: prepared_split(wc.backbone, "test", "labels.npy"),
+        after_split=after_split,  # planned again once split has run (common.smk)
+    output:
+        metrics=L.metrics("{backbone}", "{run}"),
+        predictions=L.test_predictions("{backbone}", "{run}"),
+    log:
+        L.log("evaluate", "{backbone}", "{run}"),
+    benchmark:
+        L.benchmark("evaluate", "{backbone}", "{run}")
+    wildcard_constraints:
+        backbone=BACKBONE,
+        run=TRAINED_RUN,
+    conda:
+        "../envs/train.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        gpu=1 if config["train"]["gpu"] else 0,
+        gpu_share=gpu_share(config["train"]["gpu"]),
+        mem_mb=config["train"]["mem_mb"],
+    params:
+        backend=config["train"]["backend"],
+    script:
+        "../scripts/evaluate.py"
+
+
+# One job per split: the test split's embeddings change alone when only test images do.
 rule embed:
     input:
         unpack(lambda wc: pretrained_base(wc.backbone)),
-        images=lambda wc: [prepared_split(wc.backbone, s) for s in SPLITS],
-        labels=lambda wc: [prepared_split(wc.backbone, s, "labels.npy") for s in SPLITS],
+        images=lambda wc: prepared_split(wc.backbone, wc.split),
         after_split=after_split,  # planned again once split has run (common.smk)
     output:
-        embeddings=L.embeddings("{backbone}"),
-        info=L.embed_info("{backbone}"),
+        embeddings=L.embedding("{backbone}", "{split}"),
+        info=L.embed_info("{backbone}", "{split}"),
     log:
-        L.log("embed", "{backbone}"),
+        L.log("embed", "{backbone}", "{split}"),
     benchmark:
-        L.benchmark("embed", "{backbone}")
+        L.benchmark("embed", "{backbone}", "{split}")
     wildcard_constraints:
         backbone=BACKBONE,
     # Before the trainings waiting for a GPU: the features heads behind it then
@@ -67,6 +99,7 @@ rule embed:
         runtime=config["train"]["runtime"],
     params:
         features=lambda wc: grid.features_params(config, wc.backbone),
+        num_classes=len(CLASSES),
     script:
         "../scripts/embed.py"
 
@@ -77,14 +110,15 @@ rule embed:
 # "features" with the profile's group-components bundles them into few jobs.
 rule features_head:
     input:
-        embeddings=L.embeddings("{backbone}"),
-        info=L.embed_info("{backbone}"),
-        labels=lambda wc: [prepared_split(wc.backbone, s, "labels.npy") for s in SPLITS],
+        embeddings=[L.embedding("{backbone}", s) for s in FIT_SPLITS],
+        info=L.embed_info("{backbone}", "train"),
+        labels=lambda wc: [
+            prepared_split(wc.backbone, s, "labels.npy") for s in FIT_SPLITS
+        ],
         after_split=after_split,  # planned again once split has run (common.smk)
     output:
-        metrics=L.metrics("{backbone}", "{run}"),
         head=L.head("{backbone}", "{run}"),
-        predictions=L.test_predictions("{backbone}", "{run}"),
+        fit=L.fit("{backbone}", "{run}"),
     log:
         L.log("features", "{backbone}", "{run}"),
     benchmark:
@@ -102,6 +136,32 @@ rule features_head:
         head=lambda wc: grid.head_params(config, wc.backbone, wc.run),
     script:
         "../scripts/features_head.py"
+
+
+rule evaluate_head:
+    input:
+        head=L.head("{backbone}", "{run}"),
+        fit=L.fit("{backbone}", "{run}"),
+        embeddings=L.embedding("{backbone}", "test"),
+        labels=lambda wc: prepared_split(wc.backbone, "test", "labels.npy"),
+        after_split=after_split,  # planned again once split has run (common.smk)
+    output:
+        metrics=L.metrics("{backbone}", "{run}"),
+        predictions=L.test_predictions("{backbone}", "{run}"),
+    log:
+        L.log("evaluate_head", "{backbone}", "{run}"),
+    benchmark:
+        L.benchmark("evaluate_head", "{backbone}", "{run}")
+    wildcard_constraints:
+        backbone=BACKBONE,
+        run=FEATURES_RUN,
+    group:
+        "features"
+    conda:
+        "../envs/train.yaml"
+    threads: 1
+    script:
+        "../scripts/evaluate_head.py"
 
 
 # On demand (not in `all`): the Keras model of a features run, frozen base +

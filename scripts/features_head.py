@@ -9,6 +9,6 @@ with job(snakemake):
     fit_head(
         features_dir=Path(snakemake.input.info).parent,
         prepared_dir=Path(snakemake.input.labels[0]).parent,
-        out_dir=Path(snakemake.output.metrics).parent,
+        out_dir=Path(snakemake.output.fit).parent,
         head=HeadSettings(**snakemake.params.head),
     )

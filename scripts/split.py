@@ -2,11 +2,12 @@ from pathlib import Path
 
 from convscope.data.split import split
 from convscope.entry import job
+from convscope.layout import SPLITS
 
 with job(snakemake):
     split(
         manifest_csv=Path(snakemake.input[0]),
         options=snakemake.params.options,
         seed=snakemake.params.seed,
-        out_csv=Path(snakemake.output[0]),
+        out_lists={s: Path(snakemake.output[s]) for s in SPLITS},
     )

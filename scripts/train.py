@@ -9,7 +9,7 @@ warm_job(
     "convscope.training.run:train_run",
     dict(
         prepared_dir=Path(snakemake.input.train_images).parent,
-        out_dir=Path(snakemake.output.metrics).parent,
+        out_dir=Path(snakemake.output.fit).parent,
         job=JobOptions(
             threads=snakemake.threads,
             n_gpus=snakemake.resources.get("gpu", 0),

@@ -14,6 +14,7 @@ Paths under `results` are relative to the temporary folder (snakemake --director
 from __future__ import annotations
 
 import copy
+import csv
 import os
 import re
 import subprocess
@@ -119,6 +120,19 @@ class Workflow:
     def tree(self) -> Results:
         """The same tree at its absolute place: for reading what a run wrote."""
         return Results(self.results)
+
+    @property
+    def splits(self) -> list[str]:
+        """The split stage's lists, relative to workdir (targets for run/planned)."""
+        return [str(p) for p in self.layout.split_lists]
+
+    def split_rows(self) -> list[dict]:
+        """Every row of the split lists a run wrote (cls, file, sha256, cluster, split)."""
+        rows = []
+        for path in self.tree.split_lists:
+            with open(path, newline="") as f:
+                rows += list(csv.DictReader(f))
+        return rows
 
     def prepared(self, size) -> list[str]:
         """The files of one prepare job, relative to workdir (targets for run/planned)."""

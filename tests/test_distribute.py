@@ -156,7 +156,7 @@ TRAIN_CHILD = textwrap.dedent(
         input_size=32, strategy="finetune", hp=hp(batch_size=16, epochs=2), classes=CLASSES,
         backend="jax", bootstrap=100, tensorboard=False, job=JobOptions(threads=1, n_gpus=2),
     )
-    print("RESULT " + json.dumps({"epochs": metrics["epochs_trained"], "test": metrics["test"]["accuracy"]}))
+    print("RESULT " + json.dumps({"epochs": metrics["epochs_trained"], "val": metrics["val"]["accuracy"]}))
     """
 )
 
@@ -178,5 +178,5 @@ def test_a_train_job_given_two_gpus_trains_data_parallel(tmp_path):
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert "data-parallel training over 2 devices (jax backend): cpu:0, cpu:1" in proc.stderr
     result = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[7:])
-    assert result["epochs"] == 2 and 0 <= result["test"] <= 1
+    assert result["epochs"] == 2 and 0 <= result["val"] <= 1
     assert (tmp_path / "run" / layout.MODEL).stat().st_size > 0

@@ -55,18 +55,19 @@ def assert_one_clear_line(proc, *texts):
 
 def test_prepare_checks_free_space_before_the_memmaps(workflow, small_disk):
     disk = small_disk("3m")
-    config = tiny_config(images=20, image_size=64, input_size=160, results=str(disk / "results"))
+    config = tiny_config(images=20, image_size=64, input_size=224, results=str(disk / "results"))
     wf = workflow(config)
     wf.run("--until", "split")  # raw images and splits fit (well under 1 MB)
-    proc = wf.run(*wf.prepared(160), check=False)
-    folder = Results(disk / "results").prepared_dir("160")
+    train = sum(r["split"] == "train" for r in wf.split_rows())  # 3 MB hold fewer than 20 at 224x224
+    proc = wf.run(*map(str, wf.layout.prepared_split_files(224, "train")), check=False)
+    folder = Results(disk / "results").prepared_dir("224")
     assert_one_clear_line(
         proc,
-        f"not enough disk space in {folder} for the arrays of 60 images at 160x160",
+        f"not enough disk space in {folder} for the arrays of {train} images at 224x224",
         "needed",
         "free",
     )
-    log = Results(disk / "results").log("prepare", "160").read_text()
+    log = Results(disk / "results").log("prepare", "224", "train").read_text()
     assert "Traceback" in log and "NoSpace" in log
     assert not list(folder.glob("*.npy")) and not list(folder.glob(".tmp-*"))  # nothing half-written
 

@@ -165,6 +165,7 @@ def test_features_strategy_embeds_at_fc7_when_the_fc_stack_is_kept(tmp_path):
         features=FeatureSettings(
             backbone="alexnet", options={"weights": "none", "head": "fc"}, input_size=227, batch_size=4
         ),
+        num_classes=3,
     )
     assert {s["dim"] for s in info["splits"].values()} == {4096}  # fc7, not the 256 channels of pool5
     emb = np.load(layout.embedding_in(feats, "train"))

@@ -96,15 +96,16 @@ def test_jobs_share_a_gpu_as_configured_with_memory_caps_and_heads_never_wait(wo
     wf.write_config(config)
     assert wf.planned(*trained) == {}
 
-    # One job per GPU: trainings one at a time; the embedding goes first and the head
-    # (no GPU claim) runs beside a training on the second core.
+    # One job per GPU: trainings one at a time; the embeddings go first and the head
+    # (no GPU claim) runs beside a GPU job (an embedding or a training) on the second core.
     for f in wf.workdir.glob(str(wf.layout.benchmark("train", "*", "*"))):
         f.unlink()
     wf.run(*trained, *targets(config, {"features"}), "--forcerun", "train", cores=2)
     (a, b) = intervals(wf.results, "train")
     assert overlap(a, b) <= 0, f"jobs_per_gpu=1: one training at a time: {a}, {b}"
     (head,) = intervals(wf.results, "features")
-    assert max(overlap(head, t) for t in (a, b)) > 0, f"the head waited for the GPU: {head} vs {a}, {b}"
+    gpu_jobs = [a, b, *intervals(wf.results, "embed"), *intervals(wf.results, "evaluate")]
+    assert max(overlap(head, t) for t in gpu_jobs) > 0, f"the head waited for the GPU: {head} vs {gpu_jobs}"
     for target in trained:
         env = json.loads((wf.workdir / target).read_text())["job_env"]
         assert env["CONVSCOPE_JOBS_PER_GPU"] == "1" and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in env
@@ -123,7 +124,7 @@ def test_memory_caps_per_backend_and_user_settings_win(monkeypatch):
 
 
 def test_gpu_claims_follow_jobs_per_gpu_and_heads_claim_none(workflow):
-    """The DAG's resources: training/embedding claim 100/n of a GPU, heads nothing (dry run, --verbose)."""
+    """The DAG's resources: training/embedding/evaluation claim 100/n of a GPU, heads nothing (dry run, --verbose)."""
     config = make_config(jobs_per_gpu=4)
     wf = workflow(config)
     proc = wf.run("-n", "--verbose", *targets(config, {"finetune", "features"}))
@@ -132,8 +133,10 @@ def test_gpu_claims_follow_jobs_per_gpu_and_heads_claim_none(workflow):
         r"rule (\w+):\n(?:[ \t]+(?!resources)\w+: .*\n)*[ \t]+resources: (.*)", proc.stdout + proc.stderr
     ):
         by_rule.setdefault(m.group(1), m.group(2))
-    assert "gpu_share=25" in by_rule["train"] and "gpu_share=25" in by_rule["embed"], by_rule
-    assert "gpu_share" not in by_rule["features_head"] or "gpu_share=0" in by_rule["features_head"], by_rule
+    for rule in ("train", "embed", "evaluate"):
+        assert "gpu_share=25" in by_rule[rule], by_rule
+    for rule in ("features_head", "evaluate_head"):
+        assert "gpu_share" not in by_rule[rule] or "gpu_share=0" in by_rule[rule], by_rule
 
 
 OOM_CHILD = r"""

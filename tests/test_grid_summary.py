@@ -1,8 +1,9 @@
 """Grid summary from metrics.json files written in the train stage's own layout.
 
 Each run's validation/test predictions are constructed to reach a chosen accuracy,
-then passed through convscope.training.metrics.split_report (what training
-writes), so the summary reads exactly what a real grid produces.
+then passed through convscope.training.metrics.val_section and test_section (what
+the training and evaluate jobs write), so the summary reads exactly what a real
+grid produces.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from convscope.analysis import paired
 from convscope.analysis.grid_summary import Selection, summarise_grid, wilson_interval
 from convscope.atomic import write_json
 from convscope.layout import Results
-from convscope.training.metrics import split_report
+from convscope.training import metrics as run_metrics
 
 CLASSES = ["circle", "square", "triangle", "star"]
 N_VAL, N_TEST = 40, 40
@@ -67,7 +68,8 @@ def write_grid(root: Path, config: dict, accuracy) -> list[Path]:
             "strategy": run.strategy,
             "hp": run.hp,
             "classes": CLASSES,
-            **split_report((yv, sv), (yt, st), CLASSES, bootstrap=200, seed=1),
+            **(fit := run_metrics.val_section((yv, sv), CLASSES, bootstrap=200, seed=1)),
+            "test": run_metrics.test_section((yt, st), CLASSES, bootstrap=fit["bootstrap"]),
             "train_time_s": 10.0 + i,
             "images_per_s": 100.0 + i,
             "seed": 7,
@@ -246,7 +248,7 @@ def test_metrics_without_the_train_layout_are_refused(tmp_path):
     bad = Results(tmp_path).metrics("alexnet", "x")
     bad.parent.mkdir(parents=True)
     bad.write_text(json.dumps({"accuracy": 0.5}))
-    with pytest.raises(ValueError, match=r"metrics.json lacks \['backbone', 'run', 'strategy', 'val', 'test'\]"):
+    with pytest.raises(ValueError, match=r"metrics.json: lacks \['backbone', 'run', 'strategy', 'val', 'test'\]"):
         summarise_grid([bad], tmp_path / "out")
 
 

@@ -142,7 +142,7 @@ def predictions_agree(out, prepared, snapshot) -> None:
 
 def check_kept(out, prepared, snapshots, monitor="val_loss") -> int:
     rows = history(out)
-    metrics = json.loads((out / layout.METRICS).read_text())
+    metrics = json.loads((out / layout.FIT).read_text())
     assert [int(r["epoch"]) for r in rows] == list(range(HP["epochs"])), "the whole history is written"
     losses = [r[monitor] for r in rows]
     best = int(np.argmin(losses)) if monitor == "val_loss" else int(np.argmax(losses))
@@ -169,9 +169,9 @@ def test_a_run_keeps_its_best_epoch_and_an_interrupted_one_the_same(prepared, tm
         {"folder": str(killed_dir / "snap"), "kill_after": 2},
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    assert not (killed_dir / "run" / layout.METRICS).exists()
+    assert not (killed_dir / "run" / layout.FIT).exists()
     train_run(**spec(prepared, killed_dir / "run"), callbacks=(snapshot_callback(folder=str(killed_dir / "snap")),))
-    metrics = json.loads((killed_dir / "run" / layout.METRICS).read_text())
+    metrics = json.loads((killed_dir / "run" / layout.FIT).read_text())
     assert metrics["resumed_from_epoch"] == 3
     assert check_kept(killed_dir / "run", prepared, killed_dir / "snap") == best
 

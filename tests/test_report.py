@@ -160,7 +160,8 @@ def make_results(
             delimiter="\t",
         )
     _csv(res.clean_manifest, manifest)
-    _csv(res.splits_csv, splits)
+    for split in layout.SPLITS:
+        _csv(res.split_list(split), [r for r in splits if r["split"] == split])
     _csv(
         res.benchmark("clean"),
         [
@@ -488,8 +489,8 @@ def test_compute_reads_only_the_benchmarks_it_is_handed(tmp_path):
     res.benchmark("clean").unlink()
     with pytest.raises(collect.ReportInputError, match=r"clean\.tsv: missing.*benchmark: directive of the clean rule"):
         render_report(R, Results(R).report_dir, options, False, config=cfg, benchmarks=handed)
-    with pytest.raises(collect.ReportInputError, match=r"splits\.csv: not under .*benchmarks"):
-        render_report(R, Results(R).report_dir, options, False, config=cfg, benchmarks=[res.splits_csv])
+    with pytest.raises(collect.ReportInputError, match=r"test\.csv: not under .*benchmarks"):
+        render_report(R, Results(R).report_dir, options, False, config=cfg, benchmarks=[res.split_list("test")])
 
 
 def test_standalone_embeds_everything(rendered):
@@ -576,8 +577,8 @@ def test_missing_inputs_are_named(tmp_path):
     (Results(R).analysis_dir("mobilenetv2", "finetune-lr1e-4-d1") / "gradcam" / "gradcam.png").unlink()
     with pytest.raises(collect.ReportInputError, match=r"gradcam/gradcam\.png.*does not exist"):
         render_report(R, Results(R).report_dir, OPTIONS, False, config=cfg)
-    Results(R).splits_csv.unlink()
-    with pytest.raises(collect.ReportInputError, match=r"splits\.csv: missing.*split stage"):
+    Results(R).split_list("val").unlink()
+    with pytest.raises(collect.ReportInputError, match=r"splits/val\.csv: missing.*split stage"):
         render_report(R, Results(R).report_dir, {**OPTIONS, "sections": ["data"]}, False, config=cfg)
     with pytest.raises(ValueError, match=r"report\.sections.*'tables'"):
         render_report(R, Results(R).report_dir, {**OPTIONS, "sections": ["tables"]}, False, config=cfg)

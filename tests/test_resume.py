@@ -127,7 +127,7 @@ def test_killed_finetune_resumes_from_the_last_epoch(prepared, tmp_path, caplog)
     spec = {"strategy": "finetune", "hp": HP}
     killed = kill_during(prepared, out, spec, kill_after=1)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    for name in (layout.MODEL, layout.HISTORY, layout.METRICS):
+    for name in (layout.MODEL, layout.HISTORY, layout.FIT):
         assert not (out / name).exists(), f"a killed run left {name} behind"
     assert backup_epoch(out / "backup" / "phase0") == 2
     before = rows(out / "backup" / "history.csv")
@@ -135,7 +135,7 @@ def test_killed_finetune_resumes_from_the_last_epoch(prepared, tmp_path, caplog)
 
     resume(prepared, out, spec, caplog)
     assert "resuming at epoch 2" in caplog.text
-    metrics = json.loads((out / layout.METRICS).read_text())
+    metrics = json.loads((out / layout.FIT).read_text())
     assert metrics["resumed_from_epoch"] == 2 and metrics["epochs_trained"] == 4
     after = rows(out / layout.HISTORY)
     assert [r["epoch"] for r in after] == ["0", "1", "2", "3"]
@@ -154,7 +154,7 @@ def test_killed_while_the_backup_is_written_resumes_from_a_whole_epoch(prepared,
     assert resumed_at in (1, 2)
 
     resume(prepared, out, spec, caplog)
-    metrics = json.loads((out / layout.METRICS).read_text())
+    metrics = json.loads((out / layout.FIT).read_text())
     assert metrics["resumed_from_epoch"] == resumed_at and metrics["epochs_trained"] == 4
     assert [r["epoch"] for r in rows(out / layout.HISTORY)] == ["0", "1", "2", "3"]
 
@@ -174,7 +174,7 @@ def test_killed_progressive_resumes_in_the_right_phase(prepared, tmp_path, caplo
 
     resume(prepared, out, spec, caplog)
     assert "phases up to 0 done" in caplog.text and "phase 1: resuming at epoch 2" in caplog.text
-    metrics = json.loads((out / layout.METRICS).read_text())
+    metrics = json.loads((out / layout.FIT).read_text())
     assert metrics["resumed_from_epoch"] == 2 and metrics["epochs_trained"] == 3
     history = rows(out / layout.HISTORY)
     assert [(r["epoch"], r["depth"]) for r in history] == [("0", "0"), ("1", "1"), ("2", "2")]
@@ -197,7 +197,7 @@ def test_a_backup_made_with_other_settings_is_not_resumed(prepared, tmp_path, ca
     changed = {"strategy": "finetune", "hp": {**HP, "epochs": 3, "learning_rate": 3e-4}}
     resume(prepared, out, changed, caplog)
     assert "made with other settings" in caplog.text
-    metrics = json.loads((out / layout.METRICS).read_text())
+    metrics = json.loads((out / layout.FIT).read_text())
     assert metrics["resumed_from_epoch"] is None and metrics["epochs_trained"] == 3
     assert [float(r["learning_rate"]) for r in rows(out / layout.HISTORY)] == pytest.approx([3e-4] * 3)
 

@@ -9,9 +9,6 @@ import pytest
 
 from conftest import tiny_config
 from convscope.data.review import ReviewError, read_review
-from convscope.layout import Results
-
-SPLITS = str(Results("results").splits_csv)  # a target, relative to the workdir
 
 
 def read(path):
@@ -21,44 +18,44 @@ def read(path):
 
 def test_review_reruns_only_what_it_affects_and_survives_recrawls(workflow):
     wf = workflow(tiny_config(("circle", "square"), images=16))
-    wf.run(SPLITS)
+    wf.run(*wf.splits)
     R = wf.tree
     before = {r["file"]: r for r in read(R.clean_manifest)}
-    splits_before = {r["file"]: r for r in read(R.splits_csv)}
+    splits_before = {r["file"]: r for r in wf.split_rows()}
     kept = sorted(f for f, r in before.items() if r["status"] == "kept" and r["cls"] == "circle")
     dropped, moved = kept[0], kept[1]
     (wf.workdir / "review.csv").write_text(f"file,action,new_class\n{dropped},drop,\n{moved},relabel,square\n")
     wf.config["clean"]["review"] = "review.csv"
     wf.write_config()
-    assert wf.planned(SPLITS) == {"clean": 1, "split": 1}  # no crawl, nothing else
-    wf.run(SPLITS)
+    assert wf.planned(*wf.splits) == {"clean": 1, "split": 1}  # no crawl, nothing else
+    wf.run(*wf.splits)
 
     after = {r["file"]: r for r in read(R.clean_manifest)}
     changed = {f for f in after if after[f] != before[f]}
     assert changed == {dropped, moved}
     assert (after[dropped]["status"], after[dropped]["reason"]) == ("quarantined", "review_drop")
     assert (after[moved]["status"], after[moved]["cls"]) == ("kept", "square")
-    splits_after = {r["file"]: r for r in read(R.splits_csv)}
+    splits_after = {r["file"]: r for r in wf.split_rows()}
     assert dropped not in splits_after
     assert splits_after[moved]["split"] == splits_before[moved]["split"] and splits_after[moved]["cls"] == "square"
     untouched = set(splits_before) - {dropped, moved}
     assert all(splits_after[f] == splits_before[f] for f in untouched)
-    assert wf.planned(SPLITS) == {}
+    assert wf.planned(*wf.splits) == {}
 
     # A re-crawl (more images) keeps the review's decisions and every earlier split.
     wf.config["crawl"]["max_images"] = 20
     wf.write_config()
-    wf.run(SPLITS)
+    wf.run(*wf.splits)
     again = {r["file"]: r for r in read(R.clean_manifest)}
     assert again[dropped]["reason"] == "review_drop" and again[moved]["cls"] == "square"
     assert len(again) > len(after)
-    splits_again = {r["file"]: r["split"] for r in read(R.splits_csv)}
+    splits_again = {r["file"]: r["split"] for r in wf.split_rows()}
     assert all(splits_again[f] == splits_after[f]["split"] for f in splits_after)
 
     # Without the review the automatic decisions come back.
     wf.config["clean"]["review"] = ""
     wf.write_config()
-    wf.run(SPLITS)
+    wf.run(*wf.splits)
     plain = {r["file"]: r for r in read(R.clean_manifest)}
     assert plain[dropped]["status"] == plain[moved]["status"] == "kept" and plain[moved]["cls"] == "circle"
 

@@ -10,7 +10,7 @@ from PIL import Image
 from convscope.data import clean as clean_mod
 from convscope.data.clean import clean
 from convscope.data.split import SplitError, split
-from convscope.layout import Results
+from convscope.layout import SPLITS, Results
 
 OPTIONS = {"train": 0.7, "val": 0.15, "test": 0.15, "min_per_split": 1}
 CLEAN = {"min_side": 32, "max_pixels": 50_000_000, "near_duplicate_distance": 4}
@@ -48,12 +48,18 @@ def read(path):
         return list(csv.DictReader(f))
 
 
+def lists(folder):
+    """{split: path} of the split stage's lists in `folder`."""
+    return {s: folder / f"{s}.csv" for s in SPLITS}
+
+
 def test_fractions_clusters_and_stability_under_additions(tmp_path):
     first = kept_rows("cat", 600, per_cluster=3) + kept_rows("dog", 300)
     quarantined = {**first[0], "file": "cat/bad.jpg", "sha256": sha("bad"), "status": "quarantined", "cluster": ""}
     write_manifest(tmp_path / "m1.csv", first + [quarantined])
-    rows = split(tmp_path / "m1.csv", OPTIONS, 7, tmp_path / "s1.csv")
-    assert read(tmp_path / "s1.csv") == rows
+    rows = split(tmp_path / "m1.csv", OPTIONS, 7, lists(tmp_path / "s1"))
+    for name, path in lists(tmp_path / "s1").items():  # one list per split
+        assert read(path) == [r for r in rows if r["split"] == name]
     assert list(rows[0]) == ["cls", "file", "sha256", "cluster", "split"]
     assert {r["file"] for r in rows} == {r["file"] for r in first}  # kept rows only, all of them
     for cls, n in (("cat", 600), ("dog", 300)):
@@ -69,31 +75,31 @@ def test_fractions_clusters_and_stability_under_additions(tmp_path):
     extra = kept_rows("cat", 300, start=600, per_cluster=3) + kept_rows("dog", 150, start=300)
     extra.append({**first[0], "file": "cat/late_member.jpg", "sha256": sha("late")})
     write_manifest(tmp_path / "m2.csv", first + extra)
-    again = {r["file"]: r["split"] for r in split(tmp_path / "m2.csv", OPTIONS, 7, tmp_path / "s2.csv")}
+    again = {r["file"]: r["split"] for r in split(tmp_path / "m2.csv", OPTIONS, 7, lists(tmp_path / "s2"))}
     assert all(again[r["file"]] == r["split"] for r in rows)  # nothing existing moved
     assert again["cat/late_member.jpg"] == again[first[0]["file"]]  # joins its cluster's split
     assert {again[r["file"]] for r in extra} == {"train", "val", "test"}
 
     # The seed matters; the same seed reproduces.
-    other = split(tmp_path / "m1.csv", OPTIONS, 8, tmp_path / "s3.csv")
+    other = split(tmp_path / "m1.csv", OPTIONS, 8, lists(tmp_path / "s3"))
     assert [r["split"] for r in other] != [r["split"] for r in rows]
-    assert split(tmp_path / "m1.csv", OPTIONS, 7, tmp_path / "s4.csv") == rows
+    assert split(tmp_path / "m1.csv", OPTIONS, 7, lists(tmp_path / "s4")) == rows
 
 
 def test_too_few_images_fails_naming_class_counts_and_remedy(tmp_path):
     write_manifest(tmp_path / "m.csv", kept_rows("cat", 200) + kept_rows("tiny", 2))
     with pytest.raises(SplitError) as info:
-        split(tmp_path / "m.csv", OPTIONS, 1, tmp_path / "s.csv")
+        split(tmp_path / "m.csv", OPTIONS, 1, lists(tmp_path / "s"))
     msg = str(info.value)
     assert "class 'tiny': 2 kept images" in msg and "'cat'" not in msg
     assert "max_images" in msg and "split.min_per_split" in msg and "kept images fill that split" in msg
-    assert not (tmp_path / "s.csv").exists()
+    assert not any(p.exists() for p in lists(tmp_path / "s").values())
 
     write_manifest(tmp_path / "m.csv", kept_rows("cat", 40))
     with pytest.raises(
         SplitError, match=r"class 'cat': 40 kept images -> train \d+, val \d+, test \d+ \(split.min_per_split = 15\)"
     ):
-        split(tmp_path / "m.csv", {**OPTIONS, "min_per_split": 15}, 1, tmp_path / "s.csv")
+        split(tmp_path / "m.csv", {**OPTIONS, "min_per_split": 15}, 1, lists(tmp_path / "s"))
 
 
 def blocks(seed, size=48, cell=8):
@@ -111,7 +117,7 @@ def test_clean_then_split_on_real_files_is_stable(tmp_path):
         for i in range(30):
             Image.fromarray(blocks(1000 * c + i)).save(raw / cls / f"{i:06d}.png")
     clean(raw, ["circle", "square"], CLEAN, tmp_path / "m1.csv")
-    before = {r["file"]: r["split"] for r in split(tmp_path / "m1.csv", OPTIONS, 3, tmp_path / "s1.csv")}
+    before = {r["file"]: r["split"] for r in split(tmp_path / "m1.csv", OPTIONS, 3, lists(tmp_path / "s1"))}
     assert len(before) == 60
 
     for c, cls in enumerate(("circle", "square")):
@@ -120,7 +126,7 @@ def test_clean_then_split_on_real_files_is_stable(tmp_path):
         # a re-encoded near duplicate of an existing image, crawled later
         Image.fromarray(blocks(1000 * c)).save(raw / cls / "000999.jpg", quality=85)
     manifest = clean(raw, ["circle", "square"], CLEAN, tmp_path / "m2.csv")
-    after = {r["file"]: r["split"] for r in split(tmp_path / "m2.csv", OPTIONS, 3, tmp_path / "s2.csv")}
+    after = {r["file"]: r["split"] for r in split(tmp_path / "m2.csv", OPTIONS, 3, lists(tmp_path / "s2"))}
     assert all(after[f] == s for f, s in before.items())
     assert len(after) == 90
     near = {r["file"]: r for r in manifest if r["reason"] == "near_duplicate"}

@@ -13,9 +13,6 @@ import pytest
 from PIL import Image
 
 from conftest import tiny_config
-from convscope.layout import Results
-
-SPLITS_CSV = str(Results("results").splits_csv)  # a target, relative to the workdir
 
 
 def blocks(seed, size=64, cell=8):
@@ -82,10 +79,10 @@ def test_folder_additions_keep_existing_splits_and_quarantine_the_newcomers(work
     )
     config["classes"] = {"cat": {"path": str(cat)}, "dog": {"path": str(dog)}}
     wf = workflow(config)
-    wf.run(SPLITS_CSV)
+    wf.run(*wf.splits)
     R = wf.tree
     manifest1 = read(R.clean_manifest)
-    splits1 = {r["file"]: r["split"] for r in read(R.splits_csv)}
+    splits1 = {r["file"]: r["split"] for r in wf.split_rows()}
     kept1 = {r["file"] for r in manifest1 if r["status"] == "kept"}
     assert len(kept1) == 30 and set(splits1) == kept1  # A and C are apart: both kept
     rejected = {r["source"].rsplit("/", 1)[-1]: r for r in manifest1 if r["stage"] == "import"}
@@ -96,17 +93,17 @@ def test_folder_additions_keep_existing_splits_and_quarantine_the_newcomers(work
         "x_copy.png": "duplicate",
     }
     assert rejected["x_copy.png"]["dup_of"] == by_source(manifest1)["d00.png"]["file"]
-    assert wf.planned(SPLITS_CSV) == {}
+    assert wf.planned(*wf.splits) == {}
 
     # New files in the folders: B bridges A and C; dog gets a near copy of a kept cat image.
     save(base, cat / "zB.png")
     save(blocks(20), cat / "zz_new.png")
     Image.fromarray(blocks(3)).resize((60, 60)).save(dog / "zz_cat_copy.jpg", quality=90)
     save(blocks(520), dog / "zz_new.png")
-    assert wf.planned(SPLITS_CSV) == {"crawl": 2, "clean": 1, "split": 1}
-    wf.run(SPLITS_CSV)
+    assert wf.planned(*wf.splits) == {"crawl": 2, "clean": 1, "split": 1}
+    wf.run(*wf.splits)
     manifest2 = read(R.clean_manifest)
-    splits2 = {r["file"]: r["split"] for r in read(R.splits_csv)}
+    splits2 = {r["file"]: r["split"] for r in wf.split_rows()}
     rows2 = by_source(manifest2)
 
     assert all(splits2.get(f) == s for f, s in splits1.items()), "an existing image moved or left"

@@ -114,12 +114,15 @@ def conv_params(model, *names) -> int:
 
 def test_finetune_writes_outputs_whose_metrics_match_the_saved_model(prepared, tmp_path):
     from convscope.models.build import load_model
+    from convscope.training.evaluate import evaluate_model
 
     out = tmp_path / "finetune-x"
     result = run(prepared, out, tune_depth=1, label_smoothing=0.1)
-    for name in (layout.MODEL, layout.HISTORY, layout.METRICS):
+    for name in (layout.MODEL, layout.HISTORY, layout.FIT):
         assert (out / name).is_file()
     assert not (out / "backup").exists(), "the resume state is removed once the outputs are in place"
+    assert "test" not in json.loads((out / layout.FIT).read_text()), "training never scores the test split"
+    assert not (out / layout.METRICS).exists()
     # TensorBoard's own reader sees each epoch's logs, val_ metrics under validation/
     history = read_history(out / layout.HISTORY)
     for run_name, prefix in (("train", ""), ("validation", "val_")):
@@ -127,8 +130,18 @@ def test_finetune_writes_outputs_whose_metrics_match_the_saved_model(prepared, t
             events = tensorboard_scalars(out / "tensorboard" / run_name, f"epoch_{metric}")
             assert [e.step for e in events] == [0, 1]
             assert [e.value for e in events] == pytest.approx([r[prefix + metric] for r in history], rel=1e-5)
+    assert json.loads((out / layout.FIT).read_text()) == json.loads(json.dumps(result))
+    # The evaluate job: fit.json plus the test split's scores.
+    evaluated = evaluate_model(
+        model_path=out / layout.MODEL,
+        fit_path=out / layout.FIT,
+        prepared_dir=prepared,
+        out_dir=out,
+        backend=backend_in_use(),
+    )
     metrics = json.loads((out / layout.METRICS).read_text())
-    assert metrics == json.loads(json.dumps(result))
+    assert metrics == json.loads(json.dumps(evaluated))
+    assert {k: v for k, v in metrics.items() if k not in ("test", "evaluate_s")} == json.loads(json.dumps(result))
 
     # metrics recomputed independently from the saved model and the test arrays
     model = load_model(out / layout.MODEL, compile=False)
@@ -180,7 +193,7 @@ def test_scratch_trains_every_layer_from_random_weights(prepared, tmp_path):
     history = read_history(out / layout.HISTORY)
     assert {int(r["trainable_params"]) for r in history} == {model.count_params()}
     assert result["weights"] == "none" and result["phases"][0]["depth"] == "all"
-    tb = json.loads((out / layout.METRICS).read_text())["tensorboard"]
+    tb = json.loads((out / layout.FIT).read_text())["tensorboard"]
     assert tb["enabled"] and not tb["ok"] and "TensorBoard logging disabled" in tb["warning"]
 
 
@@ -305,6 +318,7 @@ print("HEAVY", json.dumps(heavy))
 def test_features_embed_once_and_heads_never_touch_the_network(prepared, tmp_path):
     from sklearn.linear_model import LogisticRegression
 
+    from convscope.training.evaluate import evaluate_head
     from convscope.training.features import FeatureSettings, compute_embeddings, head_model
 
     feats = Results(tmp_path).features_dir("alexnet")
@@ -316,7 +330,7 @@ def test_features_embed_once_and_heads_never_touch_the_network(prepared, tmp_pat
         batch_size=32,
         backend=backend_in_use(),
     )
-    info = compute_embeddings(prepared_dir=prepared, out_dir=feats, features=features)
+    info = compute_embeddings(prepared_dir=prepared, out_dir=feats, features=features, num_classes=3)
     assert info["splits"]["train"] == {"n": 48, "dim": 256, "seconds": info["splits"]["train"]["seconds"]}
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in feats.glob("*.npy")}
     assert sorted(before) == ["test.npy", "train.npy", "val.npy"]
@@ -342,6 +356,16 @@ def test_features_embed_once_and_heads_never_touch_the_network(prepared, tmp_pat
         assert "HEAVY []" in proc.stdout, f"a head imported a deep-learning framework: {proc.stdout}"
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in feats.glob("*.npy")}
     assert after == before, "heads must only read the embeddings"
+    for clf, c in heads:  # the evaluate job of each head: the test split's scores, no network either
+        run_dir = tmp_path / f"features-{clf}-C{c}"
+        assert "test" not in json.loads((run_dir / layout.FIT).read_text())
+        evaluate_head(
+            head_path=run_dir / layout.HEAD,
+            fit_path=run_dir / layout.FIT,
+            features_dir=feats,
+            prepared_dir=prepared,
+            out_dir=run_dir,
+        )
 
     # the saved head equals an independently fitted scikit-learn pipeline
     X = {s: np.load(layout.embedding_in(feats, s)) for s in ("train", "test")}
@@ -481,7 +505,7 @@ ours = cb.phase_callbacks(ds, cb.RunLog("all", ds.samples_per_epoch), tmp / "h.c
 upstream = [c for c in ours if not isinstance(c, cb.EpochBackup)]
 upstream.append(keras.callbacks.BackupAndRestore(str(tmp / "bk2"), save_freq="epoch"))
 print("RESULT", json.dumps({"backend": keras.backend.backend(), "versions": result["versions"],
-                            "epochs": result["epochs_trained"], "acc": result["test"]["accuracy"],
+                            "epochs": result["epochs_trained"], "acc": result["val"]["accuracy"],
                             "jit": result["jit_compile"], "first_step": result["fixed_cost_s"]["first_step"],
                             "tf_imported": tf_imported, "tensorboard": result["tensorboard"],
                             "async": [keras.callbacks.CallbackList(c)._async_train for c in (ours, upstream)]}))
@@ -518,6 +542,6 @@ def test_training_runs_under_the_jax_backend(prepared, tmp_path):
     from convscope.models.build import load_model
 
     model = load_model(out / layout.MODEL, compile=False)
-    probs = model.predict(np.load(layout.prepared_in(prepared, "test")), verbose=0)
-    y = np.load(layout.prepared_in(prepared, "test", "labels.npy"))
+    probs = model.predict(np.load(layout.prepared_in(prepared, "val")), verbose=0)
+    y = np.load(layout.prepared_in(prepared, "val", "labels.npy"))
     assert float(np.mean(probs.argmax(1) == y)) == pytest.approx(result["acc"], abs=1 / len(y))

@@ -28,7 +28,7 @@ def test_snakemake_crawl_to_prepare(workflow):
     config = tiny_config(CLASSES, images=IMAGES, image_size=64, input_size=SIZE)
     wf = workflow(config)
     targets = wf.prepared(SIZE)
-    assert wf.planned(*targets) == {"crawl": 3, "clean": 1, "split": 1, "prepare": 1}
+    assert wf.planned(*targets) == {"crawl": 3, "clean": 1, "split": 1, "prepare": 3}
     wf.run(*targets)
     R = wf.tree
 
@@ -41,7 +41,7 @@ def test_snakemake_crawl_to_prepare(workflow):
     status = Counter(r["status"] for r in manifest)
     assert set(status) <= {"kept", "quarantined"} and sum(status.values()) == len(manifest)
     kept = {r["file"]: r for r in manifest if r["status"] == "kept"}
-    splits = {r["file"]: r for r in _csv(R.splits_csv)}
+    splits = {r["file"]: r for r in wf.split_rows()}
     assert set(splits) == set(kept)
 
     raw_boxes = {}
@@ -79,21 +79,22 @@ def test_snakemake_crawl_to_prepare(workflow):
         assert images[0].std() > 5  # real image content, not a blank array
         seen += [r["file"] for r in index]
     assert sorted(seen) == sorted(splits)  # every kept image prepared exactly once
-    log = R.log("prepare", str(SIZE)).read_text()
-    assert f"preparing {len(splits)} images" in log
-    assert R.benchmark("prepare", str(SIZE)).exists()
+    for split in SPLITS:  # one prepare job per split
+        n = sum(r["split"] == split for r in splits.values())
+        assert f"preparing {n} images" in R.log("prepare", str(SIZE), split).read_text()
+        assert R.benchmark("prepare", str(SIZE), split).exists()
 
     # Nothing left to do.
     assert wf.planned(*targets) == {}
 
     # A prepare setting re-runs prepare only.
     before = {p.name: p.stat().st_mtime_ns for p in R.raw("circle").iterdir()}
-    clean_mtime = R.splits_csv.stat().st_mtime_ns
+    split_mtimes = [p.stat().st_mtime_ns for p in R.split_lists]
     config["prepare"]["resize"] = "pad"
     wf.write_config(config)
-    assert wf.planned(*targets) == {"prepare": 1}
+    assert wf.planned(*targets) == {"prepare": len(SPLITS)}
     wf.run(*targets)
     assert {p.name: p.stat().st_mtime_ns for p in R.raw("circle").iterdir()} == before
-    assert R.splits_csv.stat().st_mtime_ns == clean_mtime
-    assert "(pad," in R.log("prepare", str(SIZE)).read_text()
+    assert [p.stat().st_mtime_ns for p in R.split_lists] == split_mtimes
+    assert "(pad," in R.log("prepare", str(SIZE), "test").read_text()
     assert wf.planned(*targets) == {}

@@ -129,7 +129,7 @@ def test_finetune_starts_from_the_pretrained_base_and_grid_edits_do_not_repretra
     # Pretraining changes: it reruns, and so does the finetune run built on it, not scratch.
     wf.write_config(make_config(pretrain={**PRETRAIN, "epochs": 2}))
     plan = wf.planned(*trained(config))
-    assert plan == {"pretrain": 1, "train": 1}, plan
+    assert plan == {"pretrain": 1, "train": 1, "evaluate": 1}, plan
 
 
 def test_pretrained_weights_need_source_classes_and_names_apart_from_the_targets():

@@ -66,7 +66,9 @@ def test_tiny_grid_trains_end_to_end_and_heads_share_one_embedding(workflow):
     targets = run_files(config)
     proc = wf.run(*targets)
     stats = parse_job_stats(proc.stdout + proc.stderr)
-    assert stats["train"] == 3 and stats["embed"] == 1 and stats["features_head"] == 2, stats
+    assert stats["train"] == 3 and stats["features_head"] == 2, stats
+    assert stats["embed"] == 3, "one embedding job per split, shared by every head"
+    assert stats["evaluate"] == 3 and stats["evaluate_head"] == 2, stats
 
     models = wf.tree.backbone_models("alexnet")
     runs = sorted(p.name for p in models.iterdir())
@@ -101,7 +103,7 @@ def test_tiny_grid_trains_end_to_end_and_heads_share_one_embedding(workflow):
     more["train"]["features"]["C"].append(10.0)
     wf.write_config(more)
     new_targets = run_files(more)
-    assert wf.planned(*new_targets) == {"features_head": 1}
+    assert wf.planned(*new_targets) == {"features_head": 1, "evaluate_head": 1}
     wf.run(*new_targets)
     assert (models / "features-logreg-C10" / layout.METRICS).is_file()
     assert {p.name: p.stat().st_mtime_ns for p in feats.iterdir()} == before
@@ -111,7 +113,7 @@ def test_tiny_grid_trains_end_to_end_and_heads_share_one_embedding(workflow):
     slower = copy.deepcopy(more)
     slower["train"]["progressive"]["lr_decay"] = 0.1
     wf.write_config(slower)
-    assert wf.planned(*new_targets) == {"train": 1}
+    assert wf.planned(*new_targets) == {"train": 1, "evaluate": 1}
 
 
 @pytest.mark.slow

@@ -96,7 +96,7 @@ def forward(model, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarr
 
 
 def read_metrics(run_dir) -> records.RunMetrics | None:
-    """The run's metrics.json (written by the train stage), None when there is none."""
+    """The run's metrics.json (written by its evaluate job), None when there is none."""
     path = Path(run_dir) / layout.METRICS
     return records.read_metrics(path) if path.is_file() else None
 

@@ -1,6 +1,7 @@
 """Prepare: decode and resize every split image once, into memory-mappable arrays.
 
-For one input size, writes per split (train, val, test) into `out_dir`:
+For one input size, writes per split (train, val, test; the workflow runs one job
+per split, so an edit of one split leaves the others' arrays alone) into `out_dir`:
   {split}.npy          uint8 N x size x size x 3 (np.load(..., mmap_mode="r"))
   {split}.labels.npy   int32 N, label = index of the class in config order
   {split}.index.csv    row, cls, label, file, sha256, box_x0, box_y0, box_x1, box_y1
@@ -55,14 +56,14 @@ class Item:
 
 
 def read_splits(splits_csv: Path, classes: list[str]) -> dict[str, list[dict]]:
-    """splits.csv rows per split, sorted by class order then file."""
+    """A split list's rows per split (clean/splits/{split}.csv; any file of its columns), sorted by class order then file."""
     order = {c: i for i, c in enumerate(classes)}
     by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
     with open(splits_csv, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in SPLITS_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise PrepareError(f"{splits_csv}: missing column(s) {missing}; re-run the split stage")
+            raise PrepareError(f"{splits_csv}: missing column(s) {missing}; re-run the split stage (rule split)")
         for n, row in enumerate(reader, start=2):
             if row["cls"] not in order:
                 raise PrepareError(
@@ -188,8 +189,12 @@ def prepare(
     options: dict,
     out_dir: Path,
     threads: int = 4,
+    splits: tuple = SPLITS,
 ) -> dict:
-    """Write {split}.npy, .labels.npy and .index.csv for every split; returns per-split counts."""
+    """Write {split}.npy, .labels.npy and .index.csv for each of `splits`; returns per-split counts.
+
+    splits_csv: a split list; rows of splits not in `splits` are left out.
+    """
     splits_csv, raw_root, out_dir = Path(splits_csv), Path(raw_root), Path(out_dir)
     policy = options.get("resize", "center_crop")
     if policy not in imageio.POLICIES:
@@ -198,7 +203,7 @@ def prepare(
         )
     classes = list(classes)
     out_dir.mkdir(parents=True, exist_ok=True)
-    by_split = read_splits(splits_csv, classes)
+    by_split = {s: rows for s, rows in read_splits(splits_csv, classes).items() if s in splits}
     boxes = {}
     for cls in classes:
         boxes.update(read_boxes(raw_root, cls))
@@ -215,11 +220,11 @@ def prepare(
         ", ".join(f"{s} {len(r)}" for s, r in by_split.items()),
     )
     # The arrays are memory-mapped: on a full disk a write would be a SIGBUS, so check first.
-    needed = total * (size * size * 3 + 4 + 256) + 9 * 4096  # pixels, labels, index rows, headers
+    needed = total * (size * size * 3 + 4 + 256) + 3 * len(by_split) * 4096  # pixels, labels, index rows, headers
     faults.require_space(out_dir, needed, f"the arrays of {total} images at {size}x{size}")
     summary = {}
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="prepare") as pool:
-        for split in SPLITS:
+        for split in by_split:
             items = []
             for row in by_split[split]:
                 box, wh = boxes.get(row["file"], (None, None))

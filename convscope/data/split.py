@@ -68,10 +68,14 @@ def images_needed(fraction: float, min_per_split: int, confidence: float = 0.99)
         n += 1
 
 
-def split(manifest_csv: Path, options: dict, seed: int, out_csv: Path) -> list[dict]:
-    """Write splits.csv (kept rows of the clean manifest with their split); return its rows.
+def split(manifest_csv: Path, options: dict, seed: int, out_lists: dict) -> list[dict]:
+    """Write one list per split (kept rows of the clean manifest with their split); return all rows.
 
     options: the config's `split` section (train, val, test, min_per_split).
+    out_lists: {split: path} (layout.Results.split_list). One file per split because the
+    jobs after split read only the splits they need: an edit that changes the test split
+    leaves the train and val lists byte-identical, and Snakemake's checksum of them then
+    keeps their prepare and training jobs.
     """
     fractions = {s: float(options[s]) for s in SPLITS}
     min_per_split = int(options["min_per_split"])
@@ -121,5 +125,6 @@ def split(manifest_csv: Path, options: dict, seed: int, out_csv: Path) -> list[d
             f"raise crawl max_images or add sources; or change split fractions (split.train/val/test), "
             f"lower split.min_per_split, or try another seed."
         )
-    atomic.write_csv(out_csv, rows, COLUMNS)
+    for name in SPLITS:
+        atomic.write_csv(out_lists[name], [r for r in rows if r["split"] == name], COLUMNS)
     return rows

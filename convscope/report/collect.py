@@ -78,7 +78,7 @@ def data_summary(results: Path, classes: list[str]) -> dict:
     """
     results = layout.Results(results)
     manifest = read_csv(results.clean_manifest, "clean stage (rule clean)")
-    splits = read_csv(results.splits_csv, "split stage (rule split)")
+    splits = [r for path in results.split_lists for r in read_csv(path, "split stage (rule split)")]
     unknown = sorted({r["cls"] for r in manifest} - set(classes))
     if unknown:
         log.warning("clean manifest has classes not in the config (left out of the report): %s", unknown)

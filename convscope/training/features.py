@@ -1,11 +1,13 @@
 """The features strategy: frozen-base embeddings once, then cheap scikit-learn heads.
 
-compute_embeddings (one job per backbone) runs the frozen classifier up to its
-embedding layer (convscope.backbones.embedding_layer: "pool", or fc7 / fc2 when
-the pretrained fc stack is kept) over every split and saves R/features/{backbone}/{split}.npy
-(float32 N x D). fit_head (one job per classifier and C) reads those arrays
-and the prepared labels; it imports neither Keras nor a backend, so K heads
-cost K small scikit-learn fits, not K passes through the network.
+compute_embeddings (one job per backbone and split) runs the frozen classifier up to
+its embedding layer (convscope.backbones.embedding_layer: "pool", or fc7 / fc2 when
+the pretrained fc stack is kept) over a split and saves R/features/{backbone}/{split}.npy
+(float32 N x D). fit_head (one job per classifier and C) reads the train and val
+arrays and the prepared labels and writes fit.json; the evaluate job scores the
+test split (convscope.training.evaluate). Neither imports Keras or a backend, so K
+heads cost K small scikit-learn fits, not K passes through the network, and an edit
+of the test split refits none of them.
 
 A head is linear in the standardized embeddings, so head.npz stores it
 folded into one Dense layer: scores = embeddings @ W + b. head_model() puts it
@@ -71,12 +73,12 @@ class FeatureSettings:
     batch_size: int = 64  # of the embedding pass
 
 
-def _embed_splits(embedder, prepared_dir, out: Path, features: FeatureSettings, num_classes: int, threads: int):
-    """Write every split's embeddings; returns (per-split info, images embedded, seconds of predict)."""
+def _embed_splits(embedder, prepared_dir, out: Path, features: FeatureSettings, num_classes: int, threads: int, splits):
+    """Write the embeddings of `splits`; returns (per-split info, images embedded, seconds of predict)."""
     from convscope.training import data
 
-    splits, images, predict_s = {}, 0, 0.0
-    for split in SPLITS:
+    done, images, predict_s = {}, 0, 0.0
+    for split in splits:
         ds = data.MemmapDataset(
             *data.split_paths(prepared_dir, split),
             features.batch_size,
@@ -91,15 +93,21 @@ def _embed_splits(embedder, prepared_dir, out: Path, features: FeatureSettings, 
         emb = np.asarray(data.predict(embedder, ds), dtype="float32")
         seconds = time.perf_counter() - t
         predict_s += seconds
-        splits[split] = {"n": int(len(emb)), "dim": int(emb.shape[1]), "seconds": round(seconds, 3)}
+        done[split] = {"n": int(len(emb)), "dim": int(emb.shape[1]), "seconds": round(seconds, 3)}
         images += len(emb)
         _save_npy_atomic(layout.embedding_in(out, split), emb)
         log.info("%s %s: %d embeddings of dimension %d", features.backbone, split, len(emb), emb.shape[1])
-    return splits, images, predict_s
+    return done, images, predict_s
 
 
-def compute_embeddings(*, prepared_dir, out_dir, features: FeatureSettings, threads: int = 1) -> dict:
-    """Write {split}.npy embeddings and embed.json (timings) into out_dir."""
+def compute_embeddings(
+    *, prepared_dir, out_dir, features: FeatureSettings, num_classes: int, threads: int = 1, splits: tuple = SPLITS
+) -> dict:
+    """Write {split}.npy embeddings and {split}.embed.json (timings) of each of `splits` into out_dir.
+
+    num_classes: of the classifier the embedding layer is read from (its head is never used).
+    Returns the info of all of them ("splits": per-split counts and seconds).
+    """
     t0 = time.perf_counter()
     from convscope import backend as backend_lib
 
@@ -107,18 +115,16 @@ def compute_embeddings(*, prepared_dir, out_dir, features: FeatureSettings, thre
     import keras  # noqa: F401 - imported here, so fixed_cost_s.imports measures it
 
     from convscope.models import build
-    from convscope.training import data, strategies
+    from convscope.training import strategies
 
     t_imported = time.perf_counter()
     precision = build.configure_precision()
-    labels = {s: np.load(data.split_paths(prepared_dir, s)[1]) for s in SPLITS}
-    num_classes = max(2, int(max(int(y.max()) for y in labels.values() if len(y))) + 1)
     model = _frozen_classifier(features, num_classes)
     embedder = build.embedder(model, features.backbone)  # the layer the analyses call penultimate, too
     t_built = time.perf_counter()
     out = Path(out_dir)
-    splits, images, predict_s = _embed_splits(embedder, prepared_dir, out, features, num_classes, threads)
-    info = {"backbone": features.backbone, "input_size": features.input_size, "splits": splits}
+    done, images, predict_s = _embed_splits(embedder, prepared_dir, out, features, num_classes, threads, splits)
+    info = {"backbone": features.backbone, "input_size": features.input_size, "splits": done}
     info.update(
         {
             "weights": strategies.weights_for("features", features.options).get("weights", "imagenet"),
@@ -129,7 +135,8 @@ def compute_embeddings(*, prepared_dir, out_dir, features: FeatureSettings, thre
             "versions": backend_lib.versions(),
         }
     )
-    atomic.write_json(out / layout.EMBED_INFO, info)
+    for split in splits:
+        atomic.write_json(layout.embed_info_in(out, split), {**info, "splits": {split: done[split]}})
     return info
 
 
@@ -177,18 +184,18 @@ class HeadSettings:
     bootstrap: int = 1000  # resamples of the test accuracy's CI
 
 
-def _load_arrays(feats: Path, labels: Path) -> tuple[dict, dict]:
-    """Embeddings and labels of every split, checked to belong together."""
-    X = {s: np.load(layout.embedding_in(feats, s)) for s in SPLITS}
-    y = {s: np.load(layout.prepared_in(labels, s, "labels.npy")).astype(int) for s in SPLITS}
-    for s in SPLITS:
+def load_arrays(feats: Path, labels: Path, splits=layout.FIT_SPLITS) -> tuple[dict, dict]:
+    """Embeddings and labels of `splits`, checked to belong together."""
+    X = {s: np.load(layout.embedding_in(feats, s)) for s in splits}
+    y = {s: np.load(layout.prepared_in(labels, s, "labels.npy")).astype(int) for s in splits}
+    for s in splits:
         if len(X[s]) != len(y[s]):
             raise ValueError(
                 f"{layout.embedding_in(feats, s)} has {len(X[s])} rows but "
                 f"{layout.prepared_in(labels, s, 'labels.npy')} has {len(y[s])}: "
                 "the embeddings are stale; re-run the embed rule"
             )
-    if len(np.unique(y["train"])) < 2:
+    if "train" in y and len(np.unique(y["train"])) < 2:
         raise ValueError(
             f"{layout.prepared_in(labels, 'train', 'labels.npy')}: the training split holds fewer than two classes"
         )
@@ -219,17 +226,17 @@ def _fit_linear(X: dict, y: dict, head: HeadSettings):
 def _write_head(out: Path, W, b, classifier: str) -> None:
     buf = io.BytesIO()
     np.savez(buf, W=W, b=b, classifier=np.array(classifier), softmax=np.array(classifier == "logreg"))
-    atomic.write_bytes(out / "head.npz", buf.getvalue())
+    atomic.write_bytes(out / layout.HEAD, buf.getvalue())
 
 
 def _head_result(head: HeadSettings, out: Path, report: dict, fit: tuple, feats: Path, X: dict) -> dict:
-    """metrics.json of a features run (see convscope.training.metrics), all but wall_s."""
+    """fit.json of a features run (see convscope.training.metrics), all but wall_s."""
     import sklearn
 
     clf, fit_s = fit
     embed_info = {}
-    if (feats / layout.EMBED_INFO).exists():
-        embed_info = json.loads((feats / layout.EMBED_INFO).read_text())
+    if layout.embed_info_in(feats, "train").exists():
+        embed_info = json.loads(layout.embed_info_in(feats, "train").read_text())
     return {
         "backbone": head.backbone,
         "run": out.name,
@@ -254,37 +261,36 @@ def _head_result(head: HeadSettings, out: Path, report: dict, fit: tuple, feats:
     }
 
 
+def head_scores(head_npz, X):
+    """The fitted head's class scores of embeddings X: probabilities for logreg, margins for linsvm."""
+    head = np.load(head_npz)
+    scores = np.asarray(X, dtype="float64") @ head["W"] + head["b"]
+    return _softmax(scores) if bool(head["softmax"]) else scores
+
+
 def fit_head(*, features_dir, prepared_dir, out_dir, head: HeadSettings) -> dict:
-    """Fit one scikit-learn head on the saved embeddings; write metrics.json and head.npz."""
+    """Fit one scikit-learn head on the train embeddings, score val; write head.npz and fit.json."""
     t0 = time.perf_counter()
     feats, labels = Path(features_dir), Path(prepared_dir)
-    X, y = _load_arrays(feats, labels)
+    X, y = load_arrays(feats, labels)
     hp = head.hp
     W, b, clf, fit_s = _fit_linear(X, y, head)
-    scores = {s: X[s].astype("float64") @ W + b for s in ("val", "test")}
-    if hp["classifier"] == "logreg":
-        scores = {s: _softmax(v) for s, v in scores.items()}
-    report = metrics.split_report(
-        (y["val"], scores["val"]),
-        (y["test"], scores["test"]),
+    out = Path(out_dir)
+    _write_head(out, W, b, hp["classifier"])
+    report = metrics.val_section(
+        (y["val"], head_scores(out / layout.HEAD, X["val"])),
         list(head.classes),
         bootstrap=head.bootstrap,
         seed=int(hp["seed"]),
     )
-    out = Path(out_dir)
-    _write_head(out, W, b, hp["classifier"])
-    records.write_predictions(out / layout.PREDICTIONS, y["test"], scores["test"])
     result = _head_result(head, out, report, (clf, fit_s), feats, X)
     result["wall_s"] = round(time.perf_counter() - t0, 3)
-    records.write_metrics(
-        out / layout.METRICS, records.RunMetrics.from_dict(result, f"features run {head.backbone}/{out.name}")
-    )
+    records.write_fit(out / layout.FIT, result, f"features run {head.backbone}/{out.name}")
     log.info(
-        "%s/%s: val accuracy %.3f, test accuracy %.3f (fit %.2f s on %d x %d embeddings)",
+        "%s/%s: val accuracy %.3f (fit %.2f s on %d x %d embeddings; the evaluate job scores the test split)",
         head.backbone,
         out.name,
         report["val"]["accuracy"],
-        report["test"]["accuracy"],
         fit_s,
         *X["train"].shape,
     )

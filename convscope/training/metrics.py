@@ -1,7 +1,9 @@
 """Evaluation numbers of a run, from labels and class scores (no Keras).
 
-Every run (trained or features head) writes the same metrics.json layout, so
-the grid summary and the report read all runs alike:
+Every run (trained or features head) has the same metrics.json layout, so
+the grid summary and the report read all runs alike. The training job writes
+all of it but "test" as fit.json (val_section); the evaluate job adds "test"
+(test_section) and writes metrics.json:
 
     {"backbone", "run", "strategy", "hp", "classes",
      "val":  {"n", "accuracy", "top_k_accuracy", "k", "macro_f1",
@@ -71,11 +73,21 @@ def bootstrap_accuracy_ci(correct, samples: int = 1000, seed: int = 0, level: fl
     return [float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))]
 
 
-def split_report(val: tuple, test: tuple, classes, *, bootstrap: int, seed: int) -> dict:
-    """The "val", "test" and "bootstrap" parts of metrics.json; val and test: (labels, scores) each."""
-    (y_val, s_val), (y_test, s_test) = val, test
-    val = evaluate(y_val, s_val, classes)
-    test = evaluate(y_test, s_test, classes)
+def val_section(val: tuple, classes, *, bootstrap: int, seed: int) -> dict:
+    """The training job's part of metrics.json: "val" and "bootstrap" (how evaluate resamples test).
+
+    val: (labels, scores).
+    """
+    return {"val": evaluate(*val, classes), "bootstrap": {"samples": int(bootstrap), "seed": int(seed)}}
+
+
+def test_section(test: tuple, classes, *, bootstrap: dict) -> dict:
+    """The evaluate job's part: the test split's scores with the accuracy's bootstrap CI.
+
+    test: (labels, scores); bootstrap: val_section's {"samples", "seed"}.
+    """
+    y_test, s_test = test
+    report = evaluate(y_test, s_test, classes)
     correct = np.asarray(s_test).argmax(axis=1) == np.asarray(y_test)
-    test["accuracy_ci95"] = bootstrap_accuracy_ci(correct, bootstrap, seed)
-    return {"val": val, "test": test, "bootstrap": {"samples": int(bootstrap), "seed": int(seed)}}
+    report["accuracy_ci95"] = bootstrap_accuracy_ci(correct, bootstrap["samples"], bootstrap["seed"])
+    return report

@@ -1,7 +1,9 @@
 """One grid run of a trained strategy (finetune, progressive, scratch), start to outputs.
 
 Outputs in out_dir (R/models/{backbone}/{run}/): model.keras, history.csv,
-metrics.json (see convscope.training.metrics), tensorboard/. Each is written
+fit.json (metrics.json but the test split's scores, which the evaluate job adds:
+see convscope.training.evaluate), tensorboard/. The job reads the train and val
+arrays only, so an edit of the test split never retrains. Each is written
 to a temporary file and renamed into place, so a half-written file is never
 taken for a result.
 
@@ -127,7 +129,7 @@ class Clock:
 def train_run(
     *, prepared_dir, out_dir, callbacks: tuple = (), job: JobOptions | None = None, threads: int = 1, **settings
 ) -> dict:
-    """Train one run and write its outputs (out_dir's name is the run's id); returns the metrics dict.
+    """Train one run and write its outputs (out_dir's name is the run's id); returns fit.json's dict.
 
     settings: the fields of RunSettings (convscope.grid.train_params).
     callbacks: extra Keras callbacks, after the run's own (tests use them).
@@ -152,17 +154,13 @@ def train_run(
     result = _result(run, job, state, clock)
     _write_outputs(state, out, result, clock)
     # last: the run's "complete" mark
-    records.write_metrics(
-        out / layout.METRICS, records.RunMetrics.from_dict(result, f"run {run.backbone}/{state.run_id}")
-    )
+    records.write_fit(out / layout.FIT, result, f"run {run.backbone}/{state.run_id}")
     shutil.rmtree(state.work, ignore_errors=True)
     log.info(
-        "run %s/%s done: val accuracy %.3f, test accuracy %.3f (95%% CI %.3f-%.3f), %s images/s, %.1f s",
+        "run %s/%s trained: val accuracy %.3f, %s images/s, %.1f s (the evaluate job scores the test split)",
         run.backbone,
         state.run_id,
         result["val"]["accuracy"],
-        result["test"]["accuracy"],
-        *result["test"]["accuracy_ci95"],
         result["images_per_s"],
         result["wall_s"],
     )
@@ -182,7 +180,6 @@ class Datasets:
     train: object
     val: object
     val_x: object
-    test_x: object
 
 
 @dataclass
@@ -219,14 +216,10 @@ def _datasets(prepared_dir, run: RunSettings, workers: int) -> Datasets:
             f"{train.images_path}: images are {train.image_shape[:2]} but {run.backbone} trains at "
             f"{run.input_size}x{run.input_size} (config key backbones.{run.backbone}.input_size)"
         )
-    val = data.MemmapDataset(*data.split_paths(prepared_dir, "val"), batch, num_classes, data.Reading(workers=workers))
-    val_x, test_x = (
-        data.MemmapDataset(
-            *data.split_paths(prepared_dir, s), batch, num_classes, data.Reading(for_predict=True, workers=workers)
-        )
-        for s in ("val", "test")
-    )
-    return Datasets(train, val, val_x, test_x)
+    val_paths = data.split_paths(prepared_dir, "val")
+    val = data.MemmapDataset(*val_paths, batch, num_classes, data.Reading(workers=workers))
+    val_x = data.MemmapDataset(*val_paths, batch, num_classes, data.Reading(for_predict=True, workers=workers))
+    return Datasets(train, val, val_x)
 
 
 def _new_state(run: RunSettings, job: JobOptions, where: Where) -> TrainState:
@@ -260,22 +253,21 @@ def _log_start(state: TrainState, run: RunSettings) -> None:
 
     d = state.data
     log.info(
-        "run %s/%s: %s, %d phase(s), %d train / %d val / %d test images, backend %s, dtype policy %s, env %s",
+        "run %s/%s: %s, %d phase(s), %d train / %d val images, backend %s, dtype policy %s, env %s",
         run.backbone,
         state.run_id,
         run.strategy,
         len(state.plan),
         len(d.train.x),
         len(d.val.x),
-        len(d.test_x.x),
         keras.backend.backend(),
         state.precision,
         backend_lib.job_env(),
     )
 
 
-def _fit_and_predict(state: TrainState, run: RunSettings, replicas, extra_callbacks, clock: Clock) -> tuple:
-    """Build, resume, fit every phase still to do, keep the chosen epoch; returns (val, test) scores."""
+def _fit_and_predict(state: TrainState, run: RunSettings, replicas, extra_callbacks, clock: Clock):
+    """Build, resume, fit every phase still to do, keep the chosen epoch; returns the val scores."""
     from convscope.models import build
     from convscope.training import data, strategies
 
@@ -297,33 +289,23 @@ def _fit_and_predict(state: TrainState, run: RunSettings, replicas, extra_callba
         state.tb.close()
     clock.mark("trained")
     state.kept = state.best.apply(state.model, last_epoch=state.plan[-1].end - 1)
-    scores = (
-        data.predict(state.model, state.data.val_x, replicas),
-        data.predict(state.model, state.data.test_x, replicas),
-    )
+    scores = data.predict(state.model, state.data.val_x, replicas)
     clock.mark("predicted")
     return scores
 
 
 def _train(run: RunSettings, job: JobOptions, where: Where, extra_callbacks, clock: Clock) -> TrainState:
-    """Set up, build, resume, fit every phase still to do, predict val/test, evaluate."""
+    """Set up, build, resume, fit every phase still to do, predict val and score it."""
     from convscope.training import metrics
 
     state = _new_state(run, job, where)
     _log_start(state, run)
     with distribution_for(job.n_gpus) as replicas:
-        scores_val, scores_test = _fit_and_predict(state, run, replicas, extra_callbacks, clock)
-    d = state.data
+        scores_val = _fit_and_predict(state, run, replicas, extra_callbacks, clock)
     state.history = _read_history(state.work / "history.csv")
-    state.report = metrics.split_report(
-        (d.val_x.y, scores_val),
-        (d.test_x.y, scores_test),
-        list(run.classes),
-        bootstrap=run.bootstrap,
-        seed=int(run.hp["seed"]),
+    state.report = metrics.val_section(
+        (state.data.val_x.y, scores_val), list(run.classes), bootstrap=run.bootstrap, seed=int(run.hp["seed"])
     )
-    # Per-image test predictions: what the grid summary's paired (McNemar) tests compare.
-    records.write_predictions(where.out / layout.PREDICTIONS, d.test_x.y, scores_test)
     clock.mark("evaluated")
     return state
 
@@ -413,7 +395,7 @@ def _fit_phase(state: TrainState, run: RunSettings, phase, replicas, jit, extra_
 
 
 def _result(run: RunSettings, job: JobOptions, state: TrainState, clock: Clock) -> dict:
-    """metrics.json (see convscope.training.metrics), all but wall_s/eval_s/save."""
+    """fit.json (see convscope.training.metrics), all but wall_s/eval_s/save."""
     from convscope.training import strategies
 
     history, first_fit = state.history, state.first_fit

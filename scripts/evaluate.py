@@ -1,0 +1,24 @@
+from pathlib import Path
+
+from convscope.entry import warm_job
+from convscope.training.run import JobOptions
+
+# A trained run's test scores, in a warm fork like training (config train.warm_start).
+warm_job(
+    snakemake,
+    "convscope.training.evaluate:evaluate_model",
+    dict(
+        model_path=Path(snakemake.input.model),
+        fit_path=Path(snakemake.input.fit),
+        prepared_dir=Path(snakemake.input.images).parent,
+        out_dir=Path(snakemake.output.metrics).parent,
+        backend=snakemake.params.backend,
+        job=JobOptions(
+            threads=snakemake.threads,
+            n_gpus=snakemake.resources.get("gpu", 0),
+            jobs_per_gpu=snakemake.config["train"]["jobs_per_gpu"],
+        ),
+    ),
+    backend=snakemake.params.backend,
+    enabled=snakemake.config["train"]["warm_start"],
+)
