@@ -1,4 +1,4 @@
-"""Warm start for training jobs: Keras and the backend imported once, each job a fork of that process.
+"""Warm start for Keras jobs (training, evaluation, embedding): Keras and the backend imported once, each job a fork.
 
 A fresh training job spent most of its fixed cost importing (TensorFlow,
 Keras, scikit-learn: 8-20 s on 2 shared cores) and tearing the interpreter
@@ -51,6 +51,8 @@ PRELOAD = (
     "convscope.training.callbacks",
     "convscope.training.data",
     "convscope.training.strategies",
+    "convscope.training.evaluate",
+    "convscope.training.features",
     "convscope.models.build",
 )
 # Read by the backends at import: a server only serves clients that agree on them.

@@ -207,7 +207,6 @@ def prepare(
     boxes = {}
     for cls in classes:
         boxes.update(read_boxes(raw_root, cls))
-    label = {c: i for i, c in enumerate(classes)}
     total = sum(map(len, by_split.values()))
     log.info(
         "preparing %d images at %dx%d (%s, %d threads) into %s: %s",
@@ -222,23 +221,34 @@ def prepare(
     # The arrays are memory-mapped: on a full disk a write would be a SIGBUS, so check first.
     needed = total * (size * size * 3 + 4 + 256) + 3 * len(by_split) * 4096  # pixels, labels, index rows, headers
     faults.require_space(out_dir, needed, f"the arrays of {total} images at {size}x{size}")
+    items = {split: _items(rows, classes, boxes) for split, rows in by_split.items()}
     summary = {}
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="prepare") as pool:
-        for split in by_split:
-            items = []
-            for row in by_split[split]:
-                box, wh = boxes.get(row["file"], (None, None))
-                items.append(Item(row["cls"], label[row["cls"]], row["file"], row["sha256"], box, wh))
-            stats = _write_split(split, items, raw_root, size, policy, out_dir, pool, threads)
-            per_class = {c: sum(it.cls == c for it in items) for c in classes}
-            log.info(
-                "%s: %d images in %.1f s (%s); %d with a box%s",
-                split,
-                stats["images"],
-                stats["seconds"],
-                ", ".join(f"{c} {k}" for c, k in per_class.items()),
-                stats["boxes"],
-                f", {stats['boxes_cropped_away']} box(es) cropped away entirely" if stats["boxes_cropped_away"] else "",
-            )
-            summary[split] = {**stats, "per_class": per_class}
+        for split, todo in items.items():
+            stats = _write_split(split, todo, raw_root, size, policy, out_dir, pool, threads)
+            summary[split] = {**stats, "per_class": {c: sum(it.cls == c for it in todo) for c in classes}}
+            _log_split(split, summary[split])
     return summary
+
+
+def _items(rows: list[dict], classes: list[str], boxes: dict) -> list[Item]:
+    """One split's rows as Items: the class's label index, and the box when boxes.csv has one."""
+    label = {c: i for i, c in enumerate(classes)}
+    items = []
+    for row in rows:
+        box, wh = boxes.get(row["file"], (None, None))
+        items.append(Item(row["cls"], label[row["cls"]], row["file"], row["sha256"], box, wh))
+    return items
+
+
+def _log_split(split: str, stats: dict) -> None:
+    cropped = stats["boxes_cropped_away"]
+    log.info(
+        "%s: %d images in %.1f s (%s); %d with a box%s",
+        split,
+        stats["images"],
+        stats["seconds"],
+        ", ".join(f"{c} {k}" for c, k in stats["per_class"].items()),
+        stats["boxes"],
+        f", {cropped} box(es) cropped away entirely" if cropped else "",
+    )

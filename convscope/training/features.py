@@ -73,14 +73,17 @@ class FeatureSettings:
     batch_size: int = 64  # of the embedding pass
 
 
-def _embed_splits(embedder, prepared_dir, out: Path, features: FeatureSettings, num_classes: int, threads: int, splits):
-    """Write the embeddings of `splits`; returns (per-split info, images embedded, seconds of predict)."""
+def _embed_splits(embedder, where, features: FeatureSettings, num_classes: int, threads: int, splits):
+    """Write the embeddings of `splits`; returns (per-split info, images embedded, seconds of predict).
+
+    where: convscope.training.run.Where (the prepared arrays, the features folder).
+    """
     from convscope.training import data
 
     done, images, predict_s = {}, 0, 0.0
     for split in splits:
         ds = data.MemmapDataset(
-            *data.split_paths(prepared_dir, split),
+            *data.split_paths(where.prepared, split),
             features.batch_size,
             num_classes,
             data.Reading(for_predict=True, workers=threads),
@@ -95,7 +98,7 @@ def _embed_splits(embedder, prepared_dir, out: Path, features: FeatureSettings, 
         predict_s += seconds
         done[split] = {"n": int(len(emb)), "dim": int(emb.shape[1]), "seconds": round(seconds, 3)}
         images += len(emb)
-        _save_npy_atomic(layout.embedding_in(out, split), emb)
+        _save_npy_atomic(layout.embedding_in(where.out, split), emb)
         log.info("%s %s: %d embeddings of dimension %d", features.backbone, split, len(emb), emb.shape[1])
     return done, images, predict_s
 
@@ -116,6 +119,7 @@ def compute_embeddings(
 
     from convscope.models import build
     from convscope.training import strategies
+    from convscope.training.run import Where
 
     t_imported = time.perf_counter()
     precision = build.configure_precision()
@@ -123,7 +127,8 @@ def compute_embeddings(
     embedder = build.embedder(model, features.backbone)  # the layer the analyses call penultimate, too
     t_built = time.perf_counter()
     out = Path(out_dir)
-    done, images, predict_s = _embed_splits(embedder, prepared_dir, out, features, num_classes, threads, splits)
+    where = Where(Path(prepared_dir), out)
+    done, images, predict_s = _embed_splits(embedder, where, features, num_classes, threads, splits)
     info = {"backbone": features.backbone, "input_size": features.input_size, "splits": done}
     info.update(
         {
