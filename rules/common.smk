@@ -164,7 +164,9 @@ def report_benchmarks(sections):
         # features heads' benchmarks are under features/ and evaluate_head/
         heads = r.strategy == "features"
         files.append(L.benchmark("features" if heads else "train", r.backbone, r.id))
-        files.append(L.benchmark("evaluate_head" if heads else "evaluate", r.backbone, r.id))
+        files.append(
+            L.benchmark("evaluate_head" if heads else "evaluate", r.backbone, r.id)
+        )
     files.append(L.benchmark("summarise"))
     if "audit" in sections:
         files += [L.benchmark("audit", b) for b in audited_backbones()]
