@@ -6,8 +6,8 @@
 # (a review line on a quarantined image, quality thresholds: flags only) leaves
 # the split lists with the same bytes, whose checksums Snakemake compares, so nothing
 # downstream of them reruns; one that changes the test split alone leaves the train
-# and val lists, and so every training, as they are. Every job after split asks `after_split` (common.smk)
-# for its inputs, which makes it one that is planned again.
+# and val lists, and so every training, as they are. Every job after split asks
+# `after_split` (common.smk) for its inputs, which makes it one that is planned again.
 
 
 rule clean:

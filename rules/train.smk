@@ -4,11 +4,11 @@
 # embeddings are computed once per backbone and split by `embed` and only read by
 # the heads. `evaluate` / `evaluate_head` then score the test split (metrics.json,
 # test_predictions.csv): no training job reads the test split, so an edit of the
-# test images alone (a review line) rescores every run and retrains none. Jobs that use the network
-# claim `gpu=1` and `gpu_share=100/train.jobs_per_gpu` (common.smk gpu_share), so
-# profiles/default runs train.jobs_per_gpu of them on one GPU at once and a cluster
-# profile asks for one GPU per job; `train.gpu: false` drops the claims on CPU-only
-# machines (jobs run side by side).
+# test images alone (a review line) rescores every run and retrains none.
+# Jobs that use the network claim `gpu=1` and `gpu_share=100/train.jobs_per_gpu`
+# (common.smk gpu_share), so profiles/default runs train.jobs_per_gpu of them on one
+# GPU at once and a cluster profile asks for one GPU per job; `train.gpu: false`
+# drops the claims on CPU-only machines (jobs run side by side).
 # Helpers (train_inputs, prepared_split, trained_all, ...): rules/common.smk.
 
 
