@@ -27,6 +27,10 @@ rule train:
     wildcard_constraints:
         backbone=BACKBONE,
         run=TRAINED_RUN,
+    # On a cluster a run's training and evaluation are one job (one allocation, one
+    # wait in the queue); an evaluation alone (new test images) is a job of its own.
+    group:
+        "run"
     conda:
         "../envs/train.yaml"
     threads: config["train"]["threads"]
@@ -58,6 +62,8 @@ rule evaluate:
     wildcard_constraints:
         backbone=BACKBONE,
         run=TRAINED_RUN,
+    group:
+        "run"
     conda:
         "../envs/train.yaml"
     threads: config["train"]["threads"]

@@ -38,6 +38,9 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 LOCK = Path("/var/lib/convscope-slurm.test.lock")
 EPOCHS = 20
+# A run's training and evaluation are one SLURM job (group "run", rules/train.smk): the
+# plugin names it by the group and its rules, in the job's comment and its log folder.
+TRAIN_JOB, TRAIN_LOGS = "rule_run_evaluate_train", "group_run_evaluate_train"
 
 CONFIG = {
     "seed": 7,
@@ -230,7 +233,7 @@ def test_workflow_on_slurm_resumes_a_cancelled_training_job(plugin_path, cluster
             while proc.poll() is None and time.monotonic() < deadline:
                 if cancelled is None:
                     # The plugin writes the rule and wildcards into the job's comment (%k).
-                    running = [job for job, comment in squeue("-t", "R", "-o", "%i|%k") if "rule_train" in comment]
+                    running = [job for job, comment in squeue("-t", "R", "-o", "%i|%k") if TRAIN_JOB in comment]
                     epochs = backed_up_epochs(Results(results).models_dir)
                     if running and epochs >= 1:
                         subprocess.run(["scancel", running[0]], check=True, timeout=30)
@@ -249,7 +252,10 @@ def test_workflow_on_slurm_resumes_a_cancelled_training_job(plugin_path, cluster
     # The cancelled job really was cancelled by SLURM (squeue keeps finished jobs for MinJobAge).
     state = squeue("-t", "all", "-j", cancelled, "-o", "%i|%T")
     assert state == [[cancelled, "CANCELLED"]], state
-    assert f"SLURM-job '{cancelled}' failed" in output and "CANCELLED" in output
+    # Snakemake saw the group job fail and named its SLURM log, which says why.
+    cancelled_log = workdir / ".snakemake" / "slurm_logs" / TRAIN_LOGS / f"{cancelled}.log"
+    assert "Error in group run" in output and str(cancelled_log) in output, output[-4000:]
+    assert f"JOB {cancelled} ON" in cancelled_log.read_text() and "CANCELLED" in cancelled_log.read_text()
 
     # The retry resumed from the backup instead of starting over, and finished.
     (run_dir,) = Results(results).backbone_models("alexnet").iterdir()
@@ -271,7 +277,7 @@ def test_workflow_on_slurm_resumes_a_cancelled_training_job(plugin_path, cluster
     assert Results(results).report_page.stat().st_size > 0
     slurm_logs = workdir / ".snakemake" / "slurm_logs"
     ran = {p.name for p in slurm_logs.iterdir()}
-    assert {"rule_train", "rule_summarise", "rule_analyse", "rule_report"} <= ran, ran
+    assert {TRAIN_LOGS, "rule_summarise", "rule_analyse", "rule_report"} <= ran, ran
     # The data stages (group "data": clean and split by the rules, crawl and prepare
     # added by the test profile) ran as one SLURM job.
     assert [name for name in ran if name.startswith("group_data")], ran
@@ -284,7 +290,7 @@ def test_workflow_on_slurm_resumes_a_cancelled_training_job(plugin_path, cluster
     ]
     assert not left, [_cmdline(pid)[:300] for pid in left]
     # The training job asked SLURM for the GPU: resources gpu=1 became --gpus=1.
-    train_jobs = [p.stem for p in (slurm_logs / "rule_train").rglob("*.log")]
+    train_jobs = [p.stem for p in (slurm_logs / TRAIN_LOGS).rglob("*.log")]
     assert cancelled in train_jobs and len(train_jobs) == 2, train_jobs
     retry = next(j for j in train_jobs if j != cancelled)
     shown = subprocess.run(["scontrol", "show", "job", retry], capture_output=True, text=True).stdout
