@@ -28,6 +28,17 @@ def job(snakemake, *, backend: str | None = None):
         yield log
 
 
+def job_options(snakemake):
+    """The job's share of the machine (threads, GPUs, GPU sharing) as a Keras job's JobOptions."""
+    from convscope.training.run import JobOptions
+
+    return JobOptions(
+        threads=snakemake.threads,
+        n_gpus=snakemake.resources.get("gpu", 0),
+        jobs_per_gpu=snakemake.config["train"]["jobs_per_gpu"],
+    )
+
+
 def warm_job(snakemake, target: str, kwargs: dict, *, backend: str, enabled: bool = True) -> None:
     """job() for Keras jobs that run in a warm fork (convscope.warm, config train.warm_start).
 

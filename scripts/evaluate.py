@@ -1,7 +1,6 @@
 from pathlib import Path
 
-from convscope.entry import warm_job
-from convscope.training.run import JobOptions
+from convscope.entry import job_options, warm_job
 
 # A trained run's test scores, in a warm fork like training (config train.warm_start).
 warm_job(
@@ -13,11 +12,7 @@ warm_job(
         prepared_dir=Path(snakemake.input.images).parent,
         out_dir=Path(snakemake.output.metrics).parent,
         backend=snakemake.params.backend,
-        job=JobOptions(
-            threads=snakemake.threads,
-            n_gpus=snakemake.resources.get("gpu", 0),
-            jobs_per_gpu=snakemake.config["train"]["jobs_per_gpu"],
-        ),
+        job=job_options(snakemake),
     ),
     backend=snakemake.params.backend,
     enabled=snakemake.config["train"]["warm_start"],

@@ -1,7 +1,6 @@
 from pathlib import Path
 
-from convscope.entry import warm_job
-from convscope.training.run import JobOptions
+from convscope.entry import job_options, warm_job
 
 # job() in a fork of a process that has Keras imported already (config train.warm_start).
 warm_job(
@@ -10,11 +9,7 @@ warm_job(
     dict(
         prepared_dir=Path(snakemake.input.train_images).parent,
         out_dir=Path(snakemake.output.fit).parent,
-        job=JobOptions(
-            threads=snakemake.threads,
-            n_gpus=snakemake.resources.get("gpu", 0),
-            jobs_per_gpu=snakemake.config["train"]["jobs_per_gpu"],
-        ),
+        job=job_options(snakemake),
         **snakemake.params.run,
     ),
     backend=snakemake.params.run["backend"],
