@@ -56,7 +56,7 @@ def main(argv=None) -> dict:
     backend.select(args.backend, threads=args.threads)
     import numpy as np
 
-    from convscope.analysis import explain
+    from convscope.analysis.explain import run as explain
     from convscope.models.build import build_classifier
 
     model = build_classifier(args.backbone, args.classes, input_size=args.size, weights="none", seed=1)

@@ -17,6 +17,7 @@ import yaml
 
 from convscope import backbones as registry
 from convscope import configcheck
+from convscope.shapes import SHAPES
 
 SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
@@ -181,8 +182,6 @@ def semantic_errors(config: dict) -> list[str]:
                 f"(set it under {_class_key(config, cls)})"
             )
         if opts["source"] == "synthetic":
-            from convscope.data.synthetic import SHAPES
-
             shape = opts.get("shape", cls)
             if shape not in SHAPES:
                 errors.append(

@@ -80,7 +80,7 @@ def prepared_all():
 # Inputs follow report.sections: a section left out needs nothing upstream, so
 # `sections: [data]` gives a data report before any training.
 REPORT = config["report"]
-from convscope.report.render import NEEDS_GRID  # sections that read the grid summary
+from convscope.report.parts import NEEDS_GRID  # sections that read the grid summary
 
 # ---- audit (rules/audit.smk) ----------------------------------------------------
 AUDIT_OPTIONS = {k: v for k, v in config["audit"].items() if k != "backbones"}

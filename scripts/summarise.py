@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from convscope.analysis.grid_summary import Selection, summarise_grid
+from convscope.analysis.grid.summary import Selection, summarise_grid
 from convscope.entry import job
 
 with job(snakemake):

@@ -267,7 +267,7 @@ def test_filter_grid_has_one_tile_per_filter_drawn_from_the_weights(analysed):
 
 
 def test_filter_grid_respects_max_filters(tmp_path):
-    from convscope.analysis.filters import first_layer_filters
+    from convscope.analysis.standard.filters import first_layer_filters
     from convscope.models.build import base_of
 
     sec = first_layer_filters(base_of(build_model()), tmp_path, max_filters=5)
@@ -290,7 +290,7 @@ def test_activation_layers_exist_and_values_are_the_layer_outputs(analysed):
 
 
 def test_unknown_activation_layer_names_the_config_key():
-    from convscope.analysis.activations import resolve_layers
+    from convscope.analysis.standard.activations import resolve_layers
     from convscope.models.build import base_of
 
     base = base_of(build_model())
@@ -396,7 +396,7 @@ def test_starting_base_is_rebuilt_exactly_and_checked_against_frozen_layers():
 
 
 def test_calibration_is_fitted_on_val_and_keeps_every_prediction(analysed):
-    from convscope.analysis import calibration
+    from convscope.stats import calibration
 
     cal = json.loads((analysed["out"] / "calibration.json").read_text())
     pred = pd.read_csv(analysed["out"] / "predictions.csv")

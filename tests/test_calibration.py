@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convscope.analysis import calibration
+from convscope.analysis.trust import calibration as figure
+from convscope.stats import calibration
 
 
 def softmax(z):
@@ -64,7 +65,7 @@ def test_margins_are_not_probabilities():
 def test_the_written_files(tmp_path):
     probs, labels = over_confident(400, seed=4)
     cal = calibration.calibrate(probs, labels, probs, labels, bins=10)
-    js, csv, png = calibration.write(cal, tmp_path)
+    js, csv, png = figure.write(cal, tmp_path)
     import json
 
     import pandas as pd

@@ -13,7 +13,7 @@ test images (chance 0.52): Grad-CAM++ 0.83, plain Grad-CAM 0.46.
 The pointing assertion is on Grad-CAM++ (the same figure as Grad-CAM, same layer):
 plain Grad-CAM does not point above chance in this reduced copy (it does on the
 full demo: 0.75), and with maps resized uniformly instead of placed by their
-receptive fields (convscope/analysis/map_geometry.py) Grad-CAM++ scored 0.62, which
+receptive fields (convscope/analysis/explain/map_geometry.py) Grad-CAM++ scored 0.62, which
 fails the assertion.
 """
 

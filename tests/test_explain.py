@@ -1,4 +1,4 @@
-"""Explanation analyses end to end (convscope.analysis.explain) and their parts, on both backends.
+"""Explanation analyses end to end (convscope.analysis.explain.run) and their parts, on both backends.
 
 Occlusion is checked against a naive loop (one image, one patch, one predict call
 at a time); feature visualization must raise its channel's activation; the change
@@ -33,7 +33,7 @@ def tiny_data(model, n=9, size=12, classes=3, seed=0):
 
 
 def check_occlusion_matches_naive_loop():
-    from convscope.analysis.occlusion import Patches, occlusion
+    from convscope.analysis.explain.occlusion import Patches, occlusion
 
     model = classifier(nested=True, size=12)
     rng = np.random.default_rng(4)
@@ -64,8 +64,8 @@ def check_occlusion_matches_naive_loop():
 
 
 def check_deletion_matches_naive_loop():
-    from convscope.analysis.checks import CurveSettings, auc, deletion_curves
-    from convscope.analysis.gradcam import upsample
+    from convscope.analysis.explain.gradcam import upsample
+    from convscope.analysis.trust.checks import CurveSettings, auc, deletion_curves
 
     model = classifier(nested=True, size=12)
     rng = np.random.default_rng(0)
@@ -89,8 +89,8 @@ def check_deletion_matches_naive_loop():
 
 
 def check_filter_vis_raises_activation():
-    from convscope.analysis.filter_vis import Settings, channel_means, visualize
     from convscope.analysis.split_model import cut
+    from convscope.analysis.standard.filter_vis import Settings, channel_means, visualize
 
     model = classifier(nested=True, size=16, seed=2)
     c = cut(model, "last")
@@ -116,8 +116,8 @@ def check_filter_vis_raises_activation():
 
 
 def check_change_finds_planted_changes():
-    from convscope.analysis.change import Comparison, compare_channels, weight_change
-    from convscope.analysis.filter_vis import Settings
+    from convscope.analysis.standard.change import Comparison, compare_channels, weight_change
+    from convscope.analysis.standard.filter_vis import Settings
 
     reference = classifier(nested=True, size=12, seed=3)
     model = classifier(nested=True, size=12, seed=3)
@@ -172,7 +172,7 @@ def check_explain_model_writes_its_sections():
 
     from PIL import Image
 
-    from convscope.analysis.explain import explain_model
+    from convscope.analysis.explain.run import explain_model
     from convscope.analysis.index import write_index
     from convscope.backbones import Backbone
 
@@ -274,7 +274,7 @@ def check_explain_model_writes_its_sections():
 def check_registry_backbones_cut_at_last_conv():
     """The real classifier contract (nested keras.applications / AlexNet base) cut at the registry's last_conv."""
     from convscope import backbones as registry
-    from convscope.analysis.gradcam import gradcam
+    from convscope.analysis.explain.gradcam import gradcam
     from convscope.analysis.split_model import cut
     from convscope.models.build import build_classifier
 
@@ -320,7 +320,7 @@ def test_on_other_backend():
 
 
 def test_options_reject_unknown_keys():
-    from convscope.analysis.explain import resolve_options
+    from convscope.analysis.explain.run import resolve_options
 
     with pytest.raises(ValueError, match="analysis.occlusion.*'size'"):
         resolve_options({"occlusion": {"size": 3}})

@@ -40,8 +40,10 @@ def run_checks_on(backend: str, module: str, checks, *, timeout: float = 900) ->
     KERAS_BACKEND=backend (one interpreter for all: Keras import costs seconds); report each failure."""
     code = textwrap.dedent(f"""
         import sys, time, traceback
+
         sys.path.insert(0, {str(TESTS)!r})
         import {module} as m
+
         failed = []
         for name in {list(checks)!r}:
             try:
@@ -207,7 +209,7 @@ def check_uint8_input_is_differentiable():
 
 def check_gradcam_closed_form():
     """Grad-CAM / Grad-CAM++ equal their closed forms, nested base and flat model alike."""
-    from convscope.analysis.gradcam import gradcam, layer_gradients
+    from convscope.analysis.explain.gradcam import gradcam, layer_gradients
     from convscope.analysis.split_model import cut
 
     rng = np.random.default_rng(5)
@@ -257,7 +259,7 @@ def check_gradcam_closed_form():
 
 def check_saliency_finite_differences():
     """Saliency = max over colours of |d logit / d pixel|, against finite differences of the logits."""
-    from convscope.analysis.saliency import SmoothGrad, input_gradients, saliency, smoothgrad
+    from convscope.analysis.explain.saliency import SmoothGrad, input_gradients, saliency, smoothgrad
     from convscope.analysis.split_model import cut
 
     model = classifier(nested=True, size=8, last_activation="tanh")

@@ -19,8 +19,8 @@ import pytest
 from conftest import tiny_config
 from convscope import config as cfg
 from convscope import grid, layout, records
-from convscope.analysis import paired
-from convscope.analysis.grid_summary import Selection, summarise_grid, wilson_interval
+from convscope.analysis.grid import paired
+from convscope.analysis.grid.summary import Selection, summarise_grid, wilson_interval
 from convscope.atomic import write_json
 from convscope.layout import Results
 from convscope.training import metrics as run_metrics

@@ -26,7 +26,7 @@ def alexnet(size):
     ],
 )
 def test_alexnet_layers_at_small_inputs(size, min_side, gradcam, activations):
-    from convscope.analysis import layer_choice
+    from convscope.analysis.explain import layer_choice
     from convscope.models.build import base_of
 
     model = alexnet(size)
@@ -38,7 +38,7 @@ def test_alexnet_layers_at_small_inputs(size, min_side, gradcam, activations):
 
 
 def test_named_layers_are_used_as_given_even_when_small():
-    from convscope.analysis import layer_choice
+    from convscope.analysis.explain import layer_choice
     from convscope.models.build import base_of
 
     base = base_of(alexnet(64))
@@ -49,7 +49,7 @@ def test_named_layers_are_used_as_given_even_when_small():
 
 
 def test_mobilenetv2_at_64_px_uses_an_8x8_block_for_gradcam():
-    from convscope.analysis import layer_choice
+    from convscope.analysis.explain import layer_choice
     from convscope.models.build import build_classifier
 
     model = build_classifier("mobilenetv2", 3, input_size=64, weights="none")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convscope.analysis import gradcam, map_geometry
+from convscope.analysis.explain import gradcam, map_geometry
 
 
 def impulse_maps(backbone: str, layer: str, size: int, pixels: list[int]):

@@ -26,8 +26,8 @@ def _closed_form_grads(model, a, targets, tail):
 
 
 def check_gradient_cams_closed_form():
-    from convscope.analysis import cams
-    from convscope.analysis.gradcam import gradcam, layer_gradients
+    from convscope.analysis.explain import cams
+    from convscope.analysis.explain.gradcam import gradcam, layer_gradients
     from convscope.analysis.split_model import cut
 
     rng = np.random.default_rng(7)
@@ -68,7 +68,7 @@ def check_gradient_cams_closed_form():
 
 
 def check_scorecam_matches_naive_loop():
-    from convscope.analysis import cams
+    from convscope.analysis.explain import cams
     from convscope.analysis.plots import resize_map
     from convscope.analysis.split_model import cut
 
@@ -99,8 +99,8 @@ def check_integrated_gradients():
     import keras
     from keras import layers
 
-    from convscope.analysis.integrated_gradients import integrated_gradients
-    from convscope.analysis.saliency import input_gradients
+    from convscope.analysis.explain.integrated_gradients import integrated_gradients
+    from convscope.analysis.explain.saliency import input_gradients
     from convscope.analysis.split_model import cut
 
     rng = np.random.default_rng(9)

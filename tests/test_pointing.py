@@ -23,8 +23,9 @@ def test_shapes_boxes_are_tight():
 
 
 def test_gradcam_points_at_the_object(record_property):
-    from convscope.analysis import checks, gradcam, occlusion, saliency
+    from convscope.analysis.explain import gradcam, occlusion, saliency
     from convscope.analysis.split_model import cut
+    from convscope.analysis.trust import checks
 
     x_train, y_train, _ = shapes_on_clutter(1500, seed=0)
     x_test, y_test, boxes = shapes_on_clutter(40, seed=1)
@@ -74,7 +75,7 @@ def test_gradcam_points_at_the_object(record_property):
 
 
 def test_pointing_game_scores_hand_made_maps():
-    from convscope.analysis.checks import pointing_game
+    from convscope.analysis.trust.checks import pointing_game
 
     size = (20, 30)
     boxes = np.array([[10, 5, 20, 10], [0, 0, 5, 5], [10, 5, 20, 10], [25, 15, 40, 25], [np.nan] * 4])

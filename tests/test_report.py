@@ -752,7 +752,7 @@ def _browser_check(results: Path, tmp_path: Path):
 def test_findings_open_the_page(tmp_path):
     """Best model with CI and calibration, the strategy verdicts, explanation checks and data health come
     first; versions and machine come last."""
-    from convscope.analysis import paired
+    from convscope.analysis.grid import paired
 
     R = make_results(tmp_path / "results", backbones=("alexnet",))
     run = "finetune-lr1e-4-d1"

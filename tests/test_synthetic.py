@@ -15,8 +15,9 @@ from conftest import tiny_config
 from convscope import config as cfg
 from convscope import layout
 from convscope.data.crawl import crawl_class
-from convscope.data.synthetic import SHAPES, draw, png_bytes
+from convscope.data.synthetic import draw, png_bytes
 from convscope.layout import Results
+from convscope.shapes import SHAPES
 
 
 def options(cls: str, max_images: int, seed: int = 7, **synthetic) -> dict:

@@ -158,9 +158,9 @@ def test_finetune_writes_outputs_whose_metrics_match_the_saved_model(prepared, t
     low, high = metrics["test"]["accuracy_ci95"]
     assert 0 <= low <= metrics["test"]["accuracy"] <= high <= 1
     # per-image test predictions (for the grid summary's paired tests) and the ECE, from the same model
-    from convscope.analysis.calibration import expected_calibration_error
     from convscope.layout import PREDICTIONS
     from convscope.records import read_predictions
+    from convscope.stats.calibration import expected_calibration_error
 
     true, pred = read_predictions(out / PREDICTIONS)
     assert np.array_equal(true, y) and np.array_equal(pred, probs.argmax(1))

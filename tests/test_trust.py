@@ -44,8 +44,9 @@ def edge_map(images) -> np.ndarray:
 
 
 def test_randomisation_check_fails_an_edge_detector(trained):
-    from convscope.analysis import gradcam, saliency, sanity
+    from convscope.analysis.explain import gradcam, saliency
     from convscope.analysis.split_model import cut
+    from convscope.analysis.trust import sanity
 
     model, x, y, _ = trained
     c = cut(model, "last_conv")
@@ -84,7 +85,7 @@ def test_randomisation_check_fails_an_edge_detector(trained):
 
 
 def test_similarity_measures_on_known_maps():
-    from convscope.analysis.sanity import spearman, ssim
+    from convscope.analysis.trust.sanity import spearman, ssim
 
     rng = np.random.default_rng(0)
     a = rng.random((3, 16, 16))
@@ -97,7 +98,7 @@ def test_similarity_measures_on_known_maps():
 
 
 def test_object_first_map_beats_random_in_both_directions(trained):
-    from convscope.analysis.checks import CurveSettings, faithfulness
+    from convscope.analysis.trust.checks import CurveSettings, faithfulness
 
     model, x, y, boxes = trained
     yy, xx = np.mgrid[0:SIZE, 0:SIZE] + 0.5
@@ -126,7 +127,7 @@ def test_object_first_map_beats_random_in_both_directions(trained):
 
 
 def test_ranking_puts_sanity_failures_last_and_orders_by_evidence():
-    from convscope.analysis.ranking import rank_methods, verdict_line
+    from convscope.analysis.trust.ranking import rank_methods, verdict_line
 
     faith = {
         "auc": {"deletion": {"a": 0.2, "b": 0.3, "c": 0.1, "random": 0.4}, "insertion": {"a": 0.7, "b": 0.5, "c": 0.8}},

@@ -3,7 +3,7 @@
 `analyse_model` is what the analyse rule calls (one job per model). The forward pass
 over the test set yields both the class probabilities and the penultimate embeddings
 (a two-output view of the same model), and every analysis reuses them; the
-explanation analyses (convscope.analysis.explain) get the loaded model and the same
+explanation analyses (convscope.analysis.explain.run) get the loaded model and the same
 data. Seconds per analysis go to timings.json, next to the training time, so the
 cost of analysing can be read against the cost of training.
 """
@@ -115,7 +115,7 @@ def reference_base(
     (ImageNet, a weights file, or a seeded random init), without storing them.
     """
     from convscope.models import build
-    from convscope.training.strategies import weights_for
+    from convscope.models.weights import weights_for
 
     strategy = metrics.strategy
     seed = metrics.hp["seed"] if "seed" in metrics.hp else metrics.seed
@@ -141,7 +141,7 @@ def starting_base(
     import keras
 
     from convscope.models.build import base_of
-    from convscope.training.strategies import weights_for
+    from convscope.models.weights import weights_for
 
     random_start = weights_for(metrics.strategy, backbone_options).get("weights", "imagenet") == "none"
     trained_on = metrics.versions.get("backend")
@@ -224,7 +224,7 @@ class Job:
     sample: np.ndarray  # test rows shown in per-image figures
     timer: StepTimer
     backbone_options: dict | None = None
-    blocks: list[dict] = field(default_factory=list)  # convscope.analysis.frozen.blocks
+    blocks: list[dict] = field(default_factory=list)  # convscope.analysis.standard.frozen.blocks
 
     @property
     def record(self) -> dict:
@@ -281,7 +281,7 @@ def _load_checked(model_path, classes: list[str]):
 
 def open_job(paths: JobPaths, classes, options, settings: JobSettings = JobSettings()) -> Job:
     """Load the model and the test set once, run the forward pass, write predictions.csv."""
-    from convscope.analysis import frozen
+    from convscope.analysis.standard import frozen
 
     opts = _options(options)
     out_dir = paths.out
@@ -318,13 +318,13 @@ def open_job(paths: JobPaths, classes, options, settings: JobSettings = JobSetti
 
 
 def _frozen(job: Job):
-    from convscope.analysis import frozen
+    from convscope.analysis.standard import frozen
 
     return frozen.frozen_section(job.blocks, job.record, job.out_dir)
 
 
 def _curves(job: Job):
-    from convscope.analysis import curves
+    from convscope.analysis.standard import curves
 
     if job.metrics is not None and job.metrics.strategy == "features":
         # A features run fits a linear head on frozen embeddings: no epochs, no curves.
@@ -334,7 +334,7 @@ def _curves(job: Job):
 
 
 def _confusion(job: Job):
-    from convscope.analysis import confusion
+    from convscope.analysis.standard import confusion
 
     sec = confusion.confusion(job.test.labels, job.test.probs, job.classes, job.out_dir)
     sec["items"].append(
@@ -350,7 +350,8 @@ def _confusion(job: Job):
 
 
 def _calibration(job: Job):
-    from convscope.analysis import calibration
+    from convscope.analysis.trust import calibration
+    from convscope.stats.calibration import calibrate
 
     opts = job.opts["calibration"]
     if not opts["enabled"]:
@@ -359,7 +360,7 @@ def _calibration(job: Job):
         log.warning("calibration skipped: %s has no val split to fit the temperature on", job.prepared_dir)
         return None
     val = TestSet.predict(job.model, job.prepared_dir, "val", job.opts["batch_size"], embeddings=False)
-    cal = calibration.calibrate(val.probs, val.labels, job.test.probs, job.test.labels, bins=int(opts["bins"]))
+    cal = calibrate(val.probs, val.labels, job.test.probs, job.test.labels, bins=int(opts["bins"]))
     js, csv, png = calibration.write(cal, job.out_dir)
     log.info("calibration: ECE %.3f -> %.3f at temperature %.3f", cal.before["ece"], cal.after["ece"], cal.temperature)
     leaning = "> 1: the network was over-confident" if cal.temperature > 1 else "<= 1: it was not over-confident"
@@ -390,7 +391,7 @@ def _calibration(job: Job):
 
 
 def _examples(job: Job):
-    from convscope.analysis import examples
+    from convscope.analysis.standard import examples
 
     t = job.test
     return examples.examples(
@@ -399,7 +400,7 @@ def _examples(job: Job):
 
 
 def _embedding(job: Job):
-    from convscope.analysis import embedding
+    from convscope.analysis.standard import embedding
 
     t = job.test
     options = embedding.EmbeddingOptions(
@@ -409,7 +410,7 @@ def _embedding(job: Job):
 
 
 def _filters(job: Job):
-    from convscope.analysis import filters, frozen
+    from convscope.analysis.standard import filters, frozen
 
     bgr = registry.get(job.backbone).preprocess == "caffe" if job.backbone in registry.BACKBONES else False
     first = filters.first_conv(job.base)
@@ -418,7 +419,7 @@ def _filters(job: Job):
 
 
 def _activations(job: Job):
-    from convscope.analysis import activations
+    from convscope.analysis.standard import activations
 
     options = activations.ActivationOptions(
         **job.opts["activations"], batch_size=job.opts["batch_size"], min_side=int(job.opts["min_map_side"])
@@ -451,8 +452,8 @@ def standard_sections(job: Job) -> list[dict]:
 
 
 def explain_sections(job: Job) -> list[dict]:
-    """The explanation analyses (convscope.analysis.explain) on the same loaded model and test set."""
-    from convscope.analysis.explain import explain_model
+    """The explanation analyses (convscope.analysis.explain.run) on the same loaded model and test set."""
+    from convscope.analysis.explain.run import explain_model
 
     t = job.test
     data = {

@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from convscope.shapes import SHAPES
+
 log = logging.getLogger(__name__)
 
-SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "hexagon", "ellipse")
 BOX_COLUMNS = ("file", "x0", "y0", "x1", "y1", "width", "height")
 _SUPERSAMPLE = 4  # shapes are rasterised 4x larger and box-filtered down: smooth edges
 _NOISE_SCALE = 60.0  # noise=1 -> sigma of 60 grey levels

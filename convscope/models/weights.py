@@ -365,3 +365,11 @@ def load_weights_file(base: keras.Model, path, backbone: str, *, sha256=None) ->
     else:
         raise WeightsError(f"{key}: {p} has an unknown suffix; use a .weights.h5, .h5, .keras or (alexnet) .npy file")
     log.info("loaded %s weights from %s", backbone, p)
+
+
+def weights_for(strategy: str, options: dict) -> dict:
+    """build_classifier's weight and head arguments from backbone options; scratch starts from random weights."""
+    kwargs = {k: options[k] for k in ("weights", "weights_sha256", "head") if k in options}
+    if strategy == "scratch":
+        kwargs["weights"] = "none"
+    return kwargs

@@ -79,7 +79,7 @@ def _predict_new(model, loaded: list[images.Loaded], classes, settings: Settings
     order = np.argsort(-probs, axis=1)[:, : min(settings.top_k, len(classes))]
     cams = None
     if settings.gradcam:
-        from convscope.analysis import gradcam
+        from convscope.analysis.explain import gradcam
         from convscope.analysis.split_model import cut
 
         cams = gradcam.gradcam(

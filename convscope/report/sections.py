@@ -22,7 +22,7 @@ from functools import cached_property
 from pathlib import Path
 
 from convscope import layout, records
-from convscope.report import collect, render
+from convscope.report import collect, parts
 from convscope.report import findings as findings_lib
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class Sources:
     options: dict  # config report section
     config: dict
     classes: list[str]
-    assets: render.Assets
+    assets: parts.Assets
     sections: list[str]
     benchmarks: tuple[Path, ...] = ()  # Snakemake benchmark files the report rule declares (compute section)
 
@@ -66,7 +66,7 @@ class Sources:
     def grid_sections(self) -> list[dict]:
         """The grid summary's index.json sections (runs.csv and best.json have tables of their own)."""
         index = collect.load_index(self.grid_dir, "grid summary (analysis stage)")
-        secs = render.index_sections(index, self.grid_dir, "grid", "grid", self.assets)
+        secs = parts.index_sections(index, self.grid_dir, "grid", "grid", self.assets)
         return [s for s in secs if s["group"] != records.OWN_TABLE]
 
     @cached_property
@@ -87,8 +87,8 @@ class Sources:
             run = info.run
             folder = self.paths.analysis_dir(b, run)
             index = collect.load_index(folder, f"analysis rules ({b} {run})")
-            secs = render.index_sections(
-                index, folder, f"{render.slug(b)}/{render.slug(run)}", f"bb-{render.slug(b)}", self.assets
+            secs = parts.index_sections(
+                index, folder, f"{parts.slug(b)}/{parts.slug(run)}", f"bb-{parts.slug(b)}", self.assets
             )
             out.append(
                 {
@@ -98,7 +98,7 @@ class Sources:
                     "index": index,
                     "sections": secs,
                     "metrics": collect.metrics(self.results, b, run),
-                    "anchor": f"bb-{render.slug(b)}",
+                    "anchor": f"bb-{parts.slug(b)}",
                 }
             )
         return out
@@ -133,7 +133,7 @@ def builder(name: str):
 @builder("findings")
 def findings(src: Sources) -> Part:
     """The cards that open the page, from what the other requested sections read."""
-    has_grid = bool(set(render.NEEDS_GRID) & set(src.sections))
+    has_grid = bool(set(parts.NEEDS_GRID) & set(src.sections))
     cards = findings_lib.findings(
         src.results,
         {b: info.fields() for b, info in src.best.items()} if has_grid else {},
@@ -142,7 +142,7 @@ def findings(src: Sources) -> Part:
         analysed=src.sections_need_analyses(),
     )
     for card in cards["backbones"]:
-        card["anchor"] = f"bb-{render.slug(card['backbone'])}" if "backbones" in src.sections else None
+        card["anchor"] = f"bb-{parts.slug(card['backbone'])}" if "backbones" in src.sections else None
     return Part(cards, [("findings", "Findings")])
 
 
@@ -153,12 +153,12 @@ def data(src: Sources) -> Part:
     thumbs = collect.make_thumbnails(
         src.results, d["kept_files"], src.classes, src.options["thumbnails_per_class"], src.assets.root / "thumbs"
     )
-    d["thumbs"] = {c: [{**t, "path": f"{render.ASSETS}/{t['path']}"} for t in ts] for c, ts in thumbs.items()}
+    d["thumbs"] = {c: [{**t, "path": f"{parts.ASSETS}/{t['path']}"} for t in ts] for c, ts in thumbs.items()}
     for q in d["quarantine"]:
         raw = src.paths.raw_dir / q["file"]
         on_disk = q["file"] and raw.is_file()  # rows turned away at import have no file
         q["href"] = urllib.parse.quote(os.path.relpath(raw, src.paths.report_dir)) if on_disk else None
-        q["source_href"] = render.safe_url(q["source"])
+        q["source_href"] = parts.safe_url(q["source"])
     return Part(d, [("data", "Data")])
 
 
@@ -179,10 +179,10 @@ def grid(src: Sources) -> Part:
     scalar = [f.name for f in dataclasses.fields(records.BestRun) if f.name != "run" and not f.name.startswith("best_")]
     return Part(
         {
-            "runs": render.runs_table(src.runs, best, src.results),
-            "best": [{"backbone": b, **info.fields(), "anchor": f"bb-{render.slug(b)}"} for b, info in best.items()],
+            "runs": parts.runs_table(src.runs, best, src.results),
+            "best": [{"backbone": b, **info.fields(), "anchor": f"bb-{parts.slug(b)}"} for b, info in best.items()],
             "best_columns": scalar,
-            "sections": [s for s in src.grid_sections if not render.is_check(s)],
+            "sections": [s for s in src.grid_sections if not parts.is_check(s)],
         },
         [("grid", "Grid")],
     )
@@ -197,8 +197,8 @@ def backbones(src: Sources) -> Part:
             "anchor": a["anchor"],
             "title": a["index"].get("title") or f"{a['name']} {a['run']}",
             "chosen_as": a["info"].chosen_as,
-            "metrics": render.scalars(a["metrics"].to_json()),
-            "sections": [s for s in a["sections"] if not render.is_check(s)],
+            "metrics": parts.scalars(a["metrics"].to_json()),
+            "sections": [s for s in a["sections"] if not parts.is_check(s)],
         }
         for a in src.analyses
     ]
@@ -208,12 +208,12 @@ def backbones(src: Sources) -> Part:
 @builder("explanations")
 def explanations(src: Sources) -> Part:
     checks = [
-        {"name": a["name"], "run": a["run"], "sections": [s for s in a["sections"] if render.is_check(s)]}
+        {"name": a["name"], "run": a["run"], "sections": [s for s in a["sections"] if parts.is_check(s)]}
         for a in src.analyses
     ]
     return Part(
         {
-            "grid": [s for s in src.grid_sections if render.is_check(s)],
+            "grid": [s for s in src.grid_sections if parts.is_check(s)],
             "backbones": [c for c in checks if c["sections"]],
         },
         [("explanations", "Explanation checks")],

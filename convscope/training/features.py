@@ -48,7 +48,7 @@ def _frozen_classifier(features: FeatureSettings, num_classes: int):
     The embed job reads its embedding layer; head_model puts the fitted linear head on it.
     """
     from convscope.models import build
-    from convscope.training import strategies
+    from convscope.models.weights import weights_for
 
     return build.build_classifier(
         features.backbone,
@@ -57,7 +57,7 @@ def _frozen_classifier(features: FeatureSettings, num_classes: int):
         dropout=0.0,
         augment="none",
         seed=int(features.seed),
-        **strategies.weights_for("features", features.options),
+        **weights_for("features", features.options),
     )
 
 
@@ -118,7 +118,7 @@ def compute_embeddings(
     import keras  # noqa: F401 - imported here, so fixed_cost_s.imports measures it
 
     from convscope.models import build
-    from convscope.training import strategies
+    from convscope.models.weights import weights_for
     from convscope.training.run import Where
 
     t_imported = time.perf_counter()
@@ -132,7 +132,7 @@ def compute_embeddings(
     info = {"backbone": features.backbone, "input_size": features.input_size, "splits": done}
     info.update(
         {
-            "weights": strategies.weights_for("features", features.options).get("weights", "imagenet"),
+            "weights": weights_for("features", features.options).get("weights", "imagenet"),
             "dtype_policy": precision,
             "seconds": round(time.perf_counter() - t0, 3),
             "fixed_cost_s": {"imports": round(t_imported - t0, 3), "build_and_weights": round(t_built - t_imported, 3)},

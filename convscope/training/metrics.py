@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convscope.analysis.calibration import expected_calibration_error, is_probabilities
+from convscope.stats.calibration import expected_calibration_error, is_probabilities
 
 
 def top_k(num_classes: int) -> int:

@@ -269,7 +269,8 @@ def _log_start(state: TrainState, run: RunSettings) -> None:
 def _fit_and_predict(state: TrainState, run: RunSettings, replicas, extra_callbacks, clock: Clock):
     """Build, resume, fit every phase still to do, keep the chosen epoch; returns the val scores."""
     from convscope.models import build
-    from convscope.training import data, strategies
+    from convscope.models.weights import weights_for
+    from convscope.training import data
 
     clock.mark("build")
     state.model = build.build_classifier(
@@ -279,7 +280,7 @@ def _fit_and_predict(state: TrainState, run: RunSettings, replicas, extra_callba
         dropout=float(run.hp["dropout"]),
         augment=run.hp["augment"],
         seed=int(run.hp["seed"]),
-        **strategies.weights_for(run.strategy, run.options),
+        **weights_for(run.strategy, run.options),
     )
     clock.mark("built")
     jit = backend_lib.jit_compile(run.jit_compile)
@@ -396,7 +397,7 @@ def _fit_phase(state: TrainState, run: RunSettings, phase, replicas, jit, extra_
 
 def _result(run: RunSettings, job: JobOptions, state: TrainState, clock: Clock) -> dict:
     """fit.json (see convscope.training.metrics), all but wall_s/eval_s/save."""
-    from convscope.training import strategies
+    from convscope.models.weights import weights_for
 
     history, first_fit = state.history, state.first_fit
     phase_starts = {p.start for p in state.plan}
@@ -411,7 +412,7 @@ def _result(run: RunSettings, job: JobOptions, state: TrainState, clock: Clock) 
         "hp": run.hp,
         "classes": list(run.classes),
         "input_size": run.input_size,
-        "weights": strategies.weights_for(run.strategy, run.options).get("weights", "imagenet"),
+        "weights": weights_for(run.strategy, run.options).get("weights", "imagenet"),
         **state.report,
         "epochs_trained": len(history),
         "kept": state.kept,  # the epoch whose weights model.keras holds (train.keep); history.csv has them all

@@ -68,14 +68,6 @@ def phases(
     return out
 
 
-def weights_for(strategy: str, options: dict) -> dict:
-    """build_classifier's weight and head arguments from backbone options; scratch starts from random weights."""
-    kwargs = {k: options[k] for k in ("weights", "weights_sha256", "head") if k in options}
-    if strategy == "scratch":
-        kwargs["weights"] = "none"
-    return kwargs
-
-
 def optimizer(name: str, learning_rate: float):
     import keras
 

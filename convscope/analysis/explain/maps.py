@@ -7,7 +7,7 @@ Adding a method = one builder function + one entry. The builders share a `Batch`
 the activations and gradients at the explained layer are computed once per batch
 of images (lazily) and every CAM is a closed form of them.
 
-Files, figures and captions of the maps are written by convscope.analysis.explain_figures.
+Files, figures and captions of the maps are written by convscope.analysis.explain.figures.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from convscope.analysis import cams, gradcam, integrated_gradients, map_geometry, occlusion, saliency
+from convscope.analysis.explain import cams, gradcam, integrated_gradients, map_geometry, occlusion, saliency
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ def compute_maps(ctx: MapContext, images, targets, names) -> tuple[dict, dict]:
     """({method: N x H x W maps}, {method: diagnostics}) of `names` for images, explaining `targets`.
 
     Maps at the layer's resolution are placed on the image's pixels by ctx.grid (see
-    convscope.analysis.map_geometry), so every consumer reads pixel maps.
+    convscope.analysis.explain.map_geometry), so every consumer reads pixel maps.
     """
     batch = Batch(ctx, np.asarray(images), np.asarray(targets, np.int64))
     size = batch.images.shape[1:3]

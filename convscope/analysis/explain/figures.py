@@ -2,7 +2,7 @@
 
 One figure per group of methods (registry `figure`): each row a sample test image,
 then one panel per method; every item names its data file and carries the sanity
-badge of each method drawn in it (convscope.analysis.sanity), which the report shows
+badge of each method drawn in it (convscope.analysis.trust.sanity), which the report shows
 next to the figure with the one-line reason of a failure.
 """
 
@@ -16,7 +16,7 @@ import pandas as pd
 
 from convscope import records
 from convscope.analysis import plots
-from convscope.analysis.explain_maps import METHODS
+from convscope.analysis.explain.maps import METHODS
 from convscope.analysis.index import item, section
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def _as_rgb(m):
 
 def samples_table(maps, inputs, sample, folder):
     """explained_samples.csv (each sample's classes and every map's peak) and maps.npz."""
-    from convscope.analysis.checks import peaks
+    from convscope.analysis.trust.checks import peaks
 
     size = inputs.x.shape[1:3]
     preds = inputs.preds

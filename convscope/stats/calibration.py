@@ -10,15 +10,14 @@ validation split (minimum negative log-likelihood); dividing by a positive T
 keeps every image's ranking of the classes, so the prediction and the accuracy
 are unchanged by construction, only the confidence moves.
 
-Pure NumPy/SciPy: the training stage imports it for the ECE in metrics.json.
+Pure NumPy/SciPy: the training stage imports it for the ECE in metrics.json, the
+analysis stage for the reliability diagrams (convscope/analysis/trust/calibration.py).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -150,65 +149,3 @@ def calibrate(val_probs, val_labels, test_probs, test_labels, bins: int = 15) ->
         accuracy_after=float((scaled.argmax(axis=1) == labels).mean()),
         val_images=len(val_labels),
     )
-
-
-def _diagram(ax, rel: dict, title: str) -> None:
-    centres = (rel["edges"][:-1] + rel["edges"][1:]) / 2
-    width = rel["edges"][1] - rel["edges"][0]
-    filled = rel["count"] > 0
-    ax.bar(
-        centres[filled],
-        rel["accuracy"][filled],
-        width * 0.95,
-        color="tab:blue",
-        alpha=0.8,
-        label="accuracy",
-    )
-    ax.bar(
-        centres[filled],
-        (rel["confidence"] - rel["accuracy"])[filled],
-        width * 0.95,
-        bottom=rel["accuracy"][filled],
-        color="tab:red",
-        alpha=0.3,
-        label="gap to confidence",
-    )
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence (top probability)")
-    ax.set_title(f"{title}: ECE {rel['ece']:.3f}", fontsize=9)
-
-
-def write(cal: Calibration, out_dir) -> tuple[Path, Path, Path]:
-    """calibration.json, calibration.csv (per bin, before and after) and the reliability diagrams PNG."""
-    import pandas as pd
-
-    from convscope.analysis import plots
-    from convscope.atomic import write_bytes
-
-    out_dir = Path(out_dir)
-    js = out_dir / "calibration.json"
-    write_bytes(js, (json.dumps(cal.summary(), indent=1) + "\n").encode())
-    rows = []
-    for when, rel in (("before", cal.before), ("after", cal.after)):
-        for k in range(len(rel["count"])):
-            rows.append(
-                {
-                    "when": when,
-                    "bin_low": rel["edges"][k],
-                    "bin_high": rel["edges"][k + 1],
-                    "images": int(rel["count"][k]),
-                    "confidence": rel["confidence"][k],
-                    "accuracy": rel["accuracy"][k],
-                }
-            )
-    csv = out_dir / "calibration.csv"
-    pd.DataFrame(rows).to_csv(csv, index=False)
-    fig, axes = plots.plt.subplots(1, 2, figsize=(8, 3.6), sharey=True)
-    _diagram(axes[0], cal.before, "as trained")
-    _diagram(axes[1], cal.after, f"temperature T = {cal.temperature:.2f}")
-    axes[0].set_ylabel("accuracy in the bin")
-    axes[1].legend(fontsize=7, loc="upper left")
-    png = plots.save_figure(fig, out_dir / "calibration.png")
-    return js, csv, png

@@ -2,7 +2,7 @@
 
 Pointing game, deletion and insertion curves against the random order, the
 parameter-randomisation sanity check and the ranking of the methods by that
-evidence (computed in convscope.analysis.checks, .sanity and .ranking). Every
+evidence (computed in convscope.analysis.trust.checks, .sanity and .ranking). Every
 section is in group "trust", so the report shows it next to the other backbones'.
 """
 
@@ -15,7 +15,7 @@ import pandas as pd
 
 from convscope import records
 from convscope.analysis import plots
-from convscope.analysis.explain_figures import TITLES
+from convscope.analysis.explain.figures import TITLES
 from convscope.analysis.index import item, section
 
 _CHECKS_TITLE = "Are the explanations right? Pointing game, deletion and insertion"

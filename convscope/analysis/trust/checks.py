@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from convscope.analysis.gradcam import upsample
-from convscope.analysis.occlusion import chunk_size, fill_values, predict_probs
+from convscope.analysis.explain.gradcam import upsample
+from convscope.analysis.explain.occlusion import chunk_size, fill_values, predict_probs
 
 
 def box_fractions(boxes, size) -> np.ndarray:

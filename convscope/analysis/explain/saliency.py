@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convscope.analysis.gradcam import batched_gradients, onehot_targets
+from convscope.analysis.explain.gradcam import batched_gradients, onehot_targets
 
 
 def input_gradients(cut, images, targets, n_classes: int, *, batch_size: int = 32) -> np.ndarray:

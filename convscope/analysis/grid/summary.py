@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 
 from convscope import atomic, grid, layout, records
-from convscope.analysis import paired, plots
+from convscope.analysis import plots
+from convscope.analysis.grid import paired
 from convscope.analysis.index import item, section, write_index
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 `explain_model` is the entry the per-model orchestrator (convscope.analysis.run)
 calls with the already loaded classifier and test set:
 
-- the maps of every enabled method (registry: convscope.analysis.explain_maps) at
+- the maps of every enabled method (registry: convscope.analysis.explain.maps) at
   the backbone's last conv layer (registry `last_conv`) for sample test images,
   explaining the class the network predicted;
 - feature visualizations of chosen channels;
@@ -29,10 +29,10 @@ import numpy as np
 import pandas as pd
 
 from convscope import backbones as registry
-from convscope.analysis import explain_figures as figures
-from convscope.analysis import explain_maps, map_geometry
-from convscope.analysis import trust_figures as trust
+from convscope.analysis.explain import figures, map_geometry
+from convscope.analysis.explain import maps as explain_maps
 from convscope.analysis.steps import StepTimer, spread_over_classes
+from convscope.analysis.trust import figures as trust
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def explain_model(model, backbone, data, out_dir, options: dict | None = None, *
     base_reference: the same backbone with the weights the run started from (a
         classifier or the bare base) for the change-from-pretrained section.
     """
-    from convscope.analysis import layer_choice
+    from convscope.analysis.explain import layer_choice
     from convscope.analysis.split_model import cut
 
     opts = resolve_options(options)
@@ -133,7 +133,7 @@ def explain_model(model, backbone, data, out_dir, options: dict | None = None, *
     folder = out_dir / "explain"
     folder.mkdir(parents=True, exist_ok=True)
     timer = StepTimer("explain")  # seconds per step go to explain/timings.json
-    # Default: the deepest block end whose maps are readable (convscope.analysis.layer_choice).
+    # Default: the deepest block end whose maps are readable (convscope.analysis.explain.layer_choice).
     layer = opts["gradcam"]["layer"] or layer_choice.gradcam_layer(model, spec, opts.get("min_map_side", 7)).name
     layer_map = layer_choice.describe(model, layer)
     size = inputs.x.shape[1:3]
@@ -185,8 +185,8 @@ def _sample_sections(ctx, inputs, verdicts, folder, root, layer_label: str) -> l
 
 def _feature_sections(ctx, spec, inputs, folder, root) -> list[dict]:
     """Feature visualization, and the change from the pretrained base (or a note why not)."""
-    from convscope.analysis import change, filter_vis
     from convscope.analysis.split_model import cut
+    from convscope.analysis.standard import change, filter_vis
 
     opts, fv, timer = ctx.opts, ctx.opts["filter_vis"], ctx.timer
     x, ref = inputs.x, inputs.base_reference
@@ -236,7 +236,7 @@ def _check_maps(ctx, inputs) -> _CheckMaps | None:
 
 def _trust_sections(ctx, spec, inputs, check: _CheckMaps, folder, root) -> tuple[list[dict], dict | None]:
     """The checks, the sanity check and the ranking; returns (sections, sanity verdicts or None)."""
-    from convscope.analysis import checks, ranking
+    from convscope.analysis.trust import checks, ranking
 
     ck, timer, idx = ctx.opts["checks"], ctx.timer, check.idx
     x, labels, size = inputs.x, inputs.labels, inputs.x.shape[1:3]
@@ -282,7 +282,7 @@ def _trust_sections(ctx, spec, inputs, check: _CheckMaps, folder, root) -> tuple
 
 def _sanity(ctx, spec, inputs, check: _CheckMaps):
     """The randomisation check on the first `sanity.images` checked images, reusing their trained maps."""
-    from convscope.analysis import sanity
+    from convscope.analysis.trust import sanity
 
     so = ctx.opts["sanity"]
     sub = spread_over_classes(inputs.labels[check.idx], int(so["images"]))
@@ -306,7 +306,7 @@ def _sanity(ctx, spec, inputs, check: _CheckMaps):
 
 def _channels(layer_cut, wanted, x, batch_size, layer):
     """Channel indices to visualise: a list as given, or a count = the most active on the test images."""
-    from convscope.analysis.filter_vis import channel_means
+    from convscope.analysis.standard.filter_vis import channel_means
 
     if isinstance(wanted, (list, tuple)):
         return [int(c) for c in wanted]

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from convscope.analysis import layer_choice, plots
+from convscope.analysis import plots
+from convscope.analysis.explain import layer_choice
 from convscope.analysis.index import item, section
 from convscope.analysis.steps import Labelled
 
@@ -23,7 +24,7 @@ def spatial_layers(base) -> list[str]:
 
 def resolve_layers(base, wanted, min_side: int = 7) -> list[str]:
     """Config entries -> layer names: a string is a layer name, a number in [0, 1] a relative
-    depth among the layers whose maps are readable (convscope.analysis.layer_choice)."""
+    depth among the layers whose maps are readable (convscope.analysis.explain.layer_choice)."""
     return [m.name for m in layer_choice.activation_layers(base, wanted, min_side)]
 
 

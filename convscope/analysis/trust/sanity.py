@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from convscope.analysis.gradcam import upsample
+from convscope.analysis.explain.gradcam import upsample
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convscope.analysis.gradcam import onehot_targets
-from convscope.analysis.saliency import input_gradients
+from convscope.analysis.explain.gradcam import onehot_targets
+from convscope.analysis.explain.saliency import input_gradients
 
 
 @dataclass

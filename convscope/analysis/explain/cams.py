@@ -1,4 +1,4 @@
-"""More class-activation maps at a conv layer, beyond Grad-CAM(++) (convscope.analysis.gradcam).
+"""More class-activation maps at a conv layer, beyond Grad-CAM(++) (convscope.analysis.explain.gradcam).
 
 With A the layer's activations (N x h x w x K) and g = d logit / d A from the one
 gradients module (gradcam.layer_gradients), the gradient CAMs are closed forms:
@@ -21,8 +21,8 @@ import logging
 
 import numpy as np
 
-from convscope.analysis.gradcam import upsample
-from convscope.analysis.occlusion import chunk_size, predict_probs
+from convscope.analysis.explain.gradcam import upsample
+from convscope.analysis.explain.occlusion import chunk_size, predict_probs
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convscope.analysis.filter_vis import Settings, channel_means, visualize
 from convscope.analysis.split_model import as_model, cut, find_layer
+from convscope.analysis.standard.filter_vis import Settings, channel_means, visualize
 
 
 def _nested_base(model):

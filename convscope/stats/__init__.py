@@ -1,0 +1,1 @@
+"""Statistics shared by training and analysis: pure NumPy/SciPy, no Keras, no plotting."""
