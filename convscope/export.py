@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convscope import atomic
+from convscope import atomic, layout
 
 log = logging.getLogger(__name__)
 TOLERANCE = 1e-5  # max |probability difference| accepted between exported and original
@@ -47,24 +47,23 @@ def export_model(*, model_path, out_dir, check_images: np.ndarray, batch_size: i
     from convscope.models.build import load_model
 
     out = Path(out_dir)
+    files = layout.ExportFolder(out)
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(model_path, compile=False)
     serving = serving_model(model)
-    with atomic.path(out / "model.keras") as tmp:
+    with atomic.path(files.keras) as tmp:
         serving.save(str(tmp))
     tmp_saved = out / ".tmp-saved_model"
     shutil.rmtree(tmp_saved, ignore_errors=True)
     serving.export(str(tmp_saved), format="tf_saved_model", verbose=False)
-    _replace_dir(tmp_saved, out / "saved_model")
+    _replace_dir(tmp_saved, files.saved_model)
     log.info("exported %s to %s (model.keras, saved_model/)", model_path, out)
 
     x = np.asarray(check_images, dtype="float32")
     want = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
-    saved = tf.saved_model.load(str(out / "saved_model"))  # kept: its functions reference its variables
+    saved = tf.saved_model.load(str(files.saved_model))  # kept: its functions reference its variables
     got = {
-        "keras": np.asarray(
-            load_model(out / "model.keras", compile=False).predict(x, batch_size=batch_size, verbose=0)
-        ),
+        "keras": np.asarray(load_model(files.keras, compile=False).predict(x, batch_size=batch_size, verbose=0)),
         "saved_model": np.concatenate(
             [np.asarray(saved.serve(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
         ),
@@ -81,7 +80,7 @@ def export_model(*, model_path, out_dir, check_images: np.ndarray, batch_size: i
             for name, pred in got.items()
         },
     }
-    atomic.write_json(out / "export.json", check)
+    atomic.write_json(files.check, check)
     bad = {k: v for k, v in check["formats"].items() if v["max_abs_diff"] > TOLERANCE or not v["same_top1"]}
     if bad:
         raise RuntimeError(f"{out}: exported model(s) {sorted(bad)} do not reproduce {model_path}: {bad}")

@@ -183,3 +183,51 @@ def read_best(path) -> dict[str, BestRun]:
             "re-run the summarise rule"
         )
     return {b: BestRun(**v) for b, v in raw.items()}
+
+
+# ---- analysis records the report's findings read (layout.AnalysisFolder.records) -------
+@dataclass(frozen=True)
+class AnalysisRecord:
+    """One JSON record of an analysis folder that another stage reads by name.
+
+    The analyse job writes every record (`write`, or `not_run` when its analysis was off or
+    had nothing to work on), so the rule declares them as outputs; readers get the dict, or
+    None for a record of an analysis that did not run.
+    """
+
+    name: str  # the key in layout.AnalysisFolder.records
+    required: tuple[str, ...]  # keys every reader may rely on
+
+    def write(self, path, data: dict) -> None:
+        missing = [k for k in self.required if k not in data]
+        if missing:
+            raise ValueError(f"{path}: the {self.name} record lacks {missing}")
+        atomic.write_json(path, {"ran": True, **data}, indent=1)
+
+    def not_run(self, path, reason: str) -> None:
+        atomic.write_json(path, {"ran": False, "reason": reason}, indent=1)
+
+    def read(self, path) -> dict | None:
+        """The record (without "ran"); None when its analysis did not run; ValueError naming the file otherwise."""
+        raw = _read_json(path, "the analyse rule for this run")
+        if not isinstance(raw, dict) or "ran" not in raw:
+            raise ValueError(f"{path}: not a {self.name} record as the analyse job writes it; re-run the analyse rule")
+        if not raw["ran"]:
+            return None
+        missing = [k for k in self.required if k not in raw]
+        if missing:
+            raise ValueError(f"{path}: the {self.name} record lacks {missing}; re-run the analyse rule")
+        return {k: v for k, v in raw.items() if k != "ran"}
+
+
+# What the run's training left frozen (convscope.analysis.standard.frozen).
+FROZEN = AnalysisRecord("frozen", ("strategy", "frozen_blocks", "trained_blocks", "statement", "blocks"))
+# Temperature scaling on the validation split (convscope.stats.calibration.Calibration.summary).
+CALIBRATION = AnalysisRecord("calibration", ("temperature", "ece_before", "ece_after"))
+# The pointing game (convscope.analysis.trust.checks): per-method accuracy, chance, the centre baseline.
+POINTING = AnalysisRecord("pointing", ("images", "methods", "chance", "centre_baseline"))
+# Deletion curves' areas per method, "random" included (convscope.analysis.trust.checks).
+DELETION = AnalysisRecord("deletion", ("images", "steps", "auc"))
+# The randomisation sanity check's verdict per method (convscope.analysis.trust.sanity).
+SANITY = AnalysisRecord("sanity", ("threshold", "images", "stages", "methods"))
+ANALYSIS_RECORDS = {r.name: r for r in (FROZEN, CALIBRATION, POINTING, DELETION, SANITY)}

@@ -18,8 +18,8 @@ checkpoint summarise:
         index=L.grid_index,
         runs=L.runs_csv,
         best=L.best_json,
-        heatmaps=L.grid_dir / "heatmaps.csv",
-        strategies=L.grid_dir / "strategies.csv",
+        heatmaps=L.heatmaps_csv,
+        strategies=L.strategies_csv,
         seeds=L.seeds_csv,
         comparisons=L.comparisons_csv,
     log:
@@ -38,7 +38,10 @@ rule analyse:
     input:
         unpack(analyse_inputs),
         after_split=after_split,  # planned again once split has run (common.smk)
+    # Besides index.json, the records other stages read by name (the report's
+    # findings): every job writes each, a "not run" record when that analysis was off.
     output:
+        **L.analysis_records("{backbone}", "{run}"),
         index=L.analysis_index("{backbone}", "{run}"),
     log:
         L.log("analyse", "{backbone}", "{run}"),

@@ -6,8 +6,12 @@
 rule audit:
     input:
         embeddings=L.embeddings("{backbone}"),
-        index=lambda wc: [prepared_split(wc.backbone, s, "index.csv") for s in SPLITS],
-        labels=lambda wc: [prepared_split(wc.backbone, s, "labels.npy") for s in SPLITS],
+        index=lambda wc: [
+            prepared_split(wc.backbone, s, layout.PREPARED_INDEX) for s in SPLITS
+        ],
+        labels=lambda wc: [
+            prepared_split(wc.backbone, s, layout.PREPARED_LABELS) for s in SPLITS
+        ],
         after_split=after_split,  # planned again once split has run (common.smk)
     output:
         **audit_files("{backbone}"),

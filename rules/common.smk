@@ -197,7 +197,7 @@ def report_outputs():
     }
     if REPORT["self_contained"]:
         out["standalone"] = report(
-            L.report_dir / "report-standalone.html",
+            L.report_standalone,
             caption="../report/captions/report.rst",
             category="Report",
             labels={"page": "convscope report (self-contained)"},
@@ -246,7 +246,10 @@ def train_inputs(wildcards):
         **{
             f"{split}_{kind}": prepared_split(wildcards.backbone, split, ext)
             for split in FIT_SPLITS
-            for kind, ext in (("images", "npy"), ("labels", "labels.npy"))
+            for kind, ext in (
+                ("images", layout.PREPARED_IMAGES),
+                ("labels", layout.PREPARED_LABELS),
+            )
         },
         **pretrained_base(wildcards.backbone, strategy),
     }

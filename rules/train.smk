@@ -50,7 +50,7 @@ rule evaluate:
         model=L.model("{backbone}", "{run}"),
         fit=L.fit("{backbone}", "{run}"),
         images=lambda wc: prepared_split(wc.backbone, "test"),
-        labels=lambda wc: prepared_split(wc.backbone, "test", "labels.npy"),
+        labels=lambda wc: prepared_split(wc.backbone, "test", layout.PREPARED_LABELS),
         after_split=after_split,  # planned again once split has run (common.smk)
     output:
         metrics=L.metrics("{backbone}", "{run}"),
@@ -119,7 +119,7 @@ rule features_head:
         embeddings=[L.embedding("{backbone}", s) for s in FIT_SPLITS],
         info=L.embed_info("{backbone}", "train"),
         labels=lambda wc: [
-            prepared_split(wc.backbone, s, "labels.npy") for s in FIT_SPLITS
+            prepared_split(wc.backbone, s, layout.PREPARED_LABELS) for s in FIT_SPLITS
         ],
         after_split=after_split,  # planned again once split has run (common.smk)
     output:
@@ -149,7 +149,7 @@ rule evaluate_head:
         head=L.head("{backbone}", "{run}"),
         fit=L.fit("{backbone}", "{run}"),
         embeddings=L.embedding("{backbone}", "test"),
-        labels=lambda wc: prepared_split(wc.backbone, "test", "labels.npy"),
+        labels=lambda wc: prepared_split(wc.backbone, "test", layout.PREPARED_LABELS),
         after_split=after_split,  # planned again once split has run (common.smk)
     output:
         metrics=L.metrics("{backbone}", "{run}"),
@@ -200,7 +200,7 @@ rule features_model:
 rule sanity:
     input:
         images=lambda wc: prepared_split(wc.backbone, "test"),
-        index=lambda wc: prepared_split(wc.backbone, "test", "index.csv"),
+        index=lambda wc: prepared_split(wc.backbone, "test", layout.PREPARED_INDEX),
         after_split=after_split,  # planned again once split has run (common.smk)
     output:
         L.sanity("{backbone}"),

@@ -193,7 +193,7 @@ def test_index_lists_every_standard_analysis(analysed):
 
 def test_predictions_match_an_independent_forward_pass(analysed):
     _, _, p = numpy_forward(analysed["x"])
-    pred = pd.read_csv(analysed["out"] / "predictions.csv")
+    pred = pd.read_csv(layout.AnalysisFolder(analysed["out"]).probabilities)
     np.testing.assert_allclose(pred[[f"p_{c}" for c in CLASSES]].to_numpy(), p, atol=1e-4)
     assert list(pred["pred"]) == [CLASSES[k] for k in p.argmax(axis=1)]
 
@@ -330,8 +330,8 @@ def test_orchestrator_on_jax_backend_matches_tensorflow(analysed, tmp_path):
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    tf_pred = pd.read_csv(analysed["out"] / "predictions.csv")
-    jax_pred = pd.read_csv(out / "predictions.csv")
+    tf_pred = pd.read_csv(layout.AnalysisFolder(analysed["out"]).probabilities)
+    jax_pred = pd.read_csv(layout.AnalysisFolder(out).probabilities)
     cols = [f"p_{c}" for c in CLASSES]
     np.testing.assert_allclose(jax_pred[cols], tf_pred[cols], atol=1e-5)
     np.testing.assert_array_equal(pd.read_csv(out / "confusion.csv", index_col=0).to_numpy(), CONFUSION)
@@ -399,7 +399,7 @@ def test_calibration_is_fitted_on_val_and_keeps_every_prediction(analysed):
     from convscope.stats import calibration
 
     cal = json.loads((analysed["out"] / "calibration.json").read_text())
-    pred = pd.read_csv(analysed["out"] / "predictions.csv")
+    pred = pd.read_csv(layout.AnalysisFolder(analysed["out"]).probabilities)
     probs = pred[[f"p_{c}" for c in CLASSES]].to_numpy()
     labels = np.asarray([CLASSES.index(c) for c in pred["true"]])
     assert cal["fitted_on"] == "val" and cal["val_images"] == len(analysed["x"])

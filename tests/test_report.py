@@ -20,7 +20,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from conftest import parse_job_stats, tiny_config
-from convscope import layout
+from convscope import layout, records
 from convscope.layout import Results
 from convscope.records import BestRun, RunMetrics, write_best, write_metrics
 from convscope.report import collect
@@ -240,6 +240,9 @@ def make_results(
             runs=2,
         )
         a = res.analysis_dir(b, run)
+        for name, path in res.analysis_records(b, run).items():  # the analyse job writes each, run or not
+            path.parent.mkdir(parents=True, exist_ok=True)
+            records.ANALYSIS_RECORDS[name].not_run(path, "not run in this fixture")
         _figure(a / "curves.png", f"{b} curves {ev}")
         _csv(a / "curves.csv", [{"epoch": 1, "loss": 0.9}])
         _figure(a / "gradcam" / "gradcam.png", "gradcam")
@@ -757,7 +760,6 @@ def test_findings_open_the_page(tmp_path):
     R = make_results(tmp_path / "results", backbones=("alexnet",))
     run = "finetune-lr1e-4-d1"
     res = Results(R)
-    a = res.analysis_dir("alexnet", run)
     res.best_json.write_text(
         json.dumps(
             {
@@ -795,15 +797,25 @@ def test_findings_open_the_page(tmp_path):
             }
         ],
     )
-    (a / "calibration.json").write_text(json.dumps({"temperature": 1.8, "ece_before": 0.12, "ece_after": 0.03}))
-    (a / "frozen.json").write_text(json.dumps({"frozen_blocks": ["conv1"], "statement": "Blocks conv1 stayed frozen"}))
-    (a / "explain").mkdir()
-    (a / "explain" / "pointing.json").write_text(
-        json.dumps({"images": 40, "chance": 0.2, "centre_baseline": 0.5, "methods": {"gradcam": {"accuracy": 0.8}}})
+    files = res.analysis("alexnet", run)
+    records.CALIBRATION.write(files.calibration, {"temperature": 1.8, "ece_before": 0.12, "ece_after": 0.03})
+    records.FROZEN.write(
+        files.frozen,
+        {
+            "strategy": "finetune",
+            "frozen_blocks": ["conv1"],
+            "trained_blocks": ["conv2"],
+            "statement": "Blocks conv1 stayed frozen",
+            "blocks": [],
+        },
     )
-    (a / "explain" / "deletion.json").write_text(json.dumps({"auc": {"gradcam": 0.45, "random": 0.4}}))
+    records.POINTING.write(
+        files.explain.pointing,
+        {"images": 40, "chance": 0.2, "centre_baseline": 0.5, "methods": {"gradcam": {"accuracy": 0.8}}},
+    )
+    records.DELETION.write(files.explain.deletion, {"images": 40, "steps": 10, "auc": {"gradcam": 0.45, "random": 0.4}})
     sanity = {"gradcam": {"passed": True}, "saliency": {"passed": True}, "eigencam": {"passed": False}}
-    (a / "explain" / "sanity.json").write_text(json.dumps({"threshold": 0.5, "methods": sanity}))
+    records.SANITY.write(files.explain.sanity, {"threshold": 0.5, "images": 8, "stages": [], "methods": sanity})
     out = render_report(R, Results(R).report_dir, OPTIONS, False, config=_config(["circle", "square", "triangle"]))
     text = out["html"].read_text()
     order = [a.get("id") for t, a in Page(text).tags if t == "section" and a.get("class") == "block"]

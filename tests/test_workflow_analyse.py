@@ -72,7 +72,7 @@ def test_the_analysis_folder_holds_every_analysis_and_its_index(analysed):
     test_n = len(pd.read_csv(analysed.tree.prepared("48", "test", "index.csv")))
     assert len(pd.read_csv(folder / "embedding.csv")) == test_n
     # The analysis job's own forward pass agrees with the accuracy training measured.
-    pred = pd.read_csv(folder / "predictions.csv")
+    pred = pd.read_csv(layout.AnalysisFolder(folder).probabilities)
     metrics = json.loads(analysed.tree.metrics(BACKBONE, best["run"]).read_text())
     assert (pred["true"] == pred["pred"]).mean() == pytest.approx(metrics["test"]["accuracy"], abs=1e-9)
     bench = analysed.tree.benchmark("analyse", BACKBONE, best["run"])

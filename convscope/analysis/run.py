@@ -63,8 +63,8 @@ def contract_layers(model):
 def load_split(prepared_dir, split: str = "test") -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     prepared_dir = Path(prepared_dir)
     x = np.load(layout.prepared_in(prepared_dir, split))
-    labels = np.load(layout.prepared_in(prepared_dir, split, "labels.npy")).astype(np.int64)
-    index = pd.read_csv(layout.prepared_in(prepared_dir, split, "index.csv"))
+    labels = np.load(layout.prepared_in(prepared_dir, split, layout.PREPARED_LABELS)).astype(np.int64)
+    index = pd.read_csv(layout.prepared_in(prepared_dir, split, layout.PREPARED_INDEX))
     if not (len(x) == len(labels) == len(index)):
         raise ValueError(
             f"{prepared_dir}: {split}.npy ({len(x)}), {split}.labels.npy ({len(labels)}) and "
@@ -265,7 +265,7 @@ def _write_predictions(test: TestSet, classes: list[str], out_dir: Path) -> None
             "pred": [classes[k] for k in test.preds],
             **{f"p_{c}": test.probs[:, k] for k, c in enumerate(classes)},
         }
-    ).to_csv(out_dir / "predictions.csv", index=False)
+    ).to_csv(layout.AnalysisFolder(out_dir).probabilities, index=False)
     log.info("test accuracy %.3f (%d images)", float((test.preds == test.labels).mean()), len(test.x))
 
 
@@ -280,7 +280,7 @@ def _load_checked(model_path, classes: list[str]):
 
 
 def open_job(paths: JobPaths, classes, options, settings: JobSettings = JobSettings()) -> Job:
-    """Load the model and the test set once, run the forward pass, write predictions.csv."""
+    """Load the model and the test set once, run the forward pass, write the test probabilities."""
     from convscope.analysis.standard import frozen
 
     opts = _options(options)
@@ -337,12 +337,13 @@ def _confusion(job: Job):
     from convscope.analysis.standard import confusion
 
     sec = confusion.confusion(job.test.labels, job.test.probs, job.classes, job.out_dir)
+    table = layout.AnalysisFolder(job.out_dir).probabilities
     sec["items"].append(
         item(
             "table",
-            job.out_dir / "predictions.csv",
+            table,
             "Every test image with its true class, prediction and class probabilities.",
-            job.out_dir / "predictions.csv",
+            table,
             root=job.out_dir,
         )
     )
@@ -356,7 +357,7 @@ def _calibration(job: Job):
     opts = job.opts["calibration"]
     if not opts["enabled"]:
         return None
-    if not (job.prepared_dir / "val.npy").is_file():
+    if not layout.prepared_in(job.prepared_dir, "val").is_file():
         log.warning("calibration skipped: %s has no val split to fit the temperature on", job.prepared_dir)
         return None
     val = TestSet.predict(job.model, job.prepared_dir, "val", job.opts["batch_size"], embeddings=False)
@@ -490,7 +491,8 @@ def cost_section(job: Job, seconds: float) -> dict:
         "analysis_over_train": round(seconds / train, 3) if train else None,
         "test_images": len(job.test.x),
     }
-    (job.out_dir / "timings.json").write_text(json.dumps(cost, indent=1))
+    timings = layout.AnalysisFolder(job.out_dir).timings
+    timings.write_text(json.dumps(cost, indent=1))
     log.info("analyses of %s took %.1f s (training %s s)", job.run_dir, seconds, train)
     return section(
         "cost",
@@ -498,7 +500,7 @@ def cost_section(job: Job, seconds: float) -> dict:
         [
             item(
                 "json",
-                job.out_dir / "timings.json",
+                timings,
                 "Seconds spent on each analysis of this model (one job, model "
                 "loaded once) and the ratio to its training time.",
                 None,
@@ -525,4 +527,16 @@ def analyse_model(paths: JobPaths, classes, options=None, settings: JobSettings 
     if settings.explain:
         sections += explain_sections(job)
     sections.append(cost_section(job, time.perf_counter() - t_start))
+    mark_not_run(job.out_dir)
     return write_index(job.out_dir, f"{job.backbone} / {job.run_dir.name}", sections)
+
+
+def mark_not_run(out_dir) -> None:
+    """A "not run" record for each record of layout.AnalysisFolder.records this job did not write
+    (its analysis off in config `analysis`, or nothing to work on), so every declared output exists."""
+    for name, path in layout.AnalysisFolder(out_dir).records.items():
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            records.ANALYSIS_RECORDS[name].not_run(
+                path, "not run: off in config analysis, or not applicable to this run (see the analyse job's log)"
+            )

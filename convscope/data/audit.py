@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from convscope import atomic
+from convscope import atomic, layout
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,9 @@ class Embedded:
 def load(features_dir: Path, prepared_dir: Path) -> Embedded:
     xs, ys, files, splits = [], [], [], []
     for split in SPLITS:
-        x = np.load(Path(features_dir) / f"{split}.npy")
-        y = np.load(Path(prepared_dir) / f"{split}.labels.npy")
-        index = pd.read_csv(Path(prepared_dir) / f"{split}.index.csv")
+        x = np.load(layout.embedding_in(features_dir, split))
+        y = np.load(layout.prepared_in(prepared_dir, split, layout.PREPARED_LABELS))
+        index = pd.read_csv(layout.prepared_in(prepared_dir, split, layout.PREPARED_INDEX))
         if not len(x) == len(y) == len(index):
             raise ValueError(
                 f"{features_dir}/{split}.npy has {len(x)} rows, {prepared_dir}/{split} {len(y)} labels and "

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import imagehash
 
-from convscope import atomic
+from convscope import atomic, layout
 from convscope.data import dedup, imageio, quality, review
 
 # Files the crawl stage writes beside the images, decided by name, not extension,
@@ -214,7 +214,7 @@ def _ledger_sources(raw_root: Path, cls: str) -> dict[str, str]:
 
 def options_path(manifest_csv: Path) -> Path:
     """The sidecar recording the deciding options of a manifest (to know if it can be reused)."""
-    return Path(manifest_csv).with_suffix(".options.json")
+    return layout.options_beside(manifest_csv)
 
 
 def read_prior(prior_csv: Path | None, options: dict) -> dict[str, dict]:

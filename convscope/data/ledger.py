@@ -50,7 +50,7 @@ FINAL = frozenset({OK, DUPLICATE, REJECTED, MISSING})
 MANIFEST = layout.LEDGER
 # Files the crawl stage writes beside the images; everything else in the folder is an image
 # (convscope.data.clean.SIDECARS lists the same names).
-SIDECARS = frozenset({MANIFEST, layout.CRAWL_SUMMARY, "boxes.csv"})
+SIDECARS = frozenset({MANIFEST, layout.CRAWL_SUMMARY, layout.BOXES})
 _TMP_PREFIX = ".convscope-tmp-"
 _NUMBERED = re.compile(r"^(\d+)\.")
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convscope import faults
+from convscope import faults, layout
 from convscope.data import imageio
 from convscope.layout import SPLITS
 
@@ -80,7 +80,7 @@ def read_splits(splits_csv: Path, classes: list[str]) -> dict[str, list[dict]]:
 
 def read_boxes(raw_root: Path, cls: str) -> dict[str, tuple]:
     """raw_root/{cls}/boxes.csv as {file relative to raw_root: ((x0, y0, x1, y1), (w, h) or None)}."""
-    path = raw_root / cls / "boxes.csv"
+    path = raw_root / cls / layout.BOXES
     if not path.exists():
         return {}
     boxes = {}
@@ -133,7 +133,7 @@ def _write_split(
     pool: ThreadPoolExecutor,
     threads: int,
 ) -> dict:
-    tmp = {k: out_dir / f".tmp-{split}.{k}" for k in ("npy", "labels.npy", "index.csv")}
+    tmp = {k: out_dir / f".tmp-{split}.{k}" for k in layout.PREPARED_KINDS}
     try:
         return _fill_split(split, items, raw_root, size, policy, out_dir, pool, threads, tmp)
     finally:
@@ -162,8 +162,8 @@ def _fill_split(split, items, raw_root, size, policy, out_dir, pool, threads, tm
             last = now
     images.flush()
     del images  # close the memmap before the rename
-    np.save(tmp["labels.npy"], labels)
-    with open(tmp["index.csv"], "w", newline="") as f:
+    np.save(tmp[layout.PREPARED_LABELS], labels)
+    with open(tmp[layout.PREPARED_INDEX], "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(INDEX_COLUMNS)
         for i, (item, box) in enumerate(zip(items, boxes)):

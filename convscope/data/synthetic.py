@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from convscope import layout
 from convscope.shapes import SHAPES
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ def synthesize(cls: str, options: dict, ledger) -> str:
     fraction, others = settings.get("mislabel_fraction", 0), options.get("other_shapes") or []
     prefix = f"synthetic:{shape}/seed={seed}/index="
     _warn_if_settings_changed(cls, ledger, prefix, detail)
-    boxes_path = ledger.folder / "boxes.csv"
+    boxes_path = ledger.folder / layout.BOXES
     index = 0
     while ledger.ok_count < target:
         index += 1
@@ -232,7 +233,9 @@ def synthesize(cls: str, options: dict, ledger) -> str:
             cls, drawn, seed, index, size=size, noise=noise, clutter=clutter, object_size=object_size, rotation=rotation
         )
         note = detail if drawn == shape else f"{detail}{PLANTED}{drawn}"
-        stored = ledger.store("synthetic", key, png_bytes(d.image), "png", detail=note, name=f"{index:06d}.png")
+        stored = ledger.store(
+            "synthetic", key, png_bytes(d.image), "png", detail=note, name=layout.synthetic_image_name(index)
+        )
         if stored.status == OK:
             _append_box(boxes_path, stored.file, d.box, d.image.size)
         if index % 50 == 0:

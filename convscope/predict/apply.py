@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convscope import atomic
+from convscope import atomic, layout
 from convscope.predict import images
 
 log = logging.getLogger(__name__)
@@ -48,11 +48,11 @@ class Cache:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def get(self, sha: str) -> dict | None:
-        path = self.dir / f"{sha}.json"
+        path = layout.PredictFolder.cache_entry(self.dir, sha)
         return json.loads(path.read_text()) if path.is_file() else None
 
     def put(self, sha: str, record: dict) -> None:
-        atomic.write_bytes(self.dir / f"{sha}.json", json.dumps(record).encode())
+        atomic.write_bytes(layout.PredictFolder.cache_entry(self.dir, sha), json.dumps(record).encode())
 
 
 def cache_key(model_path, settings: Settings, classes) -> str:
@@ -89,7 +89,7 @@ def _predict_new(model, loaded: list[images.Loaded], classes, settings: Settings
     for i, item in enumerate(loaded):
         overlay = ""
         if cams is not None:
-            overlay = f"overlays/{item.sha256[:16]}.jpg"
+            overlay = layout.PredictFolder.overlay_name(item.sha256)
             atomic.write_bytes(out / overlay, _overlay_jpeg(item.pixels, cams[i]))
         top = [[classes[int(c)], round(float(probs[i, c]), 6)] for c in order[i]]
         records.append({"status": "ok", "reason": "", "top": top, "overlay": overlay})
@@ -133,7 +133,7 @@ def predict_folder(*, model_path, folder, out_dir, backbone: str, run: str, clas
     model = load_model(model_path, compile=False)
     if model.output.shape[-1] != len(classes):
         raise ValueError(f"{model_path}: the model predicts {model.output.shape[-1]} classes, config has {classes}")
-    cache = Cache(out / "cache", cache_key(model_path, settings, classes))
+    cache = Cache(layout.PredictFolder(out).cache, cache_key(model_path, settings, classes))
     results: dict[str, dict] = {}
     pending: list[images.Loaded] = []
     for path in files:
@@ -165,14 +165,16 @@ def predict_folder(*, model_path, folder, out_dir, backbone: str, run: str, clas
         log.info("predicted %d / %d new images", min(start + len(batch), len(pending)), len(pending))
     ordered = [(p.name, results[p.name]) for p in files]
     _drop_stale_overlays(out, {r["overlay"] for _, r in ordered})
-    atomic.write_csv(out / "predictions.csv", [row for name, r in ordered for row in csv_rows(name, r)], COLUMNS)
-    atomic.write_bytes(out / "index.html", page.render(backbone, run, folder, ordered).encode("utf-8"))
+    files_out = layout.PredictFolder(out)
+    atomic.write_csv(files_out.predictions, [row for name, r in ordered for row in csv_rows(name, r)], COLUMNS)
+    page_html = page.render(backbone, run, folder, ordered, table=files_out.predictions.name)
+    atomic.write_bytes(files_out.page, page_html.encode("utf-8"))
     return ordered
 
 
 def _drop_stale_overlays(out: Path, keep: set[str]) -> None:
-    folder = out / "overlays"
+    folder = layout.PredictFolder(out).overlays
     if folder.is_dir():
         for f in folder.iterdir():
-            if f"overlays/{f.name}" not in keep:
+            if f.relative_to(out).as_posix() not in keep:
                 f.unlink()

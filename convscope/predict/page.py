@@ -15,7 +15,8 @@ def _css() -> str:
     return resources.files("convscope.report").joinpath("static", "report.css").read_text(encoding="utf-8")
 
 
-def render(backbone: str, run: str, folder, ordered: list[tuple[str, dict]]) -> str:
+def render(backbone: str, run: str, folder, ordered: list[tuple[str, dict]], table: str) -> str:
+    """table: the predictions CSV's name beside the page (layout.PredictFolder.predictions)."""
     css = _css()
     digest = base64.b64encode(hashlib.sha256(css.encode("utf-8")).digest()).decode("ascii")
     csp = f"default-src 'none'; img-src 'self'; style-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'"
@@ -27,6 +28,7 @@ def render(backbone: str, run: str, folder, ordered: list[tuple[str, dict]]) -> 
         folder=str(Path(folder)),
         ok=ok,
         rejected=rejected,
+        table=table,
         css=Markup(css),
         csp=csp,
     )

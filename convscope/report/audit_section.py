@@ -56,7 +56,7 @@ def _planted(results: Path, classes: list[str]) -> dict[str, str]:
     """{file: shape drawn} of the synthetic source's planted label errors (crawl ledger detail)."""
     found = {}
     for cls in classes:
-        path = results / "raw" / cls / "manifest.csv"
+        path = layout.Results(results).ledger(cls)
         if path.is_file():
             with open(path, newline="") as f:
                 for r in csv.DictReader(f):
@@ -102,13 +102,17 @@ def test_accuracies(predictions: Path, twins: set[str], flagged: set[str]) -> di
     """Test accuracy overall, without a train near-twin, and on flagged vs unflagged images."""
     if not predictions.is_file():
         return None
-    rows = collect.read_csv(predictions, "analysis rules (predictions.csv)")
+    rows = collect.read_csv(predictions, "analyse rule (the test probabilities)")
     return {
         "all": _accuracy(rows),
         "without_twin": _accuracy([r for r in rows if r["file"] not in twins]),
         "flagged": _accuracy([r for r in rows if r["file"] in flagged]),
         "unflagged": _accuracy([r for r in rows if r["file"] not in flagged]),
     }
+
+
+def _in_results(paths: layout.Results, path: Path) -> str:
+    return path.relative_to(paths.root).as_posix()
 
 
 def backbone_audit(results: Path, backbone: str, ctx: dict) -> dict:
@@ -135,13 +139,14 @@ def backbone_audit(results: Path, backbone: str, ctx: dict) -> dict:
     top_k = {r["file"] for r in issues[:k]}
     pairs = [{**r, "thumb": thumbs(r["file"]), "twin_thumb": thumbs(r["twin"])} for r in leaks[:PAIRS_SHOWN]]
     run = ctx["best"].get(backbone)
-    preds = paths.analysis_dir(backbone, run) / "predictions.csv" if run else Path("/nonexistent")
+    preds = paths.analysis(backbone, run).probabilities if run else Path("/nonexistent")
     return {
         "name": backbone,
         "summary": summary,
         "issues": cards,
-        "issues_csv": ctx["assets"].add(paths.label_issues(backbone), f"audit/{backbone}/label_issues.csv"),
-        "leakage_csv": ctx["assets"].add(paths.leakage(backbone), f"audit/{backbone}/leakage.csv"),
+        # Asset names mirror the results tree (audit/{backbone}/...).
+        "issues_csv": ctx["assets"].add(paths.label_issues(backbone), _in_results(paths, paths.label_issues(backbone))),
+        "leakage_csv": ctx["assets"].add(paths.leakage(backbone), _in_results(paths, paths.leakage(backbone))),
         "planted": {"n": k, "in_issue_set": len(in_set & set(planted)), "in_top_k": len(top_k & set(planted))}
         if k
         else None,
@@ -163,9 +168,10 @@ def build_audit(results: Path, classes: list[str], assets, best: dict) -> dict:
         "best": best,
         "assets": assets,
     }
+    audit_root = layout.Results(results).audits_dir
     audited = (
-        sorted(p.name for p in (results / "audit").iterdir() if (p / "audit.json").is_file())
-        if (results / "audit").is_dir()
+        sorted(p.name for p in audit_root.iterdir() if layout.Results(results).audit_summary(p.name).is_file())
+        if audit_root.is_dir()
         else []
     )
     log.info("report: data audit of %s", audited or "no backbone")

@@ -7,18 +7,18 @@ whether the explanation checks passed; then the data health. Each card is read
 from files the stages already wrote (best.json, comparisons.csv, the analysis
 folders, the clean manifest), nothing is recomputed here.
 
-An explanation check is one function in CHECKS: (analysis folder) -> Check or
-None when that check did not run; adding one (e.g. a sanity badge) is one
+An explanation check is one function in CHECKS: (layout.AnalysisFolder) -> Check or
+None when that check did not run (convscope.records.AnalysisRecord.read); adding one (e.g. a sanity badge) is one
 function and one entry.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from convscope import layout, records
 from convscope.report import collect
 
 # Strategies that train the network (a features head fits a linear layer on a frozen base).
@@ -32,17 +32,18 @@ class Check:
     text: str
 
 
-def _json(path: Path | None) -> dict | None:
-    if path is None or not path.is_file():
+def _record(folder: layout.AnalysisFolder | None, name: str) -> dict | None:
+    """One record of the analysis folder (None: no folder, or its analysis did not run)."""
+    if folder is None:
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise collect.ReportInputError(f"{path}: not valid JSON ({e}); re-run the analyse rule") from e
+        return records.ANALYSIS_RECORDS[name].read(folder.records[name])
+    except ValueError as e:
+        raise collect.ReportInputError(str(e)) from e
 
 
-def pointing_check(folder: Path) -> Check | None:
-    game = _json(folder / "explain" / "pointing.json")
+def pointing_check(folder: layout.AnalysisFolder) -> Check | None:
+    game = _record(folder, "pointing")
     if not game or not game.get("images") or "gradcam" not in (game.get("methods") or {}):
         return None
     acc = float(game["methods"]["gradcam"]["accuracy"])
@@ -55,8 +56,8 @@ def pointing_check(folder: Path) -> Check | None:
     )
 
 
-def deletion_check(folder: Path) -> Check | None:
-    d = _json(folder / "explain" / "deletion.json")
+def deletion_check(folder: layout.AnalysisFolder) -> Check | None:
+    d = _record(folder, "deletion")
     auc = (d or {}).get("auc") or {}
     if "gradcam" not in auc or "random" not in auc:
         return None
@@ -69,9 +70,9 @@ def deletion_check(folder: Path) -> Check | None:
     )
 
 
-def sanity_check(folder: Path) -> Check | None:
-    """The randomisation sanity check (explain/sanity.json): passes when Grad-CAM's maps depend on the weights."""
-    verdicts = (_json(folder / "explain" / "sanity.json") or {}).get("methods") or {}
+def sanity_check(folder: layout.AnalysisFolder) -> Check | None:
+    """The randomisation sanity check (records.SANITY): passes when Grad-CAM's maps depend on the weights."""
+    verdicts = (_record(folder, "sanity") or {}).get("methods") or {}
     if not verdicts:
         return None
     passed = sorted(m for m, v in verdicts.items() if v.get("passed"))
@@ -85,7 +86,7 @@ def sanity_check(folder: Path) -> Check | None:
     )
 
 
-CHECKS: tuple[Callable[[Path], Check | None], ...] = (pointing_check, deletion_check, sanity_check)
+CHECKS: tuple[Callable[[layout.AnalysisFolder], Check | None], ...] = (pointing_check, deletion_check, sanity_check)
 
 
 def _ci(info: dict) -> str:
@@ -93,12 +94,12 @@ def _ci(info: dict) -> str:
     return f" (95% CI {lo:.2f}–{hi:.2f})" if lo is not None and hi is not None else ""
 
 
-def model_line(backbone: str, info: dict, folder: Path | None) -> dict:
+def model_line(backbone: str, info: dict, folder: layout.AnalysisFolder | None) -> dict:
     """The analysed model of one backbone: its test accuracy with the CI, then run, calibration, seeds."""
     acc = collect.number(info.get("test_accuracy"))
     headline = f"Test accuracy {acc:.3f}{_ci(info)}" if acc is not None else "No test accuracy recorded"
     details = [f"{info['run']} ({info['strategy']})" if info.get("strategy") else info["run"]]
-    cal = _json(folder / "calibration.json") if folder else None
+    cal = _record(folder, "calibration")
     if cal:
         details.append(
             f"ECE {cal['ece_before']:.3f} → {cal['ece_after']:.3f} after temperature scaling "
@@ -107,7 +108,7 @@ def model_line(backbone: str, info: dict, folder: Path | None) -> dict:
     seeds = collect.number(info.get("seeds"))
     if seeds and seeds > 1:
         details.append(f"{seeds} seeds, mean val accuracy {info['val_accuracy_seed_mean']:.3f}")
-    frozen = _json(folder / "frozen.json") if folder else None
+    frozen = _record(folder, "frozen")
     return {
         "headline": headline,
         "details": details,
@@ -137,7 +138,7 @@ def strategy_lines(backbone: str, comparisons: list[dict]) -> list[dict]:
 
 def backbone_card(backbone: str, info: dict, results: Path, comparisons: list[dict], analysed: bool = True) -> dict:
     """analysed: the report reads this run's analysis folder (else only the grid summary's numbers)."""
-    folder = Path(results) / "analysis" / backbone / info["run"] if analysed else None
+    folder = layout.Results(results).analysis(backbone, info["run"]) if analysed else None
     checks = [c for c in (check(folder) for check in CHECKS) if c is not None] if folder else []
     return {
         "backbone": backbone,

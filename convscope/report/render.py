@@ -22,7 +22,7 @@ import yaml
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from convscope import atomic
+from convscope import atomic, layout
 from convscope import config as cfg
 from convscope.report import collect, parts
 from convscope.report.sections import BUILDERS, Sources
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 SECTIONS = tuple(cfg.section_schema("report")["sections"]["items"]["enum"])  # in page order
 DEFAULTS = cfg.defaults("report")
-STANDALONE = "report-standalone.html"
+STANDALONE = layout.STANDALONE
 # Data files larger than this are linked in index.html but not embedded in the
 # standalone page (it is meant to be mailed).
 EMBED_DATA_MAX = 512 * 1024
@@ -153,7 +153,7 @@ def render_report(
     # Stale figures from an earlier render must not linger beside the new page.
     shutil.rmtree(out_dir / parts.ASSETS, ignore_errors=True)
     ctx = build_context(results, out_dir, options, config=config, classes=classes, benchmarks=benchmarks)
-    written = {"html": out_dir / "index.html", "assets": out_dir / parts.ASSETS}
+    written = {"html": out_dir / layout.PAGE, "assets": out_dir / parts.ASSETS}
     (out_dir / parts.ASSETS).mkdir(exist_ok=True)
     atomic.write_text(written["html"], render_page(ctx, embed=False))
     files = sum(1 for p in (out_dir / parts.ASSETS).rglob("*") if p.is_file())

@@ -21,7 +21,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from convscope import atomic, keras_compat
+from convscope import atomic, keras_compat, layout
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class EpochTensorBoard(keras.callbacks.Callback):
                 pass
 
 
-BACKUP_FILE = "state.npz"
+BACKUP_FILE = layout.EPOCH_STATE
 KEEP = {"val_loss": "min", "val_accuracy": "max", "last": None}  # train.keep: monitored metric -> better when
 
 

@@ -22,7 +22,7 @@ MAX_READ_THREADS = 4
 
 
 def split_paths(prepared_dir, split: str) -> tuple[Path, Path]:
-    return layout.prepared_in(prepared_dir, split), layout.prepared_in(prepared_dir, split, "labels.npy")
+    return layout.prepared_in(prepared_dir, split), layout.prepared_in(prepared_dir, split, layout.PREPARED_LABELS)
 
 
 @dataclass(frozen=True)

@@ -192,17 +192,17 @@ class HeadSettings:
 def load_arrays(feats: Path, labels: Path, splits=layout.FIT_SPLITS) -> tuple[dict, dict]:
     """Embeddings and labels of `splits`, checked to belong together."""
     X = {s: np.load(layout.embedding_in(feats, s)) for s in splits}
-    y = {s: np.load(layout.prepared_in(labels, s, "labels.npy")).astype(int) for s in splits}
+    y = {s: np.load(layout.prepared_in(labels, s, layout.PREPARED_LABELS)).astype(int) for s in splits}
     for s in splits:
         if len(X[s]) != len(y[s]):
             raise ValueError(
                 f"{layout.embedding_in(feats, s)} has {len(X[s])} rows but "
-                f"{layout.prepared_in(labels, s, 'labels.npy')} has {len(y[s])}: "
+                f"{layout.prepared_in(labels, s, layout.PREPARED_LABELS)} has {len(y[s])}: "
                 "the embeddings are stale; re-run the embed rule"
             )
     if "train" in y and len(np.unique(y["train"])) < 2:
         raise ValueError(
-            f"{layout.prepared_in(labels, 'train', 'labels.npy')}: the training split holds fewer than two classes"
+            f"{layout.prepared_in(labels, 'train', layout.PREPARED_LABELS)}: the training split holds fewer than two classes"
         )
     return X, y
 

@@ -57,7 +57,7 @@ def _fingerprint(settings: dict) -> str:
 
 def _prepare_backup(work: Path, settings: dict) -> bool:
     """Keep a backup made under the same settings (returns True: resume), else start a new one."""
-    stamp = work / "params.json"
+    stamp = layout.BackupFolder(work).settings
     want = _fingerprint(settings)
     if work.exists():
         if stamp.exists() and stamp.read_text() == want:
@@ -243,7 +243,7 @@ def _new_state(run: RunSettings, job: JobOptions, where: Where) -> TrainState:
         _datasets(where.prepared, run, int(job.threads)),
     )
     state.precision = build.configure_precision()
-    state.best = cb.KeepBest(run.keep, work / "best.npz")
+    state.best = cb.KeepBest(run.keep, layout.BackupFolder(work).best)
     state.tb = cb.EpochTensorBoard(out / "tensorboard") if run.tensorboard else None
     return state
 
@@ -303,7 +303,7 @@ def _train(run: RunSettings, job: JobOptions, where: Where, extra_callbacks, clo
     _log_start(state, run)
     with distribution_for(job.n_gpus) as replicas:
         scores_val = _fit_and_predict(state, run, replicas, extra_callbacks, clock)
-    state.history = _read_history(state.work / "history.csv")
+    state.history = _read_history(layout.BackupFolder(state.work).history)
     state.report = metrics.val_section(
         (state.data.val_x.y, scores_val), list(run.classes), bootstrap=run.bootstrap, seed=int(run.hp["seed"])
     )
@@ -315,12 +315,13 @@ def _phases_to_do(state: TrainState, run: RunSettings) -> list:
     """Phases not yet done; the model gets the weights of the last done phase."""
     from convscope.models import build
 
-    done = [p for p in state.plan if (state.work / f"phase{p.index}.weights.h5").exists()]
+    backup = layout.BackupFolder(state.work)
+    done = [p for p in state.plan if backup.phase_weights(p.index).exists()]
     if not done:
         return list(state.plan)
     last = done[-1]
     build.set_tune_depth(state.model, run.backbone, last.depth)
-    state.model.load_weights(str(state.work / f"phase{last.index}.weights.h5"))
+    state.model.load_weights(str(backup.phase_weights(last.index)))
     state.resumed_from = last.end
     state.best.load()
     log.info("phases up to %d done (epoch %d): resuming after them", last.index, last.end)
@@ -335,13 +336,13 @@ def run_callbacks(state: TrainState, phase, runlog, backup, extra: tuple) -> lis
     """
     from convscope.training import callbacks as cb
 
-    work = state.work
-    done_marker = work / f"phase{phase.index}.weights.h5"
+    work = layout.BackupFolder(state.work)
+    done_marker = work.phase_weights(phase.index)
     return [
         *cb.phase_callbacks(
             state.data.train,
             runlog,
-            work / "history.csv",
+            work.history,
             state.tb,
             done_marker,
             backup,
@@ -358,12 +359,12 @@ def _fit_phase(state: TrainState, run: RunSettings, phase, replicas, jit, extra_
     model, d = state.model, state.data
     build.set_tune_depth(model, run.backbone, phase.depth)
     strategies.compile_phase(model, phase, run.hp, len(run.classes), jit)
-    backup = cb.EpochBackup(state.work / f"phase{phase.index}", extra=state.best)
+    backup = cb.EpochBackup(layout.BackupFolder(state.work).phase_dir(phase.index), extra=state.best)
     epoch = cb.backup_epoch(backup.folder)
     if epoch is not None:
         state.resumed_from = epoch
         log.info("phase %d: resuming at epoch %d from %s", phase.index, epoch, backup.folder)
-    cb.csv_rows_before(state.work / "history.csv", epoch if epoch is not None else phase.start)
+    cb.csv_rows_before(layout.BackupFolder(state.work).history, epoch if epoch is not None else phase.start)
     # EpochBackup sets the model's initial epoch when it restores; a value left
     # by an earlier phase's fit would override this phase's initial_epoch.
     keras_compat.set_initial_epoch(model, None)
@@ -457,7 +458,7 @@ def _write_outputs(state: TrainState, out: Path, result: dict, clock: Clock) -> 
     """model.keras and history.csv, each atomically; fills in the save time and the walls."""
     with atomic.path(out / layout.MODEL) as tmp_model:
         state.model.save(str(tmp_model))
-    atomic.write_bytes(out / layout.HISTORY, (state.work / "history.csv").read_bytes())
+    atomic.write_bytes(out / layout.HISTORY, layout.BackupFolder(state.work).history.read_bytes())
     clock.mark("saved")
     result["fixed_cost_s"]["save"] = clock.between("evaluated", "saved")
     result["wall_s"] = clock.between("start", "saved")

@@ -14,7 +14,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from convscope import records
+from convscope import layout, records
 from convscope.analysis import plots
 from convscope.analysis.explain.maps import METHODS
 from convscope.analysis.index import item, section
@@ -64,9 +64,11 @@ def samples_table(maps, inputs, sample, folder):
     for name, m in maps.items():
         p = peaks(m, size)
         table[f"{name}_peak_row"], table[f"{name}_peak_col"] = p[:, 0], p[:, 1]
-    path = folder / "explained_samples.csv"
+    path = layout.ExplainFolder(folder).samples_csv
     table.to_csv(path, index=False)
-    np.savez_compressed(folder / "maps.npz", rows=sample, **{k.replace("+", "p"): v for k, v in maps.items()})
+    np.savez_compressed(
+        layout.ExplainFolder(folder).maps_npz, rows=sample, **{k.replace("+", "p"): v for k, v in maps.items()}
+    )
     return path
 
 
@@ -101,7 +103,9 @@ def map_sections(maps, inputs, folder, root, *, heading: dict, verdicts=None) ->
         names = [n for n in maps if METHODS[n].figure == fig]
         if not names:
             continue
-        path = _grid(maps, names, inputs, sample, folder / f"{fig}.png", suptitle.format(**heading))
+        path = _grid(
+            maps, names, inputs, sample, layout.ExplainFolder(folder).figure_png(fig), suptitle.format(**heading)
+        )
         what = " ".join(f"{TITLES[n]}: {_caption(n, heading)}" for n in names)
         it = item("image", path, f"{rows} each method's map for the predicted class. {what}", table_path, root=root)
         it["badges"] = badges(names, verdicts)
@@ -129,11 +133,14 @@ def filter_section(result, layer, folder, root, settings):
             "pixel_std": result.pixel_std,
         }
     )
-    csv = folder / "filter_vis.csv"
+    csv = layout.ExplainFolder(folder).filter_vis_csv
     table.to_csv(csv, index=False)
     titles = [f"ch {c}: {a:.2g}" for c, a in zip(result.channels, result.final)]
     path = plots.image_grid(
-        result.images, folder / "filter_vis.png", titles=titles, style=plots.GridStyle(suptitle=f"{layer}")
+        result.images,
+        layout.ExplainFolder(folder).filter_vis_png,
+        titles=titles,
+        style=plots.GridStyle(suptitle=f"{layer}"),
     )
     param = "decorrelated Fourier" if settings.fourier else "pixel"
     return section(
@@ -157,7 +164,7 @@ def filter_section(result, layer, folder, root, settings):
 
 
 def no_reference_section(folder, root):
-    note = folder / "change.json"
+    note = layout.ExplainFolder(folder).change_json
     note.write_text(
         json.dumps(
             {
@@ -192,7 +199,7 @@ def _channels_figure(result, rows: pd.DataFrame, layer, folder):
             f"fine-tuned cos {r['cosine_similarity']:.2f}{_flag(r, 'finetuned')}",
         ]
     style = plots.GridStyle(ncols=2, suptitle=f"{layer}: pretrained vs fine-tuned")
-    return plots.image_grid(panels, folder / "change_channels.png", titles=titles, style=style)
+    return plots.image_grid(panels, layout.ExplainFolder(folder).change_channels_png, titles=titles, style=style)
 
 
 def change_section(result, weights, what, folder, root):
@@ -200,18 +207,18 @@ def change_section(result, weights, what, folder, root):
     for the change.Comparison `what`)."""
     layer, gray_std = what.layer, what.gray_std
     weights = pd.DataFrame(weights)
-    w_csv = folder / "weight_change.csv"
+    w_csv = layout.ExplainFolder(folder).weight_change_csv
     weights.to_csv(w_csv, index=False)
     w_png = _bar(
         weights["layer"],
         weights["relative_change"],
-        folder / "weight_change.png",
+        layout.ExplainFolder(folder).weight_change_png,
         "relative weight change ||W_ft - W_ref|| / ||W_ref||",
     )
     rows = pd.DataFrame(result["rows"])
-    c_csv = folder / "change_channels.csv"
+    c_csv = layout.ExplainFolder(folder).change_channels_csv
     rows.to_csv(c_csv, index=False)
-    dead_json = folder / "dead_channels.json"
+    dead_json = layout.ExplainFolder(folder).dead_channels_json
     dead_json.write_text(json.dumps({**result["dead"], "gray_std": gray_std}, indent=1))
     c_png = _channels_figure(result, rows, layer, folder)
     d = result["dead"]

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from convscope import backbones as registry
+from convscope import layout
 from convscope.analysis.explain import figures, map_geometry
 from convscope.analysis.explain import maps as explain_maps
 from convscope.analysis.steps import StepTimer, spread_over_classes
@@ -160,7 +161,7 @@ def explain_model(model, backbone, data, out_dir, options: dict | None = None, *
     sections = _sample_sections(ctx, inputs, verdicts, folder, root, layer_map.label() if layer_map else layer)
     sections += _feature_sections(ctx, spec, inputs, folder, root)
     sections += trust_sections
-    (folder / "timings.json").write_text(json.dumps(timer.seconds, indent=1))
+    layout.ExplainFolder(folder).timings.write_text(json.dumps(timer.seconds, indent=1))
     return sections
 
 

@@ -229,7 +229,8 @@ def heatmaps(table: pd.DataFrame, out_dir: Path) -> tuple[list[dict], pd.DataFra
     panels of a backbone share one colour scale. One PNG per backbone.
     """
     items, frames = [], []
-    csv = out_dir / "heatmaps.csv"
+    files = layout.GridFolder(out_dir)
+    csv = files.heatmaps_csv
     for backbone, runs in table.groupby("backbone", sort=False):
         varying = [c for c in hp_columns(runs) if runs[c].dropna().map(_label).nunique() > 1]
         panels = []
@@ -248,7 +249,7 @@ def heatmaps(table: pd.DataFrame, out_dir: Path) -> tuple[list[dict], pd.DataFra
             frames.append(cells.assign(backbone=backbone, y_key=a, x_key=b))
         if not panels:
             continue
-        png = out_dir / f"heatmaps_{backbone}.png"
+        png = files.heatmaps_png(backbone)
         _draw_panels(panels, png, backbone, runs["val_accuracy"].min(), runs["val_accuracy"].max())
         frames[-len(panels) :] = [f.assign(file=png.name) for f in frames[-len(panels) :]]
         items.append(
@@ -343,10 +344,11 @@ def strategy_comparison(table: pd.DataFrame, out_dir: Path, by: str = "run", pre
     the best runs of every two strategies are compared on the same images (comparisons.csv).
     """
     comp = _best_per_strategy(table, by)
-    csv = out_dir / "strategies.csv"
+    files = layout.GridFolder(out_dir)
+    csv = files.strategies_csv
     atomic.write_text(csv, comp.to_csv(index=False))
-    png = _strategy_bars(comp, out_dir / "strategies.png")
-    pairs_csv = out_dir / "comparisons.csv"
+    png = _strategy_bars(comp, files.strategies_png)
+    pairs_csv = files.comparisons_csv
     atomic.write_text(pairs_csv, comparisons(comp, predictions or {}).to_csv(index=False))
     return section(
         "strategies",
@@ -493,13 +495,14 @@ def summarise_grid(metric_files, out_dir, *, title: str = "Grid summary", select
     out_dir.mkdir(parents=True, exist_ok=True)
     metric_files = [Path(p) for p in metric_files]
     table = runs_table(metric_files)
-    runs_csv = out_dir / "runs.csv"
+    files = layout.GridFolder(out_dir)
+    runs_csv = files.runs_csv
     atomic.write_text(runs_csv, table.to_csv(index=False))
     seeds = seed_groups(table)
-    seeds_csv = out_dir / "seeds.csv"
+    seeds_csv = files.seeds_csv
     atomic.write_text(seeds_csv, seeds.to_csv(index=False))
     best = best_runs(table, selection)
-    best_json = out_dir / "best.json"
+    best_json = files.best_json
     records.write_best(best_json, best)
     for b, e in best.items():
         log.info(

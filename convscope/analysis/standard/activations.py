@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from convscope import layout
 from convscope.analysis import plots
 from convscope.analysis.explain import layer_choice
 from convscope.analysis.index import item, section
@@ -90,7 +91,7 @@ def _layer_item(a, name: str, depth: int, top, figure: tuple[list, list], out_di
     tiles, titles = figure
     png = plots.image_grid(
         tiles,
-        out_dir / f"activations_{depth}_{name}.png",
+        layout.AnalysisFolder(out_dir).activations_png(depth, name),
         titles=titles,
         style=plots.GridStyle(
             ncols=len(top) + 1,
@@ -104,7 +105,7 @@ def _layer_item(a, name: str, depth: int, top, figure: tuple[list, list], out_di
         f"Layer {name} ({a.shape[1]}x{a.shape[2]} positions, {a.shape[3]} channels): each row is a test "
         f"image followed by its {len(top)} most active channels (bright = strong response). Early "
         "layers respond to edges and colours, late ones to object parts.",
-        out_dir / "activations.csv",
+        layout.AnalysisFolder(out_dir).activations_csv,
         root=out_dir,
     )
 
@@ -122,6 +123,6 @@ def activation_grids(
         tiles, titles, layer_rows = _layer_tiles(a, data, sample, top, (name, depth))
         rows += layer_rows
         items.append(_layer_item(a, name, depth, top, (tiles, titles), out_dir))
-    pd.DataFrame(rows).to_csv(out_dir / "activations.csv", index=False)
+    pd.DataFrame(rows).to_csv(layout.AnalysisFolder(out_dir).activations_csv, index=False)
     log.info("activations: layers %s for %d images", names, len(sample))
     return section("activations", "Activations inside the base", items)

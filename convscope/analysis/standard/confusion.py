@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from convscope import layout
 from convscope.analysis import plots
 from convscope.analysis.index import item, section
 
@@ -56,7 +57,7 @@ def confusion(labels, probs, classes, out_dir) -> dict:
     out_dir = Path(out_dir)
     preds = np.asarray(probs).argmax(axis=1)
     counts = confusion_matrix(labels, preds, len(classes))
-    csv = out_dir / "confusion.csv"
+    csv = layout.AnalysisFolder(out_dir).confusion_csv
     pd.DataFrame(counts, index=pd.Index(classes, name="true"), columns=list(classes)).to_csv(csv)
     # Colour by row fraction (recall per class) so small classes read as clearly as
     # large ones; the printed numbers stay counts.
@@ -71,10 +72,10 @@ def confusion(labels, probs, classes, out_dir) -> dict:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
-    png = plots.save_figure(fig, out_dir / "confusion.png")
+    png = plots.save_figure(fig, layout.AnalysisFolder(out_dir).confusion_png)
 
     report = per_class_report(counts, classes)
-    report_csv = out_dir / "per_class.csv"
+    report_csv = layout.AnalysisFolder(out_dir).per_class_csv
     report.round(4).to_csv(report_csv, index=False)
     log.info("test accuracy %.3f on %d images", report["f1"].iloc[-1], int(counts.sum()))
     return section(

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from convscope import layout
 from convscope.analysis import plots
 from convscope.analysis.index import item, section
 
@@ -57,8 +58,8 @@ def learning_curves(history_path, out_dir) -> dict:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    png = plots.save_figure(fig, out_dir / "curves.png")
-    csv = out_dir / "curves.csv"
+    png = plots.save_figure(fig, layout.AnalysisFolder(out_dir).curves_png)
+    csv = layout.AnalysisFolder(out_dir).curves_csv
     history.insert(0, "step", x)
     history.to_csv(csv, index=False)
     log.info("learning curves: %d epochs", len(history))

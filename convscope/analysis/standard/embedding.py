@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from convscope import layout
 from convscope.analysis import plots
 from convscope.analysis.index import item, section
 from convscope.analysis.steps import Labelled
@@ -103,7 +104,7 @@ def embedding_maps(
         raise ValueError(f"t-SNE/PCA need at least 3 test images, the test split has {n}; add images or change split")
     tsne_xy, used = tsne(embeddings, perplexity=options.perplexity, seed=options.seed)
     pca_xy, ratio = pca(embeddings)
-    csv = out_dir / "embedding.csv"
+    csv = layout.AnalysisFolder(out_dir).embedding_csv
     _table(data, preds, tsne_xy, pca_xy).to_csv(csv, index=False)
     dim = embeddings.shape[1]
     scatter = plots.ScatterStyle(max_thumbs=options.thumbnails, seed=options.seed)
@@ -112,7 +113,7 @@ def embedding_maps(
         data.images,
         data.labels,
         data.classes,
-        out_dir / "tsne.png",
+        layout.AnalysisFolder(out_dir).tsne_png,
         replace(scatter, title=f"t-SNE of {dim}-d {options.layer} embeddings (perplexity {used:g})"),
     )
     pca_png = plots.thumbnail_scatter(
@@ -120,7 +121,7 @@ def embedding_maps(
         data.images,
         data.labels,
         data.classes,
-        out_dir / "pca.png",
+        layout.AnalysisFolder(out_dir).pca_png,
         replace(scatter, title=f"PCA: PC1 {ratio[0]:.0%}, PC2 {ratio[1]:.0%} of variance"),
     )
     log.info("embeddings: %d x %d, t-SNE perplexity %g, PCA variance %.2f + %.2f", n, dim, used, *ratio)

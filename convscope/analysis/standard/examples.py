@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from convscope import layout
 from convscope.analysis import plots
 from convscope.analysis.index import item, section
 from convscope.analysis.steps import Labelled
@@ -70,7 +71,7 @@ def _top_item(data: Labelled, probs, per_class: int, out_dir: Path, rows: list) 
             colours.append("black" if labels[i] == k else "red")
     top_png = plots.image_grid(
         tiles,
-        out_dir / "top_images.png",
+        layout.AnalysisFolder(out_dir).top_images_png,
         titles=titles,
         title_colors=colours,
         style=plots.GridStyle(
@@ -82,7 +83,7 @@ def _top_item(data: Labelled, probs, per_class: int, out_dir: Path, rows: list) 
         top_png,
         "Each row holds the test images the model finds most typical of one class, most confident "
         "first; a red title marks an image whose true class is a different one.",
-        out_dir / "examples.csv",
+        layout.AnalysisFolder(out_dir).examples_csv,
         root=out_dir,
     )
 
@@ -92,7 +93,7 @@ def _mistakes_item(data: Labelled, probs, wrong, out_dir: Path) -> dict:
     preds = probs.argmax(axis=1)
     mistakes_png = plots.image_grid(
         [data.images[i] for i in wrong],
-        out_dir / "mistakes.png",
+        layout.AnalysisFolder(out_dir).mistakes_png,
         titles=[f"{classes[preds[i]]} {probs[i, preds[i]]:.2f}\ntrue {classes[labels[i]]}" for i in wrong],
         title_colors=["red"] * len(wrong),
         style=plots.GridStyle(suptitle="Most confident mistakes (predicted class and probability, true class)"),
@@ -102,7 +103,7 @@ def _mistakes_item(data: Labelled, probs, wrong, out_dir: Path) -> dict:
         mistakes_png,
         "Misclassified test images the model was surest about: look for label noise, ambiguous "
         "images or a shortcut the network learned.",
-        out_dir / "examples.csv",
+        layout.AnalysisFolder(out_dir).examples_csv,
         root=out_dir,
     )
 
@@ -119,7 +120,7 @@ def examples(data: Labelled, probs, out_dir, options: ExampleOptions = ExampleOp
         rows.append(_row("mistake", None, rank, i, probs, data))
     if len(wrong):
         items.append(_mistakes_item(data, probs, wrong, out_dir))
-    pd.DataFrame(rows).to_csv(out_dir / "examples.csv", index=False)
+    pd.DataFrame(rows).to_csv(layout.AnalysisFolder(out_dir).examples_csv, index=False)
     log.info(
         "examples: %d per class, %d mistakes shown (%d in total)",
         options.per_class,

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from convscope import layout
 from convscope.analysis import plots
 from convscope.analysis.index import item, section
 
@@ -110,8 +111,8 @@ def first_layer_filters(
     big = np.stack([plots.upscale(plots.to_uint8(t), factor) for t in tiles])
     ncols = math.ceil(math.sqrt(n))
     pad = 2
-    png = plots.save_png(plots.mosaic(big, ncols=ncols, pad=pad), out_dir / "filters.png")
-    csv = out_dir / "filters.csv"
+    png = plots.save_png(plots.mosaic(big, ncols=ncols, pad=pad), layout.AnalysisFolder(out_dir).filters_png)
+    csv = layout.AnalysisFolder(out_dir).filters_csv
     pd.DataFrame(_filter_rows(kernel, n, ncols, big.shape[1:3], pad)).to_csv(csv, index=False)
     log.info("first-layer filters: layer %s, kernel %s", layer.name, kernel.shape)
     caption = _caption(layer.name, kernel.shape, n, frozen_at)

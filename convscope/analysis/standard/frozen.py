@@ -13,11 +13,11 @@ the final flags are every block that trained at some point).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from convscope import backbones as registry
+from convscope import layout, records
 from convscope.analysis.index import item, section
 
 _WHERE_FROM = {"none": "a random init", "imagenet": "the ImageNet weights"}
@@ -82,7 +82,7 @@ def statement(rows: list[dict], metrics: dict) -> str:
 
 def frozen_section(rows: list[dict], metrics: dict, out_dir) -> dict:
     out_dir = Path(out_dir)
-    path = out_dir / "frozen.json"
+    path = layout.AnalysisFolder(out_dir).frozen
     summary = {
         "strategy": metrics.get("strategy"),
         "weights": metrics.get("weights"),
@@ -91,7 +91,7 @@ def frozen_section(rows: list[dict], metrics: dict, out_dir) -> dict:
         "statement": statement(rows, metrics),
         "blocks": rows,
     }
-    path.write_text(json.dumps(summary, indent=1))
+    records.FROZEN.write(path, summary)
     return section(
         "frozen",
         "What this run trained",

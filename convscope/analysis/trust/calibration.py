@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from convscope.stats.calibration import Calibration
@@ -40,12 +39,12 @@ def write(cal: Calibration, out_dir) -> tuple[Path, Path, Path]:
     """calibration.json, calibration.csv (per bin, before and after) and the reliability diagrams PNG."""
     import pandas as pd
 
+    from convscope import layout, records
     from convscope.analysis import plots
-    from convscope.atomic import write_bytes
 
-    out_dir = Path(out_dir)
-    js = out_dir / "calibration.json"
-    write_bytes(js, (json.dumps(cal.summary(), indent=1) + "\n").encode())
+    folder = layout.AnalysisFolder(out_dir)
+    js = folder.calibration
+    records.CALIBRATION.write(js, cal.summary())
     rows = []
     for when, rel in (("before", cal.before), ("after", cal.after)):
         for k in range(len(rel["count"])):
@@ -59,12 +58,12 @@ def write(cal: Calibration, out_dir) -> tuple[Path, Path, Path]:
                     "accuracy": rel["accuracy"][k],
                 }
             )
-    csv = out_dir / "calibration.csv"
+    csv = folder.calibration_csv
     pd.DataFrame(rows).to_csv(csv, index=False)
     fig, axes = plots.plt.subplots(1, 2, figsize=(8, 3.6), sharey=True)
     _diagram(axes[0], cal.before, "as trained")
     _diagram(axes[1], cal.after, f"temperature T = {cal.temperature:.2f}")
     axes[0].set_ylabel("accuracy in the bin")
     axes[1].legend(fontsize=7, loc="upper left")
-    png = plots.save_figure(fig, out_dir / "calibration.png")
+    png = plots.save_figure(fig, folder.calibration_png)
     return js, csv, png

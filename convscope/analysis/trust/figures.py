@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from convscope import records
+from convscope import layout, records
 from convscope.analysis import plots
 from convscope.analysis.explain.figures import TITLES
 from convscope.analysis.index import item, section
@@ -44,9 +44,9 @@ def _pointing_plot(game, names, path):
 
 
 def pointing_items(game, idx, labels, classes, folder, root) -> list[dict]:
-    p_json = folder / "pointing.json"
-    summary = {k: v for k, v in game.items() if k not in ("hits", "rows")}
-    p_json.write_text(json.dumps(summary, indent=1))
+    files = layout.ExplainFolder(folder)
+    p_json = files.pointing
+    records.POINTING.write(p_json, {k: v for k, v in game.items() if k not in ("hits", "rows")})
     if not game["images"]:
         note = "No test image has an object box, so the pointing game was not played (boxes come with the synthetic source)."
         return [item("json", p_json, note, p_json, root=root)]
@@ -54,10 +54,10 @@ def pointing_items(game, idx, labels, classes, folder, root) -> list[dict]:
     table = pd.DataFrame({"row": rows, "true": [classes[k] for k in labels[rows]]})
     for name, h in game["hits"].items():
         table[f"{name}_hit"] = h
-    p_csv = folder / "pointing.csv"
+    p_csv = files.pointing_csv
     table.to_csv(p_csv, index=False)
     names = list(game["methods"])
-    p_png = _pointing_plot(game, names, folder / "pointing.png")
+    p_png = _pointing_plot(game, names, files.pointing_png)
     acc = ", ".join(f"{TITLES[n]} {game['methods'][n]['accuracy']:.2f}" for n in names)
     caption = (
         f"Pointing game on {game['images']} test images with an object box: share of images whose "
@@ -102,16 +102,17 @@ def faithfulness_items(faith, n_images, steps, folder, root) -> list[dict]:
             for j, f in enumerate(fractions)
         ]
     )
-    csv = folder / "faithfulness.csv"
+    files = layout.ExplainFolder(folder)
+    csv = files.faithfulness_csv
     long.to_csv(csv, index=False)
     long[long.direction == "deletion"].drop(columns="direction").rename(
         columns={"fraction": "fraction_deleted"}
-    ).to_csv(folder / "deletion.csv", index=False)
+    ).to_csv(files.deletion_csv, index=False)
     summary = {"images": int(n_images), "steps": int(steps), "auc": faith["auc"], "gain_over_random": faith["gain"]}
-    js = folder / "faithfulness.json"
+    js = files.faithfulness_json
     js.write_text(json.dumps(summary, indent=1))
-    (folder / "deletion.json").write_text(
-        json.dumps({"images": int(n_images), "steps": int(steps), "auc": faith["auc"]["deletion"]}, indent=1)
+    records.DELETION.write(
+        files.deletion, {"images": int(n_images), "steps": int(steps), "auc": faith["auc"]["deletion"]}
     )
     items = []
     what = {
@@ -121,7 +122,7 @@ def faithfulness_items(faith, n_images, steps, folder, root) -> list[dict]:
         "under the curve = the map found the evidence faster",
     }
     for d in faith["curves"]:
-        png = _curves_plot(fractions, faith["curves"][d], faith["auc"][d], d, folder / f"{d}.png")
+        png = _curves_plot(fractions, faith["curves"][d], faith["auc"][d], d, files.curves_png(d))
         caption = (
             f"{d.capitalize()} curves on {n_images} test images: the true class's mean probability {what[d]}; "
             f"dashed = random pixel order on the same images."
@@ -158,7 +159,7 @@ def completeness_item(errors, tolerance, steps, folder, root) -> dict:
         "mean_relative_error": float(errors.mean()) if len(errors) else None,
         "max_relative_error": float(errors.max()) if len(errors) else None,
     }
-    path = folder / "ig_completeness.json"
+    path = layout.ExplainFolder(folder).ig_completeness
     path.write_text(json.dumps(summary, indent=1))
     caption = (
         f"Integrated Gradients' completeness check: the attributions of an image should sum to its class score "
@@ -175,14 +176,12 @@ def sanity_section(result, stage_names, folder, root) -> dict:
     import matplotlib.pyplot as plt
 
     rows = pd.DataFrame(result.rows)
-    csv = folder / "sanity.csv"
+    files = layout.ExplainFolder(folder)
+    csv = files.sanity_csv
     rows.to_csv(csv, index=False)
-    js = folder / "sanity.json"
-    js.write_text(
-        json.dumps(
-            {"threshold": result.threshold, "images": result.images, "stages": stage_names, "methods": result.verdicts},
-            indent=1,
-        )
+    js = files.sanity
+    records.SANITY.write(
+        js, {"threshold": result.threshold, "images": result.images, "stages": stage_names, "methods": result.verdicts}
     )
     fig, axes = plt.subplots(2, 2, figsize=(9, 6), sharey="row")
     for col, mode in enumerate(("cascading", "independent")):
@@ -199,7 +198,7 @@ def sanity_section(result, stage_names, folder, root) -> dict:
                 ax.axhline(result.threshold, color="red", ls=":", lw=1)
             ax.set_ylim(-0.2 if metric == "spearman" else 0, 1.05)
     axes[0, 0].legend(fontsize=6, ncol=2)
-    png = plots.save_figure(fig, folder / "sanity.png")
+    png = plots.save_figure(fig, files.sanity_png)
     failed = [f"{TITLES[n]}: {v['reason']}" for n, v in result.verdicts.items() if not v["passed"]]
     passed = [TITLES[n] for n, v in result.verdicts.items() if v["passed"]]
     caption = (
@@ -226,7 +225,7 @@ def ranking_section(rows, verdict: str, folder, root) -> dict:
     table = pd.DataFrame(rows)
     table.insert(1, "title", [TITLES.get(m, m) for m in table["method"]])
     cols = ["rank", *[c for c in table.columns if c != "rank"]]
-    csv = folder / "method_ranking.csv"
+    csv = layout.ExplainFolder(folder).method_ranking_csv
     table[cols].to_csv(csv, index=False)
     caption = (
         f"{verdict} Methods ranked by the evidence above: the randomisation sanity check first (a failure goes last), "
