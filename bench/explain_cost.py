@@ -56,6 +56,7 @@ def main(argv=None) -> dict:
     backend.select(args.backend, threads=args.threads)
     import numpy as np
 
+    from convscope.analysis import options as analysis_options
     from convscope.analysis.explain import run as explain
     from convscope.models.build import build_classifier
 
@@ -73,7 +74,7 @@ def main(argv=None) -> dict:
         "probs": model.predict(x.astype("float32"), verbose=0),
         "boxes": boxes,
     }
-    defaults = explain.DEFAULTS if hasattr(explain, "DEFAULTS") else explain.resolve_options(None)
+    defaults = analysis_options.resolve(None)
     known = set(defaults)
     reference_opts = {k: v for k, v in NEW_OFF.items() if k in known}
     if "checks" in reference_opts and "curve_images" not in defaults["checks"]:

@@ -3,14 +3,16 @@ from convscope.logs import job_log
 
 with job_log(snakemake.log[0]):
     backend.select(snakemake.params.backend, threads=snakemake.threads)
-    from convscope.predict.apply import Settings, predict_folder
+    from convscope.predict.apply import Predicted, Settings, predict_folder
 
     predict_folder(
-        model_path=snakemake.input.model,
+        Predicted(
+            snakemake.input.model,
+            snakemake.wildcards.backbone,
+            snakemake.wildcards.run,
+            tuple(snakemake.params.classes),
+        ),
         folder=snakemake.params.folder,
         out_dir=snakemake.params.out_dir,
-        backbone=snakemake.wildcards.backbone,
-        run=snakemake.wildcards.run,
-        classes=snakemake.params.classes,
         settings=Settings(**snakemake.params.settings),
     )

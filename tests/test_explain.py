@@ -320,7 +320,7 @@ def test_on_other_backend():
 
 
 def test_options_reject_unknown_keys():
-    from convscope.analysis.explain.run import resolve_options
+    from convscope.analysis.options import resolve as resolve_options
 
     with pytest.raises(ValueError, match="analysis.occlusion.*'size'"):
         resolve_options({"occlusion": {"size": 3}})

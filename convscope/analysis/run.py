@@ -22,19 +22,11 @@ import pandas as pd
 
 from convscope import backbones as registry
 from convscope import layout, records
+from convscope.analysis import options as analysis_options
 from convscope.analysis.index import item, section, write_index
 from convscope.analysis.steps import Labelled, StepTimer, spread_over_classes
 
 log = logging.getLogger(__name__)
-
-
-def _options(options: dict | None) -> dict:
-    """Config `analysis` section over the schema defaults (library callers may pass less)."""
-    from convscope import config as cfg
-
-    merged = cfg.merged("analysis", options)
-    merged.setdefault("seed", 0)
-    return merged
 
 
 def load_model(path):
@@ -283,7 +275,7 @@ def open_job(paths: JobPaths, classes, options, settings: JobSettings = JobSetti
     """Load the model and the test set once, run the forward pass, write the test probabilities."""
     from convscope.analysis.standard import frozen
 
-    opts = _options(options)
+    opts = analysis_options.resolve(options)
     out_dir = paths.out
     if settings.fresh and out_dir.is_dir():
         shutil.rmtree(out_dir)
@@ -454,7 +446,7 @@ def standard_sections(job: Job) -> list[dict]:
 
 def explain_sections(job: Job) -> list[dict]:
     """The explanation analyses (convscope.analysis.explain.run) on the same loaded model and test set."""
-    from convscope.analysis.explain.run import explain_model
+    from convscope.analysis.explain.run import explain_resolved
 
     t = job.test
     data = {
@@ -469,17 +461,13 @@ def explain_sections(job: Job) -> list[dict]:
         "size": t.size,
         "seed": job.opts["seed"],
     }
-    if (
-        job.backbone_options is not None
-        and (job.opts.get("change") or {}).get("enabled", True)
-        and job.metrics is not None
-    ):
+    if job.backbone_options is not None and job.opts["change"]["enabled"] and job.metrics is not None:
         with job.timer("rebuild the starting base"):
             data["base_reference"] = starting_base(
                 job.model, job.backbone, job.metrics, job.backbone_options, t.size, len(job.classes)
             )
     with job.timer("explanations"):
-        return explain_model(job.model, job.backbone, data, job.out_dir, job.opts)
+        return explain_resolved(job.model, job.backbone, data, job.out_dir, job.opts)
 
 
 def cost_section(job: Job, seconds: float) -> dict:

@@ -27,13 +27,55 @@ COLUMNS = ("file", "status", "reason", "rank", "class", "probability", "overlay"
 
 @dataclass(frozen=True)
 class Settings:
+    """What changes a prediction or its overlay (convscope.predict.params.settings fills every field)."""
+
     size: int  # the backbone's input side (as prepare resized its data)
     policy: str  # prepare.resize
     max_pixels: int  # clean.max_pixels: the same decompression-bomb guard
-    top_k: int = 3
-    gradcam: bool = True
-    batch_size: int = 32
-    last_conv: str = ""  # Grad-CAM layer (convscope.backbones last_conv)
+    top_k: int  # predict.top_k
+    gradcam: bool  # predict.gradcam
+    batch_size: int  # predict.batch_size
+    # The analysis' Grad-CAM layer: analysis.gradcam.layer, or "" for the deepest block end with
+    # maps of at least min_map_side a side (convscope.analysis.explain.layer_choice).
+    gradcam_layer: str
+    min_map_side: int  # analysis.min_map_side
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """The model a predict job applies: its file, its run and the classes it predicts."""
+
+    path: Path
+    backbone: str
+    run: str
+    classes: tuple
+
+
+@dataclass(frozen=True)
+class Explainer:
+    """Grad-CAM as the analysis computes it: at its layer, maps placed on the image by receptive field."""
+
+    cut: object  # convscope.analysis.split_model.cut at `layer`
+    layer: str
+    grid: object  # convscope.analysis.explain.map_geometry.Grid of `layer`
+
+    @classmethod
+    def of(cls, model, backbone: str, settings: Settings) -> Explainer:
+        from convscope import backbones as registry
+        from convscope.analysis.explain import layer_choice, map_geometry
+        from convscope.analysis.split_model import cut
+
+        layer = settings.gradcam_layer or (
+            layer_choice.gradcam_layer(model, registry.get(backbone), settings.min_map_side).name
+        )
+        return cls(cut(model, layer), layer, map_geometry.of_layer(model, layer))
+
+    def maps(self, x, targets, n_classes: int, batch_size: int):
+        """N x H x W Grad-CAM maps of `targets`, at image size."""
+        from convscope.analysis.explain import gradcam, map_geometry
+
+        cams = gradcam.gradcam(self.cut, x, targets, n_classes, batch_size=batch_size)["gradcam"]
+        return map_geometry.to_pixels(cams, self.grid, x.shape[1:3])
 
 
 class Cache:
@@ -73,18 +115,17 @@ def _overlay_jpeg(pixels: np.ndarray, cam: np.ndarray) -> bytes:
 
 
 def _predict_new(model, loaded: list[images.Loaded], classes, settings: Settings, out: Path) -> list[dict]:
-    """Records for decodable images not in the cache: top-k and (optionally) a Grad-CAM overlay."""
+    """Records for decodable images not in the cache: top-k and (optionally) a Grad-CAM overlay.
+
+    model: (the classifier, its Explainer or None without overlays).
+    """
+    model, explainer = model
     x = np.stack([item.pixels for item in loaded]).astype("float32")
     probs = np.asarray(model.predict(x, batch_size=settings.batch_size, verbose=0), dtype=np.float64)
     order = np.argsort(-probs, axis=1)[:, : min(settings.top_k, len(classes))]
     cams = None
-    if settings.gradcam:
-        from convscope.analysis.explain import gradcam
-        from convscope.analysis.split_model import cut
-
-        cams = gradcam.gradcam(
-            cut(model, settings.last_conv), x, order[:, 0], len(classes), batch_size=settings.batch_size
-        )["gradcam"]
+    if explainer is not None:
+        cams = explainer.maps(x, order[:, 0], len(classes), settings.batch_size)
     records = []
     for i, item in enumerate(loaded):
         overlay = ""
@@ -123,16 +164,29 @@ def csv_rows(name: str, record: dict) -> list[dict]:
     ]
 
 
-def predict_folder(*, model_path, folder, out_dir, backbone: str, run: str, classes, settings: Settings) -> list:
-    """Write predictions.csv and index.html (and overlays/) into out_dir; returns [(file, record)]."""
+def _load(predicted: Predicted, settings: Settings):
+    """(the classifier, its Explainer or None), after checking it predicts the config's classes."""
     from convscope.models.build import load_model
+
+    model = load_model(predicted.path, compile=False)
+    if model.output.shape[-1] != len(predicted.classes):
+        raise ValueError(
+            f"{predicted.path}: the model predicts {model.output.shape[-1]} classes, config has {list(predicted.classes)}"
+        )
+    explainer = Explainer.of(model, predicted.backbone, settings) if settings.gradcam else None
+    if explainer is not None:
+        log.info("Grad-CAM overlays at %s, placed by receptive field as in the analyses", explainer.layer)
+    return model, explainer
+
+
+def predict_folder(predicted: Predicted, folder, out_dir, settings: Settings) -> list:
+    """Write predictions.csv and index.html (and overlays/) into out_dir; returns [(file, record)]."""
     from convscope.predict import page
 
-    out, classes = Path(out_dir), list(classes)
+    out, classes = Path(out_dir), list(predicted.classes)
+    backbone, run, model_path = predicted.backbone, predicted.run, predicted.path
     files = images.listing(folder)
-    model = load_model(model_path, compile=False)
-    if model.output.shape[-1] != len(classes):
-        raise ValueError(f"{model_path}: the model predicts {model.output.shape[-1]} classes, config has {classes}")
+    model = _load(predicted, settings)
     cache = Cache(layout.PredictFolder(out).cache, cache_key(model_path, settings, classes))
     results: dict[str, dict] = {}
     pending: list[images.Loaded] = []

@@ -35,7 +35,7 @@ def named_runs(config: dict) -> list[tuple[str, str]] | None:
 def settings(config: dict, backbone: str) -> dict:
     """apply.Settings of one backbone: prepare's resize policy and clean's pixel guard, so images
     are read as the training data was."""
-    predict = config["predict"]
+    predict, analysis = config["predict"], config["analysis"]
     return {
         "size": registry.input_size(backbone, config["backbones"].get(backbone)),
         "policy": config["prepare"]["resize"],
@@ -43,5 +43,7 @@ def settings(config: dict, backbone: str) -> dict:
         "top_k": predict["top_k"],
         "gradcam": predict["gradcam"],
         "batch_size": predict["batch_size"],
-        "last_conv": registry.get(backbone).last_conv,
+        # The analysis' Grad-CAM layer and placement, so the page shows the report's maps.
+        "gradcam_layer": analysis["gradcam"]["layer"] or "",
+        "min_map_side": analysis["min_map_side"],
     }

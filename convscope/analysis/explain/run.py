@@ -52,15 +52,6 @@ OWN_KEYS = (
 )
 
 
-def resolve_options(options: dict | None) -> dict:
-    """The config `analysis` section over its schema defaults (nested sections merged key by key)."""
-    from convscope import config as cfg
-
-    merged = cfg.merged("analysis", options, strict=True)
-    merged.setdefault("seed", 0)
-    return merged
-
-
 @dataclass
 class ExplainInputs:
     """The test set as explain_model needs it (instead of a dict with alternative keys)."""
@@ -121,10 +112,16 @@ def explain_model(model, backbone, data, out_dir, options: dict | None = None, *
     base_reference: the same backbone with the weights the run started from (a
         classifier or the bare base) for the change-from-pretrained section.
     """
+    from convscope.analysis import options as analysis_options
+
+    return explain_resolved(model, backbone, data, out_dir, analysis_options.resolve(options), base_reference)
+
+
+def explain_resolved(model, backbone, data, out_dir, opts: dict, base_reference=None):
+    """explain_model with `opts` already merged over the defaults (convscope.analysis.options.resolve)."""
     from convscope.analysis.explain import layer_choice
     from convscope.analysis.split_model import cut
 
-    opts = resolve_options(options)
     spec = _backbone_spec(backbone)
     inputs = data if isinstance(data, ExplainInputs) else ExplainInputs.from_data(data)
     if base_reference is not None:
@@ -135,7 +132,7 @@ def explain_model(model, backbone, data, out_dir, options: dict | None = None, *
     folder.mkdir(parents=True, exist_ok=True)
     timer = StepTimer("explain")  # seconds per step go to explain/timings.json
     # Default: the deepest block end whose maps are readable (convscope.analysis.explain.layer_choice).
-    layer = opts["gradcam"]["layer"] or layer_choice.gradcam_layer(model, spec, opts.get("min_map_side", 7)).name
+    layer = opts["gradcam"]["layer"] or layer_choice.gradcam_layer(model, spec, opts["min_map_side"]).name
     layer_map = layer_choice.describe(model, layer)
     size = inputs.x.shape[1:3]
     # Default 4 x 4 patches per image side at half-patch steps: 7 x 7 = 49 forward passes per image.
