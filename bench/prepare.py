@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from convscope.data.prepare import prepare
+from convscope.data.prepare import PrepareJob, Source, prepare
 
 CLASSES = ("a", "b")
 VERSION = 2  # bump when the generator changes, so stale caches are not reused
@@ -127,13 +127,11 @@ def main(argv=None) -> None:
             cpu["naive"].append(time.process_time() - c)
             t, c = time.perf_counter(), time.process_time()
             prepare(
-                splits,
-                root,
-                list(CLASSES),
+                Source(splits, root, CLASSES),
                 args.size,
                 {"resize": args.resize},
                 tmp / f"prepared{r}",
-                threads=args.threads,
+                PrepareJob(threads=args.threads),
             )
             times["project"].append(time.perf_counter() - t)
             cpu["project"].append(time.process_time() - c)

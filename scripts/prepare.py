@@ -1,16 +1,13 @@
 from pathlib import Path
 
-from convscope.data.prepare import prepare
+from convscope.data.prepare import PrepareJob, Source, prepare
 from convscope.entry import job
 
 with job(snakemake):
     prepare(
-        splits_csv=Path(snakemake.input.split_list),
-        raw_root=Path(snakemake.params.raw),
-        classes=snakemake.params.classes,
+        Source(snakemake.input.split_list, snakemake.params.raw, snakemake.params.classes),
         size=int(snakemake.wildcards.size),
         options=snakemake.params.options,
         out_dir=Path(snakemake.output[0]).parent,
-        threads=snakemake.threads,
-        splits=(snakemake.wildcards.split,),
+        job=PrepareJob(threads=snakemake.threads, splits=(snakemake.wildcards.split,)),
     )

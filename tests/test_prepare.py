@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from convscope import layout
-from convscope.data.prepare import INDEX_COLUMNS, PrepareError, prepare
+from convscope.data.prepare import INDEX_COLUMNS, PrepareError, PrepareJob, Source, prepare
 from convscope.layout import Results
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
@@ -79,7 +79,7 @@ def corpus(tmp_path):
 def test_arrays_labels_and_index(corpus, tmp_path):
     raw, splits, classes = corpus
     out = Results(tmp_path).prepared_dir("32")
-    summary = prepare(splits, raw, classes, 32, {"resize": "center_crop"}, out, threads=2)
+    summary = prepare(Source(splits, raw, classes), 32, {"resize": "center_crop"}, out, PrepareJob(threads=2))
     assert {s: v["images"] for s, v in summary.items()} == {"train": 9, "val": 3, "test": 3}
     expected_colour = {"zebra": RED, "apple": GREEN, "mango": BLUE}
     for split, n in (("train", 9), ("val", 3), ("test", 3)):
@@ -110,8 +110,8 @@ def test_arrays_labels_and_index(corpus, tmp_path):
 def test_threads_do_not_change_the_output(corpus, tmp_path):
     raw, splits, classes = corpus
     a, b = tmp_path / "a", tmp_path / "b"
-    prepare(splits, raw, classes, 24, {"resize": "pad"}, a, threads=1)
-    prepare(splits, raw, classes, 24, {"resize": "pad"}, b, threads=4)
+    prepare(Source(splits, raw, classes), 24, {"resize": "pad"}, a, PrepareJob(threads=1))
+    prepare(Source(splits, raw, classes), 24, {"resize": "pad"}, b, PrepareJob(threads=4))
     for f in sorted(a.iterdir()):
         assert f.read_bytes() == (b / f.name).read_bytes(), f.name
 
@@ -152,7 +152,7 @@ def boxed(tmp_path):
 def test_resize_policy_and_box_mapping(boxed, tmp_path, policy):
     raw, splits, classes = boxed
     out = tmp_path / policy
-    prepare(splits, raw, classes, 50, {"resize": policy}, out, threads=2)
+    prepare(Source(splits, raw, classes), 50, {"resize": policy}, out, PrepareJob(threads=2))
     images = np.load(layout.prepared_in(out, "train"))
     index = _read_index(out, "train")
     assert [r["file"] for r in index] == ["thing/a.png", "thing/b.png", "other/c.png"]
@@ -187,7 +187,7 @@ def test_exif_orientation_is_applied(tmp_path):
     rows = [("a", _save(raw, "a", "x.jpg", _halves(60, 30), exif=exif.tobytes(), quality=95), "train")]
     rows.append(("b", _save(raw, "b", "y.png", _halves(30, 30)), "train"))
     splits = _write_splits(tmp_path / "splits.csv", raw, rows)
-    prepare(splits, raw, ["a", "b"], 32, {"resize": "squash"}, tmp_path / "out", threads=1)
+    prepare(Source(splits, raw, ["a", "b"]), 32, {"resize": "squash"}, tmp_path / "out", PrepareJob(threads=1))
     a = np.load(layout.prepared_in(tmp_path / "out", "train"))[0].astype(int)
     assert np.abs(a[4, 16] - RED).max() <= 20 and np.abs(a[28, 16] - BLUE).max() <= 20
 
@@ -203,7 +203,9 @@ def test_camera_jpeg_draft_matches_full_decode(tmp_path):
     rows = [("cam", _save(raw, "cam", "p.jpg", Image.fromarray(big), quality=90), "train")]
     rows.append(("other", _save(raw, "other", "q.png", _halves(40, 40)), "val"))
     splits = _write_splits(tmp_path / "splits.csv", raw, rows)
-    prepare(splits, raw, ["cam", "other"], 64, {"resize": "center_crop"}, tmp_path / "out", threads=1)
+    prepare(
+        Source(splits, raw, ["cam", "other"]), 64, {"resize": "center_crop"}, tmp_path / "out", PrepareJob(threads=1)
+    )
     got = np.load(layout.prepared_in(tmp_path / "out", "train"))[0].astype(float)
     full = Image.open(raw / "cam" / "p.jpg").convert("RGB").crop((200, 0, 1400, 1200))
     reference = np.asarray(full.resize((64, 64), Image.Resampling.LANCZOS)).astype(float)
@@ -219,14 +221,14 @@ def test_undecodable_kept_file_fails_naming_it(corpus, tmp_path):
     splits = _write_splits(tmp_path / "s.csv", raw, [("apple", good, "train"), ("mango", "mango/broken.jpg", "train")])
     out = tmp_path / "out"
     with pytest.raises(PrepareError, match=r"mango/broken\.jpg.*class 'mango'.*fails to decode"):
-        prepare(splits, raw, classes, 32, {"resize": "center_crop"}, out, threads=2)
+        prepare(Source(splits, raw, classes), 32, {"resize": "center_crop"}, out, PrepareJob(threads=2))
     assert list(out.iterdir()) == []  # no partial or temporary files left
 
 
 def test_class_not_in_config_fails_naming_it(corpus, tmp_path):
     raw, splits, _ = corpus
     with pytest.raises(PrepareError, match=r"class 'mango' is not in the config's classes"):
-        prepare(splits, raw, ["zebra", "apple"], 32, {"resize": "pad"}, tmp_path / "out", threads=1)
+        prepare(Source(splits, raw, ["zebra", "apple"]), 32, {"resize": "pad"}, tmp_path / "out", PrepareJob(threads=1))
 
 
 def test_empty_split_gives_empty_arrays(tmp_path):
@@ -236,7 +238,7 @@ def test_empty_split_gives_empty_arrays(tmp_path):
         ("b", _save(raw, "b", "2.png", _halves(40, 40)), "train"),
     ]
     splits = _write_splits(tmp_path / "splits.csv", raw, rows)
-    prepare(splits, raw, ["a", "b"], 16, {"resize": "squash"}, tmp_path / "out", threads=1)
+    prepare(Source(splits, raw, ["a", "b"]), 16, {"resize": "squash"}, tmp_path / "out", PrepareJob(threads=1))
     assert np.load(layout.prepared_in(tmp_path / "out", "val")).shape == (0, 16, 16, 3)
     assert np.load(layout.prepared_in(tmp_path / "out", "test", "labels.npy")).shape == (0,)
     assert _read_index(tmp_path / "out", "test") == []
@@ -245,4 +247,4 @@ def test_empty_split_gives_empty_arrays(tmp_path):
 def test_unknown_resize_policy_names_the_key(corpus, tmp_path):
     raw, splits, classes = corpus
     with pytest.raises(PrepareError, match=r"prepare\.resize.*'stretch'.*center_crop"):
-        prepare(splits, raw, classes, 32, {"resize": "stretch"}, tmp_path / "out", threads=1)
+        prepare(Source(splits, raw, classes), 32, {"resize": "stretch"}, tmp_path / "out", PrepareJob(threads=1))

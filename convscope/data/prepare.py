@@ -46,6 +46,40 @@ class PrepareError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Source:
+    """What prepare reads: a split list, the raw folder it names files in, the classes in label order."""
+
+    splits_csv: Path
+    raw_root: Path
+    classes: tuple
+
+    def __post_init__(self):
+        object.__setattr__(self, "splits_csv", Path(self.splits_csv))
+        object.__setattr__(self, "raw_root", Path(self.raw_root))
+        object.__setattr__(self, "classes", tuple(self.classes))
+
+
+@dataclass(frozen=True)
+class PrepareJob:
+    """How one prepare job runs: the decode threads, and which splits of the list it writes."""
+
+    threads: int = 4
+    splits: tuple = SPLITS
+
+
+@dataclass(frozen=True)
+class _Writer:
+    """What writing one split's arrays needs besides its items."""
+
+    raw_root: Path
+    size: int
+    policy: str
+    out_dir: Path
+    pool: ThreadPoolExecutor
+    threads: int
+
+
+@dataclass(frozen=True)
 class Item:
     cls: str
     label: int
@@ -123,35 +157,26 @@ def _load(raw_root: Path, item: Item, size: int, policy: str) -> tuple[np.ndarra
     return pixels, box
 
 
-def _write_split(
-    split: str,
-    items: list[Item],
-    raw_root: Path,
-    size: int,
-    policy: str,
-    out_dir: Path,
-    pool: ThreadPoolExecutor,
-    threads: int,
-) -> dict:
-    tmp = {k: out_dir / f".tmp-{split}.{k}" for k in layout.PREPARED_KINDS}
+def _write_split(w: _Writer, split: str, items: list[Item]) -> dict:
+    tmp = {k: w.out_dir / f".tmp-{split}.{k}" for k in layout.PREPARED_KINDS}
     try:
-        return _fill_split(split, items, raw_root, size, policy, out_dir, pool, threads, tmp)
+        return _fill_split(w, split, items, tmp)
     finally:
         for path in tmp.values():  # left over only when filling failed
             path.unlink(missing_ok=True)
 
 
-def _fill_split(split, items, raw_root, size, policy, out_dir, pool, threads, tmp) -> dict:
-    n = len(items)
+def _fill_split(w: _Writer, split: str, items: list[Item], tmp: dict) -> dict:
+    n, size = len(items), w.size
     images = np.lib.format.open_memmap(tmp["npy"], mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
     faults.reserve(tmp["npy"])  # a disk filled since the check: an error now, not a SIGBUS mid-write
     labels = np.empty(n, dtype=np.int32)
     boxes: list[tuple | None] = [None] * n
     start = last = time.monotonic()
-    chunk = max(1, threads * _CHUNK_PER_THREAD)
+    chunk = max(1, w.threads * _CHUNK_PER_THREAD)
     for lo in range(0, n, chunk):
         batch = items[lo : lo + chunk]
-        for i, (pixels, box) in enumerate(pool.map(lambda it: _load(raw_root, it, size, policy), batch), lo):
+        for i, (pixels, box) in enumerate(w.pool.map(lambda it: _load(w.raw_root, it, size, w.policy), batch), lo):
             images[i] = pixels
             labels[i] = items[i].label
             boxes[i] = box
@@ -171,7 +196,7 @@ def _fill_split(split, items, raw_root, size, policy, out_dir, pool, threads, tm
             writer.writerow([i, item.cls, item.label, item.file, item.sha256, *coords])
     # Publish complete files only: a crash never leaves a plausible-looking array.
     for kind, path in tmp.items():
-        os.replace(path, out_dir / f"{split}.{kind}")
+        os.replace(path, layout.prepared_in(w.out_dir, split, kind))
     elapsed = time.monotonic() - start
     return {
         "images": n,
@@ -181,42 +206,27 @@ def _fill_split(split, items, raw_root, size, policy, out_dir, pool, threads, tm
     }
 
 
-def prepare(
-    splits_csv: Path,
-    raw_root: Path,
-    classes: list[str],
-    size: int,
-    options: dict,
-    out_dir: Path,
-    threads: int = 4,
-    splits: tuple = SPLITS,
-) -> dict:
-    """Write {split}.npy, .labels.npy and .index.csv for each of `splits`; returns per-split counts.
+def prepare(source: Source, size: int, options: dict, out_dir, job: PrepareJob = PrepareJob()) -> dict:
+    """Write {split}.npy, .labels.npy and .index.csv for each of job.splits; returns per-split counts.
 
-    splits_csv: a split list; rows of splits not in `splits` are left out.
+    source.splits_csv: a split list; rows of splits not in job.splits are left out.
+    options: the config `prepare` section (its resize policy).
     """
-    splits_csv, raw_root, out_dir = Path(splits_csv), Path(raw_root), Path(out_dir)
-    policy = options.get("resize", "center_crop")
+    out_dir, classes, threads = Path(out_dir), list(source.classes), job.threads
+    policy = options["resize"]
     if policy not in imageio.POLICIES:
         raise PrepareError(
             f"config key prepare.resize: {policy!r} is not allowed; allowed values: {list(imageio.POLICIES)}"
         )
-    classes = list(classes)
     out_dir.mkdir(parents=True, exist_ok=True)
-    by_split = {s: rows for s, rows in read_splits(splits_csv, classes).items() if s in splits}
+    by_split = {s: rows for s, rows in read_splits(source.splits_csv, classes).items() if s in job.splits}
     boxes = {}
     for cls in classes:
-        boxes.update(read_boxes(raw_root, cls))
+        boxes.update(read_boxes(source.raw_root, cls))
     total = sum(map(len, by_split.values()))
+    counts = ", ".join(f"{s} {len(r)}" for s, r in by_split.items())
     log.info(
-        "preparing %d images at %dx%d (%s, %d threads) into %s: %s",
-        total,
-        size,
-        size,
-        policy,
-        threads,
-        out_dir,
-        ", ".join(f"{s} {len(r)}" for s, r in by_split.items()),
+        "preparing %d images at %dx%d (%s, %d threads) into %s: %s", total, size, size, policy, threads, out_dir, counts
     )
     # The arrays are memory-mapped: on a full disk a write would be a SIGBUS, so check first.
     needed = total * (size * size * 3 + 4 + 256) + 3 * len(by_split) * 4096  # pixels, labels, index rows, headers
@@ -224,8 +234,9 @@ def prepare(
     items = {split: _items(rows, classes, boxes) for split, rows in by_split.items()}
     summary = {}
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="prepare") as pool:
+        writer = _Writer(source.raw_root, size, policy, out_dir, pool, threads)
         for split, todo in items.items():
-            stats = _write_split(split, todo, raw_root, size, policy, out_dir, pool, threads)
+            stats = _write_split(writer, split, todo)
             summary[split] = {**stats, "per_class": {c: sum(it.cls == c for it in todo) for c in classes}}
             _log_split(split, summary[split])
     return summary
