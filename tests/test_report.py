@@ -527,9 +527,9 @@ def test_user_strings_are_escaped(tmp_path):
     classes = ["circle", f"sq{EVIL}"]
     R = make_results(tmp_path / "results", classes=classes, backbones=("mobilenetv2",), evil=EVIL)
     options = {**OPTIONS, "title": f"Title {EVIL}", "description": f"Desc {EVIL}"}
-    cfg = _config(["circle", "square"], **options)
-    cfg["classes"]["square"] = {"keywords": [f"kw {EVIL}"]}
-    out = render_report(R, Results(R).report_dir, options, True, config=cfg, classes=classes)
+    cfg = _config(classes, **options)
+    cfg["classes"][f"sq{EVIL}"] = {"keywords": [f"kw {EVIL}"]}
+    out = render_report(R, Results(R).report_dir, options, True, config=cfg)
     for path in (out["html"], out["standalone"]):
         text = path.read_text()
         page = Page(text)  # also fails on any injected on* attribute

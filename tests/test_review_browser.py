@@ -54,7 +54,7 @@ def test_review_file_downloads_from_the_page(tmp_path):
     R = make_results(tmp_path / "results", classes=CLASSES)
     _audit(R)
     options = {**OPTIONS, "sections": ["data", "audit"]}
-    render_report(R, Results(R).report_dir, options, False, config=_config(CLASSES, **options), classes=CLASSES)
+    render_report(R, Results(R).report_dir, options, False, config=_config(CLASSES, **options))
     saved = tmp_path / "downloaded-review.csv"
     b = Browser()
     try:

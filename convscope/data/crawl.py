@@ -43,29 +43,12 @@ def crawl_class(cls: str, options: dict, out_dir: Path, summary_path: Path) -> d
         "class %s: source %s, %d images already in %s, max_images %d", cls, source, ledger.ok_count, out_dir, target
     )
     try:
-        if ledger.ok_count >= target:
-            stopped = "target"
-        elif source == "synthetic":
-            stopped = synthesize(cls, options, ledger)
-        elif source == "folder":
-            stopped = import_folder(cls, options, ledger)
-        elif source in WEB_SOURCES:
-            stopped = crawl_web(cls, options, ledger, deadline=t0 + options["timeout_s"])
-        else:
-            raise ValueError(f"class {cls!r}: unknown crawl source {source!r}")
+        stopped = _fill(cls, options, ledger, started=t0)
     finally:
         ledger.close()
     elapsed = time.monotonic() - t0
     rows = ledger.rows()
-    counts = {
-        "existing": ledger.existing,
-        "new": ledger.added[OK],
-        "failed": ledger.added[FAILED],
-        "rejected": ledger.added[REJECTED],
-        "duplicate": ledger.added[DUPLICATE],
-        "missing": sum(r["status"] == MISSING for r in rows),
-        "total": ledger.ok_count,
-    }
+    counts = _counts(ledger, rows)
     diagnosis = network.diagnose(rows)
     if ledger.ok_count == 0:
         raise CrawlError(_no_images_message(cls, options, counts, ledger.path, stopped, diagnosis))
@@ -92,6 +75,32 @@ def crawl_class(cls: str, options: dict, out_dir: Path, summary_path: Path) -> d
     atomic.write_bytes(summary_path, (json.dumps(summary, indent=2) + "\n").encode())
     log.info("class %s: done in %.1f s: %s", cls, elapsed, counts)
     return summary
+
+
+def _fill(cls: str, options: dict, ledger: Ledger, started: float) -> str:
+    """Bring the class towards max_images from its source; returns why it stopped (a _STOPPED key)."""
+    source = options["source"]
+    if ledger.ok_count >= options["max_images"]:
+        return "target"
+    if source == "synthetic":
+        return synthesize(cls, options, ledger)
+    if source == "folder":
+        return import_folder(cls, options, ledger)
+    if source in WEB_SOURCES:
+        return crawl_web(cls, options, ledger, deadline=started + options["timeout_s"])
+    raise ValueError(f"class {cls!r}: unknown crawl source {source!r}")
+
+
+def _counts(ledger: Ledger, rows: list[dict]) -> dict:
+    return {
+        "existing": ledger.existing,
+        "new": ledger.added[OK],
+        "failed": ledger.added[FAILED],
+        "rejected": ledger.added[REJECTED],
+        "duplicate": ledger.added[DUPLICATE],
+        "missing": sum(r["status"] == MISSING for r in rows),
+        "total": ledger.ok_count,
+    }
 
 
 _STOPPED = {

@@ -168,25 +168,8 @@ def engine_specs(
             dict(downloader),
         )
 
-    if source in ("bing", "baidu", "google"):
-        crawler_cls = {"bing": BingImageCrawler, "baidu": BaiduImageCrawler, "google": GoogleImageCrawler}[source]
-        extra = {"language": None} if source == "google" else {}
-        return [
-            spec(f"{source} {kw!r}", crawler_cls, dict(keyword=kw, offset=0, max_num=feed, filters=None, **extra))
-            for kw in options["keywords"]
-        ]
-    if source == "flickr":
-        key = flickr_key(cls, options)
-        return [
-            spec(
-                f"flickr {kw!r}",
-                FlickrImageCrawler,
-                dict(apikey=key, max_num=feed, text=kw, sort="relevance"),
-                extra_init={"apikey": key},
-                extra_parser={"apikey": key, "size_preference": FLICKR_SIZES},
-            )
-            for kw in options["keywords"]
-        ]
+    if source in ("bing", "baidu", "google", "flickr"):
+        return _search_specs(cls, options, feed, spec)
     if source == "greedy":
         sites = options["site"] if isinstance(options["site"], list) else [options["site"]]
         # As GreedyImageCrawler.crawl normalises them: the same strings are the domain filter.
@@ -209,6 +192,29 @@ def engine_specs(
     if not todo:
         return []
     return [spec(f"urllist {options['urls']}", UrlListCrawler, {"url_list": todo})]
+
+
+def _search_specs(cls: str, options: dict, feed: int, spec: Callable) -> list[EngineSpec]:
+    """One run per keyword of a search engine; `feed`: results to page through; `spec` makes an EngineSpec."""
+    source = options["source"]
+    if source == "flickr":
+        key = flickr_key(cls, options)
+        return [
+            spec(
+                f"flickr {kw!r}",
+                FlickrImageCrawler,
+                dict(apikey=key, max_num=feed, text=kw, sort="relevance"),
+                extra_init={"apikey": key},
+                extra_parser={"apikey": key, "size_preference": FLICKR_SIZES},
+            )
+            for kw in options["keywords"]
+        ]
+    crawler_cls = {"bing": BingImageCrawler, "baidu": BaiduImageCrawler, "google": GoogleImageCrawler}[source]
+    extra = {"language": None} if source == "google" else {}
+    return [
+        spec(f"{source} {kw!r}", crawler_cls, dict(keyword=kw, offset=0, max_num=feed, filters=None, **extra))
+        for kw in options["keywords"]
+    ]
 
 
 class Intake:
@@ -356,10 +362,9 @@ class LedgerDownloader(ImageDownloader):
         super().__init__(thread_num, signal, session, storage)
         self.intake = intake
 
-    def download(
-        self, task, default_ext, timeout=5, max_retry=3, overwrite=False, min_size=None, max_size=None, **kwargs
-    ):
-        # timeout/max_retry/overwrite from icrawler are ignored: the Intake applies our policy.
+    def download(self, task, default_ext, timeout=5, **kwargs):
+        # icrawler's timeout, max_retry, overwrite and max_size are ignored: the Intake applies our policy.
+        min_size = kwargs.get("min_size")
         task["success"] = self.intake.fetch(self.session, task["file_url"], min(min_size) if min_size else None)
         task["filename"] = None
         return task["success"]

@@ -111,6 +111,14 @@ def _flatten(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # 1, L, P, CMYK, YCbCr, LAB, HSV
 
 
+def _orientation(img) -> int:
+    """The EXIF orientation tag (1: as stored)."""
+    try:
+        return int(img.getexif().get(_ORIENTATION, 1) or 1)
+    except Exception:
+        return 1  # unreadable EXIF: pixels are still usable, unrotated
+
+
 def load_rgb(
     path: str | Path,
     draft_size: tuple[int, int] | None = None,
@@ -146,10 +154,7 @@ def load_rgb(
             raise ImageRejected(TOO_LARGE, f"{width}x{height} exceeds max_pixels={max_pixels}", header)
         if width < 1 or height < 1:
             raise ImageRejected(UNDECODABLE, f"header size {width}x{height}", header)
-        try:
-            orientation = int(img.getexif().get(_ORIENTATION, 1) or 1)
-        except Exception:
-            orientation = 1  # unreadable EXIF: pixels are still usable, unrotated
+        orientation = _orientation(img)
         if draft_size and img.format in ("JPEG", "MPO"):
             dw, dh = draft_size
             img.draft("RGB", (dh, dw) if orientation in _ROTATED else (dw, dh))

@@ -16,9 +16,11 @@ LRN), which keras.saving.load_model needs; `load_model` below does that for you.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import subprocess
+from dataclasses import dataclass
 
 import keras
 from keras import layers, ops
@@ -157,20 +159,23 @@ def _fc_stack(app: keras.Model, names: tuple[str, ...], dropout: float):
     return x
 
 
+@dataclass(frozen=True)
+class BuildOptions:
+    """build_classifier's keyword options beyond the input size and seed (what a run's config sets)."""
+
+    weights: str = "imagenet"  # "imagenet", "none", or a weights file (convscope.models.weights)
+    dropout: float = 0.0
+    augment: str = "none"
+    weights_sha256: str | None = None  # the weights file's expected digest
+    head: str | None = None
+
+
 def build_classifier(
-    backbone: str,
-    num_classes: int,
-    *,
-    input_size: int | None = None,
-    weights: str = "imagenet",
-    dropout: float = 0.0,
-    augment: str = "none",
-    seed: int | None = None,
-    weights_sha256: str | None = None,
-    head: str | None = None,
+    backbone: str, num_classes: int, *, input_size: int | None = None, seed: int | None = None, **options
 ) -> keras.Model:
     """image -> augment -> preprocess -> base -> [pool] -> dropout -> head (see module doc).
 
+    options: the fields of BuildOptions (weights, dropout, augment, weights_sha256, head).
     head: "pooled" (GlobalAveragePooling2D "pool" before dropout and the new Dense),
     "fc" (the base keeps the pretrained fc stack; only the last layer is new), or
     None / "auto" (the registry's choice: fc for AlexNet/VGG16 at native size).
@@ -180,21 +185,30 @@ def build_classifier(
     """
     if num_classes < 2:
         raise ValueError(f"build_classifier: need at least 2 classes, got {num_classes}")
+    opts = _build_options(options)
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
     spec = registry.get(backbone)
     size = int(input_size or spec.input_size)
-    kind = registry.head(backbone, {"head": head or "auto", "input_size": size})
-    base = build_base(backbone, size, weights, weights_sha256=weights_sha256, head=kind, dropout=dropout)
+    kind = registry.head(backbone, {"head": opts.head or "auto", "input_size": size})
+    base = build_base(backbone, size, opts.weights, weights_sha256=opts.weights_sha256, head=kind, dropout=opts.dropout)
     inputs = keras.Input(shape=(size, size, 3), name="image", dtype="float32")
-    x = augmentation(augment, seed)(inputs)
+    x = augmentation(opts.augment, seed)(inputs)
     x = Preprocess(spec.preprocess, name="preprocess", dtype="float32")(x)
     x = base(x)
     if kind == "pooled":
         x = layers.GlobalAveragePooling2D(name="pool")(x)
-    x = layers.Dropout(float(dropout), seed=seed, name="dropout")(x)
+    x = layers.Dropout(float(opts.dropout), seed=seed, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="head")(x)
     return keras.Model(inputs, outputs, name=f"{backbone}_classifier")
+
+
+def _build_options(options: dict) -> BuildOptions:
+    known = {f.name for f in dataclasses.fields(BuildOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"build_classifier: unknown option(s) {unknown}; allowed: {sorted(known)}")
+    return BuildOptions(**options)
 
 
 def head_kind(model: keras.Model) -> str:

@@ -88,30 +88,10 @@ def data_summary(results: Path, classes: list[str]) -> dict:
     rows = []
     ledger_urls: dict[str, str] = {}
     for cls in classes:
-        mine = [r for r in manifest if r["cls"] == cls]
-        quarantined = Counter(r["reason"] or "(no reason)" for r in mine if r["status"] != KEPT)
-        per_split = Counter(r["split"] for r in splits if r["cls"] == cls)
-        ledger_path = results.ledger(cls)  # beside the crawl rule's declared crawl.json
-        ledger = read_csv(ledger_path, f"crawl stage (rule crawl, class {cls})") if ledger_path.is_file() else []
-        downloads = Counter(r.get("status") or "(none)" for r in ledger)
-        statuses.update(downloads)
-        for r in ledger:
-            key = f"{cls}/{Path(r['file']).name}" if r.get("file") else None
-            # A `duplicate` row names the file it duplicates: the source is the `ok` row's.
-            if key and (r.get("status") == OK or key not in ledger_urls):
-                ledger_urls[key] = r.get("url_or_path") or ""
-        kept = sum(r["status"] == KEPT for r in mine)
-        rows.append(
-            {
-                "cls": cls,
-                "downloads": dict(downloads),
-                "raw": len(mine),
-                "kept": kept,
-                "quarantined": sum(quarantined.values()),
-                "by_reason": dict(quarantined),
-                "splits": {s: per_split.get(s, 0) for s in SPLITS},
-            }
-        )
+        row, urls = _class_row(results, cls, manifest, splits)
+        statuses.update(row["downloads"])
+        ledger_urls.update(urls)
+        rows.append(row)
     quarantine = [
         {
             "cls": r["cls"],
@@ -144,6 +124,32 @@ def data_summary(results: Path, classes: list[str]) -> dict:
         "quarantine": quarantine,
         "kept_files": {cls: sorted(files) for cls, files in kept_files.items()},
     }
+
+
+def _class_row(results: layout.Results, cls: str, manifest: list[dict], splits: list[dict]) -> tuple[dict, dict]:
+    """One class's counts per stage, and {file: source URL} from its crawl ledger."""
+    mine = [r for r in manifest if r["cls"] == cls]
+    quarantined = Counter(r["reason"] or "(no reason)" for r in mine if r["status"] != KEPT)
+    per_split = Counter(r["split"] for r in splits if r["cls"] == cls)
+    ledger_path = results.ledger(cls)  # beside the crawl rule's declared crawl.json
+    ledger = read_csv(ledger_path, f"crawl stage (rule crawl, class {cls})") if ledger_path.is_file() else []
+    downloads = Counter(r.get("status") or "(none)" for r in ledger)
+    urls: dict[str, str] = {}
+    for r in ledger:
+        key = f"{cls}/{Path(r['file']).name}" if r.get("file") else None
+        # A `duplicate` row names the file it duplicates: the source is the `ok` row's.
+        if key and (r.get("status") == OK or key not in urls):
+            urls[key] = r.get("url_or_path") or ""
+    row = {
+        "cls": cls,
+        "downloads": dict(downloads),
+        "raw": len(mine),
+        "kept": sum(r["status"] == KEPT for r in mine),
+        "quarantined": sum(quarantined.values()),
+        "by_reason": dict(quarantined),
+        "splits": {s: per_split.get(s, 0) for s in SPLITS},
+    }
+    return row, urls
 
 
 def make_thumbnails(results: Path, kept_files: dict, classes: list[str], per_class: int, out_dir: Path) -> dict:

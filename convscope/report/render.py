@@ -133,21 +133,20 @@ def render_report(
     self_contained: bool | None = None,
     *,
     config: dict,
-    classes: list[str] | None = None,
     benchmarks: Sequence[Path] = (),
 ) -> dict[str, Path]:
     """Write out_dir/index.html (+ assets/) and, if self_contained, out_dir/report-standalone.html.
 
     `results` is the results folder (the file layout contract); `options` the
     config's `report` section (defaults filled); `config` the whole config, shown
-    collapsed in the header; `benchmarks` the Snakemake benchmark files the compute
+    collapsed in the header (its classes, in order, are the report's); `benchmarks` the Snakemake benchmark files the compute
     section reads (the report rule's declared inputs). Returns the paths written.
     """
     options = {**DEFAULTS, **(options or {})}
     if self_contained is not None:
         options["self_contained"] = self_contained
     self_contained = options["self_contained"]
-    classes = list(classes if classes is not None else config["classes"])
+    classes = list(config["classes"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Stale figures from an earlier render must not linger beside the new page.
