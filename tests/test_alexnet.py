@@ -16,7 +16,7 @@ keras = pytest.importorskip("keras")
 
 from convscope import keras_compat  # noqa: E402
 from convscope.models import build  # noqa: E402
-from convscope.models.alexnet import AlexNet, LocalResponseNormalization  # noqa: E402
+from convscope.models.alexnet import AlexNet, LocalResponseNormalization, Top  # noqa: E402
 from convscope.models.weights import WeightsError, load_alexnet_npy  # noqa: E402
 
 # bvlc_alexnet.npy shapes (TF-converted layout) at 227 px.
@@ -177,7 +177,9 @@ def test_lrn_matches_caffe_formula():
 def small_alexnet():
     # 99 px: pool5 is 2x2, so fc6's (h, w, c) input order is exercised; narrow fc layers
     # keep the file small (conv shapes are the real ones).
-    return AlexNet(include_top=True, input_shape=(99, 99, 3), classes=10, classifier_activation=None, fc_units=64)
+    return AlexNet(
+        include_top=True, input_shape=(99, 99, 3), classes=10, classifier_activation=None, top=Top(fc_units=64)
+    )
 
 
 def test_loaded_weights_reproduce_a_numpy_forward_pass(tmp_path, small_alexnet):
@@ -279,7 +281,7 @@ def test_build_classifier_loads_alexnet_weights(tmp_path, monkeypatch):
     """weights="imagenet" reads bvlc_alexnet.npy from the Keras cache; a path works too."""
     monkeypatch.setattr(*keras_compat.keras_home_setting(), str(tmp_path / "keras"))
     monkeypatch.setenv("CONVSCOPE_ALEXNET_URL", "http://127.0.0.1:9/nothing-listens-here.npy")
-    reference = AlexNet(include_top=True, input_shape=(227, 227, 3), fc_units=8, classes=4)
+    reference = AlexNet(include_top=True, input_shape=(227, 227, 3), classes=4, top=Top(fc_units=8))
     params = random_params(reference, seed=7)
     kw = dict(input_size=64, dropout=0.0, augment="none", seed=0)
     with pytest.raises(WeightsError, match="could not be downloaded") as caught:

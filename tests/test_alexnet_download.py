@@ -14,12 +14,12 @@ keras = pytest.importorskip("keras")
 from convscope import keras_compat  # noqa: E402
 from convscope.models import build  # noqa: E402
 from convscope.models import weights as weights_lib  # noqa: E402
-from convscope.models.alexnet import AlexNet  # noqa: E402
+from convscope.models.alexnet import AlexNet, Top  # noqa: E402
 
 
 def bvlc_bytes(seed: int = 0) -> tuple[bytes, dict]:
     """A file in the bvlc format (np.save of a 0-d object array holding {layer: [W, b]})."""
-    reference = AlexNet(include_top=True, input_shape=(227, 227, 3), fc_units=8, classes=4)
+    reference = AlexNet(include_top=True, input_shape=(227, 227, 3), classes=4, top=Top(fc_units=8))
     rng = np.random.default_rng(seed)
     params = {
         layer.name: [

@@ -19,7 +19,7 @@ from tests.conftest import tiny_config
 keras = pytest.importorskip("keras")
 
 from convscope.models import build  # noqa: E402
-from convscope.models.alexnet import AlexNet  # noqa: E402
+from convscope.models.alexnet import AlexNet, Top  # noqa: E402
 from convscope.models.weights import ALEXNET_LAYERS, load_alexnet_npy  # noqa: E402
 
 
@@ -125,7 +125,7 @@ def test_alexnet_fc_embedding_is_fc7(alexnet_fc):
 
 def test_bvlc_file_fills_fc6_fc7_of_the_fc_base(tmp_path):
     """At 227 px the kept fc6/fc7 take the file's weights; fc8 (1000 classes) is not loaded."""
-    base = AlexNet(include_top=True, input_shape=(227, 227, 3), fc_units=16, fc8=False, name="base")
+    base = AlexNet(include_top=True, input_shape=(227, 227, 3), name="base", top=Top(fc_units=16, fc8=False))
     rng = np.random.default_rng(1)
     shapes = {layer.name: (tuple(layer.kernel.shape), layer.bias.shape[0]) for layer in base.layers if layer.weights}
     shapes["fc8"] = ((16, 1000), 1000)

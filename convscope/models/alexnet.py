@@ -20,6 +20,8 @@ base still ends at pool5 and the classifier's global pooling takes it from there
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 from keras import layers, ops
 
@@ -78,22 +80,24 @@ def _pool(x, name):
     return layers.MaxPooling2D(pool_size=3, strides=2, padding=padding, name=name)(x)
 
 
+@dataclass(frozen=True)
+class Top:
+    """AlexNet's fully connected top (used when include_top)."""
+
+    fc_units: int = 4096  # the width of fc6/fc7 (4096 in AlexNet; smaller only for tests)
+    dropout: float = 0.5  # the rate of drop6/drop7 (0.5 in AlexNet)
+    fc8: bool = True  # False: end at fc7's ReLU (the fc head's base: the classifier adds drop7 and a new fc8)
+
+
 def AlexNet(
     include_top: bool = True,
     input_shape: tuple = (227, 227, 3),
     classes: int = 1000,
     classifier_activation: str | None = "softmax",
     name: str = "alexnet",
-    fc_units: int = 4096,
-    dropout: float = 0.5,
-    fc8: bool = True,
+    top: Top = Top(),
 ) -> keras.Model:
-    """The AlexNet functional model; layer names match bvlc_alexnet.npy keys.
-
-    fc_units is the width of fc6/fc7 (4096 in AlexNet; smaller only for tests);
-    dropout the rate of drop6/drop7 (0.5 in AlexNet). fc8=False ends the top at
-    fc7's ReLU (the fc head's base: the classifier adds drop7 and a new fc8).
-    """
+    """The AlexNet functional model (keras.applications' signature); layer names match bvlc_alexnet.npy keys."""
     if min(input_shape[:2]) < 11:
         raise ValueError(f"AlexNet needs an input side of at least 11 px (conv1 is 11x11), got {input_shape}")
     inputs = keras.Input(shape=input_shape, name="input")
@@ -109,10 +113,10 @@ def AlexNet(
     x = _pool(x, "pool5")
     if include_top:
         x = layers.Flatten(name="flatten")(x)
-        x = layers.Dense(fc_units, activation="relu", name="fc6")(x)
-        x = layers.Dropout(dropout, name="drop6")(x)
-        x = layers.Dense(fc_units, activation="relu", name="fc7")(x)
-        if fc8:
-            x = layers.Dropout(dropout, name="drop7")(x)
+        x = layers.Dense(top.fc_units, activation="relu", name="fc6")(x)
+        x = layers.Dropout(top.dropout, name="drop6")(x)
+        x = layers.Dense(top.fc_units, activation="relu", name="fc7")(x)
+        if top.fc8:
+            x = layers.Dropout(top.dropout, name="drop7")(x)
             x = layers.Dense(classes, activation=classifier_activation, name="fc8")(x)
     return keras.Model(inputs, x, name=name)

@@ -28,7 +28,7 @@ from keras import layers, ops
 from convscope import backbones as registry
 from convscope import keras_compat
 from convscope.models import weights as weights_lib
-from convscope.models.alexnet import AlexNet
+from convscope.models.alexnet import AlexNet, Top
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def build_base(
     weights = "none" if weights is None else str(weights)
     top = head == "fc"
     if spec.keras_app is None:  # ours: AlexNet, ImageNet weights from bvlc_alexnet.npy
-        base = AlexNet(include_top=top, input_shape=shape, name="base", dropout=float(dropout), fc8=False)
+        base = AlexNet(include_top=top, input_shape=shape, name="base", top=Top(dropout=float(dropout), fc8=False))
         if weights == "imagenet":
             path = weights_lib.alexnet_imagenet_path()
             weights_lib.load_alexnet_npy(base, path, sha256=weights_sha256)
