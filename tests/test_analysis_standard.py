@@ -295,8 +295,8 @@ def test_unknown_activation_layer_names_the_config_key():
 
     base = base_of(build_model())
     with pytest.raises(ValueError, match=r"analysis\.activations\.layers: 'nope'.*conv1"):
-        resolve_layers(base, ["nope"])
-    assert resolve_layers(base, [0.5, "relu1"]) == ["relu1"]
+        resolve_layers(base, ["nope"], 7)
+    assert resolve_layers(base, [0.5, "relu1"], 7) == ["relu1"]
 
 
 def test_learning_curves_keep_the_history(analysed):

@@ -36,7 +36,10 @@ def oversized(root: Path) -> list[str]:
 
 # Functions another change rewrites at the same time, each with that change: split them there.
 PENDING = {
-    ("convscope/data/synthetic.py", "draw"): "issue 23 (off-centre objects) rewrites the drawing; 9 parameters, 66 lines",
+    (
+        "convscope/data/synthetic.py",
+        "draw",
+    ): "issue 23 (off-centre objects) rewrites the drawing; 9 parameters, 66 lines",
 }
 
 

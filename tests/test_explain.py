@@ -98,7 +98,12 @@ def check_filter_vis_raises_activation():
     typical = channel_means(c.to_layer, natural).mean(axis=0)
     channels = [0, 2, 4]
     for fourier in (True, False):
-        r = visualize(c.to_layer, channels, size=(16, 16), settings=Settings(steps=48, fourier=fourier, seed=1))
+        r = visualize(
+            c.to_layer,
+            channels,
+            size=(16, 16),
+            settings=Settings.from_options({"steps": 48, "fourier": fourier, "seed": 1}),
+        )
         assert r.images.shape == (3, 16, 16, 3) and r.images.dtype == np.uint8
         # the optimised image excites its channel far more than the (flat grey) starting image
         assert (r.final > 10 * np.abs(r.start) + 0.03).all(), (fourier, r.start, r.final)
@@ -141,7 +146,9 @@ def check_change_finds_planted_changes():
 
     images = np.random.default_rng(1).integers(0, 256, (10, 12, 12, 3)).astype(np.uint8)
     for ref in (reference, reference.get_layer("base")):
-        what = Comparison("last", [1, 3], embed_layer="last", size=(12, 12), settings=Settings(steps=24, seed=0))
+        what = Comparison(
+            "last", [1, 3], embed_layer="last", size=(12, 12), settings=Settings.from_options({"steps": 24, "seed": 0})
+        )
         out = compare_channels(model, ref, images, what)
         by_ch = {r["channel"]: r for r in out["rows"]}
         assert by_ch[3]["finetuned_dead"] and not by_ch[3]["reference_dead"]

@@ -92,15 +92,30 @@ class RunSettings:
     strategy: str
     hp: dict
     classes: list
-    backend: str = "tensorflow"
-    jit_compile: object = "auto"
-    bootstrap: int = 1000
-    tensorboard: bool = True
-    progressive: dict | None = None
-    keep: str = "val_loss"  # train.keep: the epoch whose weights the run keeps
+    # config train.*: backend, jit_compile, bootstrap, tensorboard, keep (the epoch whose weights the run keeps)
+    backend: str
+    jit_compile: object
+    bootstrap: int
+    tensorboard: bool
+    keep: str
+    progressive: dict | None = None  # train.progressive, for the progressive strategy only
+
+    @classmethod
+    def from_params(cls, params: dict) -> RunSettings:
+        """From the train rule's params (all set); a library caller's missing train.* keys take the schema's defaults."""
+        missing = [k for k in _TRAIN_KEYS if k not in params]
+        if missing:
+            from convscope import config as cfg
+
+            train = cfg.defaults("train")
+            params = {**{k: train[k] for k in missing}, **params}
+        return cls(**params)
 
     def fingerprint(self) -> dict:
         return {**asdict(self), "classes": list(self.classes)}
+
+
+_TRAIN_KEYS = ("backend", "jit_compile", "bootstrap", "tensorboard", "keep")
 
 
 @dataclass(frozen=True)
@@ -136,7 +151,7 @@ def train_run(
     job: threads, GPUs and GPU sharing of the job; threads alone: a CPU job's JobOptions(threads).
     """
     clock = Clock()
-    run = RunSettings(**settings)
+    run = RunSettings.from_params(settings)
     job = job or JobOptions(threads=threads)
     backend_lib.select(run.backend, threads=job.threads, jobs_per_gpu=job.jobs_per_gpu)
     import keras  # noqa: F401 - the backend's import, timed as "imports"

@@ -62,7 +62,7 @@ def readable(layers: list[MapLayer], min_side: int) -> list[MapLayer]:
     return [m for m in layers if m.height * m.width == largest]
 
 
-def activation_layers(base, wanted, min_side: int = 7) -> list[MapLayer]:
+def activation_layers(base, wanted, min_side: int) -> list[MapLayer]:
     """Config entries -> layers: a string names a layer, a number in [0, 1] is a relative depth
     among the readable layers (0 = first, 1 = deepest readable)."""
     every = spatial_layers(base)
@@ -96,7 +96,7 @@ def _base_of(model):
     return model
 
 
-def gradcam_layer(model, spec, min_side: int = 7) -> MapLayer:
+def gradcam_layer(model, spec, min_side: int) -> MapLayer:
     """The deepest readable cut point among the backbone's block ends and last_conv."""
     every = {m.name: m for m in spatial_layers(_base_of(model))}
     names = dict.fromkeys([*spec.blocks, spec.last_conv])

@@ -23,7 +23,7 @@ def spatial_layers(base) -> list[str]:
     return [m.name for m in layer_choice.spatial_layers(base)]
 
 
-def resolve_layers(base, wanted, min_side: int = 7) -> list[str]:
+def resolve_layers(base, wanted, min_side: int) -> list[str]:
     """Config entries -> layer names: a string is a layer name, a number in [0, 1] a relative
     depth among the layers whose maps are readable (convscope.analysis.explain.layer_choice)."""
     return [m.name for m in layer_choice.activation_layers(base, wanted, min_side)]
@@ -51,10 +51,10 @@ def layer_activations(model, base, images: np.ndarray, names: list[str], batch_s
 class ActivationOptions:
     """Config analysis.activations (layers, channels) with the batch size and min_map_side."""
 
-    layers: tuple | list = (0.1, 0.5, 0.9)  # names or relative depths (resolve_layers)
-    channels: int = 16  # the most active channels shown per layer
-    batch_size: int = 64
-    min_side: int = 7  # smallest readable map side (layer_choice)
+    layers: tuple | list  # names or relative depths (resolve_layers)
+    channels: int  # the most active channels shown per layer
+    batch_size: int
+    min_side: int  # smallest readable map side (analysis.min_map_side; layer_choice)
 
 
 def top_channels(a: np.ndarray, count: int) -> np.ndarray:
@@ -110,9 +110,7 @@ def _layer_item(a, name: str, depth: int, top, figure: tuple[list, list], out_di
     )
 
 
-def activation_grids(
-    model, base, data: Labelled, sample, out_dir, options: ActivationOptions = ActivationOptions()
-) -> dict:
+def activation_grids(model, base, data: Labelled, sample, out_dir, options: ActivationOptions) -> dict:
     out_dir = Path(out_dir)
     sample = np.asarray(sample)
     names = resolve_layers(base, options.layers, options.min_side)

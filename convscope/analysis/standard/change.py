@@ -151,7 +151,7 @@ def compare_channels(model, base_reference, images, what: Comparison, *, finetun
     `model_cut` its split_model.cut at the layer (each new cut compiles its own predict).
     Returns {"rows": per-channel dicts, "reference": Result, "finetuned": Result, "dead": {...}}.
     """
-    layer, channels, settings = what.layer, what.channels, what.settings or Settings()
+    layer, channels, settings = what.layer, what.channels, what.settings or Settings.from_options(None)
     model_cut = model_cut if model_cut is not None else cut(model, layer)
     ft_to = model_cut.to_layer
     ref_to = reference_to_layer(model, base_reference, layer, model_cut)

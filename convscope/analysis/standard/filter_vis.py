@@ -29,20 +29,25 @@ _COLOR = _COLOR_SQRT / np.max(np.linalg.norm(_COLOR_SQRT, axis=0))
 
 @dataclass(frozen=True)
 class Settings:
-    steps: int = 128
-    learning_rate: float = 0.05
-    jitter: int = 4  # pixels, random shift each step
-    scale: float = 0.1  # random zoom in [1 - scale, 1 + scale]
-    rotation: float = 10.0  # degrees, random in [-rotation, rotation]
-    tv_weight: float = 0.05  # total variation penalty, relative to the layer's activation scale
-    fourier: bool = True  # decorrelated Fourier + colour parameterisation
-    seed: int = 0
+    """Config analysis.filter_vis (the schema's defaults: from_options) and the seed."""
+
+    steps: int
+    learning_rate: float
+    jitter: int  # pixels, random shift each step
+    scale: float  # random zoom in [1 - scale, 1 + scale]
+    rotation: float  # degrees, random in [-rotation, rotation]
+    tv_weight: float  # total variation penalty, relative to the layer's activation scale
+    fourier: bool  # decorrelated Fourier + colour parameterisation
+    seed: int
 
     @classmethod
     def from_options(cls, options: dict | None) -> Settings:
-        options = dict(options or {})
+        """analysis.filter_vis keys (and "seed", default 0) over the schema's defaults; other keys ignored."""
+        from convscope import config as cfg
+
+        merged = {**cfg.defaults("analysis")["filter_vis"], "seed": 0, **(options or {})}
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in options.items() if k in known})
+        return cls(**{k: v for k, v in merged.items() if k in known})
 
 
 def sampling(height: int, width: int, *, shift=(0.0, 0.0), zoom: float = 1.0, angle: float = 0.0):
@@ -171,15 +176,16 @@ def _objective(image: _Image, to_layer, k: int, tv_weight: float):
     return objective
 
 
-def visualize(to_layer, channels, *, size, settings: Settings = Settings()) -> Result:
+def visualize(to_layer, channels, *, size, settings: Settings | None = None) -> Result:
     """Optimise one image per channel of the layer `to_layer` ends at.
 
     to_layer: keras.Model, images (K x H x W x 3, uint8-valued float) -> activations
         K x h x w x C, e.g. convscope.analysis.split_model.cut(model, layer).to_layer.
-    size: (H, W) of the model input.
+    size: (H, W) of the model input. settings: None for the schema's defaults.
     """
     from keras import ops
 
+    settings = settings or Settings.from_options(None)
     channels = [int(c) for c in channels]
     height, width = size
     rng = np.random.default_rng(settings.seed)
