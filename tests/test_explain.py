@@ -147,7 +147,12 @@ def check_change_finds_planted_changes():
     images = np.random.default_rng(1).integers(0, 256, (10, 12, 12, 3)).astype(np.uint8)
     for ref in (reference, reference.get_layer("base")):
         what = Comparison(
-            "last", [1, 3], embed_layer="last", size=(12, 12), settings=Settings.from_options({"steps": 24, "seed": 0})
+            "last",
+            [1, 3],
+            embed_layer="last",
+            size=(12, 12),
+            settings=Settings.from_options({"steps": 24, "seed": 0}),
+            gray_std=0.02,
         )
         out = compare_channels(model, ref, images, what)
         by_ch = {r["channel"]: r for r in out["rows"]}

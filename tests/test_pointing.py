@@ -37,7 +37,7 @@ def test_gradcam_points_at_the_object(record_property):
 
     c = cut(model, "last_conv")
     maps = gradcam.gradcam(c, x_test, y_test, len(SHAPES))
-    maps["occlusion"] = occlusion.occlusion(model, x_test, y_test, occlusion.Patches(patch=8, stride=4))
+    maps["occlusion"] = occlusion.occlusion(model, x_test, y_test, occlusion.Patches(patch=8, stride=4, fill="mean"))
     maps["saliency"] = saliency.saliency(c, x_test, y_test, len(SHAPES))
     game = checks.pointing_game(maps, boxes, (SIZE, SIZE))
     fractions, curves = checks.deletion_curves(model, x_test, y_test, maps, checks.CurveSettings(steps=8))

@@ -63,7 +63,7 @@ class Source:
 class PrepareJob:
     """How one prepare job runs: the decode threads, and which splits of the list it writes."""
 
-    threads: int = 4
+    threads: int
     splits: tuple = SPLITS
 
 
@@ -206,7 +206,7 @@ def _fill_split(w: _Writer, split: str, items: list[Item], tmp: dict) -> dict:
     }
 
 
-def prepare(source: Source, size: int, options: dict, out_dir, job: PrepareJob = PrepareJob()) -> dict:
+def prepare(source: Source, size: int, options: dict, out_dir, job: PrepareJob) -> dict:
     """Write {split}.npy, .labels.npy and .index.csv for each of job.splits; returns per-split counts.
 
     source.splits_csv: a split list; rows of splits not in job.splits are left out.

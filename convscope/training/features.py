@@ -185,8 +185,8 @@ class HeadSettings:
     backbone: str
     hp: dict  # classifier, C, seed
     classes: list
-    max_iter: int = 2000
-    bootstrap: int = 1000  # resamples of the test accuracy's CI
+    max_iter: int  # train.features.max_iter
+    bootstrap: int  # train.bootstrap: resamples of the test accuracy's CI
 
 
 def load_arrays(feats: Path, labels: Path, splits=layout.FIT_SPLITS) -> tuple[dict, dict]:

@@ -102,8 +102,8 @@ class PretrainSpec:
     classes: list  # the source classes
     settings: dict  # the `pretrain` section's training keys (epochs, learning_rate, batch_size,
     # optimizer, dropout, augment, val_fraction, seed), recorded as given
-    resize: str = "center_crop"
-    backend: str = "tensorflow"
+    resize: str  # prepare.resize
+    backend: str  # train.backend
 
 
 def _train_base(spec: PretrainSpec, data: SourceSet):

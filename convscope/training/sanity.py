@@ -129,8 +129,8 @@ class Top5Settings:
 
     backbone: str
     options: dict  # config backbones.<name> (its weights)
-    backend: str = "tensorflow"
-    n_images: int = 8  # the first n test images
+    backend: str  # train.backend
+    n_images: int  # the first n test images (the sanity rule's)
 
 
 def imagenet_top5(*, images, index_csv, out_csv, settings: Top5Settings, threads: int = 1) -> list[dict]:

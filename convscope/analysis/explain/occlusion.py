@@ -56,7 +56,7 @@ class Patches:
 
     patch: int
     stride: int
-    fill: str | float = "mean"  # see fill_values
+    fill: str | float  # analysis.occlusion.fill, see fill_values
 
 
 def occlusion(

@@ -30,14 +30,12 @@ def saliency(cut, images, targets, n_classes: int, *, batch_size: int = 32) -> n
 class SmoothGrad:
     """Config analysis.saliency: noisy copies per image, their noise (fraction of 255), the seed."""
 
-    samples: int = 16
-    noise: float = 0.15
+    samples: int  # analysis.saliency.smoothgrad_samples
+    noise: float  # analysis.saliency.smoothgrad_noise
     seed: int = 0
 
 
-def smoothgrad(
-    cut, images, targets, n_classes: int, settings: SmoothGrad = SmoothGrad(), *, batch_size: int = 32
-) -> np.ndarray:
+def smoothgrad(cut, images, targets, n_classes: int, settings: SmoothGrad, *, batch_size: int = 32) -> np.ndarray:
     """SmoothGrad saliency, N x H x W: mean over `settings.samples` copies with Gaussian noise of
     standard deviation noise * 255 (the pixel range), the copies evaluated in batches."""
     samples, noise, seed = settings.samples, settings.noise, settings.seed

@@ -116,8 +116,8 @@ class Comparison:
     channels: list  # channel indices of that layer
     embed_layer: str  # the reference network's layer whose pooled activations embed the pictures
     size: tuple  # (height, width) of the pictures
-    settings: Settings | None = None  # feature visualization settings (None: the defaults)
-    gray_std: float = 0.02  # pixel std below which a picture counts as flat ("gray")
+    settings: Settings | None  # feature visualization settings (None: the schema's defaults)
+    gray_std: float  # pixel std below which a picture counts as flat ("gray"): analysis.change.gray_std
 
 
 def _channel_rows(what: Comparison, similarity, pictures: tuple, dead: tuple) -> list[dict]:

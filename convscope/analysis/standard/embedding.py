@@ -47,8 +47,8 @@ def pca(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class EmbeddingOptions:
     """Config analysis.embedding (perplexity, thumbnails), the seed and the layer named in titles."""
 
-    perplexity: float = 30.0
-    thumbnails: int = 150  # points drawn with a thumbnail
+    perplexity: float
+    thumbnails: int  # points drawn with a thumbnail
     seed: int = 0
     layer: str = "penultimate"  # convscope.backbones.embedding_layer
 
@@ -92,9 +92,7 @@ def _items(tsne_png, pca_png, csv, out_dir) -> list[dict]:
     ]
 
 
-def embedding_maps(
-    embeddings, data: Labelled, out_dir, *, preds=None, options: EmbeddingOptions = EmbeddingOptions()
-) -> dict:
+def embedding_maps(embeddings, data: Labelled, out_dir, *, preds=None, options: EmbeddingOptions) -> dict:
     """t-SNE and PCA of `embeddings`, the output of `options.layer` (convscope.backbones.embedding_layer)."""
     out_dir = Path(out_dir)
     embeddings = np.asarray(embeddings).reshape(len(embeddings), -1)

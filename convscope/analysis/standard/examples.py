@@ -39,8 +39,8 @@ def confident_mistakes(probs: np.ndarray, labels: np.ndarray, n: int) -> np.ndar
 class ExampleOptions:
     """Config analysis.examples: images shown per class, confident mistakes shown."""
 
-    per_class: int = 6
-    mistakes: int = 12
+    per_class: int
+    mistakes: int
 
 
 def _row(kind, k, rank, i, probs, data: Labelled):
@@ -108,7 +108,7 @@ def _mistakes_item(data: Labelled, probs, wrong, out_dir: Path) -> dict:
     )
 
 
-def examples(data: Labelled, probs, out_dir, options: ExampleOptions = ExampleOptions()) -> dict:
+def examples(data: Labelled, probs, out_dir, options: ExampleOptions) -> dict:
     out_dir = Path(out_dir)
     probs = np.asarray(probs)
     data = replace(data, labels=np.asarray(data.labels))

@@ -94,9 +94,7 @@ def _caption(layer_name: str, kernel_shape, n: int, frozen_at: str | None) -> st
     )
 
 
-def first_layer_filters(
-    base, out_dir, *, max_filters: int = 96, bgr: bool = False, frozen_at: str | None = None
-) -> dict:
+def first_layer_filters(base, out_dir, *, max_filters: int, bgr: bool = False, frozen_at: str | None = None) -> dict:
     """The first conv layer's filters as one mosaic; frozen_at: where its weights came from when
     the layer stayed frozen in training (then the caption says so instead of judging them)."""
     out_dir = Path(out_dir)

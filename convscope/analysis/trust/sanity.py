@@ -152,7 +152,7 @@ def _unit(m) -> np.ndarray:
 
 
 def randomisation_check(
-    stage_list: list[Stage], compute: Callable[[], dict], trained: dict, size, *, threshold: float = 0.5, seed: int = 0
+    stage_list: list[Stage], compute: Callable[[], dict], trained: dict, size, *, threshold: float, seed: int = 0
 ) -> SanityResult:
     """Recompute the maps with `compute()` (method -> N x h x w, on the images `trained` holds)
     under each stage's randomisation; compare each to the trained maps.
