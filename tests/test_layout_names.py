@@ -1,6 +1,6 @@
 """Every results file name is spelled in convscope/layout.py alone (issue 24, part 2).
 
-Scans the string literals of convscope/, scripts/, bench/ and the rules for a bare file name
+Scans the string literals of convscope/, scripts/ and the rules (Snakefile, rules/*.smk) for a bare file name
 (`name.csv`, `{split}.npy`, `activations_{depth}.png`): a stage that spells one re-declares a
 piece of the inter-stage contract that layout.py owns. Docstrings and comments are free text
 and not scanned; error messages are sentences, so they do not match a bare name.
