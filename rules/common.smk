@@ -127,6 +127,12 @@ def report_inputs(wildcards):
         inputs["metrics"] = [L.metrics(r.backbone, r.id) for r in grid.runs(config)]
     if sections & {"backbones", "explanations"}:
         inputs["analyses"] = best_run_analyses()
+        # The records the findings read by name (convscope.records.ANALYSIS_RECORDS).
+        inputs["analysis_records"] = [
+            path
+            for b, run in best_runs().items()
+            for path in L.analysis_records(b, run).values()
+        ]
     if "compute" in sections:
         inputs["benchmarks"] = report_benchmarks(sections)
     return inputs
