@@ -163,7 +163,12 @@ def test_features_strategy_embeds_at_fc7_when_the_fc_stack_is_kept(tmp_path):
         prepared_dir=prepared,
         out_dir=(feats := Results(tmp_path).features_dir("alexnet")),
         features=FeatureSettings(
-            backbone="alexnet", options={"weights": "none", "head": "fc"}, input_size=227, batch_size=4
+            backbone="alexnet",
+            options={"weights": "none", "head": "fc"},
+            input_size=227,
+            backend=keras.backend.backend(),
+            seed=0,
+            batch_size=4,
         ),
         num_classes=3,
     )

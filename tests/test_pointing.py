@@ -40,7 +40,9 @@ def test_gradcam_points_at_the_object(record_property):
     maps["occlusion"] = occlusion.occlusion(model, x_test, y_test, occlusion.Patches(patch=8, stride=4, fill="mean"))
     maps["saliency"] = saliency.saliency(c, x_test, y_test, len(SHAPES))
     game = checks.pointing_game(maps, boxes, (SIZE, SIZE))
-    fractions, curves = checks.deletion_curves(model, x_test, y_test, maps, checks.CurveSettings(steps=8))
+    fractions, curves = checks.deletion_curves(
+        model, x_test, y_test, maps, checks.CurveSettings(steps=8, batch_size=64)
+    )
     aucs = {name: float(checks.auc(fractions, c).mean()) for name, c in curves.items()}
     figures = {
         "test_accuracy": accuracy,

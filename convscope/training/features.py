@@ -68,9 +68,9 @@ class FeatureSettings:
     backbone: str
     options: dict  # config backbones.<name>
     input_size: int
-    backend: str = "tensorflow"
-    seed: int = 0
-    batch_size: int = 64  # of the embedding pass
+    backend: str  # train.backend
+    seed: int
+    batch_size: int  # of the embedding pass: train.features.batch_size
 
 
 def _embed_splits(embedder, where, features: FeatureSettings, num_classes: int, threads: int, splits):

@@ -112,8 +112,8 @@ def pointing_game(maps_by_method: dict, boxes, size, *, tolerance: float = 0.0) 
 class CurveSettings:
     """How deletion/insertion curves are sampled and batched."""
 
-    steps: int = 16  # fractions 0, 1/steps, ..., 1
-    batch_size: int = 64
+    steps: int  # fractions 0, 1/steps, ..., 1: analysis.checks.deletion_steps
+    batch_size: int  # analysis.batch_size
     seed: int = 0  # the random order and the tie-breaks
     chunk: int | None = None  # images generated per chunk (None: about 128 MB, occlusion.chunk_size)
     insertion: bool = False  # True: put the top pixels back into the mean-colour image instead
@@ -142,9 +142,7 @@ def _ranks(orders: dict, rng) -> np.ndarray:
     return rank
 
 
-def deletion_curves(
-    model, images, targets, maps_by_method: dict, settings: CurveSettings = CurveSettings()
-) -> tuple[np.ndarray, dict]:
+def deletion_curves(model, images, targets, maps_by_method: dict, settings: CurveSettings) -> tuple[np.ndarray, dict]:
     """p(target) as the top fraction f of pixels (by each map) is replaced by the mean colour.
 
     settings.insertion=True: the other direction, p(target) of the mean-colour image with the top
@@ -186,7 +184,7 @@ def deletion_curves(
 
 
 def faithfulness(
-    model, images, targets, maps_by_method: dict, *, directions=("deletion", "insertion"), settings=CurveSettings()
+    model, images, targets, maps_by_method: dict, *, directions=("deletion", "insertion"), settings: CurveSettings
 ) -> dict:
     """Deletion and insertion curves and their AUCs, each against the random order.
 
