@@ -569,8 +569,7 @@ def test_sections_option_and_thumbnail_count(tmp_path):
         Results(R).report_dir,
         {**options, "sections": ["data"]},
         False,
-        config=_config(["circle", "square"]),
-        classes=["circle", "square", "triangle"],
+        config=_config(["circle", "square", "triangle"]),
     )
 
 
