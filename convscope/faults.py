@@ -106,6 +106,22 @@ def disk_full_message(exc: BaseException) -> str | None:
     return None
 
 
+class Stated(RuntimeError):
+    """A failure whose message says all the person needs (what failed, which setting to change).
+
+    convscope.logs.job_log shows it as one line, like a full disk; the traceback goes to
+    the job's log file only.
+    """
+
+
+def one_line(exc: BaseException) -> str | None:
+    """The one line for a full disk or a Stated failure anywhere in `exc`'s chain; None for anything else."""
+    full = disk_full_message(exc)
+    if full is not None:
+        return full
+    return next((str(e) for e in _chain(exc) if isinstance(e, Stated)), None)
+
+
 def _path_in_traceback(exc: BaseException) -> str | None:
     """The file a failed write was for, from the innermost frame that names one (f.write has no filename)."""
     found, tb = None, exc.__traceback__

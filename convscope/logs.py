@@ -3,8 +3,9 @@
 Snakemake deletes a job's log file before each attempt, so every line also goes to
 `<log stem>.attempts.log` beside it, appended under a header per attempt: the lines of
 an attempt that was killed (kill -9, a node lost) are still there after the rerun.
-A failure's traceback goes to the log file; a full disk shows on stderr as one
-line (convscope.faults) instead of a page of chained tracebacks.
+A failure's traceback goes to the log file; a full disk or a stated failure (a
+diverged run) shows on stderr as one line (convscope.faults) instead of a page of
+chained tracebacks.
 """
 
 from __future__ import annotations
@@ -70,15 +71,18 @@ def job_log(path: str | None, name: str = "convscope"):
     try:
         yield logging.getLogger(name)
     except Exception as e:
-        full = faults.disk_full_message(e)
-        if full is None:
+        line = faults.one_line(e)
+        if line is None:
             root.error("job failed:\n%s", traceback.format_exc())
             raise
-        # A full disk: the traceback for the log file, one line for the person.
+        # A full disk or a stated failure: the traceback for the log file, one line for the person.
         root.removeHandler(console)
-        root.error("job failed: %s\n%s", full, traceback.format_exc())
+        root.error("job failed: %s\n%s", line, traceback.format_exc())
         where = f" (traceback in {path})" if path and not handlers[1].failed else ""
-        raise SystemExit(f"error: {full}{where}") from None
+        # Printed here, not as SystemExit's text: a warm fork (convscope.warm) passes on
+        # only the exit status.
+        print(f"error: {line}{where}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     finally:
         for h in handlers:
             root.removeHandler(h)
