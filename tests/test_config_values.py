@@ -5,10 +5,10 @@ naming the key, before any job is planned."""
 from __future__ import annotations
 
 import pytest
+from test_config import assert_rejected_before_any_job
 
 from conftest import quick_train, tiny_config
 from convscope import config as cfg
-from test_config import assert_rejected_before_any_job
 
 
 def _grid(**values):
@@ -67,7 +67,10 @@ def test_integer_pretrain_class_is_refused_too():
         (lambda c: c["crawl"].update(max_images=10**9), "crawl.max_images"),
         (lambda c: c.update(seed=2**40), "seed"),
         (lambda c: c.setdefault("train", {}).update(threads=10**6), "train.threads"),
-        (lambda c: c.setdefault("train", {}).setdefault("grid", {}).update(batch_size=[32, 10**7]), "train.grid.batch_size"),
+        (
+            lambda c: c.setdefault("train", {}).setdefault("grid", {}).update(batch_size=[32, 10**7]),
+            "train.grid.batch_size",
+        ),
     ],
 )
 def test_counts_have_upper_bounds(patch, key):

@@ -136,7 +136,9 @@ def _train_base(spec: PretrainSpec, data: SourceSet):
         epochs=phase.end,
         validation_data=(data.x[val], onehot[val]),
         callbacks=[
-            cb.StopOnNaN(f"pretraining of {spec.backbone}", f"config key pretrain.learning_rate (now {phase.learning_rate:g})"),
+            cb.StopOnNaN(
+                f"pretraining of {spec.backbone}", f"config key pretrain.learning_rate (now {phase.learning_rate:g})"
+            ),
             cb.RunLog("all", int(train.sum())),
             best,
         ],
