@@ -5,7 +5,7 @@ from convscope.entry import job
 
 with job(snakemake):
     prepare(
-        splits_csv=Path(snakemake.input.split_list),
+        splits_csv=Path(snakemake.params.split_list),
         raw_root=Path(snakemake.params.raw),
         classes=snakemake.params.classes,
         size=int(snakemake.wildcards.size),
