@@ -34,6 +34,10 @@ onstart:
 
 onsuccess:
     results_lock.release(R)
+    from convscope import until
+
+    if note := until.stopped_early(workflow):
+        print(note, file=sys.stderr)
 
 
 onerror:
