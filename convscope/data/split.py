@@ -127,9 +127,14 @@ def split(manifest_csv: Path, options: dict, seed: int, out_lists: dict, out_dig
             f"raise crawl max_images or add sources; or change split fractions (split.train/val/test), "
             f"lower split.min_per_split, or try another seed."
         )
+    _write_lists(rows, out_lists, out_digests or {})
+    return rows
+
+
+def _write_lists(rows: list[dict], out_lists: dict, out_digests: dict) -> None:
+    """Each split's list, and its SHA-256 in `sha256sum` format where out_digests names a file."""
     for name in SPLITS:
         data = atomic.write_csv(out_lists[name], [r for r in rows if r["split"] == name], COLUMNS)
-        if out_digests:
+        if name in out_digests:
             digest = hashlib.sha256(data).hexdigest()
             atomic.write_text(out_digests[name], f"{digest}  {Path(out_lists[name]).name}\n")
-    return rows
