@@ -60,13 +60,15 @@ def path(target) -> Iterator[Path]:
             tmp.unlink()
 
 
-def write_csv(path, rows, columns) -> None:
-    """Rows (dicts) as CSV with a header of `columns`."""
+def write_csv(path, rows, columns) -> bytes:
+    """Rows (dicts) as CSV with a header of `columns`; returns the bytes written."""
     buf = io.StringIO(newline="")
     writer = csv.DictWriter(buf, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
-    write_bytes(path, buf.getvalue().encode())
+    data = buf.getvalue().encode()
+    write_bytes(path, data)
+    return data
 
 
 def _umask() -> int:

@@ -141,9 +141,36 @@ def merged(section: str, options: dict | None, *, strict: bool = False) -> dict:
     return out
 
 
+def value_errors(node, path: tuple = ()) -> list[str]:
+    """What JSON Schema cannot say, anywhere in the config: numbers are finite, keys are strings.
+
+    NaN compares false with every bound, so `minimum: 0` lets `.nan` through; `.inf`
+    passes every `exclusiveMinimum`. YAML reads `3:` as an integer key, and
+    `propertyNames` checks only string names.
+    """
+    if isinstance(node, bool):
+        return []
+    if isinstance(node, float) and not math.isfinite(node):
+        return [f"config key {_key(path)}: {node} is not a finite number; give a finite value"]
+    if isinstance(node, list):
+        return [e for i, item in enumerate(node) for e in value_errors(item, (*path, i))]
+    if not isinstance(node, dict):
+        return []
+    errors = [
+        f"config key {_key([*path, k])}: names are strings, got the {type(k).__name__} {k!r}; "
+        f"quote it ('{k}') or rename it"
+        for k in node
+        if not isinstance(k, str)
+    ]
+    return errors + [e for k, v in node.items() for e in value_errors(v, (*path, k))]
+
+
 def schema_errors(config: dict, schema_path: Path = SCHEMA) -> list[str]:
     from jsonschema import Draft202012Validator
 
+    problems = value_errors(config)
+    if problems:  # the schema's own messages on these would only repeat or mislead
+        return problems
     validator = Draft202012Validator(_schema(Path(schema_path)))
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     return [line for e in errors for line in _describe(e)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -96,14 +97,53 @@ def disk_full_message(exc: BaseException) -> str | None:
         if isinstance(e, NoSpace):
             return e.line()
         if isinstance(e, OSError) and e.errno in _FULL:
-            path = e.filename or _path_in_traceback(e)
-            where = f" while writing {path}" if path else ""
-            folder = Path(path).parent if path else Path.cwd()
+            path = e.filename or _path_in_traceback(e) or _path_in_messages(exc)
+            if not path:
+                return (
+                    f"disk full ({os.strerror(e.errno)}); free some space on the results folder's disk or set "
+                    "config key results to a folder on a larger disk, then run again"
+                )
+            folder = Path(path).parent
             return (
-                f"disk full{where} ({os.strerror(e.errno)}): {human(free_bytes(folder))} free in {folder}; free "
-                "some space there or set config key results to a folder on a larger disk, then run again"
+                f"disk full while writing {path} ({os.strerror(e.errno)}): {human(free_bytes(folder))} free in "
+                f"{folder}; free some space there or set config key results to a folder on a larger disk, then "
+                "run again"
             )
     return None
+
+
+_H5_FILENAME = re.compile(r"filename = '([^']+)'")
+
+
+def _path_in_messages(exc: BaseException) -> str | None:
+    """The file named in a chained message: HDF5 (Keras' .h5 weights) names it there, not in errno's fields."""
+    for e in _chain(exc):
+        found = _H5_FILENAME.search(str(e))
+        if found:
+            return found.group(1)
+    return None
+
+
+def is_full_disk_noise(exc: BaseException | None) -> bool:
+    """An error a full disk causes again while objects are freed (an HDF5 file that cannot flush)."""
+    text = str(exc)
+    return "errno = 28" in text or "No space left on device" in text or "Disk quota exceeded" in text
+
+
+class Stated(RuntimeError):
+    """A failure whose message says all the person needs (what failed, which setting to change).
+
+    convscope.logs.job_log shows it as one line, like a full disk; the traceback goes to
+    the job's log file only.
+    """
+
+
+def one_line(exc: BaseException) -> str | None:
+    """The one line for a full disk or a Stated failure anywhere in `exc`'s chain; None for anything else."""
+    full = disk_full_message(exc)
+    if full is not None:
+        return full
+    return next((str(e) for e in _chain(exc) if isinstance(e, Stated)), None)
 
 
 def _path_in_traceback(exc: BaseException) -> str | None:

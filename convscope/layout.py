@@ -311,6 +311,15 @@ class Results:
     def split_lists(self) -> list[Path]:
         return [self.split_list(s) for s in SPLITS]
 
+    def split_digest(self, split: str) -> Path:
+        """clean/splits/{split}.sha256: the SHA-256 of that split's list (`sha256sum -c` reads it).
+
+        The rules after split take this small file as input instead of the list: Snakemake
+        compares checksums of files up to 1 MB only, and a list passes that at about 9,000
+        images, after which a rewrite with the same bytes would rerun everything after it.
+        """
+        return self.root / "clean" / "splits" / f"{split}.sha256"
+
     def prepared_dir(self, size) -> Path:
         return self.root / "prepared" / str(size)
 

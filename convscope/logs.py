@@ -3,13 +3,15 @@
 Snakemake deletes a job's log file before each attempt, so every line also goes to
 `<log stem>.attempts.log` beside it, appended under a header per attempt: the lines of
 an attempt that was killed (kill -9, a node lost) are still there after the rerun.
-A failure's traceback goes to the log file; a full disk shows on stderr as one
-line (convscope.faults) instead of a page of chained tracebacks.
+A failure's traceback goes to the log file; a full disk or a stated failure (a
+diverged run) shows on stderr as one line (convscope.faults) instead of a page of
+chained tracebacks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -20,17 +22,37 @@ from convscope import faults
 
 
 class _JobFile(logging.FileHandler):
-    """The job's log file. On a full disk its lines are lost; say so once instead of a traceback per line."""
+    """The job's log file. On a full disk its lines are lost: noted, said once at the job's end (`lost_note`).
 
-    failed = False
+    Writes, flushes and the close all fail then; each would otherwise print a traceback
+    (logging's own "--- Logging error ---", and chained ones from close()).
+    """
+
+    failed: str | None = None
 
     def handleError(self, record):
-        if not self.failed:
-            self.failed = True
-            print(
-                f"log file {self.baseFilename} cannot be written ({sys.exc_info()[1]}); log lines go to stderr only",
-                file=sys.stderr,
-            )
+        self.failed = self.failed or str(sys.exc_info()[1])
+
+    def flush(self):
+        try:
+            super().flush()
+        except OSError as e:
+            self.failed = self.failed or str(e)
+
+    def close(self):
+        try:
+            super().close()
+        except OSError as e:
+            self.failed = self.failed or str(e)
+
+
+def lost_note(handlers) -> str | None:
+    """One line naming the job's log files that could not be written, if any."""
+    lost = [h for h in handlers if isinstance(h, _JobFile) and h.failed]
+    if not lost:
+        return None
+    names = " and ".join(h.baseFilename for h in lost)
+    return f"log file {names} could not be written ({lost[0].failed}); its lines went to stderr only"
 
 
 def attempts_path(path) -> str:
@@ -67,19 +89,45 @@ def job_log(path: str | None, name: str = "convscope"):
         h.setFormatter(fmt)
         root.addHandler(h)
     root.setLevel(logging.INFO)
+    say_lost = True
     try:
         yield logging.getLogger(name)
     except Exception as e:
-        full = faults.disk_full_message(e)
-        if full is None:
+        line = faults.one_line(e)
+        if line is None:
             root.error("job failed:\n%s", traceback.format_exc())
             raise
-        # A full disk: the traceback for the log file, one line for the person.
+        # A full disk or a stated failure: the traceback for the log file, one line for the person.
         root.removeHandler(console)
-        root.error("job failed: %s\n%s", full, traceback.format_exc())
-        where = f" (traceback in {path})" if path and not handlers[1].failed else ""
-        raise SystemExit(f"error: {full}{where}") from None
+        root.error("job failed: %s\n%s", line, traceback.format_exc())
+        say_lost = False
+        # Objects that failed to write (Keras' HDF5 files) complain again when freed,
+        # now or at exit: those complaints go to the log file only.
+        sys.unraisablehook = _unraisable
+        gc.collect()
+        _close(root, handlers, say_lost)
+        lost = any(isinstance(h, _JobFile) and h.failed for h in handlers)
+        where = f" (traceback in {path})" if path and not lost else ""
+        # Printed here, not as SystemExit's text: a warm fork (convscope.warm) passes on
+        # only the exit status.
+        print(f"error: {line}{where}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     finally:
-        for h in handlers:
-            root.removeHandler(h)
-            h.close()
+        _close(root, handlers, say_lost)
+
+
+def _unraisable(args) -> None:
+    if faults.is_full_disk_noise(args.exc_value):
+        logging.getLogger(__name__).info("after the full disk, ignored: %s", args.exc_value)
+        return
+    sys.__unraisablehook__(args)
+
+
+def _close(root, handlers, say_lost: bool) -> None:
+    """Detach and close the job's handlers (again is harmless); say which log files lost lines."""
+    for h in handlers:
+        root.removeHandler(h)
+        h.close()
+    note = lost_note(handlers) if say_lost else None
+    if note:
+        print(note, file=sys.stderr, flush=True)

@@ -4,8 +4,9 @@
 # `split` is a checkpoint: once it has run, Snakemake plans the jobs after it again
 # from what it wrote. An edit that changes the manifest but not the kept images
 # (a review line on a quarantined image, quality thresholds: flags only) leaves
-# the split lists with the same bytes, whose checksums Snakemake compares, so nothing
-# downstream of them reruns; one that changes the test split alone leaves the train
+# the split lists with the same bytes, and their digests (results/clean/splits/*.sha256,
+# small, so Snakemake compares their checksums: the lists pass its 1 MB limit at about
+# 9,000 images) with them, so nothing downstream of them reruns; one that changes the test split alone leaves the train
 # and val lists, and so every training, as they are. Every job after split asks
 # `after_split` (common.smk) for its inputs, which makes it one that is planned again.
 
@@ -38,6 +39,8 @@ checkpoint split:
         L.clean_manifest,
     output:
         **{split: L.split_list(split) for split in SPLITS},
+        # Each list's SHA-256: what the rules after split take as input (layout.py).
+        **{f"{split}_digest": L.split_digest(split) for split in SPLITS},
     log:
         L.log("split"),
     benchmark:

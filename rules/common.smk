@@ -20,7 +20,7 @@ L = layout.Results(R)  # every results path: convscope/layout.py
 # One run at a time per results folder (convscope/results_lock.py). onstart runs only
 # in the main process of a real run: dry runs write nothing, and the jobs Snakemake
 # spawns (locally or on a cluster) get --no-hooks, so they never wait on it.
-from convscope import results_lock
+from convscope import faults, results_lock
 
 
 onstart:
@@ -28,10 +28,16 @@ onstart:
         results_lock.acquire(R)
     except results_lock.ResultsLocked as e:
         sys.exit(str(e))
+    except OSError as e:  # a full disk refuses even the lock's line
+        sys.exit(f"error: {faults.disk_full_message(e) or e}")
 
 
 onsuccess:
     results_lock.release(R)
+    from convscope import until
+
+    if note := until.stopped_early(workflow):
+        print(note, file=sys.stderr)
 
 
 onerror:

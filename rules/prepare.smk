@@ -6,7 +6,9 @@
 
 rule prepare:
     input:
-        split_list=L.split_list("{split}"),
+        # The list's digest, not the list: Snakemake checksums files up to 1 MB only
+        # (layout.split_digest). split writes both, so the list is there.
+        digest=L.split_digest("{split}"),
     output:
         L.prepared_split_files("{size}", "{split}"),
     log:
@@ -20,6 +22,7 @@ rule prepare:
     resources:
         mem_mb=4000,
     params:
+        split_list=lambda w: L.split_list(w.split),
         raw=L.raw_dir,
         classes=CLASSES,
         options={"resize": config["prepare"]["resize"]},

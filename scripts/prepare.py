@@ -5,7 +5,7 @@ from convscope.entry import job
 
 with job(snakemake):
     prepare(
-        Source(snakemake.input.split_list, snakemake.params.raw, snakemake.params.classes),
+        Source(Path(snakemake.params.split_list), snakemake.params.raw, snakemake.params.classes),
         size=int(snakemake.wildcards.size),
         options=snakemake.params.options,
         out_dir=Path(snakemake.output[0]).parent,

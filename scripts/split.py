@@ -10,4 +10,5 @@ with job(snakemake):
         options=snakemake.params.options,
         seed=snakemake.params.seed,
         out_lists={s: Path(snakemake.output[s]) for s in SPLITS},
+        out_digests={s: Path(snakemake.output[f"{s}_digest"]) for s in SPLITS},
     )

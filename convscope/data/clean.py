@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -289,8 +290,14 @@ def clean(
             by_class[row["cls"]].append(row)
             if n % 500 == 0:
                 log.info("clean: inspected %d/%d files", n, len(jobs))
+    started = time.perf_counter()
     new = decide(by_class, earlier, int(options["near_duplicate_distance"]))
-    log.info("clean: %d files keep their earlier decision, %d newcomers decided now", len(jobs) - new, new)
+    log.info(
+        "clean: %d files keep their earlier decision, %d newcomers decided now (duplicate search %.2f s)",
+        len(jobs) - new,
+        new,
+        time.perf_counter() - started,
+    )
     for cls in classes:
         sources = _ledger_sources(raw_root, cls)
         for r in by_class[cls]:

@@ -68,14 +68,16 @@ def images_needed(fraction: float, min_per_split: int, confidence: float = 0.99)
         n += 1
 
 
-def split(manifest_csv: Path, options: dict, seed: int, out_lists: dict) -> list[dict]:
+def split(manifest_csv: Path, options: dict, seed: int, out_lists: dict, out_digests: dict | None = None) -> list[dict]:
     """Write one list per split (kept rows of the clean manifest with their split); return all rows.
 
     options: the config's `split` section (train, val, test, min_per_split).
     out_lists: {split: path} (layout.Results.split_list). One file per split because the
     jobs after split read only the splits they need: an edit that changes the test split
-    leaves the train and val lists byte-identical, and Snakemake's checksum of them then
-    keeps their prepare and training jobs.
+    leaves the train and val lists byte-identical.
+    out_digests: {split: path} (layout.Results.split_digest), each list's SHA-256: the
+    jobs after split take these as input, so Snakemake's checksum of them keeps their
+    prepare and training jobs however large the lists grow.
     """
     fractions = {s: float(options[s]) for s in SPLITS}
     min_per_split = int(options["min_per_split"])
@@ -125,6 +127,14 @@ def split(manifest_csv: Path, options: dict, seed: int, out_lists: dict) -> list
             f"raise crawl max_images or add sources; or change split fractions (split.train/val/test), "
             f"lower split.min_per_split, or try another seed."
         )
-    for name in SPLITS:
-        atomic.write_csv(out_lists[name], [r for r in rows if r["split"] == name], COLUMNS)
+    _write_lists(rows, out_lists, out_digests or {})
     return rows
+
+
+def _write_lists(rows: list[dict], out_lists: dict, out_digests: dict) -> None:
+    """Each split's list, and its SHA-256 in `sha256sum` format where out_digests names a file."""
+    for name in SPLITS:
+        data = atomic.write_csv(out_lists[name], [r for r in rows if r["split"] == name], COLUMNS)
+        if name in out_digests:
+            digest = hashlib.sha256(data).hexdigest()
+            atomic.write_text(out_digests[name], f"{digest}  {Path(out_lists[name]).name}\n")

@@ -21,7 +21,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from convscope import atomic, keras_compat, layout
+from convscope import atomic, faults, keras_compat, layout
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,31 @@ class EpochSeed(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.dataset.set_epoch(epoch)
+
+
+class Diverged(faults.Stated):
+    """A run's loss became NaN or infinite: nothing it learned can be kept."""
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Fail the run at the first epoch whose loss or val_loss is not finite.
+
+    keras.callbacks.TerminateOnNaN only stops fit, and the run would then be saved and
+    scored as if it had trained. Checked per epoch, not per batch: a batch hook would
+    force a host-device sync every step (see the module docstring).
+    """
+
+    def __init__(self, what: str, setting: str):
+        super().__init__()
+        self.what, self.setting = what, setting
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = {k: v for k, v in (logs or {}).items() if k in ("loss", "val_loss") and not math.isfinite(float(v))}
+        if bad:
+            found = ", ".join(f"{k} {float(v)}" for k, v in bad.items())
+            raise Diverged(
+                f"{self.what} diverged ({found} after epoch {epoch + 1}); lower {self.setting} and run again"
+            )
 
 
 def trainable_params(model) -> int:

@@ -135,7 +135,13 @@ def _train_base(spec: PretrainSpec, data: SourceSet):
         batch_size=int(settings["batch_size"]),
         epochs=phase.end,
         validation_data=(data.x[val], onehot[val]),
-        callbacks=[cb.RunLog("all", int(train.sum())), best],
+        callbacks=[
+            cb.StopOnNaN(
+                f"pretraining of {spec.backbone}", f"config key pretrain.learning_rate (now {phase.learning_rate:g})"
+            ),
+            cb.RunLog("all", int(train.sum())),
+            best,
+        ],
         shuffle=True,
         verbose=0,
     )

@@ -384,6 +384,11 @@ def _fit_phase(state: TrainState, run: RunSettings, phase, replicas, jit, extra_
     # by an earlier phase's fit would override this phase's initial_epoch.
     keras_compat.set_initial_epoch(model, None)
     runlog = cb.RunLog(phase.depth, d.train.samples_per_epoch)
+    # First: a diverged epoch must reach neither the backup nor the kept weights.
+    stop = cb.StopOnNaN(
+        f"run {run.backbone}/{state.run_id}",
+        f"its learning rate (config key train.grid.learning_rate, now {phase.learning_rate:g})",
+    )
     log.info(
         "phase %d: epochs %d..%d, tune_depth %s, learning rate %.3g, %d trainable parameters",
         phase.index,
@@ -400,7 +405,7 @@ def _fit_phase(state: TrainState, run: RunSettings, phase, replicas, jit, extra_
             validation_data=replicas.batches(d.val, training=False),
             epochs=phase.end,
             initial_epoch=phase.start,
-            callbacks=run_callbacks(state, phase, runlog, backup, extra_callbacks),
+            callbacks=[stop, *run_callbacks(state, phase, runlog, backup, extra_callbacks)],
             shuffle=False,  # MemmapDataset shuffles, seeded per epoch
             verbose=0,
         )
