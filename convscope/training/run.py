@@ -110,6 +110,9 @@ class JobOptions:
     threads: int = 1
     n_gpus: int = 0
     jobs_per_gpu: int = 1
+    # time.perf_counter() when the job's script began (convscope.entry.job): the run's fixed
+    # costs (imports first) count from there; None: from the call of train_run.
+    started: float | None = None
 
 
 @dataclass
@@ -135,9 +138,9 @@ def train_run(
     callbacks: extra Keras callbacks, after the run's own (tests use them).
     job: threads, GPUs and GPU sharing of the job; threads alone: a CPU job's JobOptions(threads).
     """
-    clock = Clock()
-    run = RunSettings(**settings)
     job = job or JobOptions(threads=threads)
+    clock = Clock() if job.started is None else Clock(start=job.started)
+    run = RunSettings(**settings)
     backend_lib.select(run.backend, threads=job.threads, jobs_per_gpu=job.jobs_per_gpu)
     import keras  # noqa: F401 - the backend's import, timed as "imports"
 
