@@ -90,6 +90,9 @@ def test_train_benchmark_records_the_training_process(workflow):
         f"train benchmark cpu_time {bench['cpu_time']} s < the {import_cpu:.2f} s of CPU a fresh process "
         "spends importing Keras: the benchmark did not measure the training process"
     )
+    # Jobs keep JAX's persistent compilation cache in the results tree (nothing written outside it).
+    assert any(wf.tree.compile_cache.rglob("*")), f"{wf.tree.compile_cache} stayed empty"
+
     # The process's own CPU time while fitting (fit.json train_cpu_s) is in the benchmark's whenever
     # Snakemake sampled the job to its end; with a core to itself that is at least the epochs' wall time.
     assert fit["train_cpu_s"] > 0
