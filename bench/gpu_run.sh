@@ -135,8 +135,8 @@ if has grid; then
         glimit=300
     fi
     for n in 1 "$SHARE"; do
-        # A fresh compilation cache per grid: the second must not reuse the first's programs.
-        CONVSCOPE_COMPILE_CACHE=$(mktemp -d); export CONVSCOPE_COMPILE_CACHE
+        # Each grid runs in a fresh temporary results tree, and with it a fresh JAX compilation
+        # cache (results/cache/jax): the second grid does not reuse the first's programs.
         step "grid jobs_per_gpu=$n" "$glimit" \
             "$PY" bench/grid.py "${gargs[@]}" --jobs-per-gpu "$n" --json "$OUT/grid_share$n.json"
     done

@@ -32,13 +32,15 @@ def select(
     threads: cap the cores the backend's op pools use (the job's Snakemake
     threads), so parallel jobs do not oversubscribe the machine.
     compile_cache: folder of JAX's persistent compilation cache, shared by all
-    runs so that runs of the same architecture skip XLA compilation.
+    runs so that runs of the same architecture skip XLA compilation (jobs:
+    layout.Results.compile_cache, set by convscope.entry.job; None keeps the
+    folder an earlier call set, else $CONVSCOPE_COMPILE_CACHE or the user cache).
     jobs_per_gpu: GPU jobs sharing one GPU (config key train.jobs_per_gpu); each
     takes at most 1/n of the GPU's memory (see gpu_memory_env).
 
-    The environment is set even when Keras is already imported (a job forked
-    from a warm process, convscope.warm): the backends read it when their
-    runtime starts, at the first operation, which comes later.
+    Called again in a process that imported Keras already (a library call after
+    the job's own, tests), it checks the backend and applies the thread caps
+    that the backend still takes.
     """
     if name not in BACKENDS:
         raise BackendError(f"config key train.backend: {name!r} is not supported; allowed values: {list(BACKENDS)}")
@@ -58,9 +60,40 @@ def select(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if name == "jax":
         _jax_compile_cache(compile_cache)
+    _import_keras(name)
     if name != "tensorflow":
         _tensorflow_only_once_imported()
     return name
+
+
+# Optional packages that Keras (and TensorFlow) import at their own import when they are
+# installed, for features no convscope Keras job uses: scikit-learn (keras.wrappers), pandas
+# (DataFrame inputs), matplotlib (keras.visualization), and JAX under TensorFlow (tf.lite).
+# They cost a training job about 1.4 s of its 5 s Keras import (TF, 2 cores; python -X importtime).
+NOT_AT_KERAS_IMPORT = {
+    "tensorflow": ("sklearn", "pandas", "matplotlib", "jax"),
+    "jax": ("sklearn", "pandas", "matplotlib"),
+}
+
+
+def _import_keras(name: str) -> None:
+    """Import Keras (and its backend) without the optional packages of NOT_AT_KERAS_IMPORT.
+
+    A None entry in sys.modules makes `import x` raise ImportError (the import
+    system's documented way to block one), which Keras and TensorFlow catch as
+    "not installed". The entries go once Keras is in: a job that uses one of the
+    packages (an analysis: scikit-learn, matplotlib) imports it as usual.
+    """
+    if "keras" in sys.modules:
+        return
+    blocked = [m for m in NOT_AT_KERAS_IMPORT[name] if m not in sys.modules]
+    sys.modules.update(dict.fromkeys(blocked))
+    try:
+        import keras  # noqa: F401
+    finally:
+        for m in blocked:
+            if m in sys.modules and sys.modules[m] is None:
+                del sys.modules[m]
 
 
 def _thread_env(threads: int | None) -> dict:
@@ -79,7 +112,7 @@ def _thread_env(threads: int | None) -> dict:
 
 
 def _tensorflow_threads(threads: int) -> None:
-    """TF already imported (warm process): its thread pools start with the first op, so set them now."""
+    """TF already imported (an earlier call in this process): its thread pools start with the first op."""
     import tensorflow as tf
 
     try:
@@ -174,7 +207,6 @@ JOB_ENV_KEYS = (
     "CUDA_VISIBLE_DEVICES",
     "TF_NUM_INTRAOP_THREADS",
     "OMP_NUM_THREADS",
-    "CONVSCOPE_WARM",
 )
 
 
@@ -241,7 +273,9 @@ def default_compile_cache() -> Path:
 def _jax_compile_cache(folder) -> None:
     import jax
 
-    folder = Path(folder) if folder else default_compile_cache()
+    if folder is None and jax.config.jax_compilation_cache_dir:
+        return  # this process's first select chose it (a job: the results tree)
+    folder = Path(folder).resolve() if folder else default_compile_cache()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -320,10 +354,10 @@ def versions() -> dict:
                 out[mod] = __import__(mod).__version__
             except ImportError:
                 pass
-    try:
-        import sklearn
+    from importlib import metadata
 
-        out["scikit-learn"] = sklearn.__version__
-    except ImportError:
+    try:  # its version, not the package: a training job never imports scikit-learn
+        out["scikit-learn"] = metadata.version("scikit-learn")
+    except metadata.PackageNotFoundError:
         pass
     return out

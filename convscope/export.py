@@ -23,7 +23,13 @@ TOLERANCE = 1e-5  # max |probability difference| accepted between exported and o
 
 
 def serving_model(model):
-    """The classifier's layer chain with "augment" left out (shared weights)."""
+    """The classifier's layer chain with "augment" left out, in layers plain Keras knows.
+
+    convscope's own layers (Preprocess, AlexNet's LocalResponseNormalization) become
+    the same computation in keras.ops (build.preprocess, alexnet.lrn): a functional
+    graph of Keras operations, so the saved model.keras loads with
+    keras.saving.load_model where convscope is not installed. Weights are shared.
+    """
     import keras
 
     inputs = keras.Input(shape=model.input_shape[1:], name="image", dtype="float32")
@@ -31,7 +37,19 @@ def serving_model(model):
     for layer in model.layers[1:]:
         if layer.name != "augment":
             x = layer(x)
-    return keras.Model(inputs, x, name=f"{model.name}_serving")
+    chain = keras.Model(inputs, x, name=f"{model.name}_serving")
+    return keras.models.clone_model(chain, clone_function=lambda layer: layer, call_function=_plain, recursive=True)
+
+
+def _plain(layer, *args, **kwargs):
+    """clone_model's call of each layer: convscope's layers as keras.ops, the others as they are."""
+    from convscope.models import alexnet, build
+
+    if isinstance(layer, build.Preprocess):
+        return build.preprocess(*args, mode=layer.mode, dtype=layer.compute_dtype)
+    if isinstance(layer, alexnet.LocalResponseNormalization):
+        return alexnet.lrn(*args, layer.depth_radius, layer.alpha, layer.beta, layer.bias)
+    return layer(*args, **kwargs)
 
 
 def _replace_dir(tmp: Path, target: Path) -> None:

@@ -16,7 +16,7 @@ Snakemake wildcards pass through: `Results(R).metrics("{backbone}", "{run}")`.
     analysis/{backbone}/{run}/      index.json and every figure and table (AnalysisFolder; explain/: ExplainFolder),
                                     the records the report's findings read (ANALYSIS_RECORDS)
     analysis/grid/                  index.json, runs.csv, best.json, heatmaps, strategies, ... (GridFolder)
-    logs/, benchmarks/, report/
+    logs/, benchmarks/, report/, cache/jax/ (JAX's persistent compilation cache: no result, safe to delete)
     predict/{backbone}/{run}/       predictions.csv (of the new images), index.html, overlays/, cache/ (the predict target)
     export/{backbone}/{run}/        model.keras, saved_model/, export.json (the export target)
 """
@@ -488,6 +488,11 @@ class Results:
     def benchmark(self, *parts: str) -> Path:
         """benchmarks/<parts...>.tsv, Snakemake's per-job benchmark file."""
         return self.benchmarks.joinpath(*parts[:-1], f"{parts[-1]}.tsv")
+
+    @property
+    def compile_cache(self) -> Path:
+        """cache/jax/: JAX's persistent compilation cache, shared by every Keras job (convscope.entry.job)."""
+        return self.root / "cache" / "jax"
 
     @property
     def report_dir(self) -> Path:

@@ -108,8 +108,7 @@ def job_log(path: str | None, name: str = "convscope"):
         _close(root, handlers, say_lost)
         lost = any(isinstance(h, _JobFile) and h.failed for h in handlers)
         where = f" (traceback in {path})" if path and not lost else ""
-        # Printed here, not as SystemExit's text: a warm fork (convscope.warm) passes on
-        # only the exit status.
+        # Printed here, once, as the one console line; SystemExit carries only the status.
         print(f"error: {line}{where}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
     finally:

@@ -1,21 +1,16 @@
 from pathlib import Path
 
-from convscope.entry import warm_job
-from convscope.training.features import FeatureSettings
+from convscope.entry import job
 
-# One split's embeddings, in a warm fork like training (config train.warm_start): three
-# jobs per backbone (one per split) then cost one import of Keras, not three.
-warm_job(
-    snakemake,
-    "convscope.training.features:compute_embeddings",
-    dict(
+# One split's embeddings: the test split's change alone when only test images do.
+with job(snakemake, backend=snakemake.params.features["backend"]):
+    from convscope.training.features import FeatureSettings, compute_embeddings
+
+    compute_embeddings(
         prepared_dir=Path(snakemake.input.images).parent,
         out_dir=Path(snakemake.output.info).parent,
         features=FeatureSettings(**snakemake.params.features),
         num_classes=snakemake.params.num_classes,
         threads=snakemake.threads,
         splits=(snakemake.wildcards.split,),
-    ),
-    backend=snakemake.params.features["backend"],
-    enabled=snakemake.config["train"]["warm_start"],
-)
+    )

@@ -1,17 +1,13 @@
 from pathlib import Path
 
-from convscope.entry import job_options, warm_job
+from convscope.entry import job, job_options
 
-# job() in a fork of a process that has Keras imported already (config train.warm_start).
-warm_job(
-    snakemake,
-    "convscope.training.run:train_run",
-    dict(
+with job(snakemake, backend=snakemake.params.run["backend"]):
+    from convscope.training.run import train_run
+
+    train_run(
         prepared_dir=Path(snakemake.input.train_images).parent,
         out_dir=Path(snakemake.output.fit).parent,
         job=job_options(snakemake),
         **snakemake.params.run,
-    ),
-    backend=snakemake.params.run["backend"],
-    enabled=snakemake.config["train"]["warm_start"],
-)
+    )

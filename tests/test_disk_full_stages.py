@@ -22,7 +22,6 @@ TRAIN = {
     "grid": {"learning_rate": [0.001], "batch_size": [16], "epochs": [1], "augment": ["none"]},
     "threads": 1,
     "bootstrap": 100,
-    "warm_start": False,  # convscope.warm is being retired (issue 24)
     "tensorboard": False,
 }
 

@@ -15,7 +15,6 @@ TRAIN = {
     "strategies": ["scratch"],
     "grid": {"learning_rate": [10], "optimizer": ["sgd"], "batch_size": [8], "epochs": [3], "augment": ["none"]},
     "threads": 1,
-    "warm_start": False,  # convscope.warm is being retired (issue 24); the job's own process
     "tensorboard": False,
 }
 

@@ -4,8 +4,7 @@ On CPU the "GPU" is Snakemake's gpu_share resource (profiles/default: one GPU =
 100), and the cap is what the job's environment says (metrics.json job_env, the
 variables the backends read when their runtime starts). Also: features heads
 never wait for the GPU, an out-of-memory error names the key to lower and its
-retry resumes from the epoch backup, and the warm-start fork runs a job like a
-fresh process would.
+retry resumes from the epoch backup.
 """
 
 from __future__ import annotations
@@ -109,7 +108,6 @@ def test_jobs_share_a_gpu_as_configured_with_memory_caps_and_heads_never_wait(wo
     for target in trained:
         env = json.loads((wf.workdir / target).read_text())["job_env"]
         assert env["CONVSCOPE_JOBS_PER_GPU"] == "1" and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in env
-        assert env.get("CONVSCOPE_WARM") == "1"  # forked from the warm process (train.warm_start)
 
 
 def test_memory_caps_per_backend_and_user_settings_win(monkeypatch):
@@ -189,123 +187,3 @@ def test_out_of_memory_names_the_key_and_the_retry_resumes(tmp_path):
     assert "ran out of GPU memory" in oom and "train.jobs_per_gpu (now 1)" in oom and "batch_size" in oom
     result = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[7:])
     assert result == {"resumed": 1, "epochs": 2}
-
-
-# ---- warm start (convscope/warm.py): a job forked from a process with Keras imported ----
-
-WARM_CLIENT = r"""
-import os, sys
-from convscope import warm
-os.environ["CONVSCOPE_TEST_MARK"] = sys.argv[2]
-warm.call("tests.test_gpu_sharing:" + sys.argv[1], {"path": sys.argv[3]}, backend="jax")
-"""
-
-
-def record_process(path):
-    """Target of the warm-start tests: what process ran it, where, with which environment."""
-    import keras  # preloaded by the server: no import here
-
-    with open(path, "w") as f:
-        json.dump(
-            {
-                "pid": os.getpid(),
-                "ppid": os.getppid(),
-                "cwd": os.getcwd(),
-                "backend": keras.backend.backend(),
-                "mark": os.environ.get("CONVSCOPE_TEST_MARK"),
-                "warm": os.environ.get("CONVSCOPE_WARM"),
-            },
-            f,
-        )
-    print("hello from the job", flush=True)
-
-
-def sleep_long(path):
-    with open(path, "w") as f:
-        f.write(str(os.getpid()))
-    import time
-
-    time.sleep(120)
-
-
-def warm_client(tmp_path, target: str, mark: str):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CONVSCOPE_WARM_IDLE_S": "20", "KERAS_BACKEND": "jax"}
-    out = tmp_path / "out.json"
-    cwd = tmp_path / "job"
-    cwd.mkdir()
-    cmd = [
-        sys.executable,
-        "-c",
-        f"import sys; sys.path.insert(0, {str(REPO)!r})\n" + WARM_CLIENT,
-        target,
-        mark,
-        str(out),
-    ]
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), out
-
-
-def test_warm_start_runs_the_job_in_a_fork_with_its_own_environment_and_output(tmp_path):
-    proc, out = warm_client(tmp_path, "record_process", "first")
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr[-3000:]
-    first = json.loads(out.read_text())
-    assert "hello from the job" in stdout  # the job's stdout is the client's
-    assert first["pid"] != proc.pid and first["mark"] == "first" and first["warm"] == "1"
-    assert first["cwd"] == str(tmp_path / "job") and first["backend"] == "jax"
-
-    (tmp_path / "job").rename(tmp_path / "job1")
-    proc, out = warm_client(tmp_path, "record_process", "second")
-    assert proc.wait(timeout=120) == 0, proc.stderr.read()[-3000:]
-    second = json.loads(out.read_text())
-    assert second["mark"] == "second" and second["ppid"] == first["ppid"]  # the same warm server
-
-
-def test_a_killed_job_takes_its_warm_fork_with_it(tmp_path):
-    import signal
-    import time
-
-    proc, out = warm_client(tmp_path, "sleep_long", "x")
-    deadline = time.monotonic() + 300
-    while not (out.exists() and out.read_text()) and time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
-        time.sleep(0.1)
-    child = int(out.read_text())
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    os.kill(child, signal.SIGKILL)
-    raise AssertionError("the forked job outlived its killed client")
-
-
-def test_warm_server_serves_only_its_own_user():
-    """Abstract Unix sockets have no file permissions: the peer's uid is what keeps other users out."""
-    import socket
-
-    from convscope import warm
-
-    a, b = socket.socketpair()
-    assert warm._same_user(a)
-    a.close(), b.close()
-    if os.getuid() != 0:
-        pytest.skip("needs root to run a client as another user")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    address = f"\0convscope-test-peercred-{os.getpid()}"
-    listener.bind(address)
-    listener.listen(1)
-    connect = f"import socket; s = socket.socket(socket.AF_UNIX); s.connect({address!r}); s.recv(1)"
-    # Another user cannot read the venv under /root: any Python of the system does for the client.
-    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-    client = subprocess.Popen([python, "-c", connect], user=65534, group=65534, cwd="/")
-    listener.settimeout(30)
-    conn, _ = listener.accept()
-    try:
-        assert not warm._same_user(conn)
-    finally:
-        conn.close(), listener.close()
-        client.wait(timeout=30)

@@ -48,18 +48,7 @@ class LocalResponseNormalization(layers.Layer):
         self.bias = float(bias)
 
     def call(self, inputs):
-        # float32 even under a mixed policy: sums of squared activations overflow
-        # float16 and lose too much precision in bfloat16.
-        x = ops.cast(inputs, "float32")
-        r = self.depth_radius
-        n = 2 * r + 1
-        channels = x.shape[-1]
-        squared = ops.pad(ops.square(x), [[0, 0]] * (len(x.shape) - 1) + [[r, r]])
-        window = squared[..., 0:channels]
-        for i in range(1, n):
-            window = window + squared[..., i : i + channels]
-        scale = ops.power(self.bias + (self.alpha / n) * window, self.beta)
-        return ops.cast(x / scale, inputs.dtype)
+        return lrn(inputs, self.depth_radius, self.alpha, self.beta, self.bias)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -72,6 +61,26 @@ class LocalResponseNormalization(layers.Layer):
             "beta": self.beta,
             "bias": self.bias,
         }
+
+
+def lrn(inputs, depth_radius: int = 2, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0):
+    """LocalResponseNormalization's computation in keras.ops alone.
+
+    On a symbolic tensor it adds plain Keras operations to a functional graph,
+    which a saved model holds without this class (convscope.export).
+    """
+    # float32 even under a mixed policy: sums of squared activations overflow
+    # float16 and lose too much precision in bfloat16.
+    x = ops.cast(inputs, "float32")
+    r = int(depth_radius)
+    n = 2 * r + 1
+    channels = x.shape[-1]
+    squared = ops.pad(ops.square(x), [[0, 0]] * (len(x.shape) - 1) + [[r, r]])
+    window = squared[..., 0:channels]
+    for i in range(1, n):
+        window = window + squared[..., i : i + channels]
+    scale = ops.power(float(bias) + (float(alpha) / n) * window, float(beta))
+    return ops.cast(x / scale, inputs.dtype)
 
 
 def _pool(x, name):

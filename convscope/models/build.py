@@ -58,22 +58,31 @@ class Preprocess(layers.Layer):
         self.mode = mode
 
     def call(self, inputs):
-        x = ops.cast(inputs, self.compute_dtype)
-        if self.mode == "caffe":
-            return ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=x.dtype)
-        if self.mode == "tf":
-            return x / 127.5 - 1.0
-        if self.mode == "torch":
-            mean = ops.convert_to_tensor(_TORCH_MEAN, dtype=x.dtype)
-            std = ops.convert_to_tensor(_TORCH_STD, dtype=x.dtype)
-            return (x / 255.0 - mean) / std
-        return x
+        return preprocess(inputs, self.mode, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+def preprocess(inputs, mode: str, dtype: str = "float32"):
+    """Preprocess's computation in keras.ops alone.
+
+    On a symbolic tensor it adds plain Keras operations to a functional graph,
+    which a saved model holds without this class (convscope.export).
+    """
+    x = ops.cast(inputs, dtype)
+    if mode == "caffe":
+        return ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=x.dtype)
+    if mode == "tf":
+        return x / 127.5 - 1.0
+    if mode == "torch":
+        mean = ops.convert_to_tensor(_TORCH_MEAN, dtype=x.dtype)
+        std = ops.convert_to_tensor(_TORCH_STD, dtype=x.dtype)
+        return (x / 255.0 - mean) / std
+    return x
 
 
 def augmentation(preset: str, seed: int | None = None) -> keras.Sequential:

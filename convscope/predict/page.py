@@ -19,7 +19,9 @@ def render(backbone: str, run: str, folder, ordered: list[tuple[str, dict]], tab
     """table: the predictions CSV's name beside the page (layout.PredictFolder.predictions)."""
     css = _css()
     digest = base64.b64encode(hashlib.sha256(css.encode("utf-8")).digest()).decode("ascii")
-    csp = f"default-src 'none'; img-src 'self'; style-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'"
+    # img-src data: for the page's empty icon (<link rel="icon" href="data:,">, which stops the
+    # browser asking for /favicon.ico), as in the report; the overlays are 'self'.
+    csp = f"default-src 'none'; img-src 'self' data:; style-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'"
     env = Environment(loader=PackageLoader("convscope.predict", "templates"), autoescape=select_autoescape(["j2"]))
     ok = [(name, r) for name, r in ordered if r["status"] == "ok"]
     rejected = [(name, r) for name, r in ordered if r["status"] != "ok"]
