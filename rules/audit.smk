@@ -18,9 +18,9 @@ rule audit:
         L.benchmark("audit", "{backbone}")
     wildcard_constraints:
         backbone=BACKBONE,
-    threads: config["train"]["threads"]
     conda:
         "../envs/train.yaml"
+    threads: config["train"]["threads"]
     params:
         classes=CLASSES,
         options=lambda wc: {
