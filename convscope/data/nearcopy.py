@@ -11,7 +11,8 @@ images sit at cosine 0.97. So a pair is decided on the pixels:
   (its median shorter side, 16 to 32 px): small scans are compared at their own
   resolution, photos at 32 px;
 - candidates are each image's nearest neighbours by the correlation of blurred
-  8x8 versions (cheap, and tolerant of shifts and crops);
+  8x8 versions, as they are and re-centred and scaled by their intensity moments
+  (cheap, and tolerant of shifts and crops);
 - a candidate pair is scored by its *aligned residual*: 1 - the best normalised
   cross-correlation over shifts of up to `shift` px and centre crops of up to
   `crops` px (zoomed back), tried in both directions. Normalising removes
@@ -79,11 +80,28 @@ class Calibration:
         )
 
 
-def _spectrum(x: np.ndarray) -> np.ndarray:
-    """Unit rows of the low-frequency 2-D Fourier magnitudes: unchanged by shifts, so a shifted copy is found."""
-    f = np.abs(np.fft.rfft2(x.astype(np.float32) - x.mean(axis=(1, 2), keepdims=True, dtype=np.float32)))
-    low = np.concatenate([f[:, :COARSE, :COARSE], f[:, -COARSE:, :COARSE]], axis=1)
-    return _unit(np.log1p(low.reshape(len(x), -1)))
+def _moments(a: np.ndarray) -> np.ndarray:
+    """Blurred 8x8 of `a` re-centred on its intensity centroid and scaled to a fixed spread.
+
+    Shifts and crops move and scale the content; after this they hardly change the vector,
+    so a shifted or cropped copy is among its source's nearest candidates (measured on
+    digits: rank <= 7 of 1,797, against up to 47 without)."""
+    side = a.shape[0]
+    background = float(np.median(a))
+    w = np.abs(a.astype(np.float32) - background)
+    total = w.sum() + 1e-6
+    ys, xs = np.mgrid[0:side, 0:side]
+    cy, cx = (w * ys).sum() / total, (w * xs).sum() / total
+    spread = np.sqrt((w * ((ys - cy) ** 2 + (xs - cx) ** 2)).sum() / total) + 1e-6
+    s = spread / (side / 4)
+    moved = Image.fromarray(a).transform(
+        (side, side),
+        Image.AFFINE,
+        (s, 0, cx - s * side / 2, 0, s, cy - s * side / 2),
+        Image.BILINEAR,
+        fillcolor=int(background),
+    )
+    return np.asarray(moved.filter(ImageFilter.GaussianBlur(side / 32)).resize((COARSE, COARSE)), np.float32).ravel()
 
 
 class Pixels:
@@ -100,7 +118,7 @@ class Pixels:
             Image.fromarray(a).filter(ImageFilter.GaussianBlur(side / 16)).resize((COARSE, COARSE)) for a in self.x
         ]
         self.coarse = _unit(np.stack([np.asarray(a, np.float32).ravel() for a in small])) if thumbs else self.centre
-        self.spectrum = _spectrum(self.x) if thumbs else self.centre
+        self.moments = _unit(np.stack([_moments(a) for a in self.x])) if thumbs else self.centre
 
     def variants(self, i: int) -> np.ndarray:
         """Unit rows: image i centre-cropped by 0..crops px (zoomed back), then shifted by up to shift px."""
@@ -113,11 +131,11 @@ class Pixels:
         return _unit(np.concatenate(out).astype(np.float32))
 
     def candidates(self, queries: np.ndarray, pool: np.ndarray, k: int = CANDIDATES) -> dict[int, np.ndarray]:
-        """{query index: its nearest pool indices} by blurred 8x8 correlation and by spectrum (k each)."""
+        """{query index: its nearest pool indices} by blurred 8x8 correlation, plain and moment-normalised (k each)."""
         if not len(queries) or not len(pool):
             return {}
         found = {int(q): set() for q in queries}
-        for feats in (self.coarse, self.spectrum):
+        for feats in (self.coarse, self.moments):
             sim = feats[queries] @ feats[pool].T
             sim[queries[:, None] == pool[None, :]] = -np.inf  # an image is never its own candidate
             kk = min(k, len(pool))
