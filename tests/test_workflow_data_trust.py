@@ -106,8 +106,9 @@ def test_near_copies_quarantined_look_alikes_kept(workflow, folders):
 
 
 def test_audit_flags_only_cross_split_copies_and_beats_raw_pixels(workflow, folders):
-    """Label ranking: measured recall@k 0.80 (convnet) against 0.67 (raw pixels) on seed 7; the test
-    asks only that it is not below the raw-pixel reference."""
+    """Label ranking, 15 moved of 192: measured recall@k 0.867 (audit convnet) against 0.733 (raw pixels,
+    k-fold logistic regression) at config seed 7 on one CPU run (other seeds not measured yet); the test
+    asks that it is not below the raw-pixel reference. Leakage: 6 val/test images flagged, all planted."""
     root, moved = folders
     wf = workflow(_config(root, 0))  # near copies survive clean and land in any split
     target = str(wf.layout.audit_summary("alexnet"))
