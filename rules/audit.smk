@@ -1,6 +1,7 @@
-# The data audit per backbone: label issues (cleanlab on k-fold probabilities) and
-# near-twins across splits, both on the frozen-base embeddings of the embed rule.
-# No network pass and no Keras: seconds of scikit-learn per backbone.
+# The data audit per backbone: label issues (cleanlab on k-fold probabilities:
+# logistic regression on the embed rule's frozen-base embeddings with pretrained or
+# ImageNet weights, else a small convnet trained k-fold on the prepared images) and
+# near copies across splits (pixels of the prepared images, calibrated on train).
 
 
 rule audit:
@@ -23,8 +24,14 @@ rule audit:
         backbone=BACKBONE,
     conda:
         "../envs/train.yaml"
+    threads: config["train"]["threads"]
     params:
         classes=CLASSES,
-        options={**AUDIT_OPTIONS, "seed": config["seed"]},
+        options=lambda wc: {
+            **AUDIT_OPTIONS,
+            "seed": config["seed"],
+            "weights": config["backbones"][wc.backbone]["weights"],
+        },
+        backend=config["train"]["backend"],
     script:
         "../scripts/audit.py"

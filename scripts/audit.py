@@ -2,7 +2,7 @@ from pathlib import Path
 
 from convscope.entry import job
 
-with job(snakemake):
+with job(snakemake, backend=snakemake.params.backend):  # Keras only for audit.label_model cnn
     from convscope.data.audit import AuditPaths, run_audit
 
     run_audit(

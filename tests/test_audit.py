@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image, ImageEnhance
 from sklearn.datasets import load_digits
 
-from convscope.data import audit
+from convscope.data import audit, nearcopy
 
 
 def test_planted_label_noise_is_ranked_far_above_chance():
@@ -26,13 +27,27 @@ def test_planted_label_noise_is_ranked_far_above_chance():
     assert (top["suggested"] == [true[f] for f in top.index]).mean() >= 0.6  # and says which class
 
 
-def test_leakage_pair_planted_across_splits_is_found():
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(90, 32)).astype(np.float32)
-    splits = np.array(["train"] * 60 + ["val"] * 15 + ["test"] * 15)
-    x[80] = x[5] + rng.normal(scale=0.01, size=32)  # a test image that is a near-twin of train image 5
-    files = [f"c/{i}.png" for i in range(90)]
-    data = audit.Embedded(x, np.zeros(90, int), files, splits)
-    twins = audit.near_twins(data, threshold=0.95)
-    assert twins[["split", "file", "twin_split", "twin"]].values.tolist() == [["test", "c/80.png", "train", "c/5.png"]]
-    assert twins["similarity"].iloc[0] > 0.99
+def _digit_images(n: int) -> list[Image.Image]:
+    """scikit-learn's real digit scans, upscaled to 32 px as a user's folder would hold them."""
+    x, _ = load_digits(return_X_y=True)
+    return [Image.fromarray((v.reshape(8, 8) * 255 / 16).astype(np.uint8)).resize((32, 32)) for v in x[:n]]
+
+
+def test_leakage_flags_planted_copies_and_no_look_alike():
+    """Real digit scans: 90 train, 30 test, plus a 2 px shifted and a 10% brighter copy of train images
+    in test. With random embeddings (unrelated images all similar, as with a random-weight base) the
+    pixel criterion flags the two copies and none of the 30 distinct test scans."""
+    imgs = _digit_images(120)
+    shifted = imgs[5].transform(imgs[5].size, Image.AFFINE, (1, 0, 2, 0, 1, 1))
+    brighter = ImageEnhance.Brightness(imgs[40]).enhance(1.1)
+    every = imgs + [shifted, brighter]
+    splits = np.array(["train"] * 90 + ["test"] * 32)
+    order = np.argsort(splits == "test", kind="stable")
+    files = [f"c/{i}.png" for i in range(len(every))]
+    x = np.random.default_rng(0).normal(1, 0.01, (len(every), 16)).astype(np.float32)  # cosine ~1 for all
+    data = audit.Embedded(x[order], np.zeros(len(every), int), [files[i] for i in order], splits[order])
+    thumbs = [nearcopy.thumbnail(every[i]) for i in order]
+    twins, criterion = audit.near_twins(data, thumbs, factor=10)
+    assert sorted(twins[["file", "twin"]].values.tolist()) == [["c/120.png", "c/5.png"], ["c/121.png", "c/40.png"]]
+    assert (twins["criterion"] == criterion).all() and "median nearest-neighbour residual" in criterion
+    assert set(twins["found_by"]) <= {"pixels", "embedding", "pixels+embedding"}

@@ -16,7 +16,7 @@ from convscope.data.imageio import load_rgb
 from convscope.layout import Results
 from tests.images import blocks
 
-OPTIONS = {"min_side": 32, "max_pixels": 50_000_000, "near_duplicate_distance": 4}
+OPTIONS = {"min_side": 32, "max_pixels": 50_000_000, "near_copy": 10}
 
 
 def save(arr, path, **kw):
@@ -215,9 +215,9 @@ def test_clean_is_deterministic(corpus, tmp_path):
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
 
 
-def test_near_duplicates_off_and_exact_phash_only(corpus, tmp_path):
+def test_near_copies_off_leaves_exact_copies(corpus, tmp_path):
     raw, _ = corpus
-    rows = clean(raw, ["cat", "dog"], {**OPTIONS, "near_duplicate_distance": -1}, tmp_path / "m.csv")
+    rows = clean(raw, ["cat", "dog"], {**OPTIONS, "near_copy": 0}, tmp_path / "m.csv")
     got = {r["file"]: r["reason"] for r in rows}
     assert got["cat/big_resized.jpg"] == "" and got["cat/photo_copy.webp"] == "duplicate"
     assert got["cat/shared.png"] == got["dog/shared.png"] == "ambiguous_label"  # sha256 still counts

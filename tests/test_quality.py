@@ -11,7 +11,7 @@ from convscope.data.clean import clean
 from convscope.layout import Results
 from tests import images
 
-OPTIONS = {"min_side": 16, "max_pixels": 50_000_000, "near_duplicate_distance": -1}
+OPTIONS = {"min_side": 16, "max_pixels": 50_000_000, "near_copy": 0}
 
 
 def blocks(seed, size=(96, 96), cell=8):

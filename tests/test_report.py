@@ -833,5 +833,8 @@ def test_findings_open_the_page(tmp_path):
     assert findings.count('class="badge pass"') == 2 and findings.count('class="badge fail"') == 2
     assert "randomisation sanity" in findings and "shuffled (trustworthy): gradcam, saliency" in findings
     assert "barely change (they show the image, not the model): eigencam" in findings
-    assert "18 of 24 images kept, 6 quarantined (duplicate 3, too_small 3), of which 3 duplicates" in findings
+    assert "18 of 24 images kept, 6 quarantined (duplicate 3, too_small 3)." in findings
+    # The data-health card: each check's count and criterion, a number on every line.
+    assert "<b>exact copies:</b> 3 images quarantined; criterion: the same bytes (sha256)" in findings
+    assert "<b>near copies:</b> 0 images quarantined; criterion: aligned pixel residual" in findings
     assert text.index('id="environment"') > text.index('id="compute"')

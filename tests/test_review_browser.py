@@ -30,8 +30,8 @@ def _audit(R, backbone="alexnet"):
     with open(res.leakage(backbone), "w", newline="") as f:
         csv.writer(f).writerows(
             [
-                ["split", "file", "twin_split", "twin", "similarity"],
-                ["test", "square/000004.png", "train", "square/000005.png", 0.995],
+                ["split", "file", "twin_split", "twin", "residual", "similarity", "found_by", "criterion"],
+                ["test", "square/000004.png", "train", "square/000005.png", 0.001, 0.995, "pixels", "residual"],
             ]
         )
     res.audit_summary(backbone).write_text(
@@ -40,7 +40,8 @@ def _audit(R, backbone="alexnet"):
                 "images": 18,
                 "label_issues": 1,
                 "folds": 5,
-                "leakage_similarity": 0.98,
+                "leakage_criterion": "aligned pixel residual <= 0.02",
+                "label_criterion": "cleanlab self-confidence",
                 "near_twin_pairs": 1,
                 "test_images": 4,
                 "test_with_train_twin": 1,

@@ -13,7 +13,7 @@ from convscope.data.split import SplitError, split
 from convscope.layout import SPLITS, Results
 
 OPTIONS = {"train": 0.7, "val": 0.15, "test": 0.15, "min_per_split": 1}
-CLEAN = {"min_side": 32, "max_pixels": 50_000_000, "near_duplicate_distance": 4}
+CLEAN = {"min_side": 32, "max_pixels": 50_000_000, "near_copy": 10}
 
 
 def sha(text):

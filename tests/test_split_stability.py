@@ -22,10 +22,10 @@ def blocks(seed, size=64, cell=8):
     return palette[idx].repeat(cell, 0).repeat(cell, 1)
 
 
-def patched(arr, corner, seed):
+def patched(arr, corner, seed, size=12):
     out = arr.copy()
     y, x = corner
-    out[y : y + 16, x : x + 16] = np.random.default_rng(seed).integers(0, 256, 3)
+    out[y : y + size, x : x + size] = np.random.default_rng(seed).integers(0, 256, 3)
     return out
 
 
@@ -52,16 +52,18 @@ def by_source(rows):
 
 @pytest.fixture
 def sources(tmp_path):
-    """Two class folders; cat holds A and C, 6 bits apart, that one image B would bridge at threshold 4."""
+    """Two class folders; cat holds A and C, apart, that one image B would bridge (near copy of both)."""
     cat, dog = tmp_path / "src" / "cat", tmp_path / "src" / "dog"
     cat.mkdir(parents=True)
     dog.mkdir()
     for i in range(14):
         save(blocks(i), cat / f"c{i:02d}.png")
         save(blocks(500 + i), dog / f"d{i:02d}.png")
-    base = blocks(114)  # phash: A-B 2 bits, B-C 4 bits, A-C 6 bits
+    # Aligned pixel residuals (32 px): A-B 0.0109, B-C 0.0139, A-C 0.0249; the near-copy threshold is 0.02 here
+    # (random blocks: the set's median nearest-neighbour residual / 10 is above the cap).
+    base = blocks(114)
     save(patched(base, (0, 0), 1), cat / "zA.png")
-    save(patched(base, (48, 48), 2), cat / "zC.png")
+    save(patched(base, (46, 46), 2, 18), cat / "zC.png")
     # Turned away at import: the clean manifest must still list them.
     (dog / "x_vector.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>')
     (dog / "x_empty.jpg").write_bytes(b"")
@@ -75,7 +77,7 @@ def test_folder_additions_keep_existing_splits_and_quarantine_the_newcomers(work
     config = tiny_config(
         ("cat", "dog"),
         crawl={"source": "folder", "max_images": 100},
-        clean={"min_side": 16, "near_duplicate_distance": 4},
+        clean={"min_side": 16, "near_copy": 10},
     )
     config["classes"] = {"cat": {"path": str(cat)}, "dog": {"path": str(dog)}}
     wf = workflow(config)
@@ -116,7 +118,7 @@ def test_folder_additions_keep_existing_splits_and_quarantine_the_newcomers(work
         "near_duplicate",
         a,
     )
-    assert f"{a} (distance 2)" in bridge["detail"] and f"{c} (distance 4)" in bridge["detail"]
+    assert f"{a} (residual 0.01" in bridge["detail"] and f"{c} (residual 0.01" in bridge["detail"]
     copy = rows2["zz_cat_copy.jpg"]
     assert (copy["status"], copy["reason"], copy["dup_of"]) == (
         "quarantined",

@@ -8,9 +8,14 @@ the audit costs no network pass:
   from k-fold logistic regression over the embeddings of every kept image, then
   cleanlab's ranking by label quality (self-confidence). A frozen base does not
   depend on the labels, so moving a label changes nothing but the label.
-- leakage: for every val and test image its nearest train image (and for test its
-  nearest val image) by cosine similarity; pairs at or above the threshold are
-  near-twins, and test images with a twin in train are counted.
+- leakage: a val or test image and a train image (or a test and a val image) are a
+  near-twin pair only when they are near copies at pixel level
+  (convscope.data.nearcopy: the aligned residual of the prepared images is under the
+  train split's own median nearest-neighbour residual / `near_copy`). Candidates are
+  each image's nearest neighbours in pixels and in the embedding; the embedding only
+  proposes, because a fixed cosine similarity means nothing across bases (with random
+  weights, unrelated digit scans sit at 0.97). Each pair records which search found
+  it and the criterion that confirmed it.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 ISSUE_COLUMNS = ["rank", "file", "split", "given", "suggested", "score", "issue"]
-LEAK_COLUMNS = ["split", "file", "twin_split", "twin", "similarity"]
+LEAK_COLUMNS = ["split", "file", "twin_split", "twin", "residual", "similarity", "found_by", "criterion"]
+EMBEDDING_CANDIDATES = 5  # nearest neighbours in the embedding also scored at pixel level
 PCA_DIMS = 64
 # (query split, reference split) pairs the leakage audit compares.
 LEAK_PAIRS = (("val", "train"), ("test", "train"), ("test", "val"))
@@ -81,20 +87,50 @@ def out_of_sample_probs(x: np.ndarray, labels: np.ndarray, folds: int, seed: int
     return cross_val_predict(model, x, labels, cv=cv, method="predict_proba")
 
 
-def rank_label_issues(x: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0) -> tuple[np.ndarray, ...]:
-    """(order, score, issue, suggested): rows most likely mislabelled first; score = 1 - label quality."""
+# Where the label-issue probabilities come from (config audit.label_model), in the report's words.
+LABEL_CRITERIA = {
+    "embeddings": "cleanlab self-confidence on k-fold logistic-regression probabilities over the frozen-base embeddings",
+    "cnn": "cleanlab self-confidence on k-fold probabilities of a small convnet trained on the prepared images",
+}
+PRETRAINED_WEIGHTS = ("imagenet", "pretrained")  # backbone weights whose embeddings rank label errors well
+
+
+def label_model(options: dict) -> str:
+    """embeddings with a pretrained or ImageNet base, else the k-fold convnet (audit.label_model = auto)."""
+    chosen = options.get("label_model", "auto")
+    if chosen != "auto":
+        return chosen
+    return "embeddings" if options.get("weights") in PRETRAINED_WEIGHTS else "cnn"
+
+
+def prepared_images(prepared_dir: Path) -> np.ndarray:
+    """The prepared uint8 images of every split, stacked in the order of `load`."""
+    return np.concatenate([np.load(Path(prepared_dir) / f"{s}.npy") for s in SPLITS])
+
+
+def rank_label_issues(
+    x: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0, model: str = "embeddings"
+) -> tuple[np.ndarray, ...]:
+    """(order, score, issue, suggested): rows most likely mislabelled first; score = 1 - label quality.
+
+    model: "embeddings" (x: feature rows) or "cnn" (x: uint8 images, convscope.data.label_model)."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
-    probs = out_of_sample_probs(x, labels, folds, seed)
+    if model == "cnn":
+        from convscope.data import label_model as cnn
+
+        probs = cnn.out_of_sample_probs(x, labels, folds, seed)
+    else:
+        probs = out_of_sample_probs(x, labels, folds, seed)
     quality = get_label_quality_scores(labels, probs, method="self_confidence")
     issue = find_label_issues(labels, probs, filter_by="prune_by_noise_rate")
     order = np.argsort(quality, kind="stable")
     return order, 1 - quality, issue, probs.argmax(axis=1)
 
 
-def label_issues(data: Embedded, classes: list[str], folds: int, seed: int) -> pd.DataFrame:
-    order, score, issue, suggested = rank_label_issues(data.x, data.labels, folds, seed)
+def label_issues(data: Embedded, classes: list[str], folds: int, seed: int, model: str = "embeddings") -> pd.DataFrame:
+    order, score, issue, suggested = rank_label_issues(data.x, data.labels, folds, seed, model)
     return pd.DataFrame(
         {
             "rank": np.arange(1, len(order) + 1),
@@ -108,22 +144,65 @@ def label_issues(data: Embedded, classes: list[str], folds: int, seed: int) -> p
     )
 
 
-def near_twins(data: Embedded, threshold: float) -> pd.DataFrame:
-    """Each val/test image's nearest neighbour in the earlier splits, kept if cosine similarity >= threshold."""
+def prepared_thumbnails(prepared_dir: Path) -> list[np.ndarray]:
+    """Near-copy thumbnails of the prepared images of every split, in the stacked order of `load`."""
+    from PIL import Image
+
+    from convscope.data import nearcopy
+
+    out = []
+    for split in SPLITS:
+        for img in np.load(Path(prepared_dir) / f"{split}.npy", mmap_mode="r"):
+            out.append(nearcopy.thumbnail(Image.fromarray(np.asarray(img))))
+    return out
+
+
+def _embedding_pairs(data: Embedded, q: np.ndarray, r: np.ndarray) -> set[tuple[int, int]]:
+    """(query row, reference row) of each query's nearest reference images by cosine similarity."""
     from sklearn.neighbors import NearestNeighbors
 
+    k = min(EMBEDDING_CANDIDATES, len(r))
+    _, idx = NearestNeighbors(n_neighbors=k, metric="cosine").fit(data.x[r]).kneighbors(data.x[q])
+    return {(int(qi), int(r[j])) for qi, row in zip(q, idx) for j in row}
+
+
+def _cosine(x: np.ndarray, i: int, j: int) -> float:
+    a, b = x[i], x[j]
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+def near_twins(data: Embedded, thumbs: list[np.ndarray], factor: float, seed: int = 0) -> tuple[pd.DataFrame, str]:
+    """(val/test images with a near copy in an earlier split, closest first; the criterion in words)."""
+    from convscope.data import nearcopy
+
+    pixels = nearcopy.Pixels(thumbs, nearcopy.common_side(thumbs))
+    cal = pixels.calibrate(np.nonzero(data.splits == "train")[0], factor, seed)
+    if cal.threshold < 0:
+        return pd.DataFrame([], columns=LEAK_COLUMNS), "off (audit.near_copy = 0)"
     rows = []
     for query, ref in LEAK_PAIRS:
-        q, r = data.splits == query, data.splits == ref
-        if not q.any() or not r.any():
+        q, r = np.nonzero(data.splits == query)[0], np.nonzero(data.splits == ref)[0]
+        if not len(q) or not len(r):
             continue
-        nn = NearestNeighbors(n_neighbors=1, metric="cosine").fit(data.x[r])
-        dist, idx = nn.kneighbors(data.x[q])
-        ref_files = [f for f, s in zip(data.files, data.splits) if s == ref]
-        for file, d, i in zip([f for f, s in zip(data.files, data.splits) if s == query], dist[:, 0], idx[:, 0]):
-            if 1 - d >= threshold:
-                rows.append((query, file, ref, ref_files[i], round(float(1 - d), 5)))
-    return pd.DataFrame(rows, columns=LEAK_COLUMNS).sort_values("similarity", ascending=False, kind="stable")
+        by_embedding = _embedding_pairs(data, q, r)
+        by_pixels = {(int(a), int(b)) for a, bs in pixels.candidates(q, r).items() for b in bs}
+        for qi, found in pixels.matches(q, r, cal.threshold, extra=by_embedding).items():
+            d, ri = found[0]
+            how = [name for name, pairs in (("pixels", by_pixels), ("embedding", by_embedding)) if (qi, ri) in pairs]
+            rows.append(
+                (
+                    query,
+                    data.files[qi],
+                    ref,
+                    data.files[ri],
+                    d,
+                    round(_cosine(data.x, qi, ri), 5),
+                    "+".join(how),
+                    cal.describe(),
+                )
+            )
+    twins = pd.DataFrame(rows, columns=LEAK_COLUMNS).sort_values("residual", kind="stable")
+    return twins, cal.describe()
 
 
 @dataclass(frozen=True)
@@ -137,14 +216,20 @@ def run_audit(features_dir: Path, prepared_dir: Path, classes: list[str], option
     """The audit rule's one call: label_issues.csv, leakage.csv and audit.json for one backbone."""
     data = load(features_dir, prepared_dir)
     log.info("audit: %d embeddings of dimension %d from %s", len(data.x), data.x.shape[1], features_dir)
-    issues = label_issues(data, classes, int(options["folds"]), int(options["seed"]))
-    twins = near_twins(data, float(options["leakage_similarity"]))
+    model = label_model(options)
+    x = data.x if model == "embeddings" else prepared_images(prepared_dir)
+    issues = label_issues(
+        Embedded(x, data.labels, data.files, data.splits), classes, int(options["folds"]), int(options["seed"]), model
+    )
+    twins, criterion = near_twins(data, prepared_thumbnails(prepared_dir), float(options.get("near_copy", 10)))
     test_twins = sorted(set(twins.loc[(twins["split"] == "test") & (twins["twin_split"] == "train"), "file"]))
     summary = {
         "images": len(data.x),
         "label_issues": int(issues["issue"].sum()),
+        "label_model": model,
+        "label_criterion": LABEL_CRITERIA[model],
         "folds": int(options["folds"]),
-        "leakage_similarity": float(options["leakage_similarity"]),
+        "leakage_criterion": criterion,
         "near_twin_pairs": len(twins),
         "test_images": int((data.splits == "test").sum()),
         "test_with_train_twin": len(test_twins),

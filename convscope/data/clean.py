@@ -5,8 +5,8 @@ so does every ledger row whose bytes were turned away at import (not an image,
 empty, decompression bomb, exact copy: `stage` = import, no file), so the manifest
 is the one list of everything that came in. A file is decoded fully
 (imageio.load_rgb) and quarantined when it is not a usable image, too small, an
-exact (sha256) or near (perceptual hash) duplicate of a kept file of its class, or
-also found in another class (ambiguous label).
+exact (sha256) or near (pixel near copy, convscope.data.nearcopy) duplicate of a kept
+file of its class, or also found in another class (ambiguous label).
 
 Splits never move: rows of the previous manifest (`prior`, same file and bytes,
 same deciding options) keep their decision; only newcomers are decided
@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import imagehash
+import numpy as np
 
 from convscope import atomic, layout
-from convscope.data import dedup, imageio, quality, review
+from convscope.data import dedup, imageio, nearcopy, quality, review
 
 # Files the crawl stage writes beside the images, decided by name, not extension,
 # so a .txt or .svg posing as an image still gets its row. The ledger owns the list.
@@ -65,7 +66,8 @@ AMBIGUOUS = dedup.AMBIGUOUS
 # Hashing needs only a small image: JPEGs decode at 1/2..1/8 scale (still fully read).
 _DRAFT = (128, 128)
 # The options that decide a row's status: a prior manifest made with other values is not reused.
-DECIDING = ("min_side", "max_pixels", "near_duplicate_distance")
+DECIDING = ("min_side", "max_pixels", "near_copy")
+NEAR_COPY_DEFAULT = 10.0  # config clean.near_copy (schemas/config.schema.yaml)
 
 
 class CleanError(RuntimeError):
@@ -93,21 +95,21 @@ def raw_files(raw_root: Path, cls: str) -> list[Path]:
     return files
 
 
-def _inspect(cls: str, path: Path, options: dict) -> dict:
-    """Hash and fully decode one file; the row without its dedup fields."""
+def _inspect(cls: str, path: Path, options: dict) -> tuple[dict, np.ndarray | None]:
+    """Hash and fully decode one file: the row without its dedup fields, and its near-copy thumbnail."""
     row = dict.fromkeys(COLUMNS, "")
     row.update(cls=cls, file=f"{cls}/{path.name}", stage="clean")
     try:
         row["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError as e:
         row.update(status=QUARANTINED, reason=imageio.UNDECODABLE, detail=f"cannot read: {e}")
-        return row
+        return row, None
     try:
         img = imageio.load_rgb(path, draft_size=_DRAFT, max_pixels=options["max_pixels"])
     except imageio.ImageRejected as e:
         row.update(e.header)
         row.update(status=QUARANTINED, reason=e.reason, detail=e.detail)
-        return row
+        return row, None
     width, height = img.info["source_size"]
     row.update(
         width=width,
@@ -121,11 +123,11 @@ def _inspect(cls: str, path: Path, options: dict) -> dict:
             reason=TOO_SMALL,
             detail=f"{width}x{height}, shorter side below min_side={options['min_side']}",
         )
-        return row
+        return row, None
     row["phash"] = str(imagehash.phash(img))
     row.update(quality.measure(img, (width, height)))
     row["status"] = KEPT
-    return row
+    return row, nearcopy.thumbnail(img)
 
 
 def summary_table(by_class: dict[str, list[dict]]) -> str:
@@ -218,11 +220,15 @@ def options_path(manifest_csv: Path) -> Path:
     return layout.options_beside(manifest_csv)
 
 
+def _deciding(options: dict) -> dict:
+    return {k: options.get(k, NEAR_COPY_DEFAULT) if k == "near_copy" else options[k] for k in DECIDING}
+
+
 def read_prior(prior_csv: Path | None, options: dict) -> dict[str, dict]:
     """{file: row} of a previous manifest whose decisions still hold (same deciding options)."""
     if prior_csv is None or not Path(prior_csv).is_file():
         return {}
-    deciding = {k: options[k] for k in DECIDING}
+    deciding = _deciding(options)
     side = options_path(prior_csv)
     made_with = json.loads(side.read_text()) if side.is_file() else None
     if made_with != deciding:
@@ -242,7 +248,7 @@ def read_prior(prior_csv: Path | None, options: dict) -> dict[str, dict]:
 _DECISION = ("status", "reason", "dup_of", "cluster", "detail")
 
 
-def decide(by_class: dict[str, list[dict]], prior: dict[str, dict], threshold: int) -> int:
+def decide(by_class: dict[str, list[dict]], prior: dict[str, dict], near: dedup.Near) -> int:
     """Keep the prior's decisions for unchanged files, decide the newcomers; return how many were new."""
     established, newcomers = {c: [] for c in by_class}, {c: [] for c in by_class}
     for cls, rows in by_class.items():
@@ -254,10 +260,23 @@ def decide(by_class: dict[str, list[dict]], prior: dict[str, dict], threshold: i
             else:
                 newcomers[cls].append(r)
     every = [r for rows in established.values() for r in rows]
-    dedup.mark_ambiguous(every, [r for rows in newcomers.values() for r in rows], threshold)
+    dedup.mark_ambiguous(every, [r for rows in newcomers.values() for r in rows], near)
     for cls in by_class:
-        dedup.collapse(established[cls], newcomers[cls], threshold)
+        dedup.collapse(established[cls], newcomers[cls], near)
     return sum(len(rows) for rows in newcomers.values())
+
+
+def _near(by_class: dict[str, list[dict]], prior: dict[str, dict], thumbs: dict, options: dict) -> dedup.Near:
+    """The near-copy search, calibrated on the images kept before and the decodable newcomers."""
+    kept = [
+        r["file"]
+        for rows in by_class.values()
+        for r in rows
+        if r["file"] in thumbs and prior.get(r["file"], {}).get("status", KEPT) == KEPT
+    ]
+    near = dedup.Near.build(thumbs, kept, float(options.get("near_copy", NEAR_COPY_DEFAULT)))
+    log.info("clean: near copies: %s", near.calibration.describe() if near.pixels else "off (clean.near_copy = 0)")
+    return near
 
 
 @dataclass(frozen=True)
@@ -273,7 +292,7 @@ def clean(
 ) -> list[dict]:
     """Write the clean manifest for `classes` under `raw_root`; return its rows.
 
-    options: the config's `clean` section (min_side, max_pixels, near_duplicate_distance).
+    options: the config's `clean` section (min_side, max_pixels, near_copy).
     Raises CleanError naming the class when a class ends with no kept image.
     """
     raw_root = Path(raw_root)
@@ -284,14 +303,17 @@ def clean(
     log.info("clean: %d raw files in %d classes under %s", len(jobs), len(classes), raw_root)
     threads = threads or min(8, (os.cpu_count() or 1) + 2)  # decoding is I/O + GIL-free C
     by_class: dict[str, list[dict]] = {cls: [] for cls in classes}
+    thumbs: dict[str, np.ndarray] = {}
     with ThreadPoolExecutor(max_workers=threads) as pool:
         # map keeps input order, so the manifest is sorted and deterministic.
-        for n, row in enumerate(pool.map(lambda job: _inspect(job[0], job[1], options), jobs), 1):
+        for n, (row, thumb) in enumerate(pool.map(lambda job: _inspect(job[0], job[1], options), jobs), 1):
             by_class[row["cls"]].append(row)
+            if thumb is not None:
+                thumbs[row["file"]] = thumb
             if n % 500 == 0:
                 log.info("clean: inspected %d/%d files", n, len(jobs))
     started = time.perf_counter()
-    new = decide(by_class, earlier, int(options["near_duplicate_distance"]))
+    new = decide(by_class, earlier, _near(by_class, earlier, thumbs, options))
     log.info(
         "clean: %d files keep their earlier decision, %d newcomers decided now (duplicate search %.2f s)",
         len(jobs) - new,
@@ -312,7 +334,7 @@ def clean(
     log.info("clean summary (raw = kept + quarantined; rows at import included):\n%s", summary_table(by_label))
     _fail_on_empty(by_label)
     atomic.write_csv(out_csv, rows, COLUMNS)
-    atomic.write_bytes(options_path(out_csv), json.dumps({k: options[k] for k in DECIDING}).encode())
+    atomic.write_bytes(options_path(out_csv), json.dumps(_deciding(options)).encode())
     return rows
 
 
@@ -326,5 +348,5 @@ def _fail_on_empty(by_class: dict[str, list[dict]]) -> None:
         )
         raise CleanError(
             f"{details}. Crawl more images for it (crawl max_images / other keywords or source), "
-            f"or relax the clean settings (clean.min_side, clean.near_duplicate_distance)."
+            f"or relax the clean settings (clean.min_side, clean.near_copy)."
         )

@@ -21,6 +21,12 @@ log = logging.getLogger(__name__)
 PER_FLAG = 6  # example thumbnails per quality flag
 ISSUES_SHOWN = 24  # label-issue cards per backbone
 PAIRS_SHOWN = 12  # leakage pairs per backbone
+ROW_LABELS = {
+    "all": "at all",
+    "without_twin": "without a near copy in train",
+    "flagged": "with a quality flag",
+    "unflagged": "without a quality flag",
+}
 _PLANTED = "; planted wrong class, drawn as "  # convscope.data.synthetic.PLANTED
 
 
@@ -140,6 +146,7 @@ def backbone_audit(results: Path, backbone: str, ctx: dict) -> dict:
     pairs = [{**r, "thumb": thumbs(r["file"]), "twin_thumb": thumbs(r["twin"])} for r in leaks[:PAIRS_SHOWN]]
     run = ctx["best"].get(backbone)
     preds = paths.analysis(backbone, run).probabilities if run else Path("/nonexistent")
+    accuracy = test_accuracies(preds, set(summary.get("test_twin_files", [])), ctx["flagged"])
     return {
         "name": backbone,
         "summary": summary,
@@ -152,7 +159,9 @@ def backbone_audit(results: Path, backbone: str, ctx: dict) -> dict:
         else None,
         "pairs": pairs,
         "run": run,
-        "accuracy": test_accuracies(preds, set(summary.get("test_twin_files", [])), ctx["flagged"]),
+        "accuracy": accuracy,
+        # Rows with no image get no row in the table (a blank where a number belongs), only this note.
+        "accuracy_missing": [ROW_LABELS[k] for k, v in (accuracy or {}).items() if not v["n"]],
     }
 
 

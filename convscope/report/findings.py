@@ -149,11 +149,15 @@ def backbone_card(backbone: str, info: dict, results: Path, comparisons: list[di
     }
 
 
-def data_card(data: dict) -> dict:
+def data_card(data: dict, results: Path | None = None) -> dict:
+    from convscope.report import data_checks
+
     t = data["totals"]
     by = t.get("by_reason") or {}
     dups = sum(v for k, v in by.items() if "duplicate" in k)
+    checks = data_checks.clean_checks(by) + (data_checks.audit_checks(Path(results)) if results else [])
     return {
+        "checks": checks,
         "raw": t["raw"],
         "kept": t["kept"],
         "quarantined": t["quarantined"],
@@ -167,5 +171,5 @@ def data_card(data: dict) -> dict:
 def findings(results: Path, best: dict, comparisons: list[dict], data: dict | None, *, analysed: bool = True) -> dict:
     return {
         "backbones": [backbone_card(b, info, results, comparisons, analysed) for b, info in best.items()],
-        "data": data_card(data) if data else None,
+        "data": data_card(data, results) if data else None,
     }

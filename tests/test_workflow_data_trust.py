@@ -1,0 +1,144 @@
+"""Data trust on real images through real Snakemake runs: scikit-learn's digit scans as class folders.
+
+Three confusable digits (3, 5, 8), 60 real scans each at 32 px as PNGs, read by a
+`folder` source with `weights: none` (the path a user gets without pretrained weights):
+
+- clean quarantines planted near copies (a re-encoded JPEG, a 1 px shift, a 10% brighter
+  copy, a small crop) and none of the distinct scans, though many look alike;
+- with clean's near copies off, planted copies land across splits: the audit flags them
+  and nothing else, and says by which criterion;
+- with 8% of the files in a wrong class folder, the audit's label-issue ranking (k-fold
+  convnet) finds at least as many as cleanlab on raw pixels does on the same images.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageEnhance
+from sklearn.datasets import load_digits
+
+from convscope.data import audit
+from tests.conftest import tiny_config
+
+DIGITS = (3, 5, 8)
+PER_CLASS = 60
+
+
+def _scans() -> dict[int, list[Image.Image]]:
+    x, y = load_digits(return_X_y=True)
+    grey = (x.reshape(-1, 8, 8) * 255 / 16).astype(np.uint8)
+    return {d: [Image.fromarray(g).resize((32, 32), Image.BICUBIC) for g in grey[y == d][:PER_CLASS]] for d in DIGITS}
+
+
+def _copies(img: Image.Image) -> dict[str, Image.Image]:
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=75)
+    return {
+        "jpeg.jpg": Image.open(buf).convert("RGB"),
+        "shift.png": img.transform(img.size, Image.AFFINE, (1, 0, 1, 0, 1, 0)),
+        "bright.png": ImageEnhance.Brightness(img).enhance(1.1),
+        "crop.png": img.crop((2, 2, 30, 30)).resize((32, 32), Image.BICUBIC),
+    }
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """Class folders d3, d5, d8; zz_* are near copies of the class's scans 0..3; m_* are moved scans."""
+    scans = _scans()
+    rng = np.random.default_rng(0)
+    moved = {}
+    for d in DIGITS:
+        (tmp_path / f"d{d}").mkdir()
+    for d, imgs in scans.items():
+        wrong = rng.choice(np.arange(10, PER_CLASS), 5, replace=False)  # 15 of 180 = 8% in a wrong folder
+        for i, img in enumerate(imgs):
+            if i in wrong:
+                to = DIGITS[(DIGITS.index(d) + 1 + i % 2) % 3]
+                img.save(tmp_path / f"d{to}" / f"m_{d}_{i:03d}.png")
+                moved[f"d{to}/m_{d}_{i:03d}.png"] = d
+            else:
+                img.save(tmp_path / f"d{d}" / f"{i:03d}.png")
+        for n, (name, copy) in enumerate(_copies(imgs[0]).items()):
+            copy.save(tmp_path / f"d{d}" / f"zz_{n}_{name}")
+    return tmp_path, moved
+
+
+def _config(root, near_copy: float) -> dict:
+    config = tiny_config(
+        tuple(f"d{d}" for d in DIGITS),
+        crawl={"source": "folder", "max_images": 1000},
+        clean={"min_side": 8, "near_copy": near_copy},
+        split={"train": 0.6, "val": 0.2, "test": 0.2},
+        backbones={"alexnet": {"input_size": 32, "weights": "none"}},
+        train={"threads": 2},
+    )
+    config["classes"] = {f"d{d}": {"path": str(root / f"d{d}")} for d in DIGITS}
+    return config
+
+
+def _read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _names(wf) -> dict[str, str]:
+    """{manifest file: the name it had in the user's folder} (the folder import renumbers files)."""
+    return {r["file"]: r["source"].rsplit("/", 1)[-1] for r in _read(wf.tree.clean_manifest) if r["file"]}
+
+
+def test_near_copies_quarantined_look_alikes_kept(workflow, folders):
+    root, _ = folders
+    wf = workflow(_config(root, 10))
+    wf.run(*wf.splits)
+    rows = [r for r in _read(wf.tree.clean_manifest) if r["stage"] == "clean"]
+    name = _names(wf)
+    copies = {r["file"]: r for r in rows if name[r["file"]].startswith("zz_")}
+    assert len(copies) == 12 and all(r["reason"] == "near_duplicate" for r in copies.values()), copies
+    assert all(name[r["dup_of"]] == "000.png" for r in copies.values())
+    lost = [(r["file"], r["reason"], r["detail"]) for r in rows if r["file"] not in copies and r["status"] != "kept"]
+    assert lost == []  # 180 distinct scans of three similar digits: none is a near copy of another
+
+
+def test_audit_flags_only_cross_split_copies_and_beats_raw_pixels(workflow, folders):
+    """Label ranking, 15 moved of 192: measured recall@k 0.867 (audit convnet) against 0.733 (raw pixels,
+    k-fold logistic regression) at config seed 7 on one CPU run (other seeds not measured yet); the test
+    asks that it is not below the raw-pixel reference. Leakage: 6 val/test images flagged, all planted."""
+    root, moved = folders
+    wf = workflow(_config(root, 0))  # near copies survive clean and land in any split
+    target = str(wf.layout.audit_summary("alexnet"))
+    wf.run(target, timeout=1500)
+    summary = json.loads(wf.tree.audit_summary("alexnet").read_text())
+    assert summary["label_model"] == "cnn" and "median nearest-neighbour residual" in summary["leakage_criterion"]
+    split_of = {r["file"]: r["split"] for r in wf.split_rows()}
+    name = _names(wf)
+    planted = {f for f in split_of if name[f].startswith(("zz_", "000.png"))}
+    twins = pd.read_csv(wf.tree.leakage("alexnet"))
+    for _, t in twins.iterrows():
+        pair = {t["file"], t["twin"]}
+        assert pair <= planted, f"not a planted copy: {pair}"
+    order = {"train": 0, "val": 1, "test": 2}
+    group = {f: f.split("/")[0] for f in planted}
+    expected = {
+        f
+        for f, g in group.items()
+        if split_of[f] != "train" and any(group.get(o) == g and order[split_of[o]] < order[split_of[f]] for o in group)
+    }
+    flagged = set(twins["file"])
+    assert expected and len(flagged & expected) >= 0.9 * len(expected), (expected, flagged)
+    issues = pd.read_csv(wf.tree.label_issues("alexnet"))
+    wrong = {f for f in split_of if name[f] in {m.split("/")[1] for m in moved}}
+    assert len(wrong) == len(moved)
+    ours = audit.scores(issues, wrong)["at_k"]
+    data = audit.load(wf.tree.features_dir("alexnet"), wf.tree.prepared_dir(32))
+    pixels = audit.prepared_images(wf.tree.prepared_dir(32)).reshape(len(data.x), -1).astype(np.float32) / 255
+    classes = [f"d{d}" for d in DIGITS]
+    reference = audit.label_issues(audit.Embedded(pixels, data.labels, data.files, data.splits), classes, 5, 7)
+    pixels_at_k = audit.scores(reference, wrong)["at_k"]
+    print(f"label recall@k: audit convnet {ours:.3f}, raw pixels {pixels_at_k:.3f}; leakage {len(flagged)} flagged")
+    assert ours >= pixels_at_k
