@@ -256,7 +256,7 @@ def crawl_params(config: dict, cls: str) -> dict:
 
 # Synthetic knobs added after the first ledgers existed, with the value that draws as
 # before them: at that value a knob is left out of the params (no re-crawl).
-_SYNTHETIC_NEUTRAL = {"mislabel_fraction": 0, "object_size": [0.16, 0.3], "rotation": [0, 360]}
+_SYNTHETIC_NEUTRAL = {"mislabel_fraction": 0, "object_size": [0.16, 0.3], "rotation": [0, 360], "off_centre": 0}
 
 
 def _synthetic_params(settings: dict, planted: bool) -> dict:
