@@ -824,3 +824,19 @@ def test_findings_open_the_page(tmp_path):
     assert "barely change (they show the image, not the model): eigencam" in findings
     assert "18 of 24 images kept, 6 quarantined (duplicate 3, too_small 3), of which 3 duplicates" in findings
     assert text.index('id="environment"') > text.index('id="compute"')
+
+
+def test_findings_say_when_a_margin_is_too_small_to_hold_across_seeds(tmp_path):
+    from convscope.report.findings import deletion_check, pointing_check
+
+    (tmp_path / "explain").mkdir()
+    game = {"images": 40, "chance": 0.2, "centre_baseline": 0.5, "methods": {"gradcam": {"accuracy": 0.55}}}
+    (tmp_path / "explain" / "pointing.json").write_text(json.dumps(game))
+    (tmp_path / "explain" / "deletion.json").write_text(json.dumps({"auc": {"gradcam": 0.39, "random": 0.40}}))
+    close = "small enough to change with the seed"
+    p, d = pointing_check(tmp_path), deletion_check(tmp_path)
+    assert p.passed and close in p.text and d.passed and close in d.text
+    game["methods"]["gradcam"]["accuracy"] = 0.8
+    (tmp_path / "explain" / "pointing.json").write_text(json.dumps(game))
+    (tmp_path / "explain" / "deletion.json").write_text(json.dumps({"auc": {"gradcam": 0.3, "random": 0.40}}))
+    assert close not in pointing_check(tmp_path).text and close not in deletion_check(tmp_path).text
