@@ -167,5 +167,11 @@ def test_off_centre_objects_leave_the_middle_free_at_the_stated_rate(tmp_path):
     # the key travels from the config and is named in the ledger detail; 0 leaves the params as they were
     assert "off_centre" not in options("circle", 4)["synthetic"]
     assert options("circle", 4, off_centre=0.5, object_size=[0.18, 0.22])["synthetic"]["off_centre"] == 0.5
-    with pytest.raises(ValueError, match="crawl.synthetic.off_centre.*object_size"):
-        draw("circle", "circle", 3, 0, size=size, object_size=(0.4, 0.45), off_centre=1.0)
+    source = tiny_config(("circle", "cross"), images=4)
+    source["crawl"]["synthetic"]["off_centre"] = 0.5
+    source["pretrain"] = {"classes": {"star": {}, "ring": {}}}
+    cfg.load_and_validate(source)
+    assert "off_centre" not in cfg.crawl_params(source, "star")["synthetic"]  # sources drawn as before
+    # an object too large to leave the middle free is drawn smaller, just fitting beside it
+    large = [draw("circle", "circle", 3, i, size=size, object_size=(0.4, 0.45), off_centre=1.0) for i in range(12)]
+    assert centred(large) == 0 and max(d.box[2] - d.box[0] for d in large) >= size / 2 - 8

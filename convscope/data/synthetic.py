@@ -141,8 +141,9 @@ def draw(
     the object's radius as a fraction of the image side (larger is easier to learn);
     rotation: the range of its rotation in degrees (0 = upright: a triangle points up);
     off_centre: the fraction of images whose object is drawn clear of the image centre
-    (its box leaves the middle free), so a map that always points at the centre no longer
-    wins the pointing game (0 draws as before: anywhere the object fits)."""
+    (its box leaves the middle free; an object too large for that is drawn smaller, just
+    fitting), so a map that always points at the centre no longer wins the pointing game
+    (0 draws as before: anywhere the object fits)."""
     rng = _rng(seed, cls, index, "scene")
     # Background: gradient between two colours along a random direction.
     c1, c2 = _colour(rng), _colour(rng)
@@ -172,7 +173,10 @@ def draw(
     )  # whole object inside the image
     place = _rng(seed, cls, index, "place")  # its own stream: off_centre=0 draws exactly as before
     if off_centre > 0 and place.random() < off_centre:
-        centre = _beside_the_centre(place, lo, hi, size, margin, shape)
+        # an object wider than the space beside the middle is drawn smaller, just fitting
+        fit = min(1.0, (size / 2 - _gap(size) - margin) / float(np.max(hi - lo)))
+        polys, holes, lo, hi = [p * fit for p in polys], [h * fit for h in holes], lo * fit, hi * fit
+        centre = _beside_the_centre(place, lo, hi, size, margin)
 
     big = Image.new("L", (size * _SUPERSAMPLE, size * _SUPERSAMPLE), 0)
     pen = ImageDraw.Draw(big)
@@ -196,25 +200,24 @@ def draw(
     return Drawing(image, box, alpha, tuple(int(c) for c in colour))
 
 
-def _beside_the_centre(rng, lo, hi, size: int, margin: int, shape: str) -> np.ndarray:
+def _gap(size: int) -> float:
+    """Clearance between an off-centre object and the middle: survives resizing to a quarter."""
+    return max(2.0, size / 32)
+
+
+def _beside_the_centre(rng, lo, hi, size: int, margin: int) -> np.ndarray:
     """An object centre that keeps the object (extent lo..hi around it) wholly on one side of
-    the image's middle row or column, with a gap that survives resizing to a quarter."""
-    mid, gap = size / 2, max(2.0, size / 32)
+    the image's middle row or column, at a random place along that side."""
+    mid, gap = size / 2, _gap(size)
     sides = []  # (axis, low, high) ranges of the centre along one axis
     for axis in range(2):
         sides.append((axis, margin - lo[axis], mid - gap - hi[axis]))  # left of / above the middle
         sides.append((axis, mid + gap - lo[axis], size - margin - hi[axis]))  # right of / below it
-    sides = [s for s in sides if s[1] <= s[2]]
-    if not sides:
-        raise ValueError(
-            f"crawl.synthetic.off_centre: a {shape} of extent {hi[0] - lo[0]:.0f} px does not fit beside the "
-            f"centre of a {size} px image; lower crawl.synthetic.object_size (a radius of at most "
-            f"{(mid - gap - margin) / (2 * size):.3f} fits any shape)"
-        )
+    sides = [s for s in sides if s[1] <= s[2] + 1e-9]
     axis, low, high = sides[int(rng.integers(len(sides)))]
     other = 1 - axis
     centre = np.empty(2)
-    centre[axis] = rng.uniform(low, high)
+    centre[axis] = rng.uniform(low, max(low, high))
     centre[other] = rng.uniform(margin - lo[other], size - margin - hi[other])
     return centre
 
