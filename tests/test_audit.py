@@ -37,8 +37,12 @@ def label_issue_checks(seed: int = 0) -> list[Check]:
 
 @pytest.mark.learned
 def test_planted_label_noise_is_ranked_far_above_chance():
-    """Measured over seeds 0-9 (bench/seed_robustness.py --suites audit):
-    MEASURED_AUDIT
+    """Planted label noise is ranked far above chance, and the audit names the right class.
+
+    Measured over seeds 0-9, TF default and TF_ENABLE_ONEDNN_OPTS=0 (20 runs,
+    `bench/seed_robustness.py --suites audit`), minimum against threshold: recall at k
+    0.833 (>= 0.6), issue recall 0.833 (>= 0.6), issue precision 0.600 (>= 0.4),
+    suggested class right 0.867 (>= 0.6).
     """
     require(label_issue_checks())
 
