@@ -36,11 +36,14 @@ SETTINGS = {
 }
 SUITES = ("shapes", "audit", "demo")
 MARK = "CHECK "
+sys.path.insert(0, str(REPO))
+from convscope.layout import Results  # noqa: E402
+
+RECORD = Results(REPO / "results").benchmarks / "seed_robustness.jsonl"  # every run's checks, appended
 
 
 def run_one(suite: str, seed: int) -> list:
     """The suite's checks for one seed, in this process (the child side)."""
-    sys.path.insert(0, str(REPO))
     if suite == "shapes":
         from tests.test_pointing import pointing_checks
         from tests.test_trust import faithfulness_checks, learned_check, randomisation_checks, trained_subset
@@ -59,6 +62,36 @@ def run_one(suite: str, seed: int) -> list:
     config["seed"] = seed
     with tempfile.TemporaryDirectory(prefix="seed_robustness_") as tmp:
         return demo_checks(Workflow(Path(tmp), config), config)
+
+
+def current_setting() -> str:
+    """This process's numeric setting, from the environment the parent gave it."""
+    if os.environ.get("KERAS_BACKEND") == "jax":
+        return "jax"
+    return "tf-noonednn" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0" else "tf"
+
+
+def record(suite: str, seed: int, rows: list[dict]) -> None:
+    """Append one run's checks to RECORD: a long sweep can be summarised before it ends."""
+    RECORD.parent.mkdir(parents=True, exist_ok=True)
+    with open(RECORD, "a") as f:
+        for row in rows:
+            f.write(json.dumps({"suite": suite, "seed": seed, "setting": current_setting(), **row}) + "\n")
+
+
+def summarise_record(suites, seeds, settings) -> None:
+    rows = [json.loads(line) for line in RECORD.read_text().splitlines()] if RECORD.is_file() else []
+    for suite in suites:
+        # the latest run of each (setting, seed, check) counts
+        latest = {(r["setting"], r["seed"], r["name"]): r for r in rows if r["suite"] == suite}
+        chosen = [r for (setting, seed, _), r in latest.items() if setting in settings and seed in seeds]
+        measured: dict[str, list] = {}
+        for r in chosen:
+            measured.setdefault(r["name"], []).append(r)
+        covered = {s: sorted({r["seed"] for r in chosen if r["setting"] == s}) for s in settings}
+        print(f"\n{suite}: recorded seeds per setting {covered}")
+        if measured:
+            print(summary(measured), flush=True)
 
 
 def child(suite: str, seed: int, setting: str) -> list[dict]:
@@ -96,10 +129,21 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=["tf", "tf-noonednn"])
     parser.add_argument("--suites", nargs="+", choices=SUITES, default=["shapes", "audit"])
     parser.add_argument("--one", nargs=2, metavar=("SUITE", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--summarise", action="store_true", help=f"summarise what earlier runs recorded in {RECORD} (no new runs)"
+    )
     args = parser.parse_args()
     if args.one:
-        for c in run_one(args.one[0], int(args.one[1])):
-            print(MARK + json.dumps({"name": c.name, "value": c.value, "threshold": c.threshold, "above": c.above}))
+        suite, seed = args.one[0], int(args.one[1])
+        rows = [
+            {"name": c.name, "value": c.value, "threshold": c.threshold, "above": c.above} for c in run_one(suite, seed)
+        ]
+        record(suite, seed, rows)
+        for row in rows:
+            print(MARK + json.dumps(row))
+        return
+    if args.summarise:
+        summarise_record(args.suites, args.seeds, args.settings)
         return
     for suite in args.suites:
         measured: dict[str, list] = {}
