@@ -61,7 +61,9 @@ def run_one(suite: str, seed: int) -> list:
     config = reduced_demo()
     config["seed"] = seed
     with tempfile.TemporaryDirectory(prefix="seed_robustness_") as tmp:
-        return demo_checks(Workflow(Path(tmp), config), config)
+        wf = Workflow(Path(tmp), config)
+        wf.write_config()
+        return demo_checks(wf, config)
 
 
 def current_setting() -> str:
