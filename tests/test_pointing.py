@@ -81,7 +81,7 @@ def pointing_checks(seed: int = SEED) -> tuple[list[Check], dict]:
 def test_gradcam_points_at_the_object(record_property):
     """Grad-CAM, Grad-CAM++, occlusion and saliency point at the object on the trained shapes CNN.
 
-    Measured over seeds 0-9, TF default and TF_ENABLE_ONEDNN_OPTS=0 (bench/seed_robustness.py):
+    Measured by bench/seed_robustness.py (tf: TF as installed; tf-noonednn: TF_ENABLE_ONEDNN_OPTS=0) in
     MEASURED_POINTING
     """
     found, figures = pointing_checks()

@@ -5,8 +5,8 @@
   the image's own gradient magnitude (an edge detector, independent of the weights)
   does not, and must fail.
 - Deletion and insertion: a map that ranks the object's pixels (from its true box)
-  first beats the reverse ranking in both directions and the random order on insertion;
-  on deletion it is no worse than random (both knock the trained CNN to chance at once).
+  first beats the reverse ranking in both directions and the random order on insertion
+  (on deletion, random order knocks the trained CNN to chance about as fast).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def randomisation_checks(trained) -> list[Check]:
 def test_randomisation_check_fails_an_edge_detector(trained):
     """Grad-CAM and saliency pass the randomisation check on the trained CNN, an edge map fails it.
 
-    Measured over seeds 0-9, TF default and TF_ENABLE_ONEDNN_OPTS=0 (bench/seed_robustness.py):
+    Measured by bench/seed_robustness.py (tf: TF as installed; tf-noonednn: TF_ENABLE_ONEDNN_OPTS=0) in
     MEASURED_RANDOMISATION
     """
     require(randomisation_checks(trained))
@@ -160,10 +160,10 @@ def faithfulness_checks(trained) -> list[Check]:
     return [
         # Deleting pixels in random order knocks a trained CNN to chance about as fast as
         # deleting the object (scattered mean-colour pixels are far off its training
-        # images): object-first and random deletion both sit near the floor of 1/3, so
-        # deletion is asserted against the background-first order and insertion against random.
+        # images): object-first minus random deletion AUC measured -0.030 to +0.028 over
+        # seeds, a sign that flips. So deletion is asserted against the background-first
+        # order, insertion against random and background-first.
         Check("deletion AUC: background - object", dele["background"] - dele["object"], 0.3),
-        Check("deletion AUC: object - random", dele["object"] - dele["random"], 0.03, above=False),
         Check("insertion AUC: object - random", ins["object"] - ins["random"], 0.05),
         Check("insertion AUC: object - background", ins["object"] - ins["background"], 0.3),
         Check("insertion gain of the object map", gain["insertion"]["object"], 0.0),
@@ -173,10 +173,10 @@ def faithfulness_checks(trained) -> list[Check]:
 @pytest.mark.xdist_group("shapes_cnn")  # one worker trains the shared CNN once (make test: --dist loadgroup)
 @pytest.mark.learned
 def test_object_first_map_beats_random_in_both_directions(trained):
-    """Deleting the object's pixels first hurts far more than deleting the background first and
-    no less than random; inserting them first helps more than random and than the background.
+    """Deleting the object's pixels first hurts far more than deleting the background first;
+    inserting them first helps more than random and than the background.
 
-    Measured over seeds 0-9, TF default and TF_ENABLE_ONEDNN_OPTS=0 (bench/seed_robustness.py):
+    Measured by bench/seed_robustness.py (tf: TF as installed; tf-noonednn: TF_ENABLE_ONEDNN_OPTS=0) in
     MEASURED_FAITHFULNESS
     """
     require(faithfulness_checks(trained))
