@@ -70,9 +70,10 @@ def pointing_checks(seed: int = SEED) -> tuple[list[Check], dict]:
         m = game["methods"][name]
         out.append(Check(f"{name} pointing / chance", m["accuracy"] / chance, 2.0))
         out.append(Check(f"{name} pointing off-centre / chance", m["off_centre_accuracy"] / off_chance, 2.0))
-    # deleting the pixels the maps rank first hurts more, on average, than deleting at random
-    mean_auc = np.mean([aucs[name] for name in ("gradcam", "gradcam++", "occlusion", "saliency")])
-    out.append(Check("deletion AUC: random - mean of the maps", aucs["random"] - mean_auc, 0.0))
+    # Not asserted: that deleting the pixels the maps rank first hurts more than random
+    # deletion. On a CNN that has learned, random pixel deletion knocks it to chance about as
+    # fast (random minus the maps' mean AUC measured 0.007-0.056 over seeds: a coin toss on
+    # another CPU); the AUCs stay in the recorded figures.
     return out, figures
 
 
@@ -82,7 +83,16 @@ def test_gradcam_points_at_the_object(record_property):
     """Grad-CAM, Grad-CAM++, occlusion and saliency point at the object on the trained shapes CNN.
 
     Measured by bench/seed_robustness.py (tf: TF as installed; tf-noonednn: TF_ENABLE_ONEDNN_OPTS=0) in
-    MEASURED_POINTING
+    8 runs (tf seeds 2,3,4,5,6; tf-noonednn seeds 2,3,4), worst value and threshold:
+    - shapes CNN test accuracy: min 0.933 (>= 0.500)
+    - Grad-CAM pointing: min 0.900 (>= 0.775)
+    - Grad-CAM pointing off-centre: min 0.860 (>= 0.500)
+    - gradcam++ pointing / chance: min 6.004 (>= 2.000)
+    - gradcam++ pointing off-centre / chance: min 6.893 (>= 2.000)
+    - occlusion pointing / chance: min 4.819 (>= 2.000)
+    - occlusion pointing off-centre / chance: min 5.290 (>= 2.000)
+    - saliency pointing / chance: min 3.339 (>= 2.000)
+    - saliency pointing off-centre / chance: min 3.597 (>= 2.000)
     """
     found, figures = pointing_checks()
     record_property("pointing_game", json.dumps(figures))
