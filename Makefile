@@ -19,8 +19,9 @@ demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config.demo.yaml
 	@echo "Report: $(CURDIR)/results/report/index.html (single file: results/report/report-standalone.html)"
 
+# loadgroup: the tests that share one trained network (xdist_group) run on one worker.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(CORES) -ra tests
+	$(BIN)/python -m pytest -n $(CORES) --dist loadgroup -ra tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

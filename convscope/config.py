@@ -282,7 +282,7 @@ def crawl_params(config: dict, cls: str) -> dict:
 
 # Synthetic knobs added after the first ledgers existed, with the value that draws as
 # before them: at that value a knob is left out of the params (no re-crawl).
-_SYNTHETIC_NEUTRAL = {"mislabel_fraction": 0, "object_size": [0.16, 0.3], "rotation": [0, 360]}
+_SYNTHETIC_NEUTRAL = {"mislabel_fraction": 0, "object_size": [0.16, 0.3], "rotation": [0, 360], "off_centre": 0}
 
 
 def _synthetic_params(settings: dict, planted: bool) -> dict:
@@ -290,7 +290,9 @@ def _synthetic_params(settings: dict, planted: bool) -> dict:
         same = _SYNTHETIC_NEUTRAL[key]
         return list(value) == same if isinstance(same, list) else value == same
 
-    settings = settings if planted else {**settings, "mislabel_fraction": 0}
+    # Pretraining sources are drawn clean and as before: off-centre objects are for the
+    # pointing game, which is played on the target classes.
+    settings = settings if planted else {**settings, "mislabel_fraction": 0, "off_centre": 0}
     return {k: v for k, v in settings.items() if not (k in _SYNTHETIC_NEUTRAL and neutral(k, v))}
 
 

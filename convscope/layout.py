@@ -95,7 +95,7 @@ def _file(name: str) -> property:
 # and the job writes each one, a "not run" record when its analysis was off or not applicable.
 @dataclass(frozen=True)
 class ExplainFolder:
-    """analysis/{backbone}/{run}/explain/: the explanation analyses (convscope.analysis.explain)."""
+    """analysis/{backbone}/{run}/explain/: the explanation analyses (convscope.analysis.explain.run)."""
 
     path: Path
 

@@ -3,28 +3,49 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image, ImageEnhance
 from sklearn.datasets import load_digits
 
 from convscope.data import audit, nearcopy
+from tests.learned import Check, require
 
 
-def test_planted_label_noise_is_ranked_far_above_chance():
+def label_issue_checks(seed: int = 0) -> list[Check]:
+    """Planted label noise on 600 digit scans (10% of the labels moved), ranked by the audit."""
     x, y = load_digits(return_X_y=True)
     x, y = x[:600].astype(np.float32), y[:600]
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     moved = rng.choice(len(y), size=60, replace=False)  # 10% of the labels moved to a wrong class
     noisy = y.copy()
     noisy[moved] = (noisy[moved] + rng.integers(1, 10, len(moved))) % 10
     files = [f"d/{i}.png" for i in range(len(y))]
     data = audit.Embedded(x, noisy, files, np.array(["train"] * len(y)))
-    issues = audit.label_issues(data, [str(c) for c in range(10)], folds=5, seed=0)
+    issues = audit.label_issues(data, [str(c) for c in range(10)], folds=5, seed=seed)
     s = audit.scores(issues, {files[i] for i in moved})
-    assert s["at_k"] >= 0.6  # chance: 0.1
-    assert s["issue_recall"] >= 0.6 and s["issue_precision"] >= 0.4
     top = issues.set_index("file").loc[[files[i] for i in moved]]
     true = {files[i]: str(y[i]) for i in moved}
-    assert (top["suggested"] == [true[f] for f in top.index]).mean() >= 0.6  # and says which class
+    return [
+        Check("label issues: recall at k", s["at_k"], 0.6),  # chance: 0.1
+        Check("label issues: issue recall", s["issue_recall"], 0.6),
+        Check("label issues: issue precision", s["issue_precision"], 0.4),
+        # and says which class
+        Check(
+            "label issues: suggested class right", float((top["suggested"] == [true[f] for f in top.index]).mean()), 0.6
+        ),
+    ]
+
+
+@pytest.mark.learned
+def test_planted_label_noise_is_ranked_far_above_chance():
+    """Planted label noise is ranked far above chance, and the audit names the right class.
+
+    Measured over seeds 0-9, TF default and TF_ENABLE_ONEDNN_OPTS=0 (20 runs,
+    `bench/seed_robustness.py --suites audit`), minimum against threshold: recall at k
+    0.833 (>= 0.6), issue recall 0.833 (>= 0.6), issue precision 0.600 (>= 0.4),
+    suggested class right 0.867 (>= 0.6).
+    """
+    require(label_issue_checks())
 
 
 def _digit_images(n: int) -> list[Image.Image]:

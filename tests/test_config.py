@@ -195,6 +195,7 @@ def test_defaults_are_filled_in():
         "mislabel_fraction": 0,
         "object_size": [0.16, 0.3],
         "rotation": [0, 360],
+        "off_centre": 0,
     }
     assert config["split"] == {"train": 0.7, "val": 0.15, "test": 0.15, "min_per_split": 1}
     assert config["prepare"] == {"resize": "center_crop", "threads": 4}
@@ -381,7 +382,7 @@ def test_planted_label_errors_only_in_target_classes_and_defaults_leave_params_u
     target = cfg.crawl_params(config, "circle")
     assert target["synthetic"]["mislabel_fraction"] == 0.1
     assert target["other_shapes"] == ["triangle"]  # the other target class, never a source's
-    assert "object_size" not in target["synthetic"] and "rotation" not in target["synthetic"]
+    assert not {"object_size", "rotation", "off_centre"} & set(target["synthetic"])
     source = cfg.crawl_params(config, "star")
     assert "mislabel_fraction" not in source["synthetic"] and "other_shapes" not in source
     config["crawl"]["synthetic"]["rotation"] = [0, 0]

@@ -142,3 +142,37 @@ def test_rotation_range_draws_upright_shapes():
     x0, y0, x1, _ = tri.box
     cols = np.flatnonzero(tri.alpha[y0] > 0.05)
     assert abs(cols.mean() - (x0 + x1) / 2) < 2 and len(cols) < (x1 - x0) / 4
+
+
+def _covers_centre(box, size: int) -> bool:
+    """Whether the box (pixel edges) holds the pixel the pointing game's centre map points at."""
+    c = (size - 1) // 2
+    x0, y0, x1, y1 = box
+    return x0 <= c < x1 and y0 <= c < y1
+
+
+def test_off_centre_objects_leave_the_middle_free_at_the_stated_rate(tmp_path):
+    size, n = 64, 60
+    kw = {"size": size, "object_size": (0.17, 0.21), "rotation": (0, 0)}
+    anywhere = [draw("circle", "circle", 3, i, **kw) for i in range(n)]
+    half = [draw("circle", "circle", 3, i, off_centre=0.5, **kw) for i in range(n)]
+    every = [draw("cross", "cross", 3, i, off_centre=1.0, **kw) for i in range(n)]
+    centred = lambda drawings: np.mean([_covers_centre(d.box, size) for d in drawings])
+    assert centred(every) == 0
+    # about half the objects that covered the middle now leave it free
+    assert centred(anywhere) > 0.4 and centred(anywhere) * 0.3 < centred(half) < centred(anywhere) * 0.7
+    # varied positions: objects on every side of the middle
+    cx = np.array([(d.box[0] + d.box[2]) / 2 for d in every])
+    cy = np.array([(d.box[1] + d.box[3]) / 2 for d in every])
+    assert min((cx < 28).sum(), (cx > 36).sum(), (cy < 28).sum(), (cy > 36).sum()) >= 5
+    # the key travels from the config and is named in the ledger detail; 0 leaves the params as they were
+    assert "off_centre" not in options("circle", 4)["synthetic"]
+    assert options("circle", 4, off_centre=0.5, object_size=[0.18, 0.22])["synthetic"]["off_centre"] == 0.5
+    source = tiny_config(("circle", "cross"), images=4)
+    source["crawl"]["synthetic"]["off_centre"] = 0.5
+    source["pretrain"] = {"classes": {"star": {}, "ring": {}}}
+    cfg.load_and_validate(source)
+    assert "off_centre" not in cfg.crawl_params(source, "star")["synthetic"]  # sources drawn as before
+    # an object too large to leave the middle free is drawn smaller, just fitting beside it
+    large = [draw("circle", "circle", 3, i, size=size, object_size=(0.4, 0.45), off_centre=1.0) for i in range(12)]
+    assert centred(large) == 0 and max(d.box[2] - d.box[0] for d in large) >= size / 2 - 8

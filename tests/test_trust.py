@@ -5,7 +5,8 @@
   the image's own gradient magnitude (an edge detector, independent of the weights)
   does not, and must fail.
 - Deletion and insertion: a map that ranks the object's pixels (from its true box)
-  first beats the random order in both directions; the reverse ranking loses to it.
+  first beats the reverse ranking in both directions and the random order on insertion
+  (on deletion, random order knocks the trained CNN to chance about as fast).
 """
 
 from __future__ import annotations
@@ -13,20 +14,32 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.shapes import SIZE, shapes_on_clutter, small_cnn
+from tests.learned import Check, require
+from tests.shapes import SIZE, TEST_PER_CLASS, train_shapes_cnn
 
 BLOCKS = ("b1_pool", "b2_pool", "last_conv")
+SEED = 0  # bench/seed_robustness.py runs the same checks over seeds 0-9
+# The trained network must have learned before its maps are judged (chance 0.33).
+LEARNED = 0.75
+PER_CLASS = 12  # test images per class the checks explain
+
+
+def learned_check(seed: int = SEED) -> Check:
+    return Check("trust: shapes CNN test accuracy", train_shapes_cnn(seed).accuracy, LEARNED)
+
+
+def trained_subset(seed: int = SEED, *, check: bool = True):
+    """(model, x, y, boxes): the shared shapes CNN and PER_CLASS of its test images per class."""
+    t = train_shapes_cnn(seed)
+    if check:
+        require([learned_check(seed)])
+    keep = np.concatenate([np.arange(PER_CLASS) + k * TEST_PER_CLASS for k in range(3)])
+    return t.model, t.x_test[keep], t.y_test[keep], t.boxes[keep]
 
 
 @pytest.fixture(scope="module")
 def trained():
-    x_train, y_train, _ = shapes_on_clutter(700, seed=0)
-    x_test, y_test, boxes = shapes_on_clutter(12, seed=1)
-    model = small_cnn()
-    model.fit(x_train.astype(np.float32), y_train, epochs=4, batch_size=32, verbose=0, shuffle=True)
-    accuracy = float(model.evaluate(x_test.astype(np.float32), y_test, verbose=0)[1])
-    assert accuracy > 0.55, f"the small CNN did not learn the shapes (test accuracy {accuracy:.2f})"
-    return model, x_test, y_test, boxes
+    return trained_subset()
 
 
 def base_blocks(model):
@@ -43,7 +56,8 @@ def edge_map(images) -> np.ndarray:
     return np.hypot(gx, gy)
 
 
-def test_randomisation_check_fails_an_edge_detector(trained):
+def randomisation_checks(trained) -> list[Check]:
+    """The parameter-randomisation test on the trained CNN, as checks; asserts its mechanics."""
     from convscope.analysis.explain import gradcam, saliency
     from convscope.analysis.split_model import cut
     from convscope.analysis.trust import sanity
@@ -75,13 +89,43 @@ def test_randomisation_check_fails_an_edge_detector(trained):
         np.testing.assert_array_equal(a, b)
     v = result.verdicts
     print({k: (r["passed"], round(r["spearman"], 3), round(r["ssim"], 3)) for k, r in v.items()})
-    assert v["gradcam"]["passed"] and v["saliency"]["passed"], v
+    assert v["gradcam"]["passed"] == (v["gradcam"]["spearman"] < 0.5), v
     assert not v["edges"]["passed"] and "barely change" in v["edges"]["reason"], v
     edges = [r for r in result.rows if r["method"] == "edges"]
-    assert all(r["spearman"] > 0.999 and r["ssim"] > 0.999 for r in edges)
-    # randomising deeper (cascading) moves Grad-CAM further from the trained maps than the head alone
     gc = {r["stage"]: r for r in result.rows if r["method"] == "gradcam" and r["mode"] == "cascading"}
-    assert gc["b2_pool"]["ssim"] < 0.9 and gc["b2_pool"]["spearman"] < gc["head"]["spearman"] + 0.2
+    return [
+        # the sanity verdict: passed when the rank correlation falls below 0.5
+        Check("randomisation: Grad-CAM spearman", v["gradcam"]["spearman"], 0.5, above=False),
+        Check("randomisation: saliency spearman", v["saliency"]["spearman"], 0.5, above=False),
+        Check("randomisation: edge map min spearman", min(r["spearman"] for r in edges), 0.999),
+        Check("randomisation: edge map min SSIM", min(r["ssim"] for r in edges), 0.999),
+        # randomising deeper (cascading) moves Grad-CAM further from the trained maps than the head alone
+        Check("randomisation: Grad-CAM SSIM at b2_pool", gc["b2_pool"]["ssim"], 0.9, above=False),
+        Check(
+            "randomisation: Grad-CAM spearman b2_pool - head",
+            gc["b2_pool"]["spearman"] - gc["head"]["spearman"],
+            0.2,
+            above=False,
+        ),
+    ]
+
+
+@pytest.mark.xdist_group("shapes_cnn")  # one worker trains the shared CNN once (make test: --dist loadgroup)
+@pytest.mark.learned
+def test_randomisation_check_fails_an_edge_detector(trained):
+    """Grad-CAM and saliency pass the randomisation check on the trained CNN, an edge map fails it.
+
+    Measured by bench/seed_robustness.py (tf: TF as installed; tf-noonednn: TF_ENABLE_ONEDNN_OPTS=0) in
+    8 runs (tf seeds 2,3,4,5,6; tf-noonednn seeds 2,3,4), worst value and threshold:
+    - trust: shapes CNN test accuracy: min 0.933 (>= 0.750)
+    - randomisation: Grad-CAM spearman: max 0.248 (< 0.500)
+    - randomisation: saliency spearman: max 0.232 (< 0.500)
+    - randomisation: edge map min spearman: min 1.000 (>= 0.999)
+    - randomisation: edge map min SSIM: min 1.000 (>= 0.999)
+    - randomisation: Grad-CAM SSIM at b2_pool: max 0.293 (< 0.900)
+    - randomisation: Grad-CAM spearman b2_pool - head: max -0.420 (< 0.200)
+    """
+    require(randomisation_checks(trained))
 
 
 def test_similarity_measures_on_known_maps():
@@ -97,7 +141,8 @@ def test_similarity_measures_on_known_maps():
     assert (spearman(a, np.zeros_like(a)) == 0).all()  # a flat map has no ranking: no similarity
 
 
-def test_object_first_map_beats_random_in_both_directions(trained):
+def faithfulness_checks(trained) -> list[Check]:
+    """Deletion and insertion of an object-first and a background-first map, as checks."""
     from convscope.analysis.trust.checks import CurveSettings, faithfulness
 
     model, x, y, boxes = trained
@@ -115,15 +160,38 @@ def test_object_first_map_beats_random_in_both_directions(trained):
     f = faithfulness(model, x, y, maps, settings=CurveSettings(steps=8, batch_size=32, seed=0))
     auc, gain = f["auc"], f["gain"]
     print(auc)
-    assert auc["deletion"]["object"] < auc["deletion"]["random"] - 0.02, auc
-    assert auc["insertion"]["object"] > auc["insertion"]["random"] + 0.05, auc
-    assert auc["deletion"]["background"] > auc["deletion"]["object"], auc
-    assert auc["insertion"]["background"] < auc["insertion"]["object"], auc
-    assert gain["deletion"]["object"] > 0 and gain["insertion"]["object"] > 0
     # both directions share their end points: the intact and the mean-colour image
     d, i = f["curves"]["deletion"]["random"], f["curves"]["insertion"]["random"]
     np.testing.assert_allclose(d[:, 0], i[:, -1], rtol=1e-5)
     np.testing.assert_allclose(d[:, -1], i[:, 0], rtol=1e-5)
+    dele, ins = auc["deletion"], auc["insertion"]
+    return [
+        # Deleting pixels in random order knocks a trained CNN to chance about as fast as
+        # deleting the object (scattered mean-colour pixels are far off its training
+        # images): object-first minus random deletion AUC measured -0.030 to +0.028 over
+        # seeds, a sign that flips. So deletion is asserted against the background-first
+        # order, insertion against random and background-first.
+        Check("deletion AUC: background - object", dele["background"] - dele["object"], 0.3),
+        Check("insertion AUC: object - random", ins["object"] - ins["random"], 0.05),
+        Check("insertion AUC: object - background", ins["object"] - ins["background"], 0.3),
+        Check("insertion gain of the object map", gain["insertion"]["object"], 0.0),
+    ]
+
+
+@pytest.mark.xdist_group("shapes_cnn")  # one worker trains the shared CNN once (make test: --dist loadgroup)
+@pytest.mark.learned
+def test_object_first_map_beats_random_in_both_directions(trained):
+    """Deleting the object's pixels first hurts far more than deleting the background first;
+    inserting them first helps more than random and than the background.
+
+    Measured by bench/seed_robustness.py (tf: TF as installed; tf-noonednn: TF_ENABLE_ONEDNN_OPTS=0) in
+    8 runs (tf seeds 2,3,4,5,6; tf-noonednn seeds 2,3,4), worst value and threshold:
+    - deletion AUC: background - object: min 0.418 (>= 0.300)
+    - insertion AUC: object - random: min 0.403 (>= 0.050)
+    - insertion AUC: object - background: min 0.419 (>= 0.300)
+    - insertion gain of the object map: min 0.403 (>= 0.000)
+    """
+    require(faithfulness_checks(trained))
 
 
 def test_ranking_puts_sanity_failures_last_and_orders_by_evidence():

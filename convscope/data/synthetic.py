@@ -135,12 +135,17 @@ def draw(
     with_object: bool = True,
     object_size: tuple[float, float] = (0.16, 0.3),
     rotation: tuple[float, float] = (0.0, 360.0),
+    off_centre: float = 0.0,
 ) -> Drawing:
     """Draw image `index` of class `cls`. with_object=False leaves the object out and
     changes nothing else (the same background, clutter and noise), which is how the
     tests check the box against the pixels the object changes. object_size: the range of
     the object's radius as a fraction of the image side (larger is easier to learn);
-    rotation: the range of its rotation in degrees (0 = upright: a triangle points up)."""
+    rotation: the range of its rotation in degrees (0 = upright: a triangle points up);
+    off_centre: the fraction of images whose object is drawn clear of the image centre
+    (its box leaves the middle free; an object too large for that is drawn smaller, just
+    fitting), so a map that always points at the centre no longer wins the pointing game
+    (0 draws as before: anywhere the object fits)."""
     rng = _rng(seed, cls, index, "scene")
     # Background: gradient between two colours along a random direction.
     c1, c2 = _colour(rng), _colour(rng)
@@ -168,6 +173,12 @@ def draw(
     centre = np.array(
         [rng.uniform(margin - lo[i], size - margin - hi[i]) for i in range(2)]
     )  # whole object inside the image
+    place = _rng(seed, cls, index, "place")  # its own stream: off_centre=0 draws exactly as before
+    if off_centre > 0 and place.random() < off_centre:
+        # an object wider than the space beside the middle is drawn smaller, just fitting
+        fit = min(1.0, (size / 2 - _gap(size) - margin) / float(np.max(hi - lo)))
+        polys, holes, lo, hi = [p * fit for p in polys], [h * fit for h in holes], lo * fit, hi * fit
+        centre = _beside_the_centre(place, lo, hi, size, margin)
 
     big = Image.new("L", (size * _SUPERSAMPLE, size * _SUPERSAMPLE), 0)
     pen = ImageDraw.Draw(big)
@@ -191,6 +202,28 @@ def draw(
     return Drawing(image, box, alpha, tuple(int(c) for c in colour))
 
 
+def _gap(size: int) -> float:
+    """Clearance between an off-centre object and the middle: survives resizing to a quarter."""
+    return max(2.0, size / 32)
+
+
+def _beside_the_centre(rng, lo, hi, size: int, margin: int) -> np.ndarray:
+    """An object centre that keeps the object (extent lo..hi around it) wholly on one side of
+    the image's middle row or column, at a random place along that side."""
+    mid, gap = size / 2, _gap(size)
+    sides = []  # (axis, low, high) ranges of the centre along one axis
+    for axis in range(2):
+        sides.append((axis, margin - lo[axis], mid - gap - hi[axis]))  # left of / above the middle
+        sides.append((axis, mid + gap - lo[axis], size - margin - hi[axis]))  # right of / below it
+    sides = [s for s in sides if s[1] <= s[2] + 1e-9]
+    axis, low, high = sides[int(rng.integers(len(sides)))]
+    other = 1 - axis
+    centre = np.empty(2)
+    centre[axis] = rng.uniform(low, max(low, high))
+    centre[other] = rng.uniform(margin - lo[other], size - margin - hi[other])
+    return centre
+
+
 def png_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
@@ -210,12 +243,15 @@ def synthesize(cls: str, options: dict, ledger) -> str:
     size, noise, clutter = settings["size"], settings["noise"], settings["clutter"]
     object_size = tuple(settings.get("object_size") or (0.16, 0.3))
     rotation = tuple(settings.get("rotation") or (0, 360))
+    off_centre = settings.get("off_centre", 0)
     detail = f"size={size} noise={noise} clutter={clutter}"
     # Defaults leave the detail (and so old ledgers) unchanged.
     if object_size != (0.16, 0.3):
         detail += f" object_size={object_size[0]}-{object_size[1]}"
     if rotation != (0, 360):
         detail += f" rotation={rotation[0]}-{rotation[1]}"
+    if off_centre:
+        detail += f" off_centre={off_centre}"
     fraction, others = settings.get("mislabel_fraction", 0), options.get("other_shapes") or []
     prefix = f"synthetic:{shape}/seed={seed}/index="
     _warn_if_settings_changed(cls, ledger, prefix, detail)
@@ -230,7 +266,16 @@ def synthesize(cls: str, options: dict, ledger) -> str:
             continue
         drawn = planted_shape(cls, seed, index, fraction, others) or shape
         d = draw(
-            cls, drawn, seed, index, size=size, noise=noise, clutter=clutter, object_size=object_size, rotation=rotation
+            cls,
+            drawn,
+            seed,
+            index,
+            size=size,
+            noise=noise,
+            clutter=clutter,
+            object_size=object_size,
+            rotation=rotation,
+            off_centre=off_centre,
         )
         note = detail if drawn == shape else f"{detail}{PLANTED}{drawn}"
         stored = ledger.store(

@@ -52,8 +52,15 @@ def pointing_check(folder: layout.AnalysisFolder) -> Check | None:
         "pointing game",
         acc > bar,
         f"Grad-CAM points inside the object box on {acc:.0%} of {game['images']} test images "
-        f"(chance {float(game.get('chance') or 0):.0%}, always-the-centre {float(game.get('centre_baseline') or 0):.0%})",
+        f"(chance {float(game.get('chance') or 0):.0%}, always-the-centre {float(game.get('centre_baseline') or 0):.0%})"
+        + (_CLOSE_NOTE if abs(acc - bar) < POINTING_CLOSE else ""),
     )
+
+
+# Margins below these flipped between seeds of the demo (bench/demo_seeds.py): a finding
+# that close says so instead of reading as settled.
+POINTING_CLOSE, DELETION_CLOSE = 0.10, 0.02
+_CLOSE_NOTE = "; the margin is small enough to change with the seed or the machine"
 
 
 def deletion_check(folder: layout.AnalysisFolder) -> Check | None:
@@ -66,7 +73,8 @@ def deletion_check(folder: layout.AnalysisFolder) -> Check | None:
         auc["gradcam"] < auc["random"],
         f"deleting the pixels Grad-CAM ranks first lowers the true class's probability "
         f"{'faster' if auc['gradcam'] < auc['random'] else 'no faster'} than a random order "
-        f"(AUC {auc['gradcam']:.2f} vs {auc['random']:.2f}; lower is better)",
+        f"(AUC {auc['gradcam']:.2f} vs {auc['random']:.2f}; lower is better)"
+        + (_CLOSE_NOTE if abs(auc["gradcam"] - auc["random"]) < DELETION_CLOSE else ""),
     )
 
 
