@@ -42,6 +42,7 @@ PREDICTIONS = "test_predictions.csv"
 TRAIN_OUTPUTS = (MODEL, HISTORY, FIT, PREDICTIONS, METRICS)  # a trained run's folder
 FEATURES_OUTPUTS = (HEAD, FIT, METRICS, PREDICTIONS)  # a features head's folder (model.keras only on demand)
 INDEX = "index.json"  # an analysis folder's table of contents
+TIMINGS = "timings.json"  # seconds per analysis step (analysis/{b}/{run}/ and its explain/)
 PRETRAINED_BASE, PRETRAIN_RECORD = "base.weights.h5", "pretrain.json"  # a pretrained/{backbone}/ folder
 
 
@@ -200,6 +201,14 @@ class Results:
 
     def analysis_index(self, backbone: str, run: str) -> Path:
         return self.analysis_dir(backbone, run) / INDEX
+
+    def analysis_timings(self, backbone: str, run: str) -> Path:
+        """Seconds per analysis step of one analysed run (convscope/analysis/run.py cost_section)."""
+        return self.analysis_dir(backbone, run) / TIMINGS
+
+    def explain_timings(self, backbone: str, run: str) -> Path:
+        """Seconds per explanation step (convscope/analysis/explain/run.py)."""
+        return self.analysis_dir(backbone, run) / "explain" / TIMINGS
 
     @property
     def grid_dir(self) -> Path:
