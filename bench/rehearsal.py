@@ -52,6 +52,8 @@ STAGES = {
     "analyse": ("summarise", "features_model", "analyse", "audit"),
     "report": ("report",),
 }
+# Benchmark folders not named after their rule (rules/train.smk: features_head's are under features/).
+RULE_OF_FOLDER = {"features": "features_head"}
 
 
 def run_snakemake(workdir: Path, config: Path, cores: int) -> float:
@@ -81,7 +83,7 @@ def jobs(results: Results) -> pd.DataFrame:
         end = tsv.stat().st_mtime
         rows.append(
             {
-                "rule": rel.parts[0] if len(rel.parts) > 1 else rel.stem,
+                "rule": RULE_OF_FOLDER.get(rel.parts[0], rel.parts[0]) if len(rel.parts) > 1 else rel.stem,
                 "job": str(rel.with_suffix("")),
                 "wall_s": float(bench["s"]),
                 "cpu_s": float(bench["cpu_time"]),
@@ -165,6 +167,9 @@ def gradcam_layers(config: dict) -> pd.DataFrame:
 
 def show(title: str, frame: pd.DataFrame, markdown: bool) -> None:
     print(f"\n## {title}\n")
+    if frame.empty:
+        print("(none yet)")
+        return
     print(frame.to_markdown() if markdown else frame.to_string(), flush=True)
 
 

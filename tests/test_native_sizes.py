@@ -76,7 +76,7 @@ def small_analysis() -> dict:
 def rehearsed(tmp_path_factory):
     wf = Workflow(tmp_path_factory.mktemp("native"), config())
     wf.write_config()
-    wf.run(timeout=1800)
+    wf.run(timeout=2400)  # ~30 min on 2 cores shared with other work
     return wf
 
 
@@ -105,14 +105,17 @@ def test_analyses_use_the_deepest_layer_and_every_section_is_written(rehearsed):
             assert any(word.lower() in s.lower() for s in steps), (backbone, word, list(steps))
 
 
-def test_every_job_fits_in_16_gb(rehearsed):
+def test_every_analysis_job_fits_in_16_gb(rehearsed):
+    """The analyses are the memory-hungry jobs at native size (input gradients in batches,
+    Score-CAM masks, feature visualisation at 299 px) and run as processes of their own,
+    so their benchmark files measure them (a warm-started training job's records its client)."""
     peaks = {}
-    for tsv in rehearsed.tree.benchmarks.rglob("*.tsv"):
-        rss = pd.read_csv(tsv, sep="\t")["max_rss"].iloc[-1]
-        peaks[str(tsv.relative_to(rehearsed.tree.benchmarks))] = float(rss) if rss != "-" else 0.0
-    assert any(k.startswith("analyse/inceptionv3") for k in peaks)
+    for backbone in GRADCAM:
+        for tsv in (rehearsed.tree.benchmarks / "analyse" / backbone).glob("*.tsv"):
+            peaks[f"{backbone}/{tsv.stem}"] = float(pd.read_csv(tsv, sep="\t")["max_rss"].iloc[-1])
+    assert len(peaks) == len(GRADCAM), peaks
     worst = max(peaks, key=peaks.get)
-    assert peaks[worst] < MEMORY_LIMIT_MB, f"{worst}: {peaks[worst]:.0f} MB"
+    assert 500 < peaks[worst] < MEMORY_LIMIT_MB, f"{worst}: {peaks[worst]:.0f} MB"
 
 
 def test_the_report_shows_all_four_backbones(rehearsed):
