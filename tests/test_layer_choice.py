@@ -57,3 +57,20 @@ def test_mobilenetv2_at_64_px_uses_an_8x8_block_for_gradcam():
     # out_relu (last_conv) is 2x2 at 64 px; block_5_add is the deepest block end at 8x8.
     assert chosen.label() == "block_5_add (8x8 maps)"
     assert layer_choice.describe(model, "out_relu").side == 2
+
+
+def test_vgg16_gradcam_skips_block5_pool_when_it_is_readable():
+    """block5_pool is a block end past last_conv: the same evidence as block5_conv3 on half
+    the grid. Once both are readable (224 px: 14x14 and 7x7; here 64 px with min side 2:
+    4x4 and 2x2) the choice is block5_conv3, as in the Grad-CAM paper."""
+    from convscope.analysis.explain import layer_choice
+    from convscope.models.build import build_classifier
+
+    model = build_classifier("vgg16", 3, input_size=64, weights="none")
+    assert layer_choice.describe(model, "block5_pool").side == 2
+    chosen, why = layer_choice.gradcam_choice(model, registry.get("vgg16"), 2)
+    assert chosen.label() == "block5_conv3 (4x4 maps)"
+    assert "last_conv" in why
+    # min side 4: block5_conv3 is still readable; 8: only block3_pool and shallower are.
+    assert layer_choice.gradcam_layer(model, registry.get("vgg16"), 4).name == "block5_conv3"
+    assert layer_choice.gradcam_layer(model, registry.get("vgg16"), 8).label() == "block3_pool (8x8 maps)"

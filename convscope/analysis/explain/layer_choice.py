@@ -10,7 +10,9 @@ config are used as given.
 Grad-CAM needs a layer the whole network passes through (split_model.cut), so its
 candidates are the registry's block ends and last_conv (convscope/backbones.py checks
 that these are cut points); it takes the deepest readable one, since deeper layers
-carry more class-specific evidence. Activation grids may show any spatial layer.
+carry more class-specific evidence; block ends past last_conv (a pooling layer) are left
+out, since they show last_conv's evidence on a coarser grid. Activation grids may show
+any spatial layer.
 """
 
 from __future__ import annotations
@@ -98,26 +100,40 @@ def _base_of(model):
 
 def gradcam_layer(model, spec, min_side: int) -> MapLayer:
     """The deepest readable cut point among the backbone's block ends and last_conv."""
+    chosen, why = gradcam_choice(model, spec, min_side)
+    if chosen.name != spec.last_conv:
+        log.info("Grad-CAM at %s: %s", chosen.label(), why)
+    return chosen
+
+
+def gradcam_choice(model, spec, min_side: int = 7) -> tuple[MapLayer, str]:
+    """gradcam_layer's choice and, in words, why (bench/rehearsal.py prints it)."""
     every = {m.name: m for m in spatial_layers(_base_of(model))}
     names = dict.fromkeys([*spec.blocks, spec.last_conv])
-    candidates = sorted((every[n] for n in names if n in every), key=lambda m: m.depth)
+    last = every.get(spec.last_conv)
+    # A block end past last_conv only pools it (VGG16's block5_pool: 7x7 of block5_conv3's
+    # 14x14 at 224 px): the same evidence on a coarser grid, so it is never the choice.
+    candidates = sorted(
+        (every[n] for n in names if n in every and (last is None or every[n].depth <= last.depth)),
+        key=lambda m: m.depth,
+    )
     if not candidates:
         raise ValueError(
             f"backbone {spec.name!r}: none of its block ends or last_conv ({list(names)}) is a spatial layer of "
             f"{model.name!r}; set config key analysis.gradcam.layer"
         )
     chosen = readable(candidates, min_side)[-1]
-    if chosen.name != spec.last_conv:
-        last = every.get(spec.last_conv)
-        log.info(
-            "Grad-CAM at %s instead of last conv %s: %s maps are below %d x %d",
-            chosen.label(),
-            spec.last_conv,
-            f"{last.height}x{last.width}" if last else "its",
-            min_side,
-            min_side,
+    if chosen.name == spec.last_conv:
+        why = f"last_conv, the deepest candidate, has maps of at least {min_side}x{min_side} (min_map_side)"
+    elif chosen.side >= min_side:
+        why = (
+            f"last_conv {spec.last_conv} has {f'{last.height}x{last.width}' if last else 'no fixed'} maps, "
+            f"below min_map_side {min_side}; "
+            "this is the deepest block end at or above it"
         )
-    return chosen
+    else:
+        why = f"no candidate reaches min_map_side {min_side}: the one with the largest maps"
+    return chosen, why
 
 
 def describe(model, name: str) -> MapLayer | None:
