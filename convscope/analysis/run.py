@@ -364,6 +364,13 @@ def _calibration(job: Job):
     js, csv, png = calibration.write(cal, job.out_dir)
     log.info("calibration: ECE %.3f -> %.3f at temperature %.3f", cal.before["ece"], cal.after["ece"], cal.temperature)
     leaning = "> 1: the network was over-confident" if cal.temperature > 1 else "<= 1: it was not over-confident"
+    worse = (
+        f" Here temperature scaling made calibration worse (ECE {cal.before['ece']:.3f} → {cal.after['ece']:.3f}): "
+        "the temperature fitted on the validation split does not carry over to the test split; keep the "
+        "probabilities as trained."
+        if cal.after["ece"] > cal.before["ece"]
+        else ""
+    )
     return section(
         "calibration",
         "Calibrated probabilities",
@@ -375,7 +382,7 @@ def _calibration(job: Job):
                 "the images whose top probability falls in that bin; on the diagonal, a probability of 0.8 means right "
                 f"80% of the time. Left as trained (ECE {cal.before['ece']:.3f}), right after dividing the logits by "
                 f"T = {cal.temperature:.2f} fitted on the {cal.val_images} validation images (ECE "
-                f"{cal.after['ece']:.3f}); T {leaning}. Predictions, and so accuracy, do not change.",
+                f"{cal.after['ece']:.3f}); T {leaning}. Predictions, and so accuracy, do not change.{worse}",
                 csv,
                 root=job.out_dir,
             ),
@@ -473,6 +480,11 @@ def explain_sections(job: Job) -> list[dict]:
         and (job.opts.get("change") or {}).get("enabled", True)
         and job.metrics is not None
     ):
+        from convscope.analysis.standard.change import start_of
+        from convscope.models.weights import weights_for
+
+        weights = weights_for(job.metrics.strategy, job.backbone_options).get("weights")
+        data["start"] = start_of(job.metrics.strategy, weights)
         with job.timer("rebuild the starting base"):
             data["base_reference"] = starting_base(
                 job.model, job.backbone, job.metrics, job.backbone_options, t.size, len(job.classes)
