@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from test_report import OPTIONS, Page, _config, make_results
 
 from convscope.layout import Results
 from convscope.report import findings
 from convscope.report.render import render_report
-from test_report import OPTIONS, Page, _config, make_results
 
 
 def _comparison_row(a, acc_a, b, acc_b):
