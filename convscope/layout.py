@@ -43,6 +43,8 @@ TRAIN_OUTPUTS = (MODEL, HISTORY, FIT, PREDICTIONS, METRICS)  # a trained run's f
 FEATURES_OUTPUTS = (HEAD, FIT, METRICS, PREDICTIONS)  # a features head's folder (model.keras only on demand)
 INDEX = "index.json"  # an analysis folder's table of contents
 PRETRAINED_BASE, PRETRAIN_RECORD = "base.weights.h5", "pretrain.json"  # a pretrained/{backbone}/ folder
+# An analysis folder's representation change per block (convscope.analysis.standard.cka).
+CKA_CSV, CKA_JSON, CKA_PNG = "cka.csv", "cka.json", "cka.png"
 
 
 # File names inside a folder a job was handed (the rule declared the files as inputs).

@@ -225,6 +225,7 @@ class Job:
     timer: StepTimer
     backbone_options: dict | None = None
     blocks: list[dict] = field(default_factory=list)  # convscope.analysis.standard.frozen.blocks
+    reference: dict = field(default_factory=dict)  # {"base": starting base or None}, once rebuilt (job_reference)
 
     @property
     def record(self) -> dict:
@@ -435,9 +436,53 @@ def _activations(job: Job):
     return activations.activation_grids(job.model, job.base, labelled, job.sample, job.out_dir, options)
 
 
+def job_start(job: Job):
+    """A change.Start naming the weights the run started from (generic without metrics or options)."""
+    from convscope.analysis.standard.change import start_of
+    from convscope.models.weights import weights_for
+
+    if job.metrics is None or job.backbone_options is None:
+        return start_of(None, None)
+    return start_of(job.metrics.strategy, weights_for(job.metrics.strategy, job.backbone_options).get("weights"))
+
+
+def job_reference(job: Job):
+    """The starting base (starting_base), rebuilt once per job and shared by CKA and the change section.
+
+    None without the run's metrics or backbone options, or when it cannot be the real start.
+    """
+    if "base" not in job.reference:
+        base = None
+        if job.backbone_options is not None and job.metrics is not None:
+            with job.timer("rebuild the starting base"):
+                base = starting_base(
+                    job.model, job.backbone, job.metrics, job.backbone_options, job.test.size, len(job.classes)
+                )
+        job.reference["base"] = base
+    return job.reference["base"]
+
+
+def _cka(job: Job):
+    from convscope.analysis.standard import cka
+
+    opts = job.opts["cka"]
+    if not opts["enabled"] or not job.blocks:
+        return None
+    reference = job_reference(job)
+    if reference is None:
+        log.info("CKA skipped: the starting base of this run could not be rebuilt (see above)")
+        return None
+    names = [b["block"] for b in job.blocks]
+    values = cka.per_block(job.model, reference, names, job.test.x, int(opts["batch_size"]))
+    rows = [{"block": b["block"], "trained": b["trained"], "cka": round(v, 4)} for b, v in zip(job.blocks, values)]
+    limits = cka.Thresholds(float(opts["kept"]), float(opts["unrelated"]))
+    return cka.cka_section(rows, job.out_dir, job_start(job), limits, len(job.test.x))
+
+
 # In page order. A new analysis is one function of the Job and one entry here.
 STEPS = (
     ("what this run trained", _frozen),
+    ("representation change (CKA)", _cka),
     ("learning curves", _curves),
     ("confusion", _confusion),
     ("calibration", _calibration),
@@ -474,21 +519,14 @@ def explain_sections(job: Job) -> list[dict]:
         "sample": job.sample,
         "size": t.size,
         "seed": job.opts["seed"],
+        "start": job_start(job),
     }
     if (
         job.backbone_options is not None
         and (job.opts.get("change") or {}).get("enabled", True)
         and job.metrics is not None
     ):
-        from convscope.analysis.standard.change import start_of
-        from convscope.models.weights import weights_for
-
-        weights = weights_for(job.metrics.strategy, job.backbone_options).get("weights")
-        data["start"] = start_of(job.metrics.strategy, weights)
-        with job.timer("rebuild the starting base"):
-            data["base_reference"] = starting_base(
-                job.model, job.backbone, job.metrics, job.backbone_options, t.size, len(job.classes)
-            )
+        data["base_reference"] = job_reference(job)
     with job.timer("explanations"):
         return explain_model(job.model, job.backbone, data, job.out_dir, job.opts)
 

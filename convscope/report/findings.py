@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from convscope import layout
 from convscope.report import collect
 
 
@@ -117,10 +118,12 @@ def model_line(backbone: str, info: dict, folder: Path | None) -> dict:
     if seeds and seeds > 1:
         details.append(f"{seeds} seeds, mean val accuracy {info['val_accuracy_seed_mean']:.3f}")
     frozen = _json(folder / "frozen.json") if folder else None
+    change = _json(folder / layout.CKA_JSON) if folder else None
     return {
         "headline": headline,
         "details": details,
         "frozen": frozen.get("statement") if frozen and frozen.get("frozen_blocks") else None,
+        "change": change.get("statement") if change else None,  # representation change per block (CKA)
     }
 
 
