@@ -45,6 +45,8 @@ INDEX = "index.json"  # an analysis folder's table of contents
 PRETRAINED_BASE, PRETRAIN_RECORD = "base.weights.h5", "pretrain.json"  # a pretrained/{backbone}/ folder
 # An analysis folder's representation change per block (convscope.analysis.standard.cka).
 CKA_CSV, CKA_JSON, CKA_PNG = "cka.csv", "cka.json", "cka.png"
+# ... and its test accuracy under common corruptions (convscope.analysis.trust.corruptions).
+CORRUPTIONS_CSV, CORRUPTIONS_JSON, CORRUPTIONS_PNG = "corruptions.csv", "corruptions.json", "corruptions.png"
 
 
 # File names inside a folder a job was handed (the rule declared the files as inputs).

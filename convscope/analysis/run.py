@@ -479,6 +479,23 @@ def _cka(job: Job):
     return cka.cka_section(rows, job.out_dir, job_start(job), limits, len(job.test.x))
 
 
+def _corruptions(job: Job):
+    from convscope.analysis.trust import corruptions
+
+    opts = job.opts["corruptions"]
+    if not opts["enabled"]:
+        return None
+
+    def predict(x):
+        return job.model.predict(x, batch_size=job.opts["batch_size"], verbose=0)
+
+    rows = corruptions.accuracy_table(
+        predict, job.test.x, job.test.labels, opts["names"], sorted(opts["severities"]), job.opts["seed"]
+    )
+    strategy = job.metrics.strategy if job.metrics is not None else job.run_dir.name
+    return corruptions.robustness_section(rows, job.out_dir, strategy, len(job.test.x))
+
+
 # In page order. A new analysis is one function of the Job and one entry here.
 STEPS = (
     ("what this run trained", _frozen),
@@ -486,6 +503,7 @@ STEPS = (
     ("learning curves", _curves),
     ("confusion", _confusion),
     ("calibration", _calibration),
+    ("corruptions", _corruptions),
     ("examples", _examples),
     ("embedding", _embedding),
     ("filters", _filters),
