@@ -208,3 +208,30 @@ def test_worse_calibration_is_said(tmp_path):
     (folder / "calibration.json").write_text(json.dumps({"temperature": 1.8, "ece_before": 0.12, "ece_after": 0.03}))
     line = findings.model_line("alexnet", {"run": "r", "test_accuracy": 0.9}, folder)
     assert not any("worse" in d for d in line["details"])
+
+
+def test_findings_carry_the_cka_and_corruption_sentences(tmp_path):
+    """The sentences the analyses wrote (cka.json, corruptions.json) open the model's card."""
+    from convscope import layout
+    from convscope.analysis.standard import change, cka
+    from convscope.analysis.trust import corruptions
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    rows = [
+        {"block": "conv1", "trained": False, "cka": 1.0},
+        {"block": "conv2", "trained": True, "cka": 0.62},
+        {"block": "conv3", "trained": True, "cka": 0.41},
+    ]
+    cka.cka_section(rows, folder, change.start_of("finetune", "imagenet"), cka.Thresholds(0.95, 0.2), 30)
+    table = [
+        {"corruption": "gaussian_noise", "severity": 0, "accuracy": 0.9},
+        {"corruption": "gaussian_noise", "severity": 3, "accuracy": 0.81},
+    ]
+    corruptions.robustness_section(table, folder, "finetune", 30)
+    assert (folder / layout.CKA_PNG).is_file() and (folder / layout.CORRUPTIONS_PNG).is_file()
+    line = findings.model_line("alexnet", {"run": "r"}, folder)
+    assert (
+        line["change"] == "Fine-tuning changed conv2–conv3 (CKA 0.62, 0.41); conv1 stayed frozen (1.0 by construction)."
+    )
+    assert line["robustness"].startswith("finetune keeps 0.81 under Gaussian noise at severity 3")

@@ -124,6 +124,7 @@ def model_line(backbone: str, info: dict, folder: Path | None) -> dict:
         "details": details,
         "frozen": frozen.get("statement") if frozen and frozen.get("frozen_blocks") else None,
         "change": change.get("statement") if change else None,  # representation change per block (CKA)
+        "robustness": (_json(folder / layout.CORRUPTIONS_JSON) or {}).get("statement") if folder else None,
     }
 
 
