@@ -153,6 +153,12 @@ class AnalysisFolder:
     calibration = _file("calibration.json")  # records.CALIBRATION
     calibration_csv = _file("calibration.csv")
     calibration_png = _file("calibration.png")
+    cka = _file("cka.json")  # records.CKA
+    cka_csv = _file("cka.csv")
+    cka_png = _file("cka.png")
+    corruptions = _file("corruptions.json")  # records.CORRUPTIONS
+    corruptions_csv = _file("corruptions.csv")
+    corruptions_png = _file("corruptions.png")
     curves_csv = _file("curves.csv")
     curves_png = _file("curves.png")
     confusion_csv = _file("confusion.csv")
@@ -182,6 +188,8 @@ class AnalysisFolder:
         return {
             "frozen": self.frozen,
             "calibration": self.calibration,
+            "cka": self.cka,
+            "corruptions": self.corruptions,
             "pointing": e.pointing,
             "deletion": e.deletion,
             "sanity": e.sanity,

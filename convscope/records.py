@@ -230,4 +230,8 @@ POINTING = AnalysisRecord("pointing", ("images", "methods", "chance", "centre_ba
 DELETION = AnalysisRecord("deletion", ("images", "steps", "auc"))
 # The randomisation sanity check's verdict per method (convscope.analysis.trust.sanity).
 SANITY = AnalysisRecord("sanity", ("threshold", "images", "stages", "methods"))
-ANALYSIS_RECORDS = {r.name: r for r in (FROZEN, CALIBRATION, POINTING, DELETION, SANITY)}
+# Linear CKA per block against the starting weights (convscope.analysis.standard.cka).
+CKA = AnalysisRecord("cka", ("statement", "start", "blocks"))
+# Test accuracy under ImageNet-C corruptions (convscope.analysis.trust.corruptions).
+CORRUPTIONS = AnalysisRecord("corruptions", ("statement", "strategy", "rows"))
+ANALYSIS_RECORDS = {r.name: r for r in (FROZEN, CALIBRATION, POINTING, DELETION, SANITY, CKA, CORRUPTIONS)}

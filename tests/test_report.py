@@ -830,7 +830,10 @@ def test_findings_open_the_page(tmp_path):
     assert f"McNemar exact p = {comparison['p_value']:.3g}, significant" in findings
     # Grad-CAM beats chance and the centre in the pointing game, but deletes no faster than random.
     assert "pointing game: Grad-CAM points inside the object box on 80% of 40" in findings
-    assert findings.count('class="badge pass"') == 2 and findings.count('class="badge fail"') == 2
+    # Eigencam fails the sanity check: the sanity badge counts methods, the heading counts checks.
+    assert findings.count('class="badge pass"') == 1 and findings.count('class="badge fail"') == 3
+    assert '<span class="badge fail">1 of 3 checks passed</span>' in findings
+    assert '<span class="badge fail">2 of 3 passed</span> randomisation sanity' in findings
     assert "randomisation sanity" in findings and "shuffled (trustworthy): gradcam, saliency" in findings
     assert "barely change (they show the image, not the model): eigencam" in findings
     assert "18 of 24 images kept, 6 quarantined (duplicate 3, too_small 3)." in findings

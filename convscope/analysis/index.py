@@ -2,7 +2,8 @@
 
     {"title": str, "sections": [{"id": str, "title": str, "group": str, "kind": str, "items": [
         {"kind": "image"|"table"|"json", "file": "relative/path", "caption": str,
-         "data": "relative/path" | null, "badges": [{"method", "title", "passed", "note"}] (optional)}]}]}
+         "data": "relative/path" | null, "badges": [{"method", "title", "passed", "note"}] (optional),
+         "text_column": str (optional; a table column of sentences the report shows above the table)}]}]}
 
 `group` (convscope.records.GROUPS) tells the report where a section goes: with its
 model or grid (results), beside the other backbones' explanation checks (checks),

@@ -147,6 +147,42 @@ def _tile_canvas(images, style: GridStyle, band: int):
     return canvas, corners, (th, tw)
 
 
+TILE_FONT, SUPTITLE_FONT = 7, 9  # points
+
+
+def text_width_px(text: str, fontsize: float) -> float:
+    """Rendered width of one line of text in pixels at DPI (the widest line of a multi-line text)."""
+    from matplotlib.textpath import TextPath
+
+    lines = str(text).split("\n") or [""]
+    return max(TextPath((0, 0), line or " ", size=fontsize).get_extents().width for line in lines) * DPI / 72
+
+
+def wrap_to_width(text: str, fontsize: float, max_px: float) -> str:
+    """`text` with line breaks so that no line is wider than max_px: word by word, long words cut.
+
+    A title that fits its picture can never be clipped at the figure's edge, whatever
+    the number of images or columns.
+    """
+    out = []
+    for para in str(text).split("\n"):
+        line = ""
+        for word in para.split(" "):
+            candidate = f"{line} {word}" if line else word
+            if text_width_px(candidate, fontsize) <= max_px:
+                line = candidate
+                continue
+            if line:
+                out.append(line)
+            line = word
+            while len(line) > 1 and text_width_px(line, fontsize) > max_px:
+                cut = next(k for k in range(len(line), 0, -1) if text_width_px(line[:k], fontsize) <= max_px or k == 1)
+                out.append(line[:cut])
+                line = line[cut:]
+        out.append(line)
+    return "\n".join(out)
+
+
 def image_grid(images, path, *, titles=None, title_colors=None, style: GridStyle = GridStyle()) -> Path:
     """Images in a grid, each with an optional title; writes a PNG.
 
@@ -156,10 +192,14 @@ def image_grid(images, path, *, titles=None, title_colors=None, style: GridStyle
     `title_colors` (one matplotlib colour per image) marks e.g. wrong predictions.
     """
     images = list(images)
+    _, tw = _tile_size(images, style.tile_px)
+    if titles is not None:
+        titles = [wrap_to_width(t, TILE_FONT, tw - 4) for t in titles]  # margin: Agg hinting vs TextPath
     lines = max((str(t).count("\n") + 1 for t in titles), default=0) if titles is not None else 0
     band = 11 * lines + 3 if lines else 0  # pixels of title text above each tile (7 pt at 100 dpi)
     canvas, corners, (_, tw) = _tile_canvas(images, style, band)
-    top = 26 if style.suptitle else 0
+    suptitle = wrap_to_width(style.suptitle, SUPTITLE_FONT, canvas.shape[1] - 12) if style.suptitle else None
+    top = 16 * (suptitle.count("\n") + 1) + 10 if suptitle else 0  # 9 pt lines are ~15 px
     height, width = canvas.shape[0] + top, canvas.shape[1]
     fig = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
     ax = fig.add_axes((0, 0, 1, canvas.shape[0] / height))
@@ -169,10 +209,17 @@ def image_grid(images, path, *, titles=None, title_colors=None, style: GridStyle
         for i, (y, x) in enumerate(corners):
             color = title_colors[i] if title_colors is not None else "black"
             ax.text(
-                x + tw / 2, y - 1, str(titles[i]), ha="center", va="bottom", fontsize=7, color=color, linespacing=1.0
+                x + tw / 2,
+                y - 1,
+                str(titles[i]),
+                ha="center",
+                va="bottom",
+                fontsize=TILE_FONT,
+                color=color,
+                linespacing=1.0,
             )
-    if style.suptitle:
-        fig.text(0.5, 1 - (top / 2) / height, style.suptitle, ha="center", va="center", fontsize=9)
+    if suptitle:
+        fig.text(0.5, 1 - (top / 2) / height, suptitle, ha="center", va="center", fontsize=SUPTITLE_FONT)
     path = Path(path)
     with atomic.path(path) as tmp:
         fig.savefig(tmp, dpi=DPI)  # no bbox "tight": the pixel geometry stays as laid out

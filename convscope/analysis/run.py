@@ -217,6 +217,7 @@ class Job:
     timer: StepTimer
     backbone_options: dict | None = None
     blocks: list[dict] = field(default_factory=list)  # convscope.analysis.standard.frozen.blocks
+    reference: dict = field(default_factory=dict)  # {"base": starting base or None}, once rebuilt (job_reference)
 
     @property
     def record(self) -> dict:
@@ -357,6 +358,13 @@ def _calibration(job: Job):
     js, csv, png = calibration.write(cal, job.out_dir)
     log.info("calibration: ECE %.3f -> %.3f at temperature %.3f", cal.before["ece"], cal.after["ece"], cal.temperature)
     leaning = "> 1: the network was over-confident" if cal.temperature > 1 else "<= 1: it was not over-confident"
+    worse = (
+        f" Here temperature scaling made calibration worse (ECE {cal.before['ece']:.3f} → {cal.after['ece']:.3f}): "
+        "the temperature fitted on the validation split does not carry over to the test split; keep the "
+        "probabilities as trained."
+        if cal.after["ece"] > cal.before["ece"]
+        else ""
+    )
     return section(
         "calibration",
         "Calibrated probabilities",
@@ -368,7 +376,7 @@ def _calibration(job: Job):
                 "the images whose top probability falls in that bin; on the diagonal, a probability of 0.8 means right "
                 f"80% of the time. Left as trained (ECE {cal.before['ece']:.3f}), right after dividing the logits by "
                 f"T = {cal.temperature:.2f} fitted on the {cal.val_images} validation images (ECE "
-                f"{cal.after['ece']:.3f}); T {leaning}. Predictions, and so accuracy, do not change.",
+                f"{cal.after['ece']:.3f}); T {leaning}. Predictions, and so accuracy, do not change.{worse}",
                 csv,
                 root=job.out_dir,
             ),
@@ -421,12 +429,74 @@ def _activations(job: Job):
     return activations.activation_grids(job.model, job.base, labelled, job.sample, job.out_dir, options)
 
 
+def job_start(job: Job):
+    """A change.Start naming the weights the run started from (generic without metrics or options)."""
+    from convscope.analysis.standard.change import start_of
+    from convscope.models.weights import weights_for
+
+    if job.metrics is None or job.backbone_options is None:
+        return start_of(None, None)
+    return start_of(job.metrics.strategy, weights_for(job.metrics.strategy, job.backbone_options).get("weights"))
+
+
+def job_reference(job: Job):
+    """The starting base (starting_base), rebuilt once per job and shared by CKA and the change section.
+
+    None without the run's metrics or backbone options, or when it cannot be the real start.
+    """
+    if "base" not in job.reference:
+        base = None
+        if job.backbone_options is not None and job.metrics is not None:
+            with job.timer("rebuild the starting base"):
+                base = starting_base(
+                    job.model, job.backbone, job.metrics, job.backbone_options, job.test.size, len(job.classes)
+                )
+        job.reference["base"] = base
+    return job.reference["base"]
+
+
+def _cka(job: Job):
+    from convscope.analysis.standard import cka
+
+    opts = job.opts["cka"]
+    if not opts["enabled"] or not job.blocks:
+        return None
+    reference = job_reference(job)
+    if reference is None:
+        log.info("CKA skipped: the starting base of this run could not be rebuilt (see above)")
+        return None
+    names = [b["block"] for b in job.blocks]
+    values = cka.per_block(job.model, reference, names, job.test.x, int(opts["batch_size"]))
+    rows = [{"block": b["block"], "trained": b["trained"], "cka": round(v, 4)} for b, v in zip(job.blocks, values)]
+    limits = cka.Thresholds(float(opts["kept"]), float(opts["unrelated"]))
+    return cka.cka_section(rows, job.out_dir, job_start(job), limits, len(job.test.x))
+
+
+def _corruptions(job: Job):
+    from convscope.analysis.trust import corruptions
+
+    opts = job.opts["corruptions"]
+    if not opts["enabled"]:
+        return None
+
+    def predict(x):
+        return job.model.predict(x, batch_size=job.opts["batch_size"], verbose=0)
+
+    rows = corruptions.accuracy_table(
+        predict, job.test.x, job.test.labels, opts["names"], sorted(opts["severities"]), job.opts["seed"]
+    )
+    strategy = job.metrics.strategy if job.metrics is not None else job.run_dir.name
+    return corruptions.robustness_section(rows, job.out_dir, strategy, len(job.test.x))
+
+
 # In page order. A new analysis is one function of the Job and one entry here.
 STEPS = (
     ("what this run trained", _frozen),
+    ("representation change (CKA)", _cka),
     ("learning curves", _curves),
     ("confusion", _confusion),
     ("calibration", _calibration),
+    ("corruptions", _corruptions),
     ("examples", _examples),
     ("embedding", _embedding),
     ("filters", _filters),
@@ -460,12 +530,11 @@ def explain_sections(job: Job) -> list[dict]:
         "sample": job.sample,
         "size": t.size,
         "seed": job.opts["seed"],
+        "start": job_start(job),
     }
     if job.backbone_options is not None and job.opts["change"]["enabled"] and job.metrics is not None:
         with job.timer("rebuild the starting base"):
-            data["base_reference"] = starting_base(
-                job.model, job.backbone, job.metrics, job.backbone_options, t.size, len(job.classes)
-            )
+            data["base_reference"] = job_reference(job)
     with job.timer("explanations"):
         return explain_resolved(job.model, job.backbone, data, job.out_dir, job.opts)
 

@@ -21,15 +21,13 @@ from pathlib import Path
 from convscope import layout, records
 from convscope.report import collect
 
-# Strategies that train the network (a features head fits a linear layer on a frozen base).
-TRAINED = ("finetune", "progressive")
-
 
 @dataclass(frozen=True)
 class Check:
     name: str
     passed: bool
     text: str
+    badge: str = ""  # the badge's words ("3 of 10 passed"); empty: "pass" or "fail"
 
 
 def _record(folder: layout.AnalysisFolder | None, name: str) -> dict | None:
@@ -79,18 +77,23 @@ def deletion_check(folder: layout.AnalysisFolder) -> Check | None:
 
 
 def sanity_check(folder: layout.AnalysisFolder) -> Check | None:
-    """The randomisation sanity check (records.SANITY): passes when Grad-CAM's maps depend on the weights."""
+    """The randomisation sanity check (records.SANITY): passes only when every method's maps depend on the weights.
+
+    The badge counts the methods ("5 of 10 passed"): one method's verdict must not
+    stand for all of them.
+    """
     verdicts = (_record(folder, "sanity") or {}).get("methods") or {}
     if not verdicts:
         return None
     passed = sorted(m for m, v in verdicts.items() if v.get("passed"))
     failed = sorted(m for m, v in verdicts.items() if not v.get("passed"))
-    key = "gradcam" if "gradcam" in verdicts else next(iter(verdicts))
     return Check(
         "randomisation sanity",
-        bool(verdicts[key].get("passed")),
-        f"maps that change when the weights are shuffled (trustworthy): {', '.join(passed) or 'none'}"
+        not failed,
+        f"{len(passed)} of {len(verdicts)} methods passed; maps that change when the weights are shuffled "
+        f"(trustworthy): {', '.join(passed) or 'none'}"
         + (f"; maps that barely change (they show the image, not the model): {', '.join(failed)}" if failed else ""),
+        f"{len(passed)} of {len(verdicts)} passed",
     )
 
 
@@ -100,6 +103,11 @@ CHECKS: tuple[Callable[[layout.AnalysisFolder], Check | None], ...] = (pointing_
 def _ci(info: dict) -> str:
     lo, hi = collect.number(info.get("test_ci95_low")), collect.number(info.get("test_ci95_high"))
     return f" (95% CI {lo:.2f}–{hi:.2f})" if lo is not None and hi is not None else ""
+
+
+def worse_calibrated(cal: dict) -> bool:
+    """Temperature scaling raised the test ECE (a temperature fitted on val need not carry over)."""
+    return float(cal["ece_after"]) > float(cal["ece_before"])
 
 
 def model_line(backbone: str, info: dict, folder: layout.AnalysisFolder | None) -> dict:
@@ -112,26 +120,31 @@ def model_line(backbone: str, info: dict, folder: layout.AnalysisFolder | None) 
         details.append(
             f"ECE {cal['ece_before']:.3f} → {cal['ece_after']:.3f} after temperature scaling "
             f"(T = {cal['temperature']:.2f}, fitted on the validation split)"
+            + (": worse than as trained, keep the uncalibrated probabilities" if worse_calibrated(cal) else "")
         )
     seeds = collect.number(info.get("seeds"))
     if seeds and seeds > 1:
         details.append(f"{seeds} seeds, mean val accuracy {info['val_accuracy_seed_mean']:.3f}")
     frozen = _record(folder, "frozen")
+    change = _record(folder, "cka")
     return {
         "headline": headline,
         "details": details,
         "frozen": frozen.get("statement") if frozen and frozen.get("frozen_blocks") else None,
+        "change": change.get("statement") if change else None,  # representation change per block (CKA)
+        "robustness": (_record(folder, "corruptions") or {}).get("statement"),
     }
 
 
 def strategy_lines(backbone: str, comparisons: list[dict]) -> list[dict]:
-    """Fine-tuning (or progressive) against scratch and features, as the grid summary compared them."""
+    """Every pair of strategies the grid summary compared for this backbone.
+
+    Every pair, not only those with a fine-tuned run: with scratch and features alone,
+    leaving a pair out would headline one strategy while a better one goes unsaid.
+    """
     lines = []
     for row in comparisons:
         if row.get("backbone") != backbone:
-            continue
-        pair = {row.get("strategy_a"), row.get("strategy_b")}
-        if not pair & set(TRAINED) or not pair & {"scratch", "features"}:
             continue
         p = collect.number(row.get("p_value"))
         lines.append(
@@ -154,6 +167,7 @@ def backbone_card(backbone: str, info: dict, results: Path, comparisons: list[di
         "strategies": strategy_lines(backbone, comparisons),
         "checks": checks,
         "checks_passed": all(c.passed for c in checks) if checks else None,
+        "checks_badge": f"{sum(c.passed for c in checks)} of {len(checks)} checks passed" if checks else None,
     }
 
 

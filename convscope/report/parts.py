@@ -81,6 +81,21 @@ class Assets:
         return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
 
 
+def text_column(table: dict, column: str | None) -> tuple[dict, list[str]]:
+    """(the table without `column`, that column's non-empty cells): sentences shown as text above the table.
+
+    A column of sentences squeezed into a wide table sits off-screen and stretches
+    every row; the index item names it (`text_column`) to have it read first.
+    """
+    if not column or column not in table["header"]:
+        return table, []
+    k = table["header"].index(column)
+    texts = [row[k] for row in table["rows"] if k < len(row) and row[k]]
+    keep = [j for j in range(len(table["header"])) if j != k]
+    rows = [[row[j] for j in keep if j < len(row)] for row in table["rows"]]
+    return {**table, "header": [table["header"][j] for j in keep], "rows": rows}, texts
+
+
 def _item(item: dict, folder: Path, dest: str, assets: Assets) -> dict:
     """One index.json item ready for the template (its files copied to assets)."""
     out = {"kind": item["kind"], "caption": item.get("caption") or "", "name": Path(item["file"]).name}
@@ -90,7 +105,7 @@ def _item(item: dict, folder: Path, dest: str, assets: Assets) -> dict:
     source = folder / item["file"]
     if item["kind"] == "table":
         if source.suffix.lower() in (".csv", ".tsv"):
-            out["table"] = collect.read_table(source)
+            out["table"], out["texts"] = text_column(collect.read_table(source), item.get("text_column"))
         else:
             raise collect.ReportInputError(f"{source}: table items must be .csv files (index.json of {folder})")
     elif item["kind"] == "json":

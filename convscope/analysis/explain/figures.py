@@ -163,7 +163,7 @@ def filter_section(result, layer, folder, root, settings):
     )
 
 
-def no_reference_section(folder, root):
+def no_reference_section(folder, root, start=None):
     note = layout.ExplainFolder(folder).change_json
     note.write_text(
         json.dumps(
@@ -178,7 +178,7 @@ def no_reference_section(folder, root):
     log.warning("explain: no base_reference, the change-from-pretrained section has only a note")
     return section(
         "change",
-        "Change from the pretrained base",
+        start.title if start else "Change from the starting weights",
         [item("json", note, "Why this section is empty.", note, root=root)],
         group=records.RESULTS,
         kind="change",
@@ -189,22 +189,25 @@ def _flag(row, who: str) -> str:
     return " dead" if row[f"{who}_dead"] else (" gray" if row[f"{who}_gray"] else "")
 
 
-def _channels_figure(result, rows: pd.DataFrame, layer, folder):
-    """Each compared channel's picture before and after fine-tuning, side by side."""
+def _channels_figure(result, rows: pd.DataFrame, layer, folder, start):
+    """Each compared channel's picture at the start and after training, side by side."""
     panels, titles = [], []
     for k, r in rows.iterrows():
         panels += [result["reference"].images[k], result["finetuned"].images[k]]
         titles += [
-            f"ch {r['channel']} pretrained{_flag(r, 'reference')}",
-            f"fine-tuned cos {r['cosine_similarity']:.2f}{_flag(r, 'finetuned')}",
+            f"ch {r['channel']} {start.before}{_flag(r, 'reference')}",
+            f"{start.after} cos {r['cosine_similarity']:.2f}{_flag(r, 'finetuned')}",
         ]
-    style = plots.GridStyle(ncols=2, suptitle=f"{layer}: pretrained vs fine-tuned")
+    style = plots.GridStyle(ncols=2, suptitle=f"{layer}: {start.before} vs {start.after}")
     return plots.image_grid(panels, layout.ExplainFolder(folder).change_channels_png, titles=titles, style=style)
 
 
-def change_section(result, weights, what, folder, root):
-    """Figures of the change from the pretrained base (computed by change.weight_change / compare_channels
-    for the change.Comparison `what`)."""
+def change_section(result, weights, what, folder, root, start=None):
+    """Figures of the change from the starting weights (computed by change.weight_change / compare_channels
+    for the change.Comparison `what`); start: a change.Start naming those weights (default: unknown)."""
+    from convscope.analysis.standard.change import start_of
+
+    start = start or start_of(None, None)
     layer, gray_std = what.layer, what.gray_std
     weights = pd.DataFrame(weights)
     w_csv = layout.ExplainFolder(folder).weight_change_csv
@@ -220,18 +223,18 @@ def change_section(result, weights, what, folder, root):
     rows.to_csv(c_csv, index=False)
     dead_json = layout.ExplainFolder(folder).dead_channels_json
     dead_json.write_text(json.dumps({**result["dead"], "gray_std": gray_std}, indent=1))
-    c_png = _channels_figure(result, rows, layer, folder)
+    c_png = _channels_figure(result, rows, layer, folder, start)
     d = result["dead"]
     return section(
         "change",
-        "Change from the pretrained base",
+        start.title,
         [
             item(
                 "image",
                 c_png,
-                f"Feature visualizations of the same channels of {layer} before (left, the weights the run started "
-                f"from) and after fine-tuning (right); cos = cosine similarity of the two pictures' embeddings "
-                f"(pretrained {what.embed_layer}, pooled): near 1 = the channel kept its feature. 'gray' = the "
+                f"Feature visualizations of the same channels of {layer} before (left, {start.what}) and after "
+                f"{start.training} (right); cos = cosine similarity of the two pictures' embeddings "
+                f"({start.before} {what.embed_layer}, pooled): near 1 = the channel kept its feature. 'gray' = the "
                 f"picture stayed flat (pixel std < {gray_std}), 'dead' = zero on every test image.",
                 c_csv,
                 root=root,
@@ -247,7 +250,7 @@ def change_section(result, weights, what, folder, root):
                 "json",
                 dead_json,
                 f"Channels of {layer} that are zero on all {d['test_images']} test images: "
-                f"{len(d['reference_dead'])} of {d['channels']} before, {len(d['finetuned_dead'])} after fine-tuning.",
+                f"{len(d['reference_dead'])} of {d['channels']} before, {len(d['finetuned_dead'])} after {start.training}.",
                 dead_json,
                 root=root,
             ),

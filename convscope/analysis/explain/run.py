@@ -63,6 +63,7 @@ class ExplainInputs:
     boxes: np.ndarray  # N x 4 object boxes (x0, y0, x1, y1 image pixels), NaN rows without
     sample: np.ndarray | None = None  # indices of the images shown in the figures
     base_reference: object = None  # the starting weights' model (change from the pretrained base)
+    start: object = None  # change.Start: how the figures name those weights (None: "the starting weights")
 
     @property
     def preds(self) -> np.ndarray:
@@ -81,6 +82,7 @@ class ExplainInputs:
             boxes=boxes_of(data, len(x)),
             sample=None if data.get("sample") is None else np.asarray(data["sample"]),
             base_reference=data.get("base_reference"),
+            start=data.get("start"),
         )
 
 
@@ -206,9 +208,9 @@ def _feature_sections(ctx, spec, inputs, folder, root) -> list[dict]:
             with timer("change from the pretrained base"):
                 weights = change.weight_change(ctx.model, ref)
                 result = change.compare_channels(ctx.model, ref, x, what, finetuned=ft_result, model_cut=fv_cut)
-            sections.append(figures.change_section(result, weights, what, folder, root))
+            sections.append(figures.change_section(result, weights, what, folder, root, inputs.start))
     if opts["change"]["enabled"] and ref is None:
-        sections.append(figures.no_reference_section(folder, root))
+        sections.append(figures.no_reference_section(folder, root, inputs.start))
     return sections
 
 

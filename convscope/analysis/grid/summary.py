@@ -350,6 +350,17 @@ def strategy_comparison(table: pd.DataFrame, out_dir: Path, by: str = "run", pre
     png = _strategy_bars(comp, files.strategies_png)
     pairs_csv = files.comparisons_csv
     atomic.write_text(pairs_csv, comparisons(comp, predictions or {}).to_csv(index=False))
+    pairs = item(
+        "table",
+        pairs_csv,
+        "The best runs of every two strategies on the same test images: how many images "
+        "only one of them gets right, and McNemar's exact test of whether those disagreements split evenly "
+        f"(p < {paired.ALPHA}: the difference is significant), beside whether their 95% CIs overlap.",
+        pairs_csv,
+        root=out_dir,
+    )
+    # The verdict in words is read first, above the numbers, not in a last column off-screen.
+    pairs["text_column"] = "statement"
     return section(
         "strategies",
         "Strategy comparison",
@@ -363,15 +374,7 @@ def strategy_comparison(table: pd.DataFrame, out_dir: Path, by: str = "run", pre
                 csv,
                 root=out_dir,
             ),
-            item(
-                "table",
-                pairs_csv,
-                "The best runs of every two strategies on the same test images: how many images "
-                "only one of them gets right, and McNemar's exact test of whether those disagreements split evenly "
-                f"(p < {paired.ALPHA}: the difference is significant), beside whether their 95% CIs overlap.",
-                pairs_csv,
-                root=out_dir,
-            ),
+            pairs,
         ],
     )
 

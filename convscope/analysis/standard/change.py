@@ -23,6 +23,46 @@ from convscope.analysis.split_model import as_model, cut, find_layer
 from convscope.analysis.standard.filter_vis import Settings, channel_means, visualize
 
 
+@dataclass(frozen=True)
+class Start:
+    """How the figures name the weights a run started from and what it did to them."""
+
+    title: str  # section title: "Change from the random initial weights"
+    before: str  # panel label of the starting network: "random init"
+    after: str  # panel label of the trained network: "trained"
+    what: str  # the starting weights in a sentence: "the random weights it started from"
+    training: str  # what moved them: "training from scratch"
+
+
+def start_of(strategy: str | None, weights: str | None) -> Start:
+    """The wording for a run of `strategy` whose base was built with weights option `weights`.
+
+    A scratch run starts from random weights: "before and after fine-tuning" and
+    "pretrained" would say something false about it.
+    """
+    if strategy == "scratch" or weights == "none":
+        return Start(
+            "Change from the random initial weights",
+            "random init",
+            "trained",
+            "the random weights it started from",
+            "training from scratch",
+        )
+    from pathlib import Path
+
+    from convscope import layout
+
+    if weights is not None and weights != "imagenet" and Path(weights).name == layout.PRETRAINED_BASE:
+        weights = "pretrained"  # grid.backbone_options turned `pretrained` into the pretrain stage's file
+    source = {
+        None: "the starting weights",
+        "imagenet": "the ImageNet weights",
+        "pretrained": "the base pretrained on the source classes",
+    }.get(weights, f"the weights file {weights}")
+    label = {"imagenet": "ImageNet", "pretrained": "pretrained"}.get(weights, "start")
+    return Start(f"Change from {source}", label, "fine-tuned", source, "fine-tuning")
+
+
 def _nested_base(model):
     import keras
 
