@@ -116,7 +116,7 @@ def test_folder_additions_keep_existing_splits_and_quarantine_the_newcomers(work
     assert (bridge["status"], bridge["reason"], bridge["dup_of"]) == (
         "quarantined",
         "near_duplicate",
-        a,
+        c,  # the closer of the two
     )
     assert f"{a} (residual 0.01" in bridge["detail"] and f"{c} (residual 0.01" in bridge["detail"]
     copy = rows2["zz_cat_copy.jpg"]
