@@ -86,14 +86,15 @@ def test_gradcam_points_at_the_object(record_property):
     """Grad-CAM, Grad-CAM++, occlusion and saliency point at the object on the trained shapes CNN.
 
     Measured by bench/seed_robustness.py (tf: TF as installed; tf-noonednn: TF_ENABLE_ONEDNN_OPTS=0) in
-    8 runs (tf seeds 2,3,4,5,6; tf-noonednn seeds 2,3,4), worst value and threshold:
+    18 runs (tf seeds 2,3,4,5,6,7,8,9; tf-noonednn seeds 0-9; tf seeds 0 and 1 passed
+    before values were recorded), worst value and threshold:
     - shapes CNN test accuracy: min 0.933 (>= 0.500)
-    - Grad-CAM pointing: min 0.900 (>= 0.775)
-    - Grad-CAM pointing off-centre: min 0.860 (>= 0.500)
-    - gradcam++ pointing / chance: min 6.004 (>= 2.000)
-    - gradcam++ pointing off-centre / chance: min 6.893 (>= 2.000)
+    - Grad-CAM pointing: min 0.842 (>= 0.775)
+    - Grad-CAM pointing off-centre: min 0.822 (>= 0.500)
+    - gradcam++ pointing / chance: min 5.654 (>= 2.000)
+    - gradcam++ pointing off-centre / chance: min 6.702 (>= 2.000)
     - occlusion pointing / chance: min 4.819 (>= 2.000)
-    - occlusion pointing off-centre / chance: min 5.290 (>= 2.000)
+    - occlusion pointing off-centre / chance: min 5.139 (>= 2.000)
     - saliency pointing / chance: min 3.339 (>= 2.000)
     - saliency pointing off-centre / chance: min 3.597 (>= 2.000)
     """

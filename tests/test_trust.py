@@ -101,9 +101,11 @@ def randomisation_checks(trained) -> list[Check]:
         Check("randomisation: edge map min SSIM", min(r["ssim"] for r in edges), 0.999),
         # randomising deeper (cascading) moves Grad-CAM further from the trained maps than the head alone
         Check("randomisation: Grad-CAM SSIM at b2_pool", gc["b2_pool"]["ssim"], 0.9, above=False),
+        # rank correlation's size is the similarity: on seed 7 the head alone already took it
+        # to -0.17 and b2_pool to 0.00, which the signed difference (0.175 < 0.2) nearly failed
         Check(
-            "randomisation: Grad-CAM spearman b2_pool - head",
-            gc["b2_pool"]["spearman"] - gc["head"]["spearman"],
+            "randomisation: Grad-CAM |spearman| b2_pool - head",
+            abs(gc["b2_pool"]["spearman"]) - abs(gc["head"]["spearman"]),
             0.2,
             above=False,
         ),
@@ -116,14 +118,15 @@ def test_randomisation_check_fails_an_edge_detector(trained):
     """Grad-CAM and saliency pass the randomisation check on the trained CNN, an edge map fails it.
 
     Measured by bench/seed_robustness.py (tf: TF as installed; tf-noonednn: TF_ENABLE_ONEDNN_OPTS=0) in
-    8 runs (tf seeds 2,3,4,5,6; tf-noonednn seeds 2,3,4), worst value and threshold:
+    18 runs (tf seeds 2,3,4,5,6,7,8,9; tf-noonednn seeds 0-9; tf seeds 0 and 1 passed
+    before values were recorded), worst value and threshold:
     - trust: shapes CNN test accuracy: min 0.933 (>= 0.750)
-    - randomisation: Grad-CAM spearman: max 0.248 (< 0.500)
-    - randomisation: saliency spearman: max 0.232 (< 0.500)
+    - randomisation: Grad-CAM spearman: max 0.317 (< 0.500)
+    - randomisation: saliency spearman: max 0.261 (< 0.500)
     - randomisation: edge map min spearman: min 1.000 (>= 0.999)
     - randomisation: edge map min SSIM: min 1.000 (>= 0.999)
-    - randomisation: Grad-CAM SSIM at b2_pool: max 0.293 (< 0.900)
-    - randomisation: Grad-CAM spearman b2_pool - head: max -0.420 (< 0.200)
+    - randomisation: Grad-CAM SSIM at b2_pool: max 0.322 (< 0.900)
+    - randomisation: Grad-CAM |spearman| b2_pool - head: max 0.045 (< 0.200; this form in 6 of the runs)
     """
     require(randomisation_checks(trained))
 
@@ -185,11 +188,12 @@ def test_object_first_map_beats_random_in_both_directions(trained):
     inserting them first helps more than random and than the background.
 
     Measured by bench/seed_robustness.py (tf: TF as installed; tf-noonednn: TF_ENABLE_ONEDNN_OPTS=0) in
-    8 runs (tf seeds 2,3,4,5,6; tf-noonednn seeds 2,3,4), worst value and threshold:
-    - deletion AUC: background - object: min 0.418 (>= 0.300)
-    - insertion AUC: object - random: min 0.403 (>= 0.050)
-    - insertion AUC: object - background: min 0.419 (>= 0.300)
-    - insertion gain of the object map: min 0.403 (>= 0.000)
+    18 runs (tf seeds 2,3,4,5,6,7,8,9; tf-noonednn seeds 0-9; tf seeds 0 and 1 passed
+    before values were recorded), worst value and threshold:
+    - deletion AUC: background - object: min 0.402 (>= 0.300)
+    - insertion AUC: object - random: min 0.364 (>= 0.050)
+    - insertion AUC: object - background: min 0.398 (>= 0.300)
+    - insertion gain of the object map: min 0.364 (>= 0.000)
     """
     require(faithfulness_checks(trained))
 
