@@ -109,7 +109,7 @@ def label_model(options: dict) -> str:
 
 def prepared_images(prepared_dir: Path) -> np.ndarray:
     """The prepared uint8 images of every split, stacked in the order of `load`."""
-    return np.concatenate([np.load(Path(prepared_dir) / f"{s}.npy") for s in SPLITS])
+    return np.concatenate([np.load(layout.prepared_in(prepared_dir, s)) for s in SPLITS])
 
 
 def rank_label_issues(
@@ -156,7 +156,7 @@ def prepared_thumbnails(prepared_dir: Path) -> list[np.ndarray]:
 
     out = []
     for split in SPLITS:
-        for img in np.load(Path(prepared_dir) / f"{split}.npy", mmap_mode="r"):
+        for img in np.load(layout.prepared_in(prepared_dir, split), mmap_mode="r"):
             out.append(nearcopy.thumbnail(Image.fromarray(np.asarray(img))))
     return out
 

@@ -83,21 +83,8 @@ def split(manifest_csv: Path, options: dict, seed: int, out_lists: dict, out_dig
     min_per_split = int(options["min_per_split"])
     with open(manifest_csv, newline="") as f:
         kept = [r for r in csv.DictReader(f) if r["status"] == "kept"]
-    rows, order = [], []
-    for r in kept:
-        # An empty cluster (a manifest from elsewhere) means a cluster of its own.
-        cluster = r.get("cluster") or r["sha256"]
-        rows.append(
-            {
-                "cls": r["cls"],
-                "file": r["file"],
-                "sha256": r["sha256"],
-                "cluster": cluster,
-                "split": assign(cluster, seed, fractions),
-            }
-        )
-        if r["cls"] not in order:
-            order.append(r["cls"])
+    rows = _assigned(kept, seed, fractions)
+    order = list(dict.fromkeys(r["cls"] for r in rows))
     counts = {cls: dict.fromkeys(SPLITS, 0) for cls in order}
     for r in rows:
         counts[r["cls"]][r["split"]] += 1
@@ -128,6 +115,24 @@ def split(manifest_csv: Path, options: dict, seed: int, out_lists: dict, out_dig
             f"lower split.min_per_split, or try another seed."
         )
     _write_lists(rows, out_lists, out_digests or {})
+    return rows
+
+
+def _assigned(kept: list[dict], seed: int, fractions: dict) -> list[dict]:
+    """The kept manifest rows with their split (by their cluster's seeded hash)."""
+    rows = []
+    for r in kept:
+        # An empty cluster (a manifest from elsewhere) means a cluster of its own.
+        cluster = r.get("cluster") or r["sha256"]
+        rows.append(
+            {
+                "cls": r["cls"],
+                "file": r["file"],
+                "sha256": r["sha256"],
+                "cluster": cluster,
+                "split": assign(cluster, seed, fractions),
+            }
+        )
     return rows
 
 
