@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 from test_report import OPTIONS, Page, _config, make_results
 
+from convscope import layout, records
 from convscope.layout import Results
 from convscope.report import findings
 from convscope.report.render import render_report
@@ -74,11 +75,19 @@ def test_comparison_verdicts_read_above_the_table(tmp_path):
     assert "strategy_a" in table_html and "statement" not in table_html and statement not in table_html
 
 
+def _analysis_folder(path) -> layout.AnalysisFolder:
+    """An analysis folder as the analyse job leaves it when every analysis was off."""
+    folder = layout.AnalysisFolder(path)
+    folder.explain.path.mkdir(parents=True, exist_ok=True)
+    for name, record in folder.records.items():
+        records.ANALYSIS_RECORDS[name].not_run(record, "off in this test")
+    return folder
+
+
 def _sanity_folder(tmp_path, verdicts: dict):
-    folder = tmp_path / "run"
-    (folder / "explain").mkdir(parents=True)
+    folder = _analysis_folder(tmp_path / "run")
     methods = {m: {"passed": ok} for m, ok in verdicts.items()}
-    (folder / "explain" / "sanity.json").write_text(json.dumps({"methods": methods}))
+    records.SANITY.write(folder.explain.sanity, {"threshold": 0.5, "images": 8, "stages": [], "methods": methods})
     return folder
 
 
@@ -101,13 +110,13 @@ def test_findings_badge_says_n_of_m(tmp_path):
     res = Results(R)
     best = json.loads(res.best_json.read_text())
     run = best["alexnet"]["run"]
-    a = res.analysis_dir("alexnet", run)
-    (a / "explain").mkdir(exist_ok=True)
-    (a / "explain" / "sanity.json").write_text(
-        json.dumps({"methods": {"gradcam": {"passed": True}, "eigencam": {"passed": False}, "ig": {"passed": False}}})
-    )
-    (a / "explain" / "pointing.json").write_text(
-        json.dumps({"images": 40, "chance": 0.2, "centre_baseline": 0.5, "methods": {"gradcam": {"accuracy": 0.8}}})
+    a = res.analysis("alexnet", run)
+    a.explain.path.mkdir(exist_ok=True)
+    methods = {"gradcam": {"passed": True}, "eigencam": {"passed": False}, "ig": {"passed": False}}
+    records.SANITY.write(a.explain.sanity, {"threshold": 0.5, "images": 8, "stages": [], "methods": methods})
+    records.POINTING.write(
+        a.explain.pointing,
+        {"images": 40, "chance": 0.2, "centre_baseline": 0.5, "methods": {"gradcam": {"accuracy": 0.8}}},
     )
     out = render_report(R, res.report_dir, OPTIONS, False, config=_config(["circle", "square", "triangle"]))
     text = out["html"].read_text()
@@ -160,7 +169,7 @@ def test_scratch_change_section_never_says_fine_tuning(tmp_path):
         "dead": {"layer": "conv5", "channels": 8, "test_images": 5, "reference_dead": [], "finetuned_dead": [1]},
     }
     weights = [{"layer": "conv5", "relative_change": 1.3}]
-    what = Comparison("conv5", [3], "conv5", (16, 16))
+    what = Comparison("conv5", [3], "conv5", (16, 16), settings=None, gray_std=0.02)
     sec = figures.change_section(result, weights, what, tmp_path, tmp_path, start_of("scratch", "imagenet"))
     words = json.dumps(sec)
     assert sec["title"] == "Change from the random initial weights"
@@ -200,12 +209,11 @@ def test_titles_that_fit_stay_on_one_line():
 
 def test_worse_calibration_is_said(tmp_path):
     """ECE 0.018 -> 0.022 at T = 0.74: the findings say to keep the probabilities as trained."""
-    folder = tmp_path / "run"
-    folder.mkdir()
-    (folder / "calibration.json").write_text(json.dumps({"temperature": 0.74, "ece_before": 0.018, "ece_after": 0.022}))
+    folder = _analysis_folder(tmp_path / "run")
+    records.CALIBRATION.write(folder.calibration, {"temperature": 0.74, "ece_before": 0.018, "ece_after": 0.022})
     line = findings.model_line("alexnet", {"run": "r", "test_accuracy": 0.9}, folder)
     assert any("0.018 → 0.022" in d and "worse than as trained" in d for d in line["details"])
-    (folder / "calibration.json").write_text(json.dumps({"temperature": 1.8, "ece_before": 0.12, "ece_after": 0.03}))
+    records.CALIBRATION.write(folder.calibration, {"temperature": 1.8, "ece_before": 0.12, "ece_after": 0.03})
     line = findings.model_line("alexnet", {"run": "r", "test_accuracy": 0.9}, folder)
     assert not any("worse" in d for d in line["details"])
 
@@ -216,8 +224,7 @@ def test_findings_carry_the_cka_and_corruption_sentences(tmp_path):
     from convscope.analysis.standard import change, cka
     from convscope.analysis.trust import corruptions
 
-    folder = tmp_path / "run"
-    folder.mkdir()
+    folder = _analysis_folder(tmp_path / "run").path
     rows = [
         {"block": "conv1", "trained": False, "cka": 1.0},
         {"block": "conv2", "trained": True, "cka": 0.62},
@@ -230,7 +237,7 @@ def test_findings_carry_the_cka_and_corruption_sentences(tmp_path):
     ]
     corruptions.robustness_section(table, folder, "finetune", 30)
     assert layout.AnalysisFolder(folder).cka_png.is_file() and layout.AnalysisFolder(folder).corruptions_png.is_file()
-    line = findings.model_line("alexnet", {"run": "r"}, folder)
+    line = findings.model_line("alexnet", {"run": "r"}, layout.AnalysisFolder(folder))
     assert (
         line["change"] == "Fine-tuning changed conv2–conv3 (CKA 0.62, 0.41); conv1 stayed frozen (1.0 by construction)."
     )

@@ -846,14 +846,19 @@ def test_findings_open_the_page(tmp_path):
 def test_findings_say_when_a_margin_is_too_small_to_hold_across_seeds(tmp_path):
     from convscope.report.findings import deletion_check, pointing_check
 
-    (tmp_path / "explain").mkdir()
+    folder = layout.AnalysisFolder(tmp_path)
+    folder.explain.path.mkdir()
     game = {"images": 40, "chance": 0.2, "centre_baseline": 0.5, "methods": {"gradcam": {"accuracy": 0.55}}}
-    (tmp_path / "explain" / "pointing.json").write_text(json.dumps(game))
-    (tmp_path / "explain" / "deletion.json").write_text(json.dumps({"auc": {"gradcam": 0.39, "random": 0.40}}))
+    records.POINTING.write(folder.explain.pointing, game)
+    records.DELETION.write(
+        folder.explain.deletion, {"images": 40, "steps": 10, "auc": {"gradcam": 0.39, "random": 0.40}}
+    )
     close = "small enough to change with the seed"
-    p, d = pointing_check(tmp_path), deletion_check(tmp_path)
+    p, d = pointing_check(folder), deletion_check(folder)
     assert p.passed and close in p.text and d.passed and close in d.text
     game["methods"]["gradcam"]["accuracy"] = 0.8
-    (tmp_path / "explain" / "pointing.json").write_text(json.dumps(game))
-    (tmp_path / "explain" / "deletion.json").write_text(json.dumps({"auc": {"gradcam": 0.3, "random": 0.40}}))
-    assert close not in pointing_check(tmp_path).text and close not in deletion_check(tmp_path).text
+    records.POINTING.write(folder.explain.pointing, game)
+    records.DELETION.write(
+        folder.explain.deletion, {"images": 40, "steps": 10, "auc": {"gradcam": 0.3, "random": 0.40}}
+    )
+    assert close not in pointing_check(folder).text and close not in deletion_check(folder).text

@@ -139,7 +139,9 @@ def audit_prepared(prepared_dir, classes: list[str], auc: float, seed: int = 0, 
             continue
         xs.append(image_properties(np.load(path, mmap_mode="r")))
         ys.append(np.load(layout.prepared_in(prepared_dir, split, layout.PREPARED_LABELS)))
-        files += pd.read_csv(layout.prepared_in(prepared_dir, split, layout.PREPARED_INDEX))["file"].astype(str).tolist()
+        files += (
+            pd.read_csv(layout.prepared_in(prepared_dir, split, layout.PREPARED_INDEX))["file"].astype(str).tolist()
+        )
     if not xs:
         raise FileNotFoundError(f"{prepared_dir}: no prepared split to check for shortcuts; run the prepare rule")
     props = pd.concat(xs, ignore_index=True)
