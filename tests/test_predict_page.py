@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
+from convscope import layout
 from convscope.predict.page import render
 
 
@@ -35,7 +36,7 @@ def allowed(source: str, url: str) -> bool:
 def test_every_image_and_the_icon_are_allowed_by_the_page_csp():
     ordered = [("a.png", {"status": "ok", "overlay": "overlays/a.png", "top": [("circle", 0.9)]})]
     page = Sources()
-    page.feed(render("alexnet", "run1", "/data/in", ordered))
+    page.feed(render("alexnet", "run1", "/data/in", ordered, table=layout.PredictFolder(".").predictions.name))
     directives = dict(d.strip().split(" ", 1) for d in page.csp.split(";") if d.strip())
     assert directives["default-src"] == "'none'"
     assert sorted(page.images) == ["data:,", "overlays/a.png"]

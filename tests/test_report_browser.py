@@ -125,9 +125,7 @@ def site(tmp_path_factory):
     classes = ["circle", f"sq{EVIL}", "triangle"]
     R = make_results(root / "results", classes=classes, evil=EVIL)
     options = {**OPTIONS, "title": f"Browser {EVIL}"}
-    out = render_report(
-        R, Results(R).report_dir, options, True, config=_config(["circle", "square"], **options), classes=classes
-    )
+    out = render_report(R, Results(R).report_dir, options, True, config=_config(classes, **options))
     with serve(R) as base:
         yield base, out
 

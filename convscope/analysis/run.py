@@ -461,6 +461,9 @@ def _cka(job: Job):
     opts = job.opts["cka"]
     if not opts["enabled"] or not job.blocks:
         return None
+    if len(job.test.x) < cka.MIN_IMAGES:
+        log.warning("CKA skipped: %d test images, the unbiased estimator needs %d", len(job.test.x), cka.MIN_IMAGES)
+        return None
     reference = job_reference(job)
     if reference is None:
         log.info("CKA skipped: the starting base of this run could not be rebuilt (see above)")

@@ -48,12 +48,16 @@ def linear_cka(x, y) -> float:
     return float((k * m).sum() / denom) if denom > 0 else 0.0
 
 
+# The unbiased HSIC estimator needs n > 3 images in a batch.
+MIN_IMAGES = 4
+
+
 def unbiased_hsic(k: np.ndarray, m: np.ndarray) -> float:
     """Unbiased HSIC estimator of two n x n Gram matrices (n > 3), diagonals ignored (Song et al. 2012)."""
     n = k.shape[0]
-    if n < 4:
+    if n < MIN_IMAGES:
         raise ValueError(
-            f"the unbiased HSIC needs at least 4 images per minibatch, got {n} (config analysis.cka.batch_size)"
+            f"the unbiased HSIC needs at least {MIN_IMAGES} images per minibatch, got {n} (config analysis.cka.batch_size)"
         )
     k = k.copy()
     m = m.copy()
@@ -94,8 +98,8 @@ def minibatches(n: int, batch_size: int, seed: int = 0) -> list[np.ndarray]:
     Shuffled: the unbiased HSIC removes each batch's own mean, so batches of one class
     (test sets are stored class by class) would hide the differences between classes.
     """
-    if n < 4:
-        raise ValueError(f"CKA needs at least 4 test images, got {n}")
+    if n < MIN_IMAGES:
+        raise ValueError(f"CKA needs at least {MIN_IMAGES} test images, got {n}")
     order = np.random.default_rng(seed).permutation(n)
     return np.array_split(order, max(1, n // batch_size))
 
