@@ -67,13 +67,13 @@ def _digits_rgb(side=32):
     return np.repeat(big[..., None], 3, axis=-1), d.target
 
 
-@pytest.mark.parametrize("seed", range(10))
-def test_accuracy_falls_with_severity_for_noise_and_blur(seed):
+@pytest.mark.learned
+def test_accuracy_falls_with_severity_for_noise_and_blur(seed=0):
     """A nearest-centroid classifier trained on half of the 1,797 digit scans (32 px RGB), tested on the rest.
 
     Accuracy may not rise by more than 0.01 from one severity to the next (a little noise can
     flip a few images either way; measured largest rise 0.005) and must end below clean.
-    Measured over seeds 0-9: clean 0.88-0.90; severity 5 of noise 0.87-0.89 (at least 0.006
+    One seed in the suite; measured over seeds 0-9 (pass `seed`): clean 0.88-0.90; severity 5 of noise 0.87-0.89 (at least 0.006
     below clean), of blur 0.58-0.67.
     """
     from sklearn.neighbors import NearestCentroid
