@@ -80,7 +80,6 @@ def pointing_checks(seed: int = SEED) -> tuple[list[Check], dict]:
     return out, figures
 
 
-@pytest.mark.xdist_group("shapes_cnn")  # one worker trains the shared CNN once (make test: --dist loadgroup)
 @pytest.mark.learned
 def test_gradcam_points_at_the_object(record_property):
     """Grad-CAM, Grad-CAM++, occlusion and saliency point at the object on the trained shapes CNN.

@@ -112,7 +112,6 @@ def randomisation_checks(trained) -> list[Check]:
     ]
 
 
-@pytest.mark.xdist_group("shapes_cnn")  # one worker trains the shared CNN once (make test: --dist loadgroup)
 @pytest.mark.learned
 def test_randomisation_check_fails_an_edge_detector(trained):
     """Grad-CAM and saliency pass the randomisation check on the trained CNN, an edge map fails it.
@@ -181,7 +180,6 @@ def faithfulness_checks(trained) -> list[Check]:
     ]
 
 
-@pytest.mark.xdist_group("shapes_cnn")  # one worker trains the shared CNN once (make test: --dist loadgroup)
 @pytest.mark.learned
 def test_object_first_map_beats_random_in_both_directions(trained):
     """Deleting the object's pixels first hurts far more than deleting the background first;
