@@ -151,3 +151,14 @@ def audit_prepared(prepared_dir, classes: list[str], auc: float, seed: int = 0, 
     if result["flagged"]:
         log.warning("%s", result["statement"])
     return result
+
+
+AUDIT_KEYS = ("statement", "flagged", "auc_threshold")  # what audit.json keeps (the report reads these)
+
+
+def audit_block(prepared_dir, classes: list[str], opts: dict, seed: int, manifest=None) -> dict | None:
+    """audit.json's "shortcuts" block for config audit.shortcuts `opts`; None when the check is off."""
+    if not opts["enabled"]:
+        return None
+    found = audit_prepared(prepared_dir, classes, float(opts["auc"]), seed, manifest)
+    return {k: found[k] for k in AUDIT_KEYS}
