@@ -9,7 +9,10 @@ convscope.data.shortcuts). A map spread evenly puts the ring's area share there 
 for a ring of 1/8 per side).
 
 A class is flagged when Grad-CAM's share, or occlusion's, reaches `threshold` (config
-analysis.checks.border_share): most of the evidence for it lies in the border.
+analysis.checks.border_share): most of the evidence for it lies in the border. Both count
+because they see a frame differently: on a small CNN that learned a 3-px coloured frame
+(tests/test_border_model.py, seeds 0-9) occlusion put 0.68-0.88 of its mass in the ring,
+Grad-CAM at the 8 x 8 last conv only 0.43-0.54 (0.29 at most when the cue was central).
 """
 
 from __future__ import annotations
