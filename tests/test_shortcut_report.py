@@ -1,12 +1,11 @@
 """The data shortcut check in the report: images written to disk as the prepare rule leaves them,
-the audit's shortcut block computed from them, the report rendered. A red frame planted around
+the audit rule's own call (convscope.data.audit.run_audit) on them, the report rendered. A red frame planted around
 one class is named (property and class) in the data-health card and the audit section; a clean
 set gives one quiet line and no warning.
 """
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
@@ -15,16 +14,18 @@ import pytest
 from shapes import SHAPES, shapes_on_clutter
 from test_report import OPTIONS, _config, make_results
 
-from convscope import atomic, layout
-from convscope.data import audit, shortcuts
+from convscope import layout
+from convscope.data import audit
 from convscope.layout import Results
 from convscope.report.render import render_report
 
 OPTS = {"enabled": True, "auc": 0.95}  # the schema's defaults for audit.shortcuts
 
 
-def _prepared(folder, planted: bool, seed: int):
-    """The three shapes on clutter as prepared train/test memmaps; with `planted`, triangles framed in red."""
+def _prepared(folder, features, planted: bool, seed: int):
+    """The three shapes on clutter as the prepare rule leaves them (train/val/test memmaps, labels, index),
+    with `planted` the triangles framed in red; and, standing in for the embed rule, 8 x 8 mean-pooled
+    pixels as each split's embeddings."""
     x, y, _ = shapes_on_clutter(40, seed)
     x = x.copy()
     if planted:
@@ -33,31 +34,30 @@ def _prepared(folder, planted: bool, seed: int):
             sub = x[sel]
             sub[edge] = (230, 20, 20)
             x[sel] = sub
-    half = len(y) // 2
     order = np.random.default_rng(seed).permutation(len(y))
-    for split, idx in (("train", order[:half]), ("test", order[half:])):
+    for split, idx in zip(layout.SPLITS, np.array_split(order, [60, 90])):
         np.save(layout.prepared_in(folder, split), x[idx])
         np.save(layout.prepared_in(folder, split, layout.PREPARED_LABELS), y[idx])
         files = [f"{SHAPES[y[i]]}/{i:04d}.png" for i in idx]
         pd.DataFrame({"file": files}).to_csv(layout.prepared_in(folder, split, layout.PREPARED_INDEX), index=False)
+        pooled = x[idx].reshape(len(idx), 8, 4, 8, 4, 3).mean(axis=(2, 4)).reshape(len(idx), -1)
+        np.save(layout.embedding_in(features, split), pooled.astype(np.float32))
 
 
 def _report(tmp_path, planted: bool, seed: int = 0) -> str:
-    """The rendered report of a results tree whose one audited backbone carries the shortcut block."""
+    """The rendered report of a results tree whose one audited backbone went through the audit's own call."""
     R = make_results(tmp_path / "results", classes=SHAPES, backbones=("alexnet",))
-    prepared = tmp_path / "prepared"
+    prepared, features = tmp_path / "prepared", tmp_path / "features"
     prepared.mkdir()
-    _prepared(prepared, planted, seed)
-    block = shortcuts.audit_block(prepared, list(SHAPES), OPTS, seed)
+    features.mkdir()
+    _prepared(prepared, features, planted, seed)
     res = Results(R)
     res.audit_dir("alexnet").mkdir(parents=True, exist_ok=True)
-    atomic.write_csv(res.label_issues("alexnet"), [], audit.ISSUE_COLUMNS)
-    atomic.write_csv(res.leakage("alexnet"), [], audit.LEAK_COLUMNS)
-    summary = {"images": 120, "label_issues": 0, "folds": 5, "near_twin_pairs": 0, "test_images": 60}
-    summary |= {"test_with_train_twin": 0, "test_twin_files": [], "shortcuts": block}
-    res.audit_summary("alexnet").write_text(json.dumps(summary))
-    out = render_report(R, res.report_dir, OPTIONS, False, config=_config(list(SHAPES)))
-    return out["html"].read_text()
+    out = audit.AuditPaths(res.label_issues("alexnet"), res.leakage("alexnet"), res.audit_summary("alexnet"))
+    options = {"folds": 3, "seed": seed, "label_model": "embeddings", "shortcuts": OPTS}
+    audit.run_audit(features, prepared, list(SHAPES), options, out)
+    page = render_report(R, res.report_dir, OPTIONS, False, config=_config(list(SHAPES)))
+    return page["html"].read_text()
 
 
 def _warnings(text: str) -> list[str]:
