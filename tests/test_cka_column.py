@@ -53,7 +53,7 @@ def test_analysed_run_has_its_last_block_cka(tmp_path):
     assert rows["alexnet", run][col] == "0.412"
     others = [cells[col] for key, cells in rows.items() if key != ("alexnet", run)]
     assert len(others) == 3 and set(others) == {"n/a"}  # not analysed, or CKA did not run for it
-    assert "only analysed runs" in caption and "n/a: the run was not analysed" in caption
+    assert "only the analysed runs this report shows" in caption and "n/a: the run was not analysed" in caption
 
 
 def test_without_analyses_in_the_report_every_cell_is_na(tmp_path):

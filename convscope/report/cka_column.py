@@ -18,8 +18,8 @@ COLUMN = "cka_last_block"
 NOT_ANALYSED = "n/a"
 NOTE = (
     f"{COLUMN}: linear CKA at the last block between the run and the weights it started from (1 = the same "
-    f"representation, near 0 = unrelated). It is measured by the analyse job, so only analysed runs (★) have "
-    f"one; {NOT_ANALYSED}: the run was not analysed."
+    f"representation, near 0 = unrelated). It is measured by the analyse job, not in training, so only the "
+    f"analysed runs this report shows (★) have one; {NOT_ANALYSED}: the run was not analysed for this report."
 )
 
 
