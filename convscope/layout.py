@@ -125,6 +125,8 @@ class ExplainFolder:
     sanity_csv = _file("sanity.csv")
     sanity_png = _file("sanity.png")
     method_ranking_csv = _file("method_ranking.csv")
+    border_mass = _file("border_mass.json")  # records.BORDER_MASS
+    border_mass_csv = _file("border_mass.csv")
 
     def figure_png(self, figure: str) -> Path:
         """One figure of maps (a figure group of convscope.analysis.explain.maps)."""
@@ -193,6 +195,7 @@ class AnalysisFolder:
             "pointing": e.pointing,
             "deletion": e.deletion,
             "sanity": e.sanity,
+            "border_mass": e.border_mass,
         }
 
 

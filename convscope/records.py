@@ -234,4 +234,6 @@ SANITY = AnalysisRecord("sanity", ("threshold", "images", "stages", "methods"))
 CKA = AnalysisRecord("cka", ("statement", "start", "blocks"))
 # Test accuracy under ImageNet-C corruptions (convscope.analysis.trust.corruptions).
 CORRUPTIONS = AnalysisRecord("corruptions", ("statement", "strategy", "rows"))
-ANALYSIS_RECORDS = {r.name: r for r in (FROZEN, CALIBRATION, POINTING, DELETION, SANITY, CKA, CORRUPTIONS)}
+# Share of the map mass in the image's outer ring per method and class (convscope.analysis.trust.border_mass).
+BORDER_MASS = AnalysisRecord("border_mass", ("border", "threshold", "rows", "flagged", "statement"))
+ANALYSIS_RECORDS = {r.name: r for r in (FROZEN, CALIBRATION, POINTING, DELETION, SANITY, CKA, CORRUPTIONS, BORDER_MASS)}

@@ -243,6 +243,10 @@ def check_explain_model_writes_its_sections():
         faith = json.loads((out / "explain" / "faithfulness.json").read_text())
         assert faith["images"] == 4 and set(faith["auc"]) == {"deletion", "insertion"}
         assert set(faith["gain_over_random"]["insertion"]) == set(CHECKED)
+        # the border-mass check reuses the checked maps: a share per method and class, a sentence
+        border = json.loads((out / "explain" / "border_mass.json").read_text())
+        assert {r["method"] for r in border["rows"]} == set(CHECKED) and border["statement"]
+        assert all(0 <= r["border_share"] <= 1 for r in border["rows"])
         ig = json.loads((out / "explain" / "ig_completeness.json").read_text())
         assert ig["images"] == 6 and ig["steps"] == 4
         for sec in sections:

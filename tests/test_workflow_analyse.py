@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from conftest import quick_analysis, quick_train, tiny_config
-from convscope import layout
+from convscope import layout, records
 from convscope.analysis.index import validate
 
 pytestmark = pytest.mark.slow
@@ -75,6 +75,11 @@ def test_the_analysis_folder_holds_every_analysis_and_its_index(analysed):
     pred = pd.read_csv(layout.AnalysisFolder(folder).probabilities)
     metrics = json.loads(analysed.tree.metrics(BACKBONE, best["run"]).read_text())
     assert (pred["true"] == pred["pred"]).mean() == pytest.approx(metrics["test"]["accuracy"], abs=1e-9)
+    # The model-side shortcut check ran on the checked maps: a share per class for Grad-CAM and occlusion.
+    border = records.BORDER_MASS.read(layout.AnalysisFolder(folder).explain.border_mass)
+    # (a class whose maps have no positive mass on a barely trained model has no row: not asserted)
+    assert border["rows"] and {r["class"] for r in border["rows"]} <= {"circle", "square", "triangle"}
+    assert all(0 <= r["border_share"] <= 1 for r in border["rows"]) and border["statement"]
     bench = analysed.tree.benchmark("analyse", BACKBONE, best["run"])
     assert bench.is_file() and analysed.tree.log("analyse", BACKBONE, best["run"]).is_file()
 

@@ -242,11 +242,11 @@ def run_audit(features_dir: Path, prepared_dir: Path, classes: list[str], option
     from convscope import config as cfg
 
     shortcut_opts = cfg.merged("audit", options)["shortcuts"]  # library callers may pass less
-    if shortcut_opts["enabled"]:
-        from convscope.data import shortcuts
+    from convscope.data import shortcuts
 
-        found = shortcuts.audit_prepared(prepared_dir, classes, float(shortcut_opts["auc"]), int(options["seed"]))
-        summary["shortcuts"] = {k: found[k] for k in ("statement", "flagged", "auc_threshold")}
+    found = shortcuts.audit_block(prepared_dir, classes, shortcut_opts, int(options["seed"]))
+    if found is not None:
+        summary["shortcuts"] = found
     atomic.write_csv(out.issues, issues.to_dict("records"), ISSUE_COLUMNS)
     atomic.write_csv(out.leakage, twins.to_dict("records"), LEAK_COLUMNS)
     atomic.write_bytes(out.summary, (json.dumps(summary, indent=2) + "\n").encode())

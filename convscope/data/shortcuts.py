@@ -30,6 +30,14 @@ log = logging.getLogger(__name__)
 MANIFEST_PROPERTIES = ("width", "height", "aspect", "sharpness", "entropy", "jpeg_quality")
 
 
+def ring_mask(h: int, w: int, border: float) -> np.ndarray:
+    """H x W bool: the outer ring, `border` of each side wide (at least one pixel); the centre is the rest."""
+    bh, bw = max(1, round(h * border)), max(1, round(w * border))
+    ring = np.ones((h, w), bool)
+    ring[bh : h - bh, bw : w - bw] = False
+    return ring
+
+
 def image_properties(images: np.ndarray, border: float = 0.125) -> pd.DataFrame:
     """One row per N x H x W x 3 uint8 image: brightness, colour, saturation, border against centre.
 
@@ -37,9 +45,7 @@ def image_properties(images: np.ndarray, border: float = 0.125) -> pd.DataFrame:
     """
     x = np.asarray(images, np.float32) / 255.0
     n, h, w = x.shape[:3]
-    bh, bw = max(1, round(h * border)), max(1, round(w * border))
-    ring = np.ones((h, w), bool)
-    ring[bh : h - bh, bw : w - bw] = False
+    ring = ring_mask(h, w, border)
     luma = x @ np.array([0.299, 0.587, 0.114], np.float32)
     sat = x.max(axis=-1) - x.min(axis=-1)
     out = {
@@ -151,3 +157,14 @@ def audit_prepared(prepared_dir, classes: list[str], auc: float, seed: int = 0, 
     if result["flagged"]:
         log.warning("%s", result["statement"])
     return result
+
+
+AUDIT_KEYS = ("statement", "flagged", "auc_threshold")  # what audit.json keeps (the report reads these)
+
+
+def audit_block(prepared_dir, classes: list[str], opts: dict, seed: int, manifest=None) -> dict | None:
+    """audit.json's "shortcuts" block for config audit.shortcuts `opts`; None when the check is off."""
+    if not opts["enabled"]:
+        return None
+    found = audit_prepared(prepared_dir, classes, float(opts["auc"]), seed, manifest)
+    return {k: found[k] for k in AUDIT_KEYS}

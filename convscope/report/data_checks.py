@@ -38,7 +38,7 @@ def clean_checks(by_reason: dict[str, int]) -> list[dict]:
 
 
 def audit_checks(results: Path) -> list[dict]:
-    """Label issues and leakage per audited backbone (those with an audit.json)."""
+    """Label issues, leakage and shortcuts per audited backbone (those with an audit.json)."""
     paths = layout.Results(results)
     root = paths.audit_dir("x").parent
     checks = []
@@ -65,4 +65,22 @@ def audit_checks(results: Path) -> list[dict]:
                     "criterion": s["leakage_criterion"],
                 }
             )
+        if "shortcuts" in s:
+            checks.append(shortcut_check(folder.name, s["shortcuts"]))
     return checks
+
+
+def shortcut_check(backbone: str, block: dict) -> dict:
+    """The audit's shortcut result (convscope.data.shortcuts): a quiet line, or a warning naming property and class."""
+    flagged = block.get("flagged") or []
+    classes = sorted({f["class"] for f in flagged})
+    return {
+        "name": f"shortcuts ({backbone})",
+        "flagged": len(classes),
+        "what": "class(es) sorted from the rest by one simple image property alone"
+        + (f" ({', '.join(classes)})" if classes else ""),
+        "criterion": f"one-vs-rest AUC of a single property (brightness, colour, border against centre, size, "
+        f"JPEG quality, quality flags) at or above {block.get('auc_threshold')} (config audit.shortcuts.auc)",
+        # The statement names each property and class; shown as a warning only when something was found.
+        "warning": block.get("statement", "") if flagged else "",
+    }

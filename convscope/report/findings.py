@@ -97,7 +97,20 @@ def sanity_check(folder: layout.AnalysisFolder) -> Check | None:
     )
 
 
-CHECKS: tuple[Callable[[layout.AnalysisFolder], Check | None], ...] = (pointing_check, deletion_check, sanity_check)
+def border_check(folder: layout.AnalysisFolder) -> Check | None:
+    """The model-side shortcut check (records.BORDER_MASS): fails when a class is decided mostly from the border."""
+    found = _record(folder, "border_mass")
+    if not found or not found.get("statement"):
+        return None
+    return Check("border shortcut", not found["flagged"], found["statement"])
+
+
+CHECKS: tuple[Callable[[layout.AnalysisFolder], Check | None], ...] = (
+    pointing_check,
+    deletion_check,
+    sanity_check,
+    border_check,
+)
 
 
 def _ci(info: dict) -> str:

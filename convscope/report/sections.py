@@ -174,12 +174,18 @@ def audit(src: Sources) -> Part:
 
 @builder("grid")
 def grid(src: Sources) -> Part:
+    from convscope.report import cka_column
+
     best = src.best
+    # CKA is read only where the report declares the analysis records as inputs (the best runs, analysed).
+    analysed = {b: info.run for b, info in best.items()} if src.sections_need_analyses() else {}
+    runs = cka_column.with_cka(src.runs, analysed, src.results)
     # The nested best_trained / best_features / best_any entries are runs of the table below.
     scalar = [f.name for f in dataclasses.fields(records.BestRun) if f.name != "run" and not f.name.startswith("best_")]
     return Part(
         {
-            "runs": parts.runs_table(src.runs, best, src.results),
+            "runs": parts.runs_table(runs, best, src.results),
+            "runs_note": runs.get("note"),
             "best": [{"backbone": b, **info.fields(), "anchor": f"bb-{parts.slug(b)}"} for b, info in best.items()],
             "best_columns": scalar,
             "sections": [s for s in src.grid_sections if not parts.is_check(s)],

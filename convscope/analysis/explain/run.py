@@ -254,7 +254,7 @@ def _trust_sections(ctx, spec, inputs, check: _CheckMaps, folder, root) -> tuple
             directions=("deletion", "insertion") if ck["insertion"] else ("deletion",),
             settings=checks.CurveSettings(steps=int(ck["deletion_steps"]), batch_size=ctx.batch_size, seed=ctx.seed),
         )
-    extra = []
+    extra = [_border_item(ctx, inputs, check, folder, root)]
     if "integrated_gradients" in check.notes:
         ig = ctx.opts["integrated_gradients"]
         extra.append(
@@ -278,6 +278,18 @@ def _trust_sections(ctx, spec, inputs, check: _CheckMaps, folder, root) -> tuple
     rows = ranking.rank_methods(list(check.maps), faith, sanity=verdicts, pointing=game)
     sections.append(trust.ranking_section(rows, ranking.verdict_line(rows, figures.TITLES), folder, root))
     return sections, verdicts
+
+
+def _border_item(ctx, inputs, check: _CheckMaps, folder, root) -> dict:
+    """The border-mass check on the checked maps (no new forward pass): is a class decided from the border?"""
+    from convscope.analysis.trust import border_mass
+
+    ck = ctx.opts["checks"]
+    with ctx.timer("border mass"):
+        result = border_mass.check(
+            check.maps, inputs.labels[check.idx], inputs.classes, float(ck["border"]), float(ck["border_share"])
+        )
+    return border_mass.write(result, folder, root)
 
 
 def _sanity(ctx, spec, inputs, check: _CheckMaps):
