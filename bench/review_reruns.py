@@ -63,6 +63,18 @@ def one_of(rows: list[dict], split: str) -> str:
     return next(r["file"] for r in rows if r["split"] == split and r["cls"] == cls)
 
 
+def the_four_edits(wf, edit) -> None:
+    """E1-E4 in order; edit(name, review_lines=None, config=None) applies one and reports it."""
+    edit("E1 drop an image already quarantined", [COPY])
+    flagged = copy.deepcopy(wf.config)
+    flagged["clean"]["quality"] = {"dark": 0.9}
+    edit("E2 quality thresholds (flags only)", config=flagged)
+    rows = wf.split_rows()
+    test, train = one_of(rows, "test"), one_of(rows, "train")
+    edit("E3 drop one test image", [COPY, test])
+    edit("E4 drop one train image", [COPY, test, train])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repo", type=Path, default=REPO, help="checkout whose Snakefile runs (default: this one)")
@@ -101,14 +113,7 @@ def main() -> None:
         ran = executed(wf.run(*args.targets, timeout=3600))
         print(f"{name}\n  dry run: {plan}\n  executed: {ran} ({time.monotonic() - start:.0f} s)", flush=True)
 
-    edit("E1 drop an image already quarantined", [COPY])
-    flagged = copy.deepcopy(wf.config)
-    flagged["clean"]["quality"] = {"dark": 0.9}
-    edit("E2 quality thresholds (flags only)", config=flagged)
-    rows = wf.split_rows()
-    test, train = one_of(rows, "test"), one_of(rows, "train")
-    edit("E3 drop one test image", [COPY, test])
-    edit("E4 drop one train image", [COPY, test, train])
+    the_four_edits(wf, edit)
 
 
 SIZE = 32  # the prepared input side of the --scale runs
@@ -188,14 +193,7 @@ def scaled(conftest, workdir: Path, images: int) -> dict:
         wf.run(*targets, timeout=7200)
         print(f"  {name}: after clean and split the dry run plans {plans[name] or 'nothing'}", flush=True)
 
-    edit("E1 drop an image already quarantined", [COPY])
-    flagged = copy.deepcopy(wf.config)
-    flagged["clean"]["quality"] = {"dark": 0.9}
-    edit("E2 quality thresholds (flags only)", config=flagged)
-    rows = wf.split_rows()
-    test, train = one_of(rows, "test"), one_of(rows, "train")
-    edit("E3 drop one test image", [COPY, test])
-    edit("E4 drop one train image", [COPY, test, train])
+    the_four_edits(wf, edit)
     lists = {p.name: p.stat().st_size for p in wf.tree.split_lists}
     print(f"  split list sizes (bytes): {lists}", flush=True)
     return plans
