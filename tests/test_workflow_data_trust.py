@@ -105,10 +105,12 @@ def test_near_copies_quarantined_look_alikes_kept(workflow, folders):
     assert lost == []  # 180 distinct scans of three similar digits: none is a near copy of another
 
 
+@pytest.mark.learned
 def test_audit_flags_only_cross_split_copies_and_beats_raw_pixels(workflow, folders):
-    """Label ranking, 15 moved of 192: measured recall@k 0.867 (audit convnet) against 0.733 (raw pixels,
-    k-fold logistic regression) at config seed 7 on one CPU run (other seeds not measured yet); the test
-    asks that it is not below the raw-pixel reference. Leakage: 6 val/test images flagged, all planted."""
+    """Label ranking, 15 moved of 192; the test asks that the audit convnet is not below the raw-pixel
+    reference (k-fold logistic regression). Measured over config seeds 0-9, TF default and
+    TF_ENABLE_ONEDNN_OPTS=0 (identical figures): audit 0.867-0.933, raw pixels 0.667-0.867; margin
+    minimum 0.000 (seed 9, a tie), median 0.20. Leakage: 3-9 val/test images flagged, all planted."""
     root, moved = folders
     wf = workflow(_config(root, 0))  # near copies survive clean and land in any split
     target = str(wf.layout.audit_summary("alexnet"))
