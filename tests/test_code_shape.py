@@ -34,22 +34,9 @@ def oversized(root: Path) -> list[str]:
     return found
 
 
-# Functions another change rewrites at the same time, each with that change: split them there.
-PENDING = {
-    (
-        "convscope/data/synthetic.py",
-        "draw",
-    ): "issue 23 (off-centre objects) rewrites the drawing; 9 parameters, 66 lines",
-}
-
-
 def test_functions_are_short_with_few_parameters():
     found = oversized(ROOT / "convscope")
-    pending = [f for f in found if (f.split(":")[0], f.split(" ")[1].rstrip(":")) in PENDING]
-    rest = [f for f in found if f not in pending]
-    assert not rest, f"over {MAX_LINES} lines or {MAX_PARAMS} parameters:\n" + "\n".join(rest)
-    # An entry that fits now is taken off the list.
-    assert len(pending) == len(PENDING), f"PENDING lists functions that fit now: {sorted(PENDING)} vs {pending}"
+    assert not found, f"over {MAX_LINES} lines or {MAX_PARAMS} parameters:\n" + "\n".join(found)
 
 
 def test_the_check_finds_a_long_function_and_a_long_signature(tmp_path):

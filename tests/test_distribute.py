@@ -154,7 +154,7 @@ TRAIN_CHILD = textwrap.dedent(
     metrics = train_run(
         prepared_dir=prepared, out_dir=sys.argv[1] + "/run", backbone="alexnet", options={"weights": "none"},
         input_size=32, strategy="finetune", hp=hp(batch_size=16, epochs=2), classes=CLASSES,
-        backend="jax", bootstrap=100, tensorboard=False, job=JobOptions(threads=1, n_gpus=2),
+        backend="jax", bootstrap=100, tensorboard=False, job=JobOptions(threads=1, n_gpus=2, jobs_per_gpu=1),
     )
     print("RESULT " + json.dumps({"epochs": metrics["epochs_trained"], "val": metrics["val"]["accuracy"]}))
     """

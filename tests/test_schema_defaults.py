@@ -15,11 +15,6 @@ from convscope import config as cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Fields another change rewrites at the same time, each with that change.
-PENDING = {
-    ("convscope/training/run.py", "JobOptions", "jobs_per_gpu"): "issue 24 part 1 reworks the job options (entry.py)",
-}
-
 
 def schema_defaults() -> set[tuple[str, str]]:
     """(key, repr(default)) of every scalar default in the schema."""
@@ -67,11 +62,7 @@ def restated(root: Path, defaults: set[tuple[str, str]]) -> list[tuple[str, str,
 
 def test_no_dataclass_field_restates_a_schema_default():
     found = restated(ROOT, schema_defaults())
-    rest = [f for f in found if f not in PENDING]
-    assert not rest, "dataclass fields restating a schema default (make them required):\n" + "\n".join(map(str, rest))
-    assert set(PENDING) <= set(found), (
-        f"PENDING lists fields that no longer restate a default: {set(PENDING) - set(found)}"
-    )
+    assert not found, "dataclass fields restating a schema default (make them required):\n" + "\n".join(map(str, found))
 
 
 def test_the_scan_finds_a_restated_default(tmp_path):

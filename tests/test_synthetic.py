@@ -15,9 +15,14 @@ from conftest import tiny_config
 from convscope import config as cfg
 from convscope import layout
 from convscope.data.crawl import crawl_class
-from convscope.data.synthetic import draw, png_bytes
+from convscope.data.synthetic import Scene, draw, png_bytes
 from convscope.layout import Results
 from convscope.shapes import SHAPES
+
+
+def drawn(cls, shape, seed, index, with_object=True, **scene):
+    """synthetic.draw with the scene's settings as keywords (schema defaults for the rest)."""
+    return draw(cls, shape, seed, index, Scene.of(**scene), with_object=with_object)
 
 
 def options(cls: str, max_images: int, seed: int = 7, **synthetic) -> dict:
@@ -52,12 +57,12 @@ def test_same_seed_class_and_index_give_identical_bytes(tmp_path):
     crawl(b, "star", 12)
     assert len(digests(a)) == 12 and digests(a) == digests(b)
     assert (a / layout.BOXES).read_bytes() == (b / layout.BOXES).read_bytes()
-    one = png_bytes(draw("star", "star", 7, 3, size=64).image)
-    assert one == png_bytes(draw("star", "star", 7, 3, size=64).image)
+    one = png_bytes(drawn("star", "star", 7, 3, size=64).image)
+    assert one == png_bytes(drawn("star", "star", 7, 3, size=64).image)
     assert one == (a / "000003.png").read_bytes()  # file i is image index i
-    assert one != png_bytes(draw("star", "star", 8, 3, size=64).image)  # seed matters
-    assert one != png_bytes(draw("star", "star", 7, 4, size=64).image)  # index matters
-    assert one != png_bytes(draw("star2", "star", 7, 3, size=64).image)  # class matters, not only shape
+    assert one != png_bytes(drawn("star", "star", 8, 3, size=64).image)  # seed matters
+    assert one != png_bytes(drawn("star", "star", 7, 4, size=64).image)  # index matters
+    assert one != png_bytes(drawn("star2", "star", 7, 3, size=64).image)  # class matters, not only shape
     assert len(set(digests(a).values())) == 12
 
 
@@ -65,8 +70,8 @@ def test_same_seed_class_and_index_give_identical_bytes(tmp_path):
 def test_box_holds_exactly_the_pixels_the_object_changes(shape):
     for index in range(1, 6):
         kw = dict(size=64, noise=0.2, clutter=8)
-        d = draw(shape, shape, 11, index, **kw)
-        bare = draw(shape, shape, 11, index, with_object=False, **kw)
+        d = drawn(shape, shape, 11, index, **kw)
+        bare = drawn(shape, shape, 11, index, with_object=False, **kw)
         diff = np.any(np.asarray(d.image, int) != np.asarray(bare.image, int), axis=2)
         ys, xs = np.nonzero(diff)
         x0, y0, x1, y1 = d.box
@@ -80,7 +85,7 @@ def test_box_holds_exactly_the_pixels_the_object_changes(shape):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_object_colour_only_inside_its_box_and_fills_it(shape):
     # No noise, no clutter: the object is one flat colour that the background never takes.
-    d = draw(shape, shape, 5, 1, size=96, noise=0, clutter=0)
+    d = drawn(shape, shape, 5, 1, size=96, noise=0, clutter=0)
     pixels = np.asarray(d.image)
     exact = np.all(pixels == np.array(d.colour, dtype=np.uint8), axis=2)
     ys, xs = np.nonzero(exact)
@@ -101,7 +106,7 @@ def test_files_and_boxes_csv(tmp_path):
         assert (int(r["width"]), int(r["height"])) == (48, 48)
         x0, y0, x1, y1 = (int(r[k]) for k in ("x0", "y0", "x1", "y1"))
         assert 0 <= x0 < x1 <= 48 and 0 <= y0 < y1 <= 48
-        d = draw("ring", "ring", 7, int(name[:6]), size=48, noise=0.15, clutter=3)
+        d = drawn("ring", "ring", 7, int(name[:6]), size=48, noise=0.15, clutter=3)
         assert (x0, y0, x1, y1) == d.box
     with open(folder / layout.LEDGER, newline="") as f:
         ledger = list(csv.DictReader(f))
@@ -133,12 +138,12 @@ def _box_fill(d) -> float:
 
 
 def test_rotation_range_draws_upright_shapes():
-    upright = [draw("square", "square", 3, i, size=96, rotation=(0, 0)) for i in range(8)]
-    turned = [draw("square", "square", 3, i, size=96) for i in range(8)]
+    upright = [drawn("square", "square", 3, i, size=96, rotation=(0, 0)) for i in range(8)]
+    turned = [drawn("square", "square", 3, i, size=96) for i in range(8)]
     assert min(_box_fill(d) for d in upright) > 0.9, [round(_box_fill(d), 2) for d in upright]
     assert min(_box_fill(d) for d in turned) < 0.75, [round(_box_fill(d), 2) for d in turned]
     # Upright triangles point up: the top row of the box is covered only near its centre.
-    tri = draw("triangle", "triangle", 3, 0, size=96, rotation=(0, 0))
+    tri = drawn("triangle", "triangle", 3, 0, size=96, rotation=(0, 0))
     x0, y0, x1, _ = tri.box
     cols = np.flatnonzero(tri.alpha[y0] > 0.05)
     assert abs(cols.mean() - (x0 + x1) / 2) < 2 and len(cols) < (x1 - x0) / 4
@@ -154,9 +159,9 @@ def _covers_centre(box, size: int) -> bool:
 def test_off_centre_objects_leave_the_middle_free_at_the_stated_rate(tmp_path):
     size, n = 64, 60
     kw = {"size": size, "object_size": (0.17, 0.21), "rotation": (0, 0)}
-    anywhere = [draw("circle", "circle", 3, i, **kw) for i in range(n)]
-    half = [draw("circle", "circle", 3, i, off_centre=0.5, **kw) for i in range(n)]
-    every = [draw("cross", "cross", 3, i, off_centre=1.0, **kw) for i in range(n)]
+    anywhere = [drawn("circle", "circle", 3, i, **kw) for i in range(n)]
+    half = [drawn("circle", "circle", 3, i, off_centre=0.5, **kw) for i in range(n)]
+    every = [drawn("cross", "cross", 3, i, off_centre=1.0, **kw) for i in range(n)]
     centred = lambda drawings: np.mean([_covers_centre(d.box, size) for d in drawings])
     assert centred(every) == 0
     # about half the objects that covered the middle now leave it free
@@ -174,5 +179,5 @@ def test_off_centre_objects_leave_the_middle_free_at_the_stated_rate(tmp_path):
     cfg.load_and_validate(source)
     assert "off_centre" not in cfg.crawl_params(source, "star")["synthetic"]  # sources drawn as before
     # an object too large to leave the middle free is drawn smaller, just fitting beside it
-    large = [draw("circle", "circle", 3, i, size=size, object_size=(0.4, 0.45), off_centre=1.0) for i in range(12)]
+    large = [drawn("circle", "circle", 3, i, size=size, object_size=(0.4, 0.45), off_centre=1.0) for i in range(12)]
     assert centred(large) == 0 and max(d.box[2] - d.box[0] for d in large) >= size / 2 - 8

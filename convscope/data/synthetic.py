@@ -123,31 +123,69 @@ def _draw_clutter(img: Image.Image, rng: np.random.Generator, count: int) -> Non
             draw.polygon([tuple(p) for p in pts], fill=colour)
 
 
-def draw(
-    cls: str,
-    shape: str,
-    seed: int,
-    index: int,
-    *,
-    size: int = 128,
-    noise: float = 0.15,
-    clutter: int = 6,
-    with_object: bool = True,
-    object_size: tuple[float, float] = (0.16, 0.3),
-    rotation: tuple[float, float] = (0.0, 360.0),
-    off_centre: float = 0.0,
-) -> Drawing:
-    """Draw image `index` of class `cls`. with_object=False leaves the object out and
-    changes nothing else (the same background, clutter and noise), which is how the
-    tests check the box against the pixels the object changes. object_size: the range of
-    the object's radius as a fraction of the image side (larger is easier to learn);
-    rotation: the range of its rotation in degrees (0 = upright: a triangle points up);
-    off_centre: the fraction of images whose object is drawn clear of the image centre
-    (its box leaves the middle free; an object too large for that is drawn smaller, just
-    fitting), so a map that always points at the centre no longer wins the pointing game
-    (0 draws as before: anywhere the object fits)."""
+@dataclass(frozen=True)
+class Scene:
+    """How images are drawn: the crawl.synthetic settings that shape a picture.
+
+    object_size: the range of the object's radius as a fraction of the image side (larger
+    is easier to learn); rotation: the range of its rotation in degrees (0 = upright: a
+    triangle points up); off_centre: the fraction of images whose object is drawn clear of
+    the image centre (its box leaves the middle free; an object too large for that is drawn
+    smaller, just fitting), so a map that always points at the centre no longer wins the
+    pointing game (0 draws as before: anywhere the object fits).
+    """
+
+    size: int
+    noise: float
+    clutter: int
+    object_size: tuple[float, float]
+    rotation: tuple[float, float]
+    off_centre: float
+
+    @classmethod
+    def of(cls, settings: dict | None = None, **overrides) -> Scene:
+        """The scene of crawl.synthetic `settings` and `overrides`; the schema's defaults fill the rest."""
+        from convscope import config
+
+        s = {**config.defaults("crawl")["synthetic"], **(settings or {}), **overrides}
+        return cls(
+            size=int(s["size"]),
+            noise=float(s["noise"]),
+            clutter=int(s["clutter"]),
+            object_size=tuple(float(v) for v in s["object_size"]),
+            rotation=tuple(float(v) for v in s["rotation"]),
+            off_centre=float(s["off_centre"]),
+        )
+
+
+def draw(cls: str, shape: str, seed: int, index: int, scene: Scene, *, with_object: bool = True) -> Drawing:
+    """Draw image `index` of class `cls` as `scene` says. with_object=False leaves the object
+    out and changes nothing else (the same background, clutter and noise), which is how the
+    tests check the box against the pixels the object changes."""
     rng = _rng(seed, cls, index, "scene")
-    # Background: gradient between two colours along a random direction.
+    img, c1, c2 = _background(rng, scene)
+    # Object colour far from every background colour, so the object stands out.
+    colour = _colour(rng)
+    while _distance_to_segment(colour, c1, c2) < 80:
+        colour = _colour(rng)
+    polys, holes, centre = _placed_outline(shape, rng, _rng(seed, cls, index, "place"), scene)
+    coverage = _coverage(polys, holes, centre, scene.size)
+    alpha = np.asarray(coverage, dtype=np.float32) / 255.0
+    pixels = np.asarray(img, dtype=np.float64)
+    if with_object:
+        a = alpha[..., None]
+        pixels = pixels * (1 - a) + colour * a
+    sigma = scene.noise * _NOISE_SCALE
+    if sigma > 0:
+        # A separate stream, so leaving the object out does not change the noise.
+        pixels = pixels + _rng(seed, cls, index, "noise").normal(0, sigma, size=pixels.shape)
+    image = Image.fromarray(np.clip(pixels.round(), 0, 255).astype(np.uint8), "RGB")
+    return Drawing(image, coverage.getbbox(), alpha, tuple(int(c) for c in colour))
+
+
+def _background(rng: np.random.Generator, scene: Scene) -> tuple[Image.Image, np.ndarray, np.ndarray]:
+    """A gradient between two colours along a random direction, with the scene's clutter."""
+    size = scene.size
     c1, c2 = _colour(rng), _colour(rng)
     phi = rng.uniform(0, 2 * math.pi)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / max(size - 1, 1)
@@ -155,51 +193,42 @@ def draw(
     t = (t - t.min()) / max(t.max() - t.min(), 1e-9)
     background = c1 * (1 - t[..., None]) + c2 * t[..., None]
     img = Image.fromarray(background.round().astype(np.uint8), "RGB")
-    _draw_clutter(img, rng, clutter)
+    _draw_clutter(img, rng, scene.clutter)
+    return img, c1, c2
 
-    # Object colour far from every background colour, so the object stands out.
-    colour = _colour(rng)
-    while _distance_to_segment(colour, c1, c2) < 80:
-        colour = _colour(rng)
+
+def _placed_outline(shape: str, rng, place, scene: Scene) -> tuple[list, list, np.ndarray]:
+    """The object's polygons and holes (scaled and turned) and its centre in the image.
+    `place` is its own stream, so off_centre=0 draws exactly as before it existed."""
+    size, margin = scene.size, 2
     polys, holes = _outline(shape, rng)
-    theta = rng.uniform(*(math.radians(d) for d in rotation))  # the default (0, 360) draws as before
+    theta = rng.uniform(*(math.radians(d) for d in scene.rotation))
     rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
-    radius = size * rng.uniform(*object_size)
+    radius = size * rng.uniform(*scene.object_size)
     polys = [p @ rot.T * radius for p in polys]
     holes = [h @ rot.T * radius for h in holes]
     lo = np.min([p.min(axis=0) for p in polys], axis=0)
     hi = np.max([p.max(axis=0) for p in polys], axis=0)
-    margin = 2
     centre = np.array(
         [rng.uniform(margin - lo[i], size - margin - hi[i]) for i in range(2)]
     )  # whole object inside the image
-    place = _rng(seed, cls, index, "place")  # its own stream: off_centre=0 draws exactly as before
-    if off_centre > 0 and place.random() < off_centre:
+    if scene.off_centre > 0 and place.random() < scene.off_centre:
         # an object wider than the space beside the middle is drawn smaller, just fitting
         fit = min(1.0, (size / 2 - _gap(size) - margin) / float(np.max(hi - lo)))
         polys, holes, lo, hi = [p * fit for p in polys], [h * fit for h in holes], lo * fit, hi * fit
         centre = _beside_the_centre(place, lo, hi, size, margin)
+    return polys, holes, centre
 
+
+def _coverage(polys: list, holes: list, centre: np.ndarray, size: int) -> Image.Image:
+    """The object's coverage of each pixel (L, 0..255), rasterised large and box-filtered down."""
     big = Image.new("L", (size * _SUPERSAMPLE, size * _SUPERSAMPLE), 0)
     pen = ImageDraw.Draw(big)
     for poly in polys:
         pen.polygon([tuple(q) for q in (poly + centre) * _SUPERSAMPLE], fill=255)
     for hole in holes:
         pen.polygon([tuple(q) for q in (hole + centre) * _SUPERSAMPLE], fill=0)
-    coverage = big.resize((size, size), Image.Resampling.BOX)
-    box = coverage.getbbox()
-    alpha = np.asarray(coverage, dtype=np.float32) / 255.0
-
-    pixels = np.asarray(img, dtype=np.float64)
-    if with_object:
-        a = alpha[..., None]
-        pixels = pixels * (1 - a) + colour * a
-    sigma = noise * _NOISE_SCALE
-    if sigma > 0:
-        # A separate stream, so leaving the object out does not change the noise.
-        pixels = pixels + _rng(seed, cls, index, "noise").normal(0, sigma, size=pixels.shape)
-    image = Image.fromarray(np.clip(pixels.round(), 0, 255).astype(np.uint8), "RGB")
-    return Drawing(image, box, alpha, tuple(int(c) for c in colour))
+    return big.resize((size, size), Image.Resampling.BOX)
 
 
 def _gap(size: int) -> float:
@@ -240,18 +269,8 @@ def synthesize(cls: str, options: dict, ledger) -> str:
 
     shape, seed, target = options["shape"], options["seed"], options["max_images"]
     settings = options["synthetic"]
-    size, noise, clutter = settings["size"], settings["noise"], settings["clutter"]
-    object_size = tuple(settings.get("object_size") or (0.16, 0.3))
-    rotation = tuple(settings.get("rotation") or (0, 360))
-    off_centre = settings.get("off_centre", 0)
-    detail = f"size={size} noise={noise} clutter={clutter}"
-    # Defaults leave the detail (and so old ledgers) unchanged.
-    if object_size != (0.16, 0.3):
-        detail += f" object_size={object_size[0]}-{object_size[1]}"
-    if rotation != (0, 360):
-        detail += f" rotation={rotation[0]}-{rotation[1]}"
-    if off_centre:
-        detail += f" off_centre={off_centre}"
+    scene = Scene.of(settings)
+    detail = _detail(settings, scene)
     fraction, others = settings.get("mislabel_fraction", 0), options.get("other_shapes") or []
     prefix = f"synthetic:{shape}/seed={seed}/index="
     _warn_if_settings_changed(cls, ledger, prefix, detail)
@@ -265,18 +284,7 @@ def synthesize(cls: str, options: dict, ledger) -> str:
         if ledger.is_final(key):
             continue
         drawn = planted_shape(cls, seed, index, fraction, others) or shape
-        d = draw(
-            cls,
-            drawn,
-            seed,
-            index,
-            size=size,
-            noise=noise,
-            clutter=clutter,
-            object_size=object_size,
-            rotation=rotation,
-            off_centre=off_centre,
-        )
+        d = draw(cls, drawn, seed, index, scene)
         note = detail if drawn == shape else f"{detail}{PLANTED}{drawn}"
         stored = ledger.store(
             "synthetic", key, png_bytes(d.image), "png", detail=note, name=layout.synthetic_image_name(index)
@@ -286,6 +294,20 @@ def synthesize(cls: str, options: dict, ledger) -> str:
         if index % 50 == 0:
             log.info("class %s: %d/%d synthetic %s images", cls, ledger.ok_count, target, shape)
     return "target"
+
+
+def _detail(settings: dict, scene: Scene) -> str:
+    """The ledger's note of how an image was drawn. Knobs at their defaults are left out,
+    so ledgers written before a knob existed read the same."""
+    detail = f"size={settings['size']} noise={settings['noise']} clutter={settings['clutter']}"
+    plain = Scene.of()
+    if scene.object_size != plain.object_size:
+        detail += " object_size={}-{}".format(*settings["object_size"])
+    if scene.rotation != plain.rotation:
+        detail += " rotation={}-{}".format(*settings["rotation"])
+    if scene.off_centre:
+        detail += f" off_centre={settings['off_centre']}"
+    return detail
 
 
 # The ledger detail of a planted image ends with this and the shape it shows.

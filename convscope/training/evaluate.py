@@ -29,7 +29,7 @@ def evaluate_model(*, model_path, fit_path, prepared_dir, out_dir, backend: str 
     from convscope import backend as backend_lib
     from convscope.training.run import JobOptions, distribution_for
 
-    job = job or JobOptions()
+    job = job or JobOptions.cpu()
     t0 = time.perf_counter() if job.started is None else job.started
     backend_lib.select(backend, threads=job.threads, jobs_per_gpu=job.jobs_per_gpu)
     from convscope.models import build

@@ -122,12 +122,17 @@ _TRAIN_KEYS = ("backend", "jit_compile", "bootstrap", "tensorboard", "keep")
 class JobOptions:
     """How the job runs (the scheduler's share of the machine): never changes the results."""
 
-    threads: int = 1
-    n_gpus: int = 0
-    jobs_per_gpu: int = 1
+    threads: int
+    n_gpus: int
+    jobs_per_gpu: int  # config train.jobs_per_gpu: GPU jobs sharing one GPU
     # time.perf_counter() when the job's script began (convscope.entry.job): the run's fixed
     # costs (imports first) count from there; None: from the call of train_run.
     started: float | None = None
+
+    @classmethod
+    def cpu(cls, threads: int = 1) -> JobOptions:
+        """A library caller's CPU job: no GPU, so none is shared."""
+        return cls(threads=threads, n_gpus=0, jobs_per_gpu=1)
 
 
 @dataclass
@@ -151,9 +156,9 @@ def train_run(
 
     settings: the fields of RunSettings (convscope.grid.train_params).
     callbacks: extra Keras callbacks, after the run's own (tests use them).
-    job: threads, GPUs and GPU sharing of the job; threads alone: a CPU job's JobOptions(threads).
+    job: threads, GPUs and GPU sharing of the job; threads alone: a CPU job's JobOptions.cpu(threads).
     """
-    job = job or JobOptions(threads=threads)
+    job = job or JobOptions.cpu(threads)
     clock = Clock() if job.started is None else Clock(start=job.started)
     run = RunSettings.from_params(settings)
     backend_lib.select(run.backend, threads=job.threads, jobs_per_gpu=job.jobs_per_gpu)
