@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from convscope import layout
 from convscope.data import audit, clean, nearcopy
 
 KINDS = ("jpeg", "shift", "brightness", "crop")
@@ -137,7 +138,7 @@ def near_duplicates(imgs: list[Image.Image], y: np.ndarray, seed: int, n_planted
             copy.convert("RGB").save(raw / str(y[i]) / name, quality=90)
         t0 = time.perf_counter()
         options = {"min_side": 8, "max_pixels": 50_000_000, "near_copy": 10}
-        rows = clean.clean(raw, classes, options, Path(tmp) / "manifest.csv")
+        rows = clean.clean(raw, classes, options, layout.Results(Path(tmp) / "results").clean_manifest)
     lost = [r for r in rows if "zz_copy" not in r["file"] and r["status"] == clean.QUARANTINED]
     caught = [r for r in rows if "zz_copy" in r["file"] and r["status"] == clean.QUARANTINED]
     return {

@@ -39,7 +39,8 @@ def figures(wf: Workflow) -> dict:
     out["best test accuracy"] = max(out.values())
     record = json.loads(tree.pretrain_record("alexnet").read_text())
     out["base val accuracy / chance"] = record["val_accuracy"] / record["chance"]
-    game = json.loads(next(tree.analyses_dir.rglob("pointing.json")).read_text())
+    analysed = json.loads(tree.best_json.read_text())["alexnet"]["run"]
+    game = json.loads(tree.analysis("alexnet", analysed).explain.pointing.read_text())
     out["pointing: centre baseline"] = game["centre_baseline"]
     out["pointing: chance"] = game["chance"]
     for name in ("gradcam", "gradcam++"):

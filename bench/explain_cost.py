@@ -24,6 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from convscope import layout  # noqa: E402 - the layout is pure paths: no Keras import
+
 # Switches of what issue 13 added; absent keys on a tree without them.
 NEW_OFF = {
     "methods": {
@@ -89,11 +91,11 @@ def main(argv=None) -> dict:
             explain.explain_model(model, args.backbone, data, Path(tmp), opts, base_reference=reference)
             seconds[name] = round(time.perf_counter() - t0, 2)
             cpu[name] = round(time.process_time() - c0, 2)
-            folder = Path(tmp) / "explain"
-            steps = json.loads((folder / "timings.json").read_text())
-            for extra in ("ig_completeness.json", "sanity.json", "method_ranking.csv"):
-                if (folder / extra).is_file():
-                    print(f"  {extra}:", (folder / extra).read_text()[:3000], flush=True)
+            folder = layout.AnalysisFolder(tmp).explain
+            steps = json.loads(folder.timings.read_text())
+            for extra in (folder.ig_completeness, folder.sanity, folder.method_ranking_csv):
+                if extra.is_file():
+                    print(f"  {extra.name}:", extra.read_text()[:3000], flush=True)
         print(f"{name}: {seconds[name]:.1f} s wall, {cpu[name]:.1f} s CPU", flush=True)
         print("  steps:", json.dumps(steps), flush=True)
     if len(seconds) == 2:

@@ -41,6 +41,11 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from convscope import layout  # noqa: E402 - the layout is pure paths: no Keras import
+
+RESULTS = layout.Results("results")  # relative to the work folder snakemake runs in
 GPU_RULES = ("train", "embed")
 SHAPES = ["circle", "square", "triangle", "star", "cross", "ellipse", "hexagon", "ring"]
 # config.yaml's shape (classes x images, backbones at native size, its grid lists).
@@ -247,7 +252,7 @@ def dry_run_targets(args, workdir: Path) -> list[str]:
 
 def prepared_targets(config) -> list[str]:
     sizes = {b.get("input_size") for b in config["backbones"].values()}
-    return [f"results/prepared/{s}/{split}.npy" for s in sizes for split in ("train", "val", "test")]
+    return [str(RESULTS.prepared(s, split)) for s in sizes for split in ("train", "val", "test")]
 
 
 class GpuSampler:
@@ -312,7 +317,7 @@ def job_records(results: Path) -> list[dict]:
             }
             if rule == "train":
                 backbone, run = tsv.parent.name, tsv.stem
-                m = json.loads((results / "models" / backbone / run / "metrics.json").read_text())
+                m = json.loads(layout.Results(results).metrics(backbone, run).read_text())
                 rec.update(
                     compute_s=m["train_time_s"],
                     run_wall_s=m.get("wall_s"),

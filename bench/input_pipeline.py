@@ -32,6 +32,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from convscope import layout  # noqa: E402 - the layout is pure paths: no Keras import
+
 os.environ.setdefault("KERAS_BACKEND", "jax")  # the adapter is backend-neutral; JAX imports fastest
 
 
@@ -65,7 +68,7 @@ def main(argv=None) -> dict:
 
     n = args.batch * args.batches
     with tempfile.TemporaryDirectory(prefix="convscope-bench-") as tmp:
-        images, labels = Path(tmp) / "train.npy", Path(tmp) / "train.labels.npy"
+        images, labels = layout.prepared_in(tmp, "train"), layout.prepared_in(tmp, "train", layout.PREPARED_LABELS)
         rng = np.random.default_rng(0)
         np.save(images, rng.integers(0, 256, (n, args.size, args.size, 3), dtype=np.uint8))
         np.save(labels, (np.arange(n) % 3).astype("int32"))

@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from convscope import layout
 from convscope.data import audit
 from convscope.data.synthetic import PLANTED
 
 
 def pixels(prepared: Path, side: int) -> np.ndarray:
-    xs = [np.load(prepared / f"{s}.npy", mmap_mode="r") for s in audit.SPLITS]
+    xs = [np.load(layout.prepared_in(prepared, s), mmap_mode="r") for s in audit.SPLITS]
     out = [np.asarray(Image.fromarray(np.asarray(img)).resize((side, side))) for x in xs for img in x]
     return np.stack(out).reshape(len(out), -1).astype(np.float32) / 255
 
@@ -91,8 +92,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.digits:
         return digits(args.fractions, args.seed)
-    prepared = args.results / "prepared" / str(args.size)
-    with open(prepared / "train.index.csv", newline="") as f:
+    results = layout.Results(args.results)
+    prepared = results.prepared_dir(args.size)
+    with open(results.prepared(args.size, "train", layout.PREPARED_INDEX), newline="") as f:
         rows = list(csv.DictReader(f))
     reps = {}
     for b in args.backbones:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from convscope import layout
 from convscope.data.prepare import PrepareJob, Source, prepare
 
 CLASSES = ("a", "b")
@@ -114,7 +115,8 @@ def main(argv=None) -> None:
     mb = sum(p.stat().st_size for p in files) / 1e6
     with tempfile.TemporaryDirectory(prefix="convscope-bench-") as tmp:
         tmp = Path(tmp)
-        splits = tmp / "splits.csv"
+        splits = layout.Results(tmp).split_list("train")
+        splits.parent.mkdir(parents=True)
         write_splits(splits, root, files)
         for p in files:  # untimed: both sides start from the OS file cache
             p.read_bytes()

@@ -42,6 +42,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from convscope import layout  # noqa: E402 - the layout is pure paths: no Keras import
+
 CLASSES = ["c0", "c1", "c2"]
 
 # Issue 3's GPU targets: images/s of full-network training (bf16, batch 128) on one
@@ -56,14 +58,14 @@ def make_data(root: Path, n: int, size: int, jpeg_size: int, jpeg: bool, seed: i
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    prepared = root / "prepared" / str(size)
+    prepared = layout.Results(root).prepared_dir(size)
     prepared.mkdir(parents=True)
     for split, count in (("train", n), ("val", max(8, n // 8)), ("test", max(8, n // 8))):
         y = (np.arange(count) % len(CLASSES)).astype("int32")
         x = rng.integers(0, 100, (count, size, size, 3), dtype=np.uint8)
         x[np.arange(count), :, :, y] += 120  # learnable: class = bright channel
-        np.save(prepared / f"{split}.npy", x)
-        np.save(prepared / f"{split}.labels.npy", y)
+        np.save(layout.prepared_in(prepared, split), x)
+        np.save(layout.prepared_in(prepared, split, layout.PREPARED_LABELS), y)
         if jpeg and split == "train":
             for i in range(count):
                 folder = root / "jpeg" / CLASSES[y[i]]
@@ -163,8 +165,8 @@ def bare_fit(args, prepared: Path) -> float:
     from convscope.models import build
     from convscope.training import strategies
 
-    x = np.load(prepared / "train.npy")  # uint8, as ours feeds it: the model casts on the device
-    y = np.eye(len(CLASSES), dtype="float32")[np.load(prepared / "train.labels.npy")]
+    x = np.load(layout.prepared_in(prepared, "train"))  # uint8, as ours feeds it: the model casts on the device
+    y = np.eye(len(CLASSES), dtype="float32")[np.load(layout.prepared_in(prepared, "train", layout.PREPARED_LABELS))]
     model = _model(args)
     phase = strategies.Phase(0, args.tune_depth, 1e-3, 0, args.epochs)
     build.set_tune_depth(model, args.backbone, args.tune_depth)
