@@ -290,10 +290,9 @@ def _synthetic_params(settings: dict, planted: bool) -> dict:
         same = _SYNTHETIC_NEUTRAL[key]
         return list(value) == same if isinstance(same, list) else value == same
 
-    # Pretraining sources are drawn clean. They are placed like the targets (off_centre
-    # too): a base that has only seen objects near the middle transfers badly to targets
-    # drawn beside it.
-    settings = settings if planted else {**settings, "mislabel_fraction": 0}
+    # Pretraining sources are drawn clean and as before: off-centre objects are for the
+    # pointing game, which is played on the target classes.
+    settings = settings if planted else {**settings, "mislabel_fraction": 0, "off_centre": 0}
     return {k: v for k, v in settings.items() if not (k in _SYNTHETIC_NEUTRAL and neutral(k, v))}
 
 
