@@ -92,13 +92,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--reduced", action="store_true", help="the reduced demo of tests/test_demo.py")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--config", type=Path, default=REPO / "config.demo.yaml", help="a variant of the demo config")
     args = parser.parse_args()
     if args.reduced:
         from tests.test_demo import reduced_demo
 
         base = reduced_demo()
     else:
-        base = yaml.safe_load((REPO / "config.demo.yaml").read_text())
+        base = yaml.safe_load(args.config.read_text())
     by_seed = {}
     for seed in args.seeds:
         start = time.perf_counter()
