@@ -28,7 +28,8 @@ BACKBONE = "mobilenetv2"
 def config() -> dict:
     train = quick_train()
     # Two tune depths: the strategies-side-by-side figures draw a line per (strategy, tune_depth).
-    train["grid"]["tune_depth"] = [1, "all"]
+    # Depths 1 and 2 (not "all"): training every block took 2.5x the CPU of either.
+    train["grid"]["tune_depth"] = [1, 2]
     return tiny_config(
         classes=("circle", "square", "triangle"),
         images=20,
@@ -165,7 +166,7 @@ def test_strategies_side_by_side_through_the_report(analysed):
     tree = analysed.tree
     best = records.read_best(tree.best_json)[BACKBONE]
     lines = {(e["strategy"], e["tune_depth"]): e["run"] for e in best.by_strategy}
-    assert set(lines) == {("finetune", 1), ("finetune", "all"), ("features", None)}
+    assert set(lines) == {("finetune", 1), ("finetune", 2), ("features", None)}
     # Probes hold CKA and corruptions only: no forward pass of their own, no index of analyses.
     for run in set(lines.values()) - {best.run}:
         probe = tree.probe(BACKBONE, run)
@@ -183,9 +184,8 @@ def test_strategies_side_by_side_through_the_report(analysed):
     frozen = cka[~cka["trained"]]
     assert (frozen["cka"] > 0.999).all()  # frozen blocks kept, marked (hollow), at 1.0 as computed
     assert cka[cka["run"] == lines["features", None]]["trained"].sum() == 0  # a features head trains no block
-    d1 = cka[cka["run"] == lines["finetune", 1]]
-    assert list(d1["trained"]).count(True) == 1 and not d1["trained"].iloc[0]
-    assert cka[cka["run"] == lines["finetune", "all"]]["trained"].all()
+    for depth in (1, 2):  # the last `depth` blocks trained, the ones below stayed frozen
+        assert list(cka[cka["run"] == lines["finetune", depth]]["trained"])[-depth - 1 :] == [False] + [True] * depth
     table = pd.read_csv(folder.corruptions_csv)
     drawn = table[table["strategy_best"]]
     opts = analysis_options.resolve(config()["analysis"])["corruptions"]
