@@ -380,12 +380,13 @@ def by_strategy_all():
 def by_strategy_benchmarks():
     """Benchmarks of the strategy_change jobs and of the probes (and features networks) they read."""
     files = []
-    for b in best_choices():
+    for b, choice in best_choices().items():
         files.append(L.benchmark("strategy_change", b))
         for run, analysed in by_strategy_runs(b):
-            if analysed:
-                continue  # the analyse job's benchmarks are listed with the analyses
-            files.append(L.benchmark("probe", b, run))
+            if run == choice.run:
+                continue  # listed with the analyses
+            # analysis.runs: all analyses the other runs too, and they are read here.
+            files.append(L.benchmark("analyse" if analysed else "probe", b, run))
             if grid.find(config, b, run).strategy == "features":
                 files.append(L.benchmark("features_model", b, run))
     return files
