@@ -16,6 +16,8 @@ Snakemake wildcards pass through: `Results(R).metrics("{backbone}", "{run}")`.
     analysis/{backbone}/{run}/      index.json and every figure and table (AnalysisFolder; explain/: ExplainFolder),
                                     the records the report's findings read (ANALYSIS_RECORDS)
     analysis/grid/                  index.json, runs.csv, best.json, heatmaps, strategies, ... (GridFolder)
+    analysis/grid/by_strategy/{backbone}/  CKA and corruptions, a line per strategy (ByStrategyFolder)
+    analysis/probes/{backbone}/{run}/      cka.*, corruptions.* of strategy-best runs not analysed
     logs/, benchmarks/, report/, cache/jax/ (JAX's persistent compilation cache: no result, safe to delete)
     predict/{backbone}/{run}/       predictions.csv (of the new images), index.html, overlays/, cache/ (the predict target)
     export/{backbone}/{run}/        model.keras, saved_model/, export.json (the export target)
@@ -199,6 +201,10 @@ class AnalysisFolder:
         }
 
 
+# The analyses a probe job runs (convscope.analysis.probe), by record name.
+PROBED = ("cka", "corruptions")
+
+
 @dataclass(frozen=True)
 class GridFolder:
     """analysis/grid/: the grid summary (convscope.analysis.grid.summary)."""
@@ -219,6 +225,31 @@ class GridFolder:
 
     def heatmaps_png(self, backbone: str) -> Path:
         return self.path / f"heatmaps_{backbone}.png"
+
+
+@dataclass(frozen=True)
+class ByStrategyFolder:
+    """analysis/grid/by_strategy/{backbone}/: one backbone's strategies side by side (the strategy_change
+    job, convscope.analysis.grid.by_strategy): CKA against depth and accuracy under corruptions, one line
+    per best run of each (strategy, tune_depth)."""
+
+    path: Path
+
+    def __init__(self, path):
+        object.__setattr__(self, "path", Path(path))
+
+    index = _file(INDEX)
+    record = _file("by_strategy.json")  # records.BY_STRATEGY: the findings sentences
+    cka_csv = _file("cka.csv")  # one row per (run, block): the lines of cka.png
+    cka_png = _file("cka.png")
+    corruptions_csv = _file("corruptions.csv")  # backbone, strategy, run, corruption, severity, accuracy
+    corruptions_png = _file("corruptions.png")
+
+    @property
+    def outputs(self) -> dict[str, Path]:
+        """Everything the strategy_change job writes, by output name."""
+        names = ("index", "record", "cka_csv", "cka_png", "corruptions_csv", "corruptions_png")
+        return {n: getattr(self, n) for n in names}
 
 
 @dataclass(frozen=True)
@@ -442,9 +473,24 @@ class Results:
         """The records an analyse job writes besides index.json (its declared outputs)."""
         return self.analysis(backbone, run).records
 
+    def probe_dir(self, backbone: str, run: str) -> Path:
+        """analysis/probes/{backbone}/{run}/: CKA and corruptions of a strategy's best run that is not analysed."""
+        return self.analyses_dir / "probes" / backbone / run
+
+    def probe(self, backbone: str, run: str) -> AnalysisFolder:
+        """A probe folder holds the CKA and corruption files of an analysis folder, nothing else."""
+        return AnalysisFolder(self.probe_dir(backbone, run))
+
+    def probe_records(self, backbone: str, run: str) -> dict[str, Path]:
+        """What a probe job writes and the strategy_change job reads: the cka and corruptions records."""
+        return {k: v for k, v in self.probe(backbone, run).records.items() if k in PROBED}
+
     @property
     def grid_dir(self) -> Path:
         return self.analyses_dir / "grid"
+
+    def by_strategy(self, backbone: str) -> ByStrategyFolder:
+        return ByStrategyFolder(self.grid_dir / "by_strategy" / backbone)
 
     @property
     def grid(self) -> GridFolder:

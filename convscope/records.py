@@ -144,7 +144,8 @@ def read_predictions(path):
 class BestRun:
     """The grid summary's choice for one backbone: the run analysed in detail, and the best
     trained, features and overall runs it was chosen among (each a dict of the first seven
-    fields plus test_ece, seeds, val_accuracy_seed_mean; None when there is no such run)."""
+    fields plus test_ece, seeds, val_accuracy_seed_mean; None when there is no such run),
+    and the best run of each (strategy, tune_depth)."""
 
     run: str
     strategy: str
@@ -160,6 +161,11 @@ class BestRun:
     best_trained: dict | None = None
     best_features: dict | None = None
     best_any: dict | None = None
+    # The best run of each (strategy, tune_depth) of the backbone, in grid order: {strategy,
+    # tune_depth (None for features heads), run, val_accuracy, strategy_best (the best of its
+    # strategy over every depth)}; the cross-run CKA figure draws one line each, the corruption
+    # figure one per strategy_best run (convscope.analysis.grid.by_strategy).
+    by_strategy: list[dict] = field(default_factory=list)
 
     def fields(self) -> dict:
         return dataclasses.asdict(self)
@@ -176,7 +182,11 @@ def read_best(path) -> dict[str, BestRun]:
     raw = json.loads(Path(path).read_text())
     names = {f.name for f in dataclasses.fields(BestRun)}
     # Fields with a default may be absent (a best.json written before they existed).
-    required = {f.name for f in dataclasses.fields(BestRun) if f.default is dataclasses.MISSING}
+    required = {
+        f.name
+        for f in dataclasses.fields(BestRun)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
     if not isinstance(raw, dict) or not all(isinstance(v, dict) and required <= set(v) <= names for v in raw.values()):
         raise ValueError(
             f"{path}: expected {{backbone: {{{', '.join(sorted(names))}}}}} as the grid summary writes it; "
@@ -236,4 +246,7 @@ CKA = AnalysisRecord("cka", ("statement", "start", "blocks"))
 CORRUPTIONS = AnalysisRecord("corruptions", ("statement", "strategy", "rows"))
 # Share of the map mass in the image's outer ring per method and class (convscope.analysis.trust.border_mass).
 BORDER_MASS = AnalysisRecord("border_mass", ("border", "threshold", "rows", "flagged", "statement"))
+# One backbone's strategies side by side: the sentences of the CKA and corruption figures
+# (convscope.analysis.grid.by_strategy; layout.ByStrategyFolder.record).
+BY_STRATEGY = AnalysisRecord("by_strategy", ("backbone", "cka_statement", "corruptions_statement", "lines"))
 ANALYSIS_RECORDS = {r.name: r for r in (FROZEN, CALIBRATION, POINTING, DELETION, SANITY, CKA, CORRUPTIONS, BORDER_MASS)}

@@ -74,6 +74,61 @@ rule analyse:
         "../scripts/analyse.py"
 
 
+# CKA and corruptions only, for the best run of a (strategy, tune_depth) that is not
+# analysed (best.json by_strategy; convscope.analysis.probe): the model loaded once,
+# the analyse job's two steps. Its params are the options those two read.
+rule probe:
+    input:
+        unpack(probe_inputs),
+        after_split=after_split,  # planned again once split has run (common.smk)
+    output:
+        **L.probe_records("{backbone}", "{run}"),
+    log:
+        L.log("probe", "{backbone}", "{run}"),
+    benchmark:
+        L.benchmark("probe", "{backbone}", "{run}")
+    wildcard_constraints:
+        backbone=BACKBONE,
+        run=f"{TRAINED_RUN}|{FEATURES_RUN}",
+    conda:
+        "../envs/train.yaml"
+    threads: ANALYSIS["threads"]
+    resources:
+        gpu=1 if ANALYSIS["gpu"] else 0,
+        gpu_share=100 if ANALYSIS["gpu"] else 0,
+        mem_mb=ANALYSIS["mem_mb"],
+        runtime=ANALYSIS["runtime"],
+    params:
+        options=probe_lib.params(cfg.analysis_params(config)),
+        classes=CLASSES,
+        backend=config["train"]["backend"],
+        # The starting base is rebuilt for CKA, as in analyse.
+        backbone_options=lambda wc: grid.backbone_options(config, wc.backbone),
+    script:
+        "../scripts/probe.py"
+
+
+# One backbone's strategies side by side (convscope.analysis.grid.by_strategy): CKA
+# against depth, a line per (strategy, tune_depth), and accuracy under corruptions,
+# a line per strategy, from the analysed run's records and the probes'.
+rule strategy_change:
+    input:
+        unpack(by_strategy_inputs),
+        after_split=after_split,  # planned again once split has run (common.smk)
+    output:
+        **L.by_strategy("{backbone}").outputs,
+    log:
+        L.log("strategy_change", "{backbone}"),
+    benchmark:
+        L.benchmark("strategy_change", "{backbone}")
+    wildcard_constraints:
+        backbone=BACKBONE,
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/strategy_change.py"
+
+
 # `snakemake analyses`: everything up to the analyses (no report).
 rule analyses:
     input:

@@ -139,6 +139,8 @@ def report_inputs(wildcards):
             for b, run in best_runs().items()
             for path in L.analysis_records(b, run).values()
         ]
+        # CKA and corruptions, a line per strategy (rules/analyse.smk strategy_change).
+        inputs["by_strategy"] = by_strategy_all()
     if "compute" in sections:
         inputs["benchmarks"] = report_benchmarks(sections)
     return inputs
@@ -188,6 +190,7 @@ def report_benchmarks(sections):
             # A features run's network is built on demand, by features_model.
             if grid.find(config, b, run).strategy == "features":
                 files.append(L.benchmark("features_model", b, run))
+        files += by_strategy_benchmarks()
     return list(dict.fromkeys(files))  # a source class may also be a target class
 
 
@@ -328,6 +331,71 @@ def analyses_all(wildcards):
     if ANALYSIS["runs"] == "all":
         return [L.analysis_index(r.backbone, r.id) for r in grid.runs(config)]
     return best_run_analyses()
+
+
+# ---- strategies side by side (rules/analyse.smk probe, strategy_change) ----------
+# best.json's by_strategy names the best run of each (strategy, tune_depth) of a
+# backbone. An analysed run has its CKA and corruption records from its analyse job;
+# each of the others gets a probe job that writes just those two.
+from convscope.analysis import probe as probe_lib
+
+
+def best_choices():
+    """{backbone: records.BestRun} from best.json (the summarise checkpoint)."""
+    after_split()
+    return records.read_best(checkpoints.summarise.get().output.best)
+
+
+def by_strategy_runs(backbone):
+    """[(run, analysed)] of the by_strategy runs in best.json's order; analysed: it has an analyse job, else a probe."""
+    choice = best_choices()[backbone]
+    return [
+        (e["run"], ANALYSIS["runs"] == "all" or e["run"] == choice.run)
+        for e in choice.by_strategy
+    ]
+
+
+def by_strategy_records(backbone):
+    """The cka and corruptions records of each by_strategy run, in best.json's order."""
+    return [
+        (L.analysis_records if analysed else L.probe_records)(backbone, run)
+        for run, analysed in by_strategy_runs(backbone)
+    ]
+
+
+def by_strategy_inputs(wildcards):
+    files = by_strategy_records(wildcards.backbone)
+    return {
+        "best": L.best_json,
+        "cka": [f["cka"] for f in files],
+        "corruptions": [f["corruptions"] for f in files],
+    }
+
+
+def by_strategy_all():
+    """Every file of each backbone's strategies-side-by-side folder (the report's input)."""
+    return [f for b in best_choices() for f in L.by_strategy(b).outputs.values()]
+
+
+def by_strategy_benchmarks():
+    """Benchmarks of the strategy_change jobs and of the probes (and features networks) they read."""
+    files = []
+    for b, choice in best_choices().items():
+        files.append(L.benchmark("strategy_change", b))
+        for run, analysed in by_strategy_runs(b):
+            if run == choice.run:
+                continue  # listed with the analyses
+            # analysis.runs: all analyses the other runs too, and they are read here.
+            files.append(L.benchmark("analyse" if analysed else "probe", b, run))
+            if grid.find(config, b, run).strategy == "features":
+                files.append(L.benchmark("features_model", b, run))
+    return files
+
+
+def probe_inputs(wildcards):
+    """A probe reads what analyse reads for CKA and corruptions: the model, its metrics, the test split."""
+    inputs = analyse_inputs(wildcards)
+    return {k: inputs[k] for k in ("model", "metrics", "test")}
 
 
 def analyse_inputs(wildcards):

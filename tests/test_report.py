@@ -696,7 +696,9 @@ def test_report_settings_rerun_only_the_report(workflow, tmp_path):
     best = json.loads(wf.tree.best_json.read_text())["mobilenetv2"]["run"]
     index = json.loads(wf.tree.analysis_index("mobilenetv2", best).read_text())
     figures = [it for sec in index["sections"] for it in sec["items"] if it["kind"] == "image"]
-    assert len([s for s in srcs if "/mobilenetv2/" in s]) == len(figures) > 0
+    assert len([s for s in srcs if s.startswith("assets/mobilenetv2/")]) == len(figures) > 0
+    # And its strategies side by side (the strategy_change job): the CKA and the corruption figure.
+    assert len([s for s in srcs if s.startswith("assets/by_strategy/mobilenetv2/")]) == 2
     for src in srcs:
         assert (html_dir / urllib.parse.unquote(src)).is_file(), src
     for href in page.attrs("a", "href"):

@@ -171,7 +171,7 @@ class TestSet:
     x: np.ndarray  # N x H x W x 3 uint8
     labels: np.ndarray
     index: pd.DataFrame  # the prepared {split}.index.csv (file, box_* columns, ...)
-    probs: np.ndarray  # N x classes
+    probs: np.ndarray | None  # N x classes; None: no forward pass (a probe job, JobSettings.forward)
     embeddings: np.ndarray | None = None  # N x D, the input of "head"
 
     @property
@@ -247,6 +247,7 @@ class JobSettings:
     fresh: bool = False  # empty the out folder first
     explain: bool = True  # False: only the standard analyses
     backbone_options: dict | None = None  # config backbones.<name>: rebuilds the starting base
+    forward: bool = True  # False: no forward pass over the test set, no probabilities (convscope.analysis.probe)
 
 
 def _write_predictions(test: TestSet, classes: list[str], out_dir: Path) -> None:
@@ -285,9 +286,12 @@ def open_job(paths: JobPaths, classes, options, settings: JobSettings = JobSetti
     timer = StepTimer()
     with timer("load model"):
         model, base = _load_checked(paths.model, classes)
-    with timer("forward pass on the test set"):
-        test = TestSet.predict(model, paths.prepared, "test", opts["batch_size"])
-    _write_predictions(test, classes, out_dir)
+    if settings.forward:
+        with timer("forward pass on the test set"):
+            test = TestSet.predict(model, paths.prepared, "test", opts["batch_size"])
+        _write_predictions(test, classes, out_dir)
+    else:
+        test = TestSet("test", *load_split(paths.prepared, "test"), probs=None)
     backbone = settings.backbone or paths.run.parent.name
     return Job(
         model,
@@ -492,6 +496,9 @@ def _corruptions(job: Job):
     return corruptions.robustness_section(rows, job.out_dir, strategy, len(job.test.x))
 
 
+# What a probe job runs (convscope.analysis.probe; layout.PROBED names their records).
+PROBE_STEPS = (("representation change (CKA)", _cka), ("corruptions", _corruptions))
+
 # In page order. A new analysis is one function of the Job and one entry here.
 STEPS = (
     ("what this run trained", _frozen),
@@ -591,10 +598,12 @@ def analyse_model(paths: JobPaths, classes, options=None, settings: JobSettings 
     return write_index(job.out_dir, f"{job.backbone} / {job.run_dir.name}", sections)
 
 
-def mark_not_run(out_dir) -> None:
-    """A "not run" record for each record of layout.AnalysisFolder.records this job did not write
-    (its analysis off in config `analysis`, or nothing to work on), so every declared output exists."""
+def mark_not_run(out_dir, names=None) -> None:
+    """A "not run" record for each record of layout.AnalysisFolder.records (or of `names`) this job did
+    not write (its analysis off in config `analysis`, or nothing to work on), so every declared output exists."""
     for name, path in layout.AnalysisFolder(out_dir).records.items():
+        if names is not None and name not in names:
+            continue
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             records.ANALYSIS_RECORDS[name].not_run(

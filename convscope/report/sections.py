@@ -118,6 +118,13 @@ class Sources:
     def sections_need_analyses(self) -> bool:
         return bool({"backbones", "explanations"} & set(self.sections))
 
+    @cached_property
+    def by_strategy(self) -> dict[str, list[dict]]:
+        """Each backbone's strategies side by side (convscope.report.by_strategy), read with the analyses."""
+        from convscope.report import by_strategy
+
+        return by_strategy.load(self.results, self.best, self.assets) if self.sections_need_analyses() else {}
+
 
 BUILDERS: dict[str, Callable[[Sources], Part]] = {}
 
@@ -174,21 +181,27 @@ def audit(src: Sources) -> Part:
 
 @builder("grid")
 def grid(src: Sources) -> Part:
-    from convscope.report import cka_column
+    from convscope.report import by_strategy, cka_column
 
     best = src.best
     # CKA is read only where the report declares the analysis records as inputs (the best runs, analysed).
     analysed = {b: info.run for b, info in best.items()} if src.sections_need_analyses() else {}
     runs = cka_column.with_cka(src.runs, analysed, src.results)
     # The nested best_trained / best_features / best_any entries are runs of the table below.
-    scalar = [f.name for f in dataclasses.fields(records.BestRun) if f.name != "run" and not f.name.startswith("best_")]
+    # by_strategy: the lines of the strategies-side-by-side figures, shown with each backbone.
+    scalar = [
+        f.name
+        for f in dataclasses.fields(records.BestRun)
+        if f.name not in ("run", "by_strategy") and not f.name.startswith("best_")
+    ]
     return Part(
         {
             "runs": parts.runs_table(runs, best, src.results),
             "runs_note": runs.get("note"),
             "best": [{"backbone": b, **info.fields(), "anchor": f"bb-{parts.slug(b)}"} for b, info in best.items()],
             "best_columns": scalar,
-            "sections": [s for s in src.grid_sections if not parts.is_check(s)],
+            "sections": [s for s in src.grid_sections if not parts.is_check(s)]
+            + by_strategy.runs_data(src.by_strategy),
         },
         [("grid", "Grid")],
     )
@@ -196,6 +209,8 @@ def grid(src: Sources) -> Part:
 
 @builder("backbones")
 def backbones(src: Sources) -> Part:
+    from convscope.report import by_strategy
+
     items = [
         {
             "name": a["name"],
@@ -204,7 +219,9 @@ def backbones(src: Sources) -> Part:
             "title": a["index"].get("title") or f"{a['name']} {a['run']}",
             "chosen_as": a["info"].chosen_as,
             "metrics": parts.scalars(a["metrics"].to_json()),
-            "sections": [s for s in a["sections"] if not parts.is_check(s)],
+            # The run's own analyses, then its strategies side by side.
+            "sections": [s for s in a["sections"] if not parts.is_check(s)]
+            + by_strategy.figures(src.by_strategy, a["name"]),
         }
         for a in src.analyses
     ]

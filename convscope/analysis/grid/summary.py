@@ -11,7 +11,8 @@ run, strategy, hp, val/test accuracy, test CI, train time, images/s) and writes
     best.json        per backbone: "run" = the run analysed in detail (the best
                      *trained* run by default: a features head on a frozen base
                      shows filters it never learned), plus "best_trained",
-                     "best_features" and "best_any" for the comparison
+                     "best_features" and "best_any" for the comparison, and
+                     "by_strategy": the best run of each (strategy, tune_depth)
     heatmaps.csv     mean validation accuracy per cell, over each pair of
                      hyperparameters that vary for a backbone (+ one PNG per pair)
     strategies.csv   best and mean validation accuracy per strategy per backbone (+ PNG)
@@ -174,6 +175,39 @@ def _entry(top: pd.Series, runs: pd.DataFrame) -> dict:
     }
 
 
+def _depth(value):
+    """A tune_depth cell as the grid wrote it: an int, "all", or None (features heads have none)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = grid.fmt(value.item() if isinstance(value, np.generic) else value)
+    return int(text) if text.isdigit() else text
+
+
+def best_per_depth(runs: pd.DataFrame, by: str = "run") -> list[dict]:
+    """One backbone's best run of each (strategy, tune_depth), in grid order (`_top` picks each).
+
+    Features heads have no tune_depth: one entry per strategy for them. `strategy_best` marks
+    the best run of its strategy over every depth (the strategy comparison's pick).
+    """
+    runs = runs[runs["val_accuracy"].notna()]
+    strategy_best = {_top(sub, by)["run"] for _, sub in runs.groupby("strategy", sort=False)}
+    depths = [_depth(v) for v in (runs["tune_depth"] if "tune_depth" in runs else [None] * len(runs))]
+    keys = pd.Series([f"{s} {d}" for s, d in zip(runs["strategy"], depths)], index=runs.index)
+    out = []
+    for key in dict.fromkeys(keys):
+        top = _top(runs[keys == key], by)
+        out.append(
+            {
+                "strategy": top["strategy"],
+                "tune_depth": _depth(top.get("tune_depth")),
+                "run": top["run"],
+                "val_accuracy": float(top["val_accuracy"]),
+                "strategy_best": top["run"] in strategy_best,
+            }
+        )
+    return out
+
+
 def best_runs(table: pd.DataFrame, selection: Selection = Selection()) -> dict[str, records.BestRun]:
     """Per backbone: the run to analyse ("run", ...) and the best trained, features and overall runs."""
     best = {}
@@ -194,7 +228,13 @@ def best_runs(table: pd.DataFrame, selection: Selection = Selection()) -> dict[s
             chosen = picks["best_any"]
             why = "best run of any strategy" if selection.analysed == "best_any" else "best run (no trained runs)"
         by = "mean validation accuracy over seeds" if selection.by == "seed_mean" else "validation accuracy"
-        best[backbone] = records.BestRun(**chosen, runs=len(runs), chosen_as=f"{why}, by {by}", **picks)
+        best[backbone] = records.BestRun(
+            **chosen,
+            runs=len(runs),
+            chosen_as=f"{why}, by {by}",
+            **picks,
+            by_strategy=best_per_depth(runs, selection.by),
+        )
     return best
 
 
