@@ -248,8 +248,11 @@ def read_prior(prior_csv: Path | None, options: dict) -> dict[str, dict]:
 _DECISION = ("status", "reason", "dup_of", "cluster", "detail")
 
 
-def decide(by_class: dict[str, list[dict]], prior: dict[str, dict], near: dedup.Near) -> int:
-    """Keep the prior's decisions for unchanged files, decide the newcomers; return how many were new."""
+def decide(by_class: dict[str, list[dict]], prior: dict[str, dict], near) -> int:
+    """Keep the prior's decisions for unchanged files, decide the newcomers; return how many were new.
+
+    near: the dedup.Near search, or a function making it (called only when there are newcomers:
+    a rerun that adds no file, e.g. after a review edit, need not build and calibrate it)."""
     established, newcomers = {c: [] for c in by_class}, {c: [] for c in by_class}
     for cls, rows in by_class.items():
         for r in rows:
@@ -259,6 +262,9 @@ def decide(by_class: dict[str, list[dict]], prior: dict[str, dict], near: dedup.
                 established[cls].append(r)
             else:
                 newcomers[cls].append(r)
+    if not any(newcomers.values()):
+        return 0
+    near = near() if callable(near) else near
     every = [r for rows in established.values() for r in rows]
     dedup.mark_ambiguous(every, [r for rows in newcomers.values() for r in rows], near)
     for cls in by_class:
@@ -313,7 +319,7 @@ def clean(
             if n % 500 == 0:
                 log.info("clean: inspected %d/%d files", n, len(jobs))
     started = time.perf_counter()
-    new = decide(by_class, earlier, _near(by_class, earlier, thumbs, options))
+    new = decide(by_class, earlier, lambda: _near(by_class, earlier, thumbs, options))
     log.info(
         "clean: %d files keep their earlier decision, %d newcomers decided now (duplicate search %.2f s)",
         len(jobs) - new,

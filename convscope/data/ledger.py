@@ -78,7 +78,10 @@ class Ledger:
         self.path = self.folder / MANIFEST
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._rows: list[dict] = []
+        # Insertion-ordered {id(row): row}: a retried failure's row is replaced in O(1), and
+        # ok rows are counted as they come, so a 100,000-image crawl stays linear.
+        self._rows: dict[int, dict] = {}
+        self._ok = 0
         self._by_key: dict[str, dict] = {}
         self._by_sha: dict[str, str] = {}
         self._in_flight: set[str] = set()
@@ -103,7 +106,7 @@ class Ledger:
                 for row in reader:
                     self._index(dict(row))
         on_disk = {p.name for p in self.folder.iterdir() if p.is_file() and p.name not in SIDECARS}
-        for row in self._rows:
+        for row in self._rows.values():
             if row["status"] == OK and row["file"] not in on_disk:
                 log.warning(
                     "class %s: %s (%s) is listed in %s but gone; marked missing",
@@ -114,8 +117,9 @@ class Ledger:
                 )
                 was = f"; was: {row['detail']}" if row["detail"] else ""
                 row.update(status=MISSING, detail=f"file gone (noticed {now()}){was}")
+                self._ok -= 1
                 self._by_sha.pop(row["sha256"], None)
-        listed = {r["file"] for r in self._rows if r["status"] == OK}
+        listed = {r["file"] for r in self._rows.values() if r["status"] == OK}
         for name in sorted(on_disk - listed):
             data = (self.folder / name).read_bytes()
             digest = sha256(data)
@@ -132,7 +136,7 @@ class Ledger:
                 )
             )
         numbers = [int(m.group(1)) for name in on_disk if (m := _NUMBERED.match(name))]
-        numbers += [int(m.group(1)) for r in self._rows if (m := _NUMBERED.match(r["file"]))]
+        numbers += [int(m.group(1)) for r in self._rows.values() if (m := _NUMBERED.match(r["file"]))]
         self._next = max(numbers, default=0) + 1
         self._rewrite()
 
@@ -142,19 +146,21 @@ class Ledger:
         if old is not None:
             if old["status"] in FINAL:
                 return  # first final row wins; a later one can only come from a bug or a hand edit
-            self._rows.remove(old)  # a retried failure: the new row replaces it
-        self._rows.append(row)
+            del self._rows[id(old)]  # a retried failure (never ok): the new row replaces it
+        self._rows[id(row)] = row
         if key:
             self._by_key[key] = row
-        if row["status"] == OK and row["sha256"]:
-            self._by_sha.setdefault(row["sha256"], row["file"])
+        if row["status"] == OK:
+            self._ok += 1
+            if row["sha256"]:
+                self._by_sha.setdefault(row["sha256"], row["file"])
 
     def _rewrite(self) -> None:
         tmp = self.folder / f"{_TMP_PREFIX}{MANIFEST}"
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()
-            writer.writerows(self._rows)
+            writer.writerows(self._rows.values())
         os.replace(tmp, self.path)
 
     def _append(self, row: dict) -> None:
@@ -166,11 +172,11 @@ class Ledger:
 
     @property
     def ok_count(self) -> int:
-        return sum(r["status"] == OK for r in self._rows)
+        return self._ok
 
     def rows(self) -> list[dict]:
         with self._lock:
-            return [dict(r) for r in self._rows]
+            return [dict(r) for r in self._rows.values()]
 
     def is_final(self, key: str) -> bool:
         row = self._by_key.get(key)

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFilter
+from sklearn.neighbors import NearestNeighbors
+from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
 MAX_SIDE = 32  # thumbnails at most this side: near copies stay near, and a pair costs 23x less than at 64
 MIN_SIDE = 16
@@ -109,6 +111,7 @@ class Pixels:
 
     def __init__(self, thumbs: list[np.ndarray], side: int):
         self.side = side
+        self._zoomed: dict[int, np.ndarray] = {}  # see _zooms
         self.shift = max(2, round(side / 16))
         self.crops = max(1, round(side / 10))
         self.x = np.stack([_resized(t, side) for t in thumbs]) if thumbs else np.zeros((0, side, side), np.uint8)
@@ -122,13 +125,21 @@ class Pixels:
 
     def variants(self, i: int) -> np.ndarray:
         """Unit rows: image i centre-cropped by 0..crops px (zoomed back), then shifted by up to shift px."""
-        a, side, s = self.x[i], self.side, self.shift
-        out = []
-        for c in range(self.crops + 1):
-            z = a if c == 0 else np.asarray(Image.fromarray(a).crop((c, c, side - c, side - c)).resize((side, side)))
-            windows = np.lib.stride_tricks.sliding_window_view(z, (side - 2 * s, side - 2 * s))
-            out.append(windows.reshape(-1, (side - 2 * s) ** 2))
-        return _unit(np.concatenate(out).astype(np.float32))
+        w = self.side - 2 * self.shift
+        windows = np.lib.stride_tricks.sliding_window_view(self._zooms(i), (w, w), axis=(1, 2))
+        return _unit(windows.reshape(-1, w * w).astype(np.float32))
+
+    def _zooms(self, i: int) -> np.ndarray:
+        """Image i centre-cropped by 0..crops px and zoomed back, stacked; made once per image (an image
+        is scored in several searches, and these resizes were most of the search's time)."""
+        if i not in self._zoomed:
+            a, side = self.x[i], self.side
+            crops = [
+                Image.fromarray(a).crop((c, c, side - c, side - c)).resize((side, side))
+                for c in range(1, self.crops + 1)
+            ]
+            self._zoomed[i] = np.stack([a, *(np.asarray(z) for z in crops)])
+        return self._zoomed[i]
 
     def candidates(self, queries: np.ndarray, pool: np.ndarray, k: int = CANDIDATES) -> dict[int, np.ndarray]:
         """{query index: its nearest pool indices} by blurred 8x8 correlation, plain and moment-normalised (k each)."""
@@ -136,12 +147,12 @@ class Pixels:
             return {}
         found = {int(q): set() for q in queries}
         for feats in (self.coarse, self.moments):
-            sim = feats[queries] @ feats[pool].T
-            sim[queries[:, None] == pool[None, :]] = -np.inf  # an image is never its own candidate
-            kk = min(k, len(pool))
-            top = np.argpartition(-sim, kk - 1, axis=1)[:, :kk]
-            for r, (q, t) in enumerate(zip(queries, top)):
-                found[int(q)].update(int(p) for p in pool[t][np.isfinite(sim[r, t])])
+            # Exact search in chunks (scikit-learn's brute force): the whole similarity matrix would
+            # be 40 GB at 100,000 images. On unit rows, Euclidean order is correlation order.
+            near = NearestNeighbors(n_neighbors=min(k + 1, len(pool)), algorithm="brute").fit(feats[pool])
+            top = pool[near.kneighbors(feats[queries], return_distance=False)]
+            for q, row in zip(queries.tolist(), top.tolist()):
+                found[q].update([p for p in row if p != q][:k])  # an image is never its own candidate
         return {q: np.array(sorted(ps), dtype=int) for q, ps in found.items()}
 
     def residuals(self, pairs: set[tuple[int, int]]) -> dict[tuple[int, int], float]:
@@ -151,12 +162,15 @@ class Pixels:
         for i, j in pairs:
             partners.setdefault(i, []).append((i, j))
             partners.setdefault(j, []).append((i, j))
-        for n, ps in partners.items():
-            v = self.variants(n)
-            others = [j if i == n else i for i, j in ps]
-            corr = (v @ self.centre[others].T).max(axis=0)
-            for p, c in zip(ps, corr):
-                best[p] = max(best[p], float(c))
+        # One BLAS thread: these products are small, and a thread pool's start-up per product cost
+        # 3x the wall time of the whole search on a loaded 2-core machine.
+        with threadpool_limits(limits=1, user_api="blas"):
+            for n, ps in partners.items():
+                v = self.variants(n)
+                others = [j if i == n else i for i, j in ps]
+                corr = (v @ self.centre[others].T).max(axis=0)
+                for p, c in zip(ps, corr.tolist()):
+                    best[p] = max(best[p], c)
         return {p: max(0.0, 1 - c) for p, c in best.items()}
 
     def calibrate(self, among: np.ndarray, factor: float, seed: int = 0) -> Calibration:
