@@ -199,6 +199,16 @@ def corruption_figure(table: pd.DataFrame, path: Path, title: str) -> Path:
     return plots.save_figure(fig, path)
 
 
+TIE = 0.01  # mean accuracies closer than this are named together: the order would flip with the seed
+
+
+def _ranked(mean: pd.Series, end: int) -> str:
+    """The strategy at `end` (0: highest, -1: lowest) of `mean`, with any within TIE of it: "a keeps" / "a and b keep"."""
+    level = mean.iloc[end]
+    names = [s for s, v in mean.items() if abs(v - level) < TIE]
+    return f"{names[0]} keeps" if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]} keep"
+
+
 def corruption_statement(table: pd.DataFrame) -> str:
     """One sentence comparing the strategies at the worst severity of the corruption that separates them most."""
     from convscope.analysis.trust.corruptions import TITLES
@@ -219,7 +229,7 @@ def corruption_statement(table: pd.DataFrame) -> str:
     mean = at.mean(axis=0).sort_values(ascending=False)
     return (
         f"{text}: the corruption that separates the strategies most. Averaged over the {len(at)} corruptions at "
-        f"severity {worst}, {mean.index[0]} keeps the most ({mean.iloc[0]:.2f}), {mean.index[-1]} the least "
+        f"severity {worst}, {_ranked(mean, 0)} the most ({mean.iloc[0]:.2f}), {_ranked(mean, -1)} the least "
         f"({mean.iloc[-1]:.2f})."
     )
 
