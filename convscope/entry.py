@@ -48,3 +48,27 @@ def job_options(snakemake):
         jobs_per_gpu=snakemake.config["train"]["jobs_per_gpu"],
         started=_started,
     )
+
+
+def model_job(snakemake, out_dir) -> dict:
+    """The keyword arguments of an analyse or probe job (analyse_model, probe_model): one
+    run's model, its prepared test split and run folder, and where the job writes."""
+    from pathlib import Path
+
+    from convscope.analysis.run import JobPaths, JobSettings
+
+    return {
+        "paths": JobPaths(
+            model=Path(snakemake.input.model),
+            prepared=Path(snakemake.input.test[0]).parent,
+            run=Path(snakemake.input.metrics).parent,
+            out=Path(out_dir),
+        ),
+        "classes": snakemake.params.classes,
+        "options": snakemake.params.options,
+        "settings": JobSettings(
+            backbone=snakemake.wildcards.backbone,
+            fresh=True,
+            backbone_options=snakemake.params.backbone_options,
+        ),
+    }

@@ -1,22 +1,8 @@
 from pathlib import Path
 
-from convscope.entry import job
+from convscope.entry import job, model_job
 
 with job(snakemake, backend=snakemake.params.backend):
-    from convscope.analysis.run import JobPaths, JobSettings, analyse_model
+    from convscope.analysis.run import analyse_model
 
-    analyse_model(
-        paths=JobPaths(
-            model=Path(snakemake.input.model),
-            prepared=Path(snakemake.input.test[0]).parent,
-            run=Path(snakemake.input.metrics).parent,
-            out=Path(snakemake.output.index).parent,
-        ),
-        classes=snakemake.params.classes,
-        options=snakemake.params.options,
-        settings=JobSettings(
-            backbone=snakemake.wildcards.backbone,
-            fresh=True,
-            backbone_options=snakemake.params.backbone_options,
-        ),
-    )
+    analyse_model(**model_job(snakemake, Path(snakemake.output.index).parent))

@@ -40,6 +40,10 @@ class Line:
     cka: dict | None
     corruptions: dict | None
 
+    def columns(self, backbone: str) -> dict:
+        """The columns that name this line in a table row."""
+        return {"backbone": backbone, "strategy": self.strategy, "tune_depth": self.tune_depth, "run": self.run}
+
     def label(self, lines: list[Line]) -> str:
         """The strategy, with its depth when the strategy has several lines."""
         several = sum(x.strategy == self.strategy for x in lines) > 1
@@ -73,10 +77,7 @@ def cka_table(backbone: str, lines: list[Line]) -> pd.DataFrame:
     """One row per (run, block) of the runs whose CKA ran: the data of cka.png."""
     rows = [
         {
-            "backbone": backbone,
-            "strategy": line.strategy,
-            "tune_depth": line.tune_depth,
-            "run": line.run,
+            **line.columns(backbone),
             "line": line.label(lines),
             "depth": k,
             "block": b["block"],
@@ -150,10 +151,7 @@ def corruption_table(backbone: str, lines: list[Line]) -> pd.DataFrame:
     """Every run's accuracy per corruption and severity (the runs data; strategy_best: drawn in the figure)."""
     rows = [
         {
-            "backbone": backbone,
-            "strategy": line.strategy,
-            "tune_depth": line.tune_depth,
-            "run": line.run,
+            **line.columns(backbone),
             "strategy_best": line.strategy_best,
             "corruption": r["corruption"],
             "severity": int(r["severity"]),
