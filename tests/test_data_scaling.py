@@ -20,7 +20,7 @@ OPTIONS = {"min_side": 16, "max_pixels": 50_000_000, "near_copy": 10}
 
 
 def png(seed: int) -> bytes:
-    return synthetic.png_bytes(synthetic.draw("c", "circle", seed, 1, size=24).image)
+    return synthetic.png_bytes(synthetic.draw("c", "circle", seed, 1, synthetic.Scene.of(size=24)).image)
 
 
 def test_ledger_ok_count_follows_every_status_change(tmp_path):
@@ -46,7 +46,9 @@ def test_ledger_ok_count_follows_every_status_change(tmp_path):
 
 
 def thumbs(n: int, side: int = 16) -> list[np.ndarray]:
-    return [nearcopy.thumbnail(synthetic.draw("c", "square", 3, i, size=side).image) for i in range(n)]
+    return [
+        nearcopy.thumbnail(synthetic.draw("c", "square", 3, i, synthetic.Scene.of(size=side)).image) for i in range(n)
+    ]
 
 
 def test_candidates_are_the_exact_nearest_by_correlation():
@@ -80,7 +82,7 @@ def write_raw(root, per_class: int = 40):
         folder = root / c
         folder.mkdir(parents=True)
         for i in range(per_class):
-            synthetic.draw(c, shape, 5, i, size=32).image.save(folder / f"{i:06d}.png")
+            synthetic.draw(c, shape, 5, i, synthetic.Scene.of(size=32)).image.save(folder / f"{i:06d}.png")
     src = Image.open(root / "circle" / "000003.png")
     src.save(root / "circle" / "000900.png")  # an exact copy
     Image.fromarray(np.clip(np.asarray(src, np.int16) + 6, 0, 255).astype(np.uint8)).save(
