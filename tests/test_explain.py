@@ -104,7 +104,7 @@ def check_filter_vis_raises_activation():
             size=(16, 16),
             settings=Settings.from_options({"steps": 48, "fourier": fourier, "seed": 1}),
         )
-        assert r.images.shape == (3, 16, 16, 3) and r.images.dtype == np.uint8
+        assert r.images.shape == (3, 16, 16, 3) and r.images.dtype == np.uint8  # size 128 > 16: the input's
         # the optimised image excites its channel far more than the (flat grey) starting image
         assert (r.final > 10 * np.abs(r.start) + 0.03).all(), (fourier, r.start, r.final)
         if not fourier:
@@ -118,6 +118,12 @@ def check_filter_vis_raises_activation():
             rtol=0.05,
             atol=0.02,
         )
+    # below the input size (analysis.filter_vis.size): smaller pictures, through the same layers
+    small = visualize(
+        c.to_layer, channels, size=(16, 16), settings=Settings.from_options({"steps": 48, "size": 10, "seed": 1})
+    )
+    assert small.images.shape == (3, 10, 10, 3) and small.input_size == (16, 16)
+    assert (small.final > 10 * np.abs(small.start) + 0.03).all(), (small.start, small.final)
 
 
 def check_change_finds_planted_changes():
@@ -145,16 +151,18 @@ def check_change_finds_planted_changes():
     assert bare["conv1"]["relative_change"] == pytest.approx(expect, rel=1e-5)
 
     images = np.random.default_rng(1).integers(0, 256, (10, 12, 12, 3)).astype(np.uint8)
-    for ref in (reference, reference.get_layer("base")):
+    # the bare base's pictures below the input size (analysis.filter_vis.size), through the same layers
+    for ref, side in ((reference, None), (reference.get_layer("base"), 8)):
         what = Comparison(
             "last",
             [1, 3],
             embed_layer="last",
             size=(12, 12),
-            settings=Settings.from_options({"steps": 24, "seed": 0}),
+            settings=Settings.from_options({"steps": 24, "seed": 0, "size": side}),
             gray_std=0.02,
         )
         out = compare_channels(model, ref, images, what)
+        assert out["reference"].images.shape[1:3] == out["finetuned"].images.shape[1:3] == (side or 12,) * 2
         by_ch = {r["channel"]: r for r in out["rows"]}
         assert by_ch[3]["finetuned_dead"] and not by_ch[3]["reference_dead"]
         assert by_ch[3]["finetuned_gray"] and not by_ch[3]["reference_gray"]
