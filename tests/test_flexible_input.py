@@ -78,9 +78,8 @@ def test_the_native_size_keeps_the_fixed_cut(cuts):
 
 def test_feature_visualisation_below_the_input_size_raises_its_channels(cuts):
     """AlexNet (227 px input) visualised at 35 px: pictures of that size whose channels beat their start."""
-    from convscope.analysis.standard.filter_vis import Settings, channel_means, visualize
-
     from convscope.analysis.flexible_input import at_side
+    from convscope.analysis.standard.filter_vis import Settings, channel_means, visualize
 
     to_layer = cuts["alexnet"].to_layer
     small = at_side(to_layer, 35)
