@@ -195,7 +195,8 @@ def compare_channels(model, base_reference, images, what: Comparison, *, finetun
     model_cut = model_cut if model_cut is not None else cut(model, layer)
     ft_to = model_cut.to_layer
     ref_to = reference_to_layer(model, base_reference, layer, model_cut)
-    if finetuned is None or list(finetuned.channels) != [int(c) for c in channels]:
+    same_size = finetuned is not None and finetuned.images.shape[1:3] == settings.image_size(what.size)
+    if not same_size or list(finetuned.channels) != [int(c) for c in channels]:
         finetuned = visualize(ft_to, channels, size=what.size, settings=settings)
     reference = visualize(ref_to, channels, size=what.size, settings=settings)
     embed = what.embed_layer

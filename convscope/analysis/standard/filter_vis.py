@@ -39,7 +39,7 @@ class Settings:
     tv_weight: float  # total variation penalty, relative to the layer's activation scale
     fourier: bool  # decorrelated Fourier + colour parameterisation
     seed: int
-    size: int | None = None  # side of the optimised images in px (None: the network's input size)
+    size: int | None  # side of the optimised images in px (None: the network's input size)
 
     @classmethod
     def from_options(cls, options: dict | None) -> Settings:
