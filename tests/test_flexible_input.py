@@ -105,3 +105,20 @@ def test_image_size_is_decided_in_one_place():
     assert Settings.from_options({"size": 128}).image_size((224, 224)) == (128, 128)
     assert Settings.from_options({"size": 128}).image_size((64, 64)) == (64, 64)  # never above the input
     assert Settings.from_options({"size": None}).image_size((299, 299)) == (299, 299)
+
+
+def test_a_saved_and_loaded_classifier_rebuilds_too(tmp_path):
+    """The analyse job cuts the model it loads from disk (augmentation on, a pooled head): same answer."""
+    from convscope.analysis.flexible_input import at_side
+    from convscope.analysis.split_model import cut
+    from convscope.models.build import build_classifier, load_model
+
+    built = build_classifier("alexnet", 3, input_size=96, weights="none", seed=1, augment="standard", head="pooled")
+    built.save(tmp_path / "model.keras")
+    fixed = cut(load_model(tmp_path / "model.keras", compile=False), "conv5").to_layer
+    x = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 3)).astype(np.float32)
+    flexible = at_side(fixed, 64)
+    assert flexible is not fixed
+    np.testing.assert_allclose(np.asarray(flexible(x)), np.asarray(fixed(x)), rtol=1e-5, atol=1e-4)
+    small, native = np.asarray(flexible(x[:, :64, :64])).shape, np.asarray(fixed(x)).shape
+    assert small[1] < native[1] and small[2] < native[2], (small, native)
