@@ -204,7 +204,7 @@ def check_explain_model_writes_its_sections():
         "batch_size": 4,
         "occlusion": {"patch": 4, "stride": 4},
         "saliency": {"smoothgrad_samples": 2},
-        "filter_vis": {"steps": 8, "channels": 2},
+        "filter_vis": {"steps": 8, "channels": 2, "size": 8},  # below the 12 px input: the flexible cut
         "checks": {"max_images": 6, "curve_images": 4, "deletion_steps": 4},
         "scorecam": {"channels": 2},
         "integrated_gradients": {"steps": 4},
@@ -279,6 +279,11 @@ def check_explain_model_writes_its_sections():
         assert np.allclose(start, start.iloc[0])  # every method starts from the same, undeleted images
         change = pd.read_csv(out / "explain" / "change_channels.csv")
         assert len(change) == 2
+        # the pictures' resolution is said in the table and the captions
+        assert list(pd.read_csv(out / "explain" / "filter_vis.csv")["size"]) == [8, 8]
+        for sid in ("filter_vis", "change"):
+            caption = [s for s in sections if s["id"] == sid][0]["items"][0]["caption"]
+            assert "optimised at 8 px (analysis.filter_vis.size; the network's input is 12 px)" in caption, caption
         samples = pd.read_csv(out / "explain" / "explained_samples.csv")
         assert len(samples) == 3 and {"gradcam_peak_row", "occlusion_peak_col", "smoothgrad_peak_row"} <= set(
             samples.columns
