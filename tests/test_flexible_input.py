@@ -122,3 +122,17 @@ def test_a_saved_and_loaded_classifier_rebuilds_too(tmp_path):
     np.testing.assert_allclose(np.asarray(flexible(x)), np.asarray(fixed(x)), rtol=1e-5, atol=1e-4)
     small, native = np.asarray(flexible(x[:, :64, :64])).shape, np.asarray(fixed(x)).shape
     assert small[1] < native[1] and small[2] < native[2], (small, native)
+
+
+def test_a_layer_past_the_flatten_is_refused_by_name():
+    """A Dense layer's input is tied to the native size: the error names the layer key, not a Keras shape error."""
+    import keras
+
+    from convscope.analysis.flexible_input import at_side
+
+    image = keras.Input((16, 16, 3))
+    conv = keras.layers.Conv2D(2, 3)(image)
+    model = keras.Model(image, keras.layers.Dense(4)(keras.layers.Flatten()(conv)))
+    with pytest.raises(ValueError, match=r"analysis\.filter_vis\.layer"):
+        at_side(model, 8)
+    assert at_side(keras.Model(image, conv), 8)(np.zeros((1, 8, 8, 3), np.float32)).shape == (1, 6, 6, 2)

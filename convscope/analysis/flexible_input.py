@@ -111,11 +111,17 @@ def at_side(to_layer, side: int):
     native = to_layer.inputs[0].shape[1:3]
     if tuple(native) == (side, side):
         return to_layer
+    if len(to_layer.outputs[0].shape) != 4:
+        raise ValueError(
+            f"{to_layer.name!r} ends in a {len(to_layer.outputs[0].shape)}-D output, not a convolutional map: "
+            f"only a conv layer can be visualised below the input size; set analysis.filter_vis.layer to one, "
+            f"or {SIZE_KEY} to null"
+        )
     flexible = _REBUILT.get(to_layer)
     if flexible is None:
         flexible = _REBUILT[to_layer] = rebuild(to_layer)
     if map_size(flexible, side) is None:
-        smallest = smallest_side(flexible, max(d for d in native if d is not None))
+        smallest = smallest_side(flexible, max([d for d in native if d is not None], default=1024))
         raise ValueError(
             f"config key {SIZE_KEY}: at {side} px the output of {to_layer.name!r} would be smaller than 1 x 1; "
             f"set it to at least {smallest} px (or null for the network's input size)"
