@@ -10,6 +10,13 @@ insertion curves, the randomisation sanity check). Prints both and their ratio, 
 wall and in CPU time (the CPU ratio holds up better on a shared, loaded machine).
 
     PYTHONPATH=. .venv/bin/python bench/explain_cost.py [--backbone alexnet --size 64 --images 48]
+
+--filter-vis-size N instead times feature visualisation alone (the schema's default
+settings: 6 channels, 96 steps) of the backbone's last conv layer at the input size
+and at N px (analysis.filter_vis.size, issue 27), in the same process, and prints
+both and their ratio:
+
+    PYTHONPATH=. .venv/bin/python bench/explain_cost.py --backbone vgg16 --size 224 --filter-vis-size 128
 """
 
 from __future__ import annotations
@@ -51,11 +58,15 @@ def main(argv=None) -> dict:
     p.add_argument("--backend", default="tensorflow", choices=["tensorflow", "jax"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reference-only", action="store_true", help="time only today's methods (a tree before issue 13)")
+    p.add_argument("--filter-vis-size", type=int, help="time feature visualisation alone: input size vs this size")
+    p.add_argument("--channels", type=int, default=6, help="channels feature visualisation optimises (with the above)")
     args = p.parse_args(argv)
 
     from convscope import backend
 
     backend.select(args.backend, threads=args.threads)
+    if args.filter_vis_size:
+        return filter_vis_sizes(args)
     import numpy as np
 
     from convscope.analysis import options as analysis_options
@@ -102,6 +113,41 @@ def main(argv=None) -> dict:
         ref, new = seconds.values()
         (cref, cnew) = cpu.values()
         print(f"ratio all / reference: {new / ref:.2f} wall, {cnew / cref:.2f} CPU")
+    return seconds
+
+
+def filter_vis_sizes(args) -> dict:
+    """Feature visualisation of `--channels` channels of the last conv layer at the input size, then at
+    --filter-vis-size px; the schema's default settings otherwise. Returns seconds per size."""
+    import numpy as np
+
+    from convscope import backbones as registry
+    from convscope.analysis.split_model import cut
+    from convscope.analysis.standard.filter_vis import Settings, visualize
+    from convscope.models.build import build_classifier
+
+    model = build_classifier(args.backbone, args.classes, input_size=args.size, weights="none", seed=1)
+    to_layer = cut(model, registry.get(args.backbone).last_conv).to_layer
+    size = (args.size, args.size)
+    seconds, cpu = {}, {}
+    for side in (None, args.filter_vis_size):
+        settings = Settings.from_options({"size": side})
+        shown = settings.image_size(size)[0]
+        t0, c0 = time.perf_counter(), time.process_time()
+        r = visualize(to_layer, list(range(args.channels)), size=size, settings=settings)
+        seconds[shown], cpu[shown] = time.perf_counter() - t0, time.process_time() - c0
+        rose = int((r.final > r.start).sum())
+        print(
+            f"{args.backbone}@{args.size}, {args.channels} channels, {settings.steps} steps, images {shown} px: "
+            f"{seconds[shown]:.1f} s wall, {cpu[shown]:.1f} s CPU; activation rose on {rose} of {args.channels}, "
+            f"final/start median {np.median(r.final / np.maximum(np.abs(r.start), 1e-9)):.3g}",
+            flush=True,
+        )
+    (native, small) = seconds
+    print(
+        f"ratio {native} px / {small} px: {seconds[native] / seconds[small]:.2f} wall, "
+        f"{cpu[native] / cpu[small]:.2f} CPU"
+    )
     return seconds
 
 

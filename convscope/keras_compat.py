@@ -22,6 +22,7 @@ REQUIRED = (
     ("Layer._layers", "models.build: set trainable on every nested layer"),
     ("Functional._nodes_by_depth", "analysis.split_model: find where a layer is called"),
     ("KerasTensor._keras_history", "analysis.split_model: the layer that made a model output"),
+    ("Function._run_through_graph", "analysis.flexible_input: replay a model's graph on an input of another size"),
     ("keras.src.backend.config._KERAS_DIR", "tests: a throw-away Keras cache"),
     (
         "keras.src.trainers.data_adapters.py_dataset_adapter.PyDatasetAdapter",
@@ -102,6 +103,11 @@ def call_nodes(model) -> list:
     return [n for depth in model._nodes_by_depth.values() for n in depth]
 
 
+def run_graph(model, inputs, call_fn):
+    """A functional model's graph applied to `inputs`, each node's call made by call_fn(operation, *args, **kwargs)."""
+    return model._run_through_graph(inputs, call_fn=call_fn)
+
+
 def producing_operation(tensor):
     """The layer/operation whose call produced a symbolic tensor."""
     return tensor._keras_history.operation
@@ -122,6 +128,7 @@ def missing_internals() -> list[str]:
         "Layer._layers": lambda: _probe_model().get_layer("block").__dict__["_layers"],
         "Functional._nodes_by_depth": lambda: call_nodes(_probe_model()),
         "KerasTensor._keras_history": lambda: producing_operation(_probe_model().outputs[0]),
+        "Function._run_through_graph": lambda: _probe_model()._run_through_graph,
         "keras.src.backend.config._KERAS_DIR": keras_home_setting,
         "keras.src.trainers.data_adapters.py_dataset_adapter.PyDatasetAdapter": _probe_adapter,
     }

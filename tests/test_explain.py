@@ -104,7 +104,7 @@ def check_filter_vis_raises_activation():
             size=(16, 16),
             settings=Settings.from_options({"steps": 48, "fourier": fourier, "seed": 1}),
         )
-        assert r.images.shape == (3, 16, 16, 3) and r.images.dtype == np.uint8
+        assert r.images.shape == (3, 16, 16, 3) and r.images.dtype == np.uint8  # size 128 > 16: the input's
         # the optimised image excites its channel far more than the (flat grey) starting image
         assert (r.final > 10 * np.abs(r.start) + 0.03).all(), (fourier, r.start, r.final)
         if not fourier:
@@ -118,6 +118,12 @@ def check_filter_vis_raises_activation():
             rtol=0.05,
             atol=0.02,
         )
+    # below the input size (analysis.filter_vis.size): smaller pictures, through the same layers
+    small = visualize(
+        c.to_layer, channels, size=(16, 16), settings=Settings.from_options({"steps": 48, "size": 10, "seed": 1})
+    )
+    assert small.images.shape == (3, 10, 10, 3) and small.input_size == (16, 16)
+    assert (small.final > 10 * np.abs(small.start) + 0.03).all(), (small.start, small.final)
 
 
 def check_change_finds_planted_changes():
@@ -145,16 +151,18 @@ def check_change_finds_planted_changes():
     assert bare["conv1"]["relative_change"] == pytest.approx(expect, rel=1e-5)
 
     images = np.random.default_rng(1).integers(0, 256, (10, 12, 12, 3)).astype(np.uint8)
-    for ref in (reference, reference.get_layer("base")):
+    # the bare base's pictures below the input size (analysis.filter_vis.size), through the same layers
+    for ref, side in ((reference, None), (reference.get_layer("base"), 8)):
         what = Comparison(
             "last",
             [1, 3],
             embed_layer="last",
             size=(12, 12),
-            settings=Settings.from_options({"steps": 24, "seed": 0}),
+            settings=Settings.from_options({"steps": 24, "seed": 0, "size": side}),
             gray_std=0.02,
         )
         out = compare_channels(model, ref, images, what)
+        assert out["reference"].images.shape[1:3] == out["finetuned"].images.shape[1:3] == (side or 12,) * 2
         by_ch = {r["channel"]: r for r in out["rows"]}
         assert by_ch[3]["finetuned_dead"] and not by_ch[3]["reference_dead"]
         assert by_ch[3]["finetuned_gray"] and not by_ch[3]["reference_gray"]
@@ -196,7 +204,7 @@ def check_explain_model_writes_its_sections():
         "batch_size": 4,
         "occlusion": {"patch": 4, "stride": 4},
         "saliency": {"smoothgrad_samples": 2},
-        "filter_vis": {"steps": 8, "channels": 2},
+        "filter_vis": {"steps": 8, "channels": 2, "size": 8},  # below the 12 px input: the flexible cut
         "checks": {"max_images": 6, "curve_images": 4, "deletion_steps": 4},
         "scorecam": {"channels": 2},
         "integrated_gradients": {"steps": 4},
@@ -271,6 +279,11 @@ def check_explain_model_writes_its_sections():
         assert np.allclose(start, start.iloc[0])  # every method starts from the same, undeleted images
         change = pd.read_csv(out / "explain" / "change_channels.csv")
         assert len(change) == 2
+        # the pictures' resolution is said in the table and the captions
+        assert list(pd.read_csv(out / "explain" / "filter_vis.csv")["size"]) == [8, 8]
+        for sid in ("filter_vis", "change"):
+            caption = [s for s in sections if s["id"] == sid][0]["items"][0]["caption"]
+            assert "optimised at 8 px (analysis.filter_vis.size; the network's input is 12 px)" in caption, caption
         samples = pd.read_csv(out / "explain" / "explained_samples.csv")
         assert len(samples) == 3 and {"gradcam_peak_row", "occlusion_peak_col", "smoothgrad_peak_row"} <= set(
             samples.columns

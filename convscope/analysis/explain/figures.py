@@ -124,6 +124,15 @@ def _caption(name, heading) -> str:
     return text
 
 
+def _optimised_at(result) -> str:
+    """'128 px (...; the network's input is 224 px)': the resolution feature visualisation optimised at."""
+    side = result.images.shape[1]
+    native = getattr(result, "input_size", None)
+    if native is None or tuple(native) == tuple(result.images.shape[1:3]):
+        return f"{side} px, the network's input size"
+    return f"{side} px (analysis.filter_vis.size; the network's input is {native[0]} px)"
+
+
 def filter_section(result, layer, folder, root, settings):
     table = pd.DataFrame(
         {
@@ -131,6 +140,7 @@ def filter_section(result, layer, folder, root, settings):
             "start_activation": result.start,
             "final_activation": result.final,
             "pixel_std": result.pixel_std,
+            "size": result.images.shape[1],
         }
     )
     csv = layout.ExplainFolder(folder).filter_vis_csv
@@ -150,7 +160,8 @@ def filter_section(result, layer, folder, root, settings):
             item(
                 "image",
                 path,
-                f"Images optimised to excite single channels of {layer} ({settings.steps} steps of gradient ascent, "
+                f"Images optimised at {_optimised_at(result)} to excite single channels of {layer}: "
+                f"{settings.steps} steps of gradient ascent ("
                 f"{param} parameterisation, random jitter ±{settings.jitter}px, scale ±{settings.scale:.0%}, rotation "
                 f"±{settings.rotation:g}°, total-variation penalty {settings.tv_weight:g}). Title: channel and its mean "
                 f"activation on the image; the table has its value on the gray starting image too.",
@@ -233,7 +244,8 @@ def change_section(result, weights, what, folder, root, start=None):
                 "image",
                 c_png,
                 f"Feature visualizations of the same channels of {layer} before (left, {start.what}) and after "
-                f"{start.training} (right); cos = cosine similarity of the two pictures' embeddings "
+                f"{start.training} (right), optimised at {_optimised_at(result['finetuned'])}; cos = cosine "
+                f"similarity of the two pictures' embeddings "
                 f"({start.before} {what.embed_layer}, pooled): near 1 = the channel kept its feature. 'gray' = the "
                 f"picture stayed flat (pixel std < {gray_std}), 'dead' = zero on every test image.",
                 c_csv,

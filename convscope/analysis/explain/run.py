@@ -197,7 +197,8 @@ def _feature_sections(ctx, spec, inputs, folder, root) -> list[dict]:
         fv_cut = cut(ctx.model, fv_layer) if fv_layer != ctx.layer else ctx.cut
         channels = _channels(fv_cut, fv["channels"], x, ctx.batch_size, fv_layer)
         settings = filter_vis.Settings.from_options({**fv, "seed": ctx.seed})
-        with timer(f"feature visualization ({len(channels)} channels of {fv_layer})"):
+        side = settings.image_size(x.shape[1:3])[0]
+        with timer(f"feature visualization ({len(channels)} channels of {fv_layer} at {side} px)"):
             ft_result = filter_vis.visualize(fv_cut.to_layer, channels, size=x.shape[1:3], settings=settings)
         if fv["enabled"]:
             sections.append(figures.filter_section(ft_result, fv_layer, folder, root, settings))

@@ -6,9 +6,9 @@ the bare base model). Three views:
 - relative weight change per layer, ||W_ft - W_ref|| / ||W_ref|| over all of a
   layer's variables (BatchNorm statistics included);
 - for chosen channels, feature visualizations of the reference and of the
-  fine-tuned network side by side, with the cosine similarity of the two
-  pictures' embeddings (global-average-pooled last-conv activations of the
-  reference network: one fixed feature space for both pictures);
+  fine-tuned network side by side (at analysis.filter_vis.size), with the cosine
+  similarity of the two pictures' embeddings (global-average-pooled last-conv
+  activations of the reference network: one fixed feature space for both pictures);
 - channels flagged "dead" (activation zero on every test image) and "gray"
   (the visualization stayed near its flat start: nothing to climb).
 """
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from convscope.analysis.split_model import as_model, cut, find_layer
-from convscope.analysis.standard.filter_vis import Settings, channel_means, visualize
+from convscope.analysis.standard.filter_vis import Settings, at_image_size, channel_means, visualize
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ class Comparison:
     layer: str  # the layer whose channels are visualised
     channels: list  # channel indices of that layer
     embed_layer: str  # the reference network's layer whose pooled activations embed the pictures
-    size: tuple  # (height, width) of the pictures
+    size: tuple  # (height, width) of the network's input; the pictures are settings.image_size(size)
     settings: Settings | None  # feature visualization settings (None: the schema's defaults)
     gray_std: float  # pixel std below which a picture counts as flat ("gray"): analysis.change.gray_std
 
@@ -195,11 +195,14 @@ def compare_channels(model, base_reference, images, what: Comparison, *, finetun
     model_cut = model_cut if model_cut is not None else cut(model, layer)
     ft_to = model_cut.to_layer
     ref_to = reference_to_layer(model, base_reference, layer, model_cut)
-    if finetuned is None or list(finetuned.channels) != [int(c) for c in channels]:
+    same_size = finetuned is not None and finetuned.images.shape[1:3] == settings.image_size(what.size)
+    if not same_size or list(finetuned.channels) != [int(c) for c in channels]:
         finetuned = visualize(ft_to, channels, size=what.size, settings=settings)
     reference = visualize(ref_to, channels, size=what.size, settings=settings)
     embed = what.embed_layer
     ref_embed = reference_to_layer(model, base_reference, embed) if embed != layer else ref_to
+    # The pictures may be smaller than the input (analysis.filter_vis.size): embedded on the same layers.
+    ref_embed = at_image_size(ref_embed, what.size, settings)
     similarity = cosine(channel_means(ref_embed, reference.images), channel_means(ref_embed, finetuned.images))
     _, ft_dead = dead_channels(ft_to, images)
     _, ref_dead = dead_channels(ref_to, images)

@@ -39,6 +39,7 @@ class Settings:
     tv_weight: float  # total variation penalty, relative to the layer's activation scale
     fourier: bool  # decorrelated Fourier + colour parameterisation
     seed: int
+    size: int | None  # side of the optimised images in px (None: the network's input size)
 
     @classmethod
     def from_options(cls, options: dict | None) -> Settings:
@@ -48,6 +49,18 @@ class Settings:
         merged = {**cfg.defaults("analysis")["filter_vis"], "seed": 0, **(options or {})}
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in merged.items() if k in known})
+
+    def image_size(self, input_size) -> tuple[int, int]:
+        """(H, W) of the optimised images for a network whose input is `input_size` (H, W).
+
+        The one place that decides it: `size` square, never larger than the input
+        (a 64 px network keeps 64); the input size itself when `size` is None.
+        """
+        height, width = (int(d) for d in input_size)
+        if self.size is None:
+            return height, width
+        side = min(int(self.size), height, width)
+        return side, side
 
 
 def sampling(height: int, width: int, *, shift=(0.0, 0.0), zoom: float = 1.0, angle: float = 0.0):
@@ -137,6 +150,7 @@ class Result:
     start: np.ndarray  # K, target channel's mean activation on the starting image
     final: np.ndarray  # K, the same on the visualisation
     pixel_std: np.ndarray  # K, std of the visualisation's pixels in [0, 1]
+    input_size: tuple | None = None  # (H, W) of the network's input (the images may be smaller)
 
 
 def _checked_onehot(n_channels: int, channels: list[int]) -> np.ndarray:
@@ -176,18 +190,31 @@ def _objective(image: _Image, to_layer, k: int, tv_weight: float):
     return objective
 
 
+def at_image_size(to_layer, input_size, settings: Settings):
+    """`to_layer` for the images `settings` optimises: itself at the input size, else its
+    rebuild on the same layers for the smaller images (convscope.analysis.flexible_input)."""
+    height, width = settings.image_size(input_size)
+    if (height, width) == tuple(int(d) for d in input_size):
+        return to_layer
+    from convscope.analysis import flexible_input
+
+    return flexible_input.at_side(to_layer, height)
+
+
 def visualize(to_layer, channels, *, size, settings: Settings | None = None) -> Result:
     """Optimise one image per channel of the layer `to_layer` ends at.
 
     to_layer: keras.Model, images (K x H x W x 3, uint8-valued float) -> activations
         K x h x w x C, e.g. convscope.analysis.split_model.cut(model, layer).to_layer.
-    size: (H, W) of the model input. settings: None for the schema's defaults.
+    size: (H, W) of the model input; the images are settings.image_size(size).
+    settings: None for the schema's defaults.
     """
     from keras import ops
 
     settings = settings or Settings.from_options(None)
     channels = [int(c) for c in channels]
-    height, width = size
+    to_layer = at_image_size(to_layer, size, settings)
+    height, width = settings.image_size(size)
     rng = np.random.default_rng(settings.seed)
     image = _Image(len(channels), height, width, settings.fourier, rng)
     start_images = ops.convert_to_numpy(image.render(ops.convert_to_tensor(image.init)))
@@ -219,4 +246,5 @@ def visualize(to_layer, channels, *, size, settings: Settings | None = None) -> 
         start=start_act.mean(axis=(1, 2))[rows, channels],
         final=final_act[rows, channels],
         pixel_std=(final_images / 255.0).reshape(len(channels), -1).std(axis=1),
+        input_size=tuple(int(d) for d in size),
     )
