@@ -38,18 +38,12 @@ ANALYSIS_OFF = ("occlusion", "saliency", "filter_vis", "change")
 def reduced_demo() -> dict:
     config = yaml.safe_load((REPO / "config.demo.yaml").read_text())
     config = copy.deepcopy(config)
-    # Fewer images and epochs than the demo itself (CI time), the same classes, base and grid otherwise.
-    config["crawl"]["max_images"] = 80
-    # With 80 images per class, off-centre targets left the best run at 0.59 test accuracy
-    # (seed 1234, 8 epochs): this copy draws the targets as before the knob (centred, 5
-    # epochs), the setting this test was measured in; bench/demo_seeds.py measures the
-    # full demo's off-centre pointing game over seeds.
+    # Fewer images than the demo itself (CI time); the same classes, base recipe, grid and epochs.
+    # 100 a class, not 80: at 80 one seed in 10 left fewer than 20 test images for the pointing game.
+    config["crawl"]["max_images"] = 100
+    # Targets drawn centred (crawl.synthetic.off_centre 0): the full demo's off-centre pointing
+    # game is measured over seeds by bench/demo_seeds.py; here Grad-CAM++ must beat chance.
     config["crawl"]["synthetic"]["off_centre"] = 0
-    config["train"]["grid"]["epochs"] = [5]
-    # Pinned to the setting this test was measured in, whatever the full demo tunes.
-    config["backbones"]["alexnet"]["input_size"] = 64
-    config["train"]["grid"].update(learning_rate=[0.0002], augment=["none"], batch_size=[16])
-    config["pretrain"].update(epochs=5, learning_rate=0.0005, batch_size=16)
     for options in config["pretrain"]["classes"].values():
         options["max_images"] = 250
     config["train"]["strategies"] = ["finetune", "scratch"]
