@@ -259,6 +259,14 @@ _SOURCE_KEYS = {
 }
 
 
+def crawl_cores(config: dict, cls: str) -> int:
+    """Cores one class's crawl job claims: the network engines decode and check what their
+    downloader threads fetch side by side (2); drawing and a folder import run in one thread (1),
+    so two classes draw at once instead of one after the other."""
+    downloads = "threads" in _SOURCE_KEYS[crawl_options(config, cls)["source"]]  # the network engines' option
+    return 2 if downloads else 1
+
+
 def crawl_params(config: dict, cls: str) -> dict:
     """Exactly the settings that change one class's crawl (the crawl rule's params)."""
     opts = crawl_options(config, cls)
@@ -282,7 +290,13 @@ def crawl_params(config: dict, cls: str) -> dict:
 
 # Synthetic knobs added after the first ledgers existed, with the value that draws as
 # before them: at that value a knob is left out of the params (no re-crawl).
-_SYNTHETIC_NEUTRAL = {"mislabel_fraction": 0, "object_size": [0.16, 0.3], "rotation": [0, 360], "off_centre": 0}
+_SYNTHETIC_NEUTRAL = {
+    "mislabel_fraction": 0,
+    "object_size": [0.16, 0.3],
+    "rotation": [0, 360],
+    "off_centre": 0,
+    "off_centre_gap": 0.03125,
+}
 
 
 def _synthetic_params(settings: dict, planted: bool) -> dict:
@@ -292,7 +306,11 @@ def _synthetic_params(settings: dict, planted: bool) -> dict:
 
     # Pretraining sources are drawn clean and as before: off-centre objects are for the
     # pointing game, which is played on the target classes.
-    settings = settings if planted else {**settings, "mislabel_fraction": 0, "off_centre": 0}
+    if not planted:
+        settings = {
+            **settings,
+            **{k: _SYNTHETIC_NEUTRAL[k] for k in ("mislabel_fraction", "off_centre", "off_centre_gap")},
+        }
     return {k: v for k, v in settings.items() if not (k in _SYNTHETIC_NEUTRAL and neutral(k, v))}
 
 

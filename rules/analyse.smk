@@ -50,6 +50,7 @@ rule analyse:
     wildcard_constraints:
         backbone=BACKBONE,
         run=f"{TRAINED_RUN}|{FEATURES_RUN}",
+    priority: LONGEST_FIRST  # common.smk: job order
     conda:
         "../envs/train.yaml"
     threads: ANALYSIS["threads"]

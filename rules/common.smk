@@ -239,6 +239,15 @@ def gpu_share(uses_gpu):
     return 100 // config["train"]["jobs_per_gpu"] if uses_gpu else 0
 
 
+# Job order (Snakemake priorities). With a GPU, embeddings go first so that the features
+# heads run on the CPU beside the trainings queued for the GPU. On cores alone the longest
+# jobs go first (training, then the analyses), so the critical path training -> analysis
+# waits for no embedding or probe (demo: finetune started 9 s and its analysis 19 s late).
+ON_GPU = config["train"]["gpu"]
+EMBED_PRIORITY = 10 if ON_GPU else 0
+LONGEST_FIRST = 0 if ON_GPU else 5
+
+
 TRAINED_RUN = "(?:" + "|".join(grid.TRAINED) + r")-[^/]+"
 FEATURES_RUN = r"features-[^/]+"
 BACKBONE = "|".join(config["backbones"])

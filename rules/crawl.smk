@@ -12,7 +12,7 @@ rule crawl:
         L.benchmark("crawl", "{cls}")
     conda:
         "../envs/data.yaml"
-    threads: 2
+    threads: lambda wc: cfg.crawl_cores(config, wc.cls)
     params:
         options=lambda wc: cfg.crawl_params(config, wc.cls),
         # A folder source's listing (names, sizes, mtimes): files added there rerun the crawl,

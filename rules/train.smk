@@ -27,6 +27,7 @@ rule train:
     wildcard_constraints:
         backbone=BACKBONE,
         run=TRAINED_RUN,
+    priority: LONGEST_FIRST  # common.smk: job order
     # On a cluster a run's training and evaluation are one job (one allocation, one
     # wait in the queue); an evaluation alone (new test images) is a job of its own.
     group:
@@ -92,9 +93,7 @@ rule embed:
         L.benchmark("embed", "{backbone}", "{split}")
     wildcard_constraints:
         backbone=BACKBONE,
-    # Before the trainings waiting for a GPU: the features heads behind it then
-    # run on the CPU beside training instead of after it.
-    priority: 10
+    priority: EMBED_PRIORITY  # common.smk: job order
     conda:
         "../envs/train.yaml"
     threads: config["train"]["threads"]

@@ -196,6 +196,7 @@ def test_defaults_are_filled_in():
         "object_size": [0.16, 0.3],
         "rotation": [0, 360],
         "off_centre": 0,
+        "off_centre_gap": 0.03125,
     }
     assert config["split"] == {"train": 0.7, "val": 0.15, "test": 0.15, "min_per_split": 1}
     assert config["prepare"] == {"resize": "center_crop", "threads": 4}

@@ -1,22 +1,18 @@
 """The demo learns: a reduced copy of config.demo.yaml through the real Snakefile.
 
 This is the end-to-end proof that training learns (a change that stops
-learning fails here): the demo's own classes, pretraining and backbone, with
-fewer images, the finetune and scratch strategies only, and the analyses cut
-down to Grad-CAM and its pointing game. Read from the outputs of the run: the
+learning fails here): the demo's own classes, images, pretraining, backbone and
+training, with the finetune and scratch strategies only and the analyses cut
+down to the CAM family and its pointing game. Read from the outputs of the run: the
 pretrained base's validation accuracy, the best trained run's test accuracy,
-and that fine-tuning from the pretrained base beats scratch at equal epochs; and the
-pointing game. The targets are drawn centred here, as before crawl.synthetic.off_centre
-(see reduced_demo): the full demo's off-centre pointing game is measured over seeds by
-bench/demo_seeds.py.
+that fine-tuning from the pretrained base beats scratch at equal epochs, and that
+Grad-CAM beats a map that always points at the image centre in the pointing game
+(60 % of the objects are drawn clear of the centre; boxes grown by 5 px).
 
-The pointing assertion is on Grad-CAM++ (the same figure as Grad-CAM, same layer):
-plain Grad-CAM pointed below chance in this reduced copy with centred objects.
-Measured on this copy (2026-12-01, 2 cores): base val 0.89 (chance 0.20), finetune 0.85,
-scratch 0.67 on 33 test images (chance 0.33); Grad-CAM++ pointing 0.83 on 24 test
-images (chance 0.52). With off-centre targets (off_centre 0.6, 8 epochs; seed 1234,
-2026-12-06): best 0.59, finetune - scratch 0.15, base val 4.2x chance, centre baseline
-0.33, Grad-CAM++ 0.54 above chance: the accuracy bar failed, hence the centred copy.
+Earlier copies and why they changed: with centred objects the centre baseline was 1.00, so
+the test compared Grad-CAM++ with area chance, which failed under other seeds (0.049 above
+chance); 200 images a class at 8 epochs reached only 0.750 at its worst (tf-noonednn,
+seed 2), hence the demo's own 300 images a class at 6 epochs.
 """
 
 from __future__ import annotations
@@ -31,33 +27,24 @@ from convscope import layout, records
 from tests.conftest import REPO
 from tests.learned import Check, require
 
-# Off: everything but Grad-CAM and the pointing game (they take most of an analysis job's time).
-ANALYSIS_OFF = ("occlusion", "saliency", "filter_vis", "change")
+# Off: everything but the CAM family and the pointing game (they take most of an analysis job's time).
+ANALYSIS_OFF = ("occlusion", "saliency", "filter_vis", "change", "sanity", "corruptions", "cka")
 
 
 def reduced_demo() -> dict:
     config = yaml.safe_load((REPO / "config.demo.yaml").read_text())
     config = copy.deepcopy(config)
-    # Fewer images and epochs than the demo itself (CI time), the same classes and grid
-    # otherwise; the targets drawn centred (crawl.synthetic.off_centre 0).
-    config["crawl"]["max_images"] = 80
-    config["crawl"]["synthetic"]["off_centre"] = 0
-    # Pinned to the setting this test was measured in (the demo before its 80 px retune):
-    # the same recipe at 100 images a class lost Grad-CAM++'s pointing (seed 0), since every
-    # block fine-tuned and conv2's maps peak on outlines; bench/demo_seeds.py measures the full demo.
-    config["backbones"]["alexnet"]["input_size"] = 64
-    config["train"]["grid"].update(
-        learning_rate=[0.0002], augment=["none"], batch_size=[16], tune_depth=[3], epochs=[5]
-    )
-    config["pretrain"].update(epochs=5, learning_rate=0.0005, batch_size=16)
-    for options in config["pretrain"]["classes"].values():
-        options["max_images"] = 250
+    # The demo's own data, base and training (80 px, 300 images a class, every block
+    # fine-tuned for 6 epochs, off-centre targets, the pointing game's tolerance); reduced
+    # to finetune and scratch and to the CAM analyses (CI time). 200 images a class at 8
+    # epochs cost as much and reached 0.750 at its worst seed (tf-noonednn, seed 2).
     config["train"]["strategies"] = ["finetune", "scratch"]
     config["train"]["bootstrap"] = 200
     config["train"]["tensorboard"] = False
     analysis = config.setdefault("analysis", {})
     for name in ANALYSIS_OFF:
         analysis[name] = {**analysis.get(name, {}), "enabled": False}
+    analysis["methods"] = {**analysis.get("methods", {}), "scorecam": False, "integrated_gradients": False}
     analysis["embedding"] = {**analysis.get("embedding", {}), "thumbnails": 0}
     config["report"] = {**config.get("report", {}), "sections": ["data"]}
     return config
@@ -90,7 +77,12 @@ def demo_checks(wf, config: dict) -> list[Check]:
             1e-9,
         ),
         Check("demo: base val accuracy / chance", record["val_accuracy"] / record["chance"], 3.0),
-        Check("demo: Grad-CAM++ pointing - chance", game["methods"]["gradcam++"]["accuracy"] - game["chance"], 0.15),
+        # off-centre objects: a map that always points at the middle is the bar to beat
+        Check(
+            "demo: Grad-CAM pointing - centre baseline",
+            game["methods"]["gradcam"]["accuracy"] - game["centre_baseline"],
+            0.1,
+        ),
     ]
 
 

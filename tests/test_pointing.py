@@ -126,3 +126,15 @@ def test_pointing_game_scores_hand_made_maps():
     near[0, 4, 8] = 1  # pixel centre (8.5, 4.5): 1.5 px left of and 0.5 px above box 0
     assert not pointing_game({"m": near}, boxes[:1], size)["hits"]["m"][0]
     assert pointing_game({"m": near}, boxes[:1], size, tolerance=2)["hits"]["m"][0]
+
+
+def test_pointing_tolerance_grows_the_chance_level_with_the_box():
+    from convscope.analysis.trust.checks import pointing_game
+
+    size = (20, 30)
+    boxes = np.array([[10, 5, 20, 10], [0, 0, 5, 5]])
+    maps = np.zeros((2, 20, 30))
+    game = pointing_game({"m": maps}, boxes, size, tolerance=2)
+    # (10 + 4) x (5 + 4) and, clipped to the image, (5 + 2) x (5 + 2) pixels of 600
+    assert game["chance"] == pytest.approx((14 * 9 + 7 * 7) / 2 / 600)
+    assert game["tolerance_px"] == 2

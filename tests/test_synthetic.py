@@ -181,3 +181,32 @@ def test_off_centre_objects_leave_the_middle_free_at_the_stated_rate(tmp_path):
     # an object too large to leave the middle free is drawn smaller, just fitting beside it
     large = [drawn("circle", "circle", 3, i, size=size, object_size=(0.4, 0.45), off_centre=1.0) for i in range(12)]
     assert centred(large) == 0 and max(d.box[2] - d.box[0] for d in large) >= size / 2 - 8
+
+
+def _clearance(box, size: int) -> float:
+    """How far the box (pixel edges) keeps clear of the image's middle row or column, on the side it keeps free."""
+    x0, y0, x1, y1 = box
+    mid = size / 2
+    return max(x0 - mid, mid - x1, y0 - mid, mid - y1)
+
+
+def test_off_centre_gap_keeps_boxes_clear_of_the_middle_by_its_share_of_the_side():
+    size, n = 96, 40
+    kw = {"size": size, "object_size": (0.3, 0.45), "rotation": (0, 0), "off_centre": 1.0}
+    default = [drawn("circle", "circle", 3, i, **kw) for i in range(n)]
+    wide = [drawn("circle", "circle", 3, i, off_centre_gap=0.1, **kw) for i in range(n)]
+    # box edges are whole pixels around the drawn coverage: at most 1 px nearer than the gap
+    assert min(_clearance(d.box, size) for d in wide) >= 0.1 * size - 1
+    assert min(_clearance(d.box, size) for d in default) < 0.1 * size - 1
+    # still varied: objects on every side of the middle
+    cx = np.array([(d.box[0] + d.box[2]) / 2 for d in wide])
+    cy = np.array([(d.box[1] + d.box[3]) / 2 for d in wide])
+    assert min((cx < size / 2).sum(), (cx > size / 2).sum(), (cy < size / 2).sum(), (cy > size / 2).sum()) >= 5
+    # the key travels to the target classes' params (and their ledger detail), not to pretraining sources
+    assert options("circle", 4, off_centre=0.5, off_centre_gap=0.1)["synthetic"]["off_centre_gap"] == 0.1
+    assert "off_centre_gap" not in options("circle", 4, off_centre=0.5)["synthetic"]
+    source = tiny_config(("circle", "cross"), images=4)
+    source["crawl"]["synthetic"].update(off_centre=0.5, off_centre_gap=0.1)
+    source["pretrain"] = {"classes": {"star": {}, "ring": {}}}
+    cfg.load_and_validate(source)
+    assert "off_centre_gap" not in cfg.crawl_params(source, "star")["synthetic"]

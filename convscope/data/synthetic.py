@@ -132,7 +132,8 @@ class Scene:
     triangle points up); off_centre: the fraction of images whose object is drawn clear of
     the image centre (its box leaves the middle free; an object too large for that is drawn
     smaller, just fitting), so a map that always points at the centre no longer wins the
-    pointing game (0 draws as before: anywhere the object fits).
+    pointing game (0 draws as before: anywhere the object fits); off_centre_gap: the clearance
+    between such an object and the middle, as a fraction of the side.
     """
 
     size: int
@@ -141,6 +142,7 @@ class Scene:
     object_size: tuple[float, float]
     rotation: tuple[float, float]
     off_centre: float
+    off_centre_gap: float
 
     @classmethod
     def of(cls, settings: dict | None = None, **overrides) -> Scene:
@@ -155,6 +157,7 @@ class Scene:
             object_size=tuple(float(v) for v in s["object_size"]),
             rotation=tuple(float(v) for v in s["rotation"]),
             off_centre=float(s["off_centre"]),
+            off_centre_gap=float(s["off_centre_gap"]),
         )
 
 
@@ -214,9 +217,10 @@ def _placed_outline(shape: str, rng, place, scene: Scene) -> tuple[list, list, n
     )  # whole object inside the image
     if scene.off_centre > 0 and place.random() < scene.off_centre:
         # an object wider than the space beside the middle is drawn smaller, just fitting
-        fit = min(1.0, (size / 2 - _gap(size) - margin) / float(np.max(hi - lo)))
+        gap = _gap(size, scene.off_centre_gap)
+        fit = min(1.0, (size / 2 - gap - margin) / float(np.max(hi - lo)))
         polys, holes, lo, hi = [p * fit for p in polys], [h * fit for h in holes], lo * fit, hi * fit
-        centre = _beside_the_centre(place, lo, hi, size, margin)
+        centre = _beside_the_centre(place, lo, hi, size, margin, gap)
     return polys, holes, centre
 
 
@@ -231,15 +235,16 @@ def _coverage(polys: list, holes: list, centre: np.ndarray, size: int) -> Image.
     return big.resize((size, size), Image.Resampling.BOX)
 
 
-def _gap(size: int) -> float:
-    """Clearance between an off-centre object and the middle: survives resizing to a quarter."""
-    return max(2.0, size / 32)
+def _gap(size: int, fraction: float) -> float:
+    """Clearance between an off-centre object and the middle: at least 2 px, so that it
+    survives resizing to a quarter."""
+    return max(2.0, size * fraction)
 
 
-def _beside_the_centre(rng, lo, hi, size: int, margin: int) -> np.ndarray:
+def _beside_the_centre(rng, lo, hi, size: int, margin: int, gap: float) -> np.ndarray:
     """An object centre that keeps the object (extent lo..hi around it) wholly on one side of
-    the image's middle row or column, at a random place along that side."""
-    mid, gap = size / 2, _gap(size)
+    the image's middle row or column, `gap` pixels clear of it, at a random place along that side."""
+    mid = size / 2
     sides = []  # (axis, low, high) ranges of the centre along one axis
     for axis in range(2):
         sides.append((axis, margin - lo[axis], mid - gap - hi[axis]))  # left of / above the middle
@@ -307,6 +312,8 @@ def _detail(settings: dict, scene: Scene) -> str:
         detail += " rotation={}-{}".format(*settings["rotation"])
     if scene.off_centre:
         detail += f" off_centre={settings['off_centre']}"
+    if scene.off_centre and scene.off_centre_gap != plain.off_centre_gap:
+        detail += f" off_centre_gap={settings['off_centre_gap']}"
     return detail
 
 

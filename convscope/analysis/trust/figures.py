@@ -59,11 +59,13 @@ def pointing_items(game, idx, labels, classes, folder, root) -> list[dict]:
     names = list(game["methods"])
     p_png = _pointing_plot(game, names, files.pointing_png)
     acc = ", ".join(f"{TITLES[n]} {game['methods'][n]['accuracy']:.2f}" for n in names)
+    tol = float(game.get("tolerance_px") or 0)
+    box = f"box grown by {tol:g} px" if tol else "box"
     caption = (
         f"Pointing game on {game['images']} test images with an object box: share of images whose "
-        f"map maximum (true class) falls inside the box ({acc}); light bars: the "
-        f"{game['off_centre_images']} images whose box misses the image centre. Dashes: chance (mean box "
-        f"area fraction) and a map that always points at the centre."
+        f"map maximum (true class) falls inside the {box} ({acc}); light bars: the "
+        f"{game['off_centre_images']} images whose {box} misses the image centre. Dashes: chance (mean "
+        f"area fraction of the {box}) and a map that always points at the centre."
     )
     return [
         item("image", p_png, caption, p_csv, root=root),
