@@ -23,7 +23,7 @@ demo: $(STAMP)
 # a trained network) are built once; with the default split each worker built its own.
 # (xdist_group/loadgroup does not group under pytest 9 with xdist 3.8: checked.)
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(CORES) --dist loadfile -ra tests
+	$(BIN)/python -m pytest -n $(CORES) --dist loadfile --no-loadscope-reorder -ra tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

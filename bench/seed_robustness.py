@@ -1,7 +1,8 @@
 """Every learned-quality assertion of the test suite over seeds and numeric settings.
 
 The tests that assert what a trained network achieves (tests/test_trust.py,
-tests/test_pointing.py, tests/test_audit.py, tests/test_demo.py: marked `learned`) build
+tests/test_pointing.py, tests/test_audit.py, tests/test_border_model.py,
+tests/test_workflow_data_trust.py, tests/test_demo.py: marked `learned`) build
 their assertions as `tests.learned.Check`s from one seed. This runs the same functions
 for each seed, each in a fresh process under each numeric setting, and prints per check
 its threshold and the min/median/max it measured, and whether every run passed.
@@ -9,10 +10,12 @@ its threshold and the min/median/max it measured, and whether every run passed.
 Settings: `tf` (TensorFlow as installed), `tf-noonednn` (TF_ENABLE_ONEDNN_OPTS=0: other
 CPU kernels, a cheap stand-in for another CPU), `jax` (KERAS_BACKEND=jax).
 Suites: `shapes` (the small CNN of the trust and pointing tests, about 1 min a seed on
-2 cores), `audit` (label issues, seconds), `demo` (the reduced demo of tests/test_demo.py
-through Snakemake, several minutes a seed).
+2 cores), `audit` (label issues, seconds), `border` (three small CNNs taught a planted
+colour, and the border-mass check on their maps), `datatrust` (the digit-folder audit of
+tests/test_workflow_data_trust.py through Snakemake), `demo` (the reduced demo of
+tests/test_demo.py through Snakemake, several minutes a seed).
 
-    python bench/seed_robustness.py                                  # shapes + audit, seeds 0-9, tf and tf-noonednn
+    python bench/seed_robustness.py                                  # shapes, audit, border: seeds 0-9, tf and tf-noonednn
     python bench/seed_robustness.py --suites demo --seeds 0 1 2 --settings tf
 """
 
@@ -34,7 +37,7 @@ SETTINGS = {
     "tf-noonednn": {"KERAS_BACKEND": "tensorflow", "TF_ENABLE_ONEDNN_OPTS": "0"},
     "jax": {"KERAS_BACKEND": "jax"},
 }
-SUITES = ("shapes", "audit", "demo")
+SUITES = ("shapes", "audit", "border", "datatrust", "demo")
 MARK = "CHECK "
 sys.path.insert(0, str(REPO))
 from convscope.layout import Results  # noqa: E402
@@ -55,6 +58,12 @@ def run_one(suite: str, seed: int) -> list:
         from tests.test_audit import label_issue_checks
 
         return label_issue_checks(seed)
+    if suite == "border":
+        from tests.test_border_model import PLANTS, border_checks
+
+        return [check for where in PLANTS for check in border_checks(seed, where)[0]]
+    if suite == "datatrust":
+        return datatrust_checks(seed)
     from tests.conftest import Workflow
     from tests.test_demo import demo_checks, reduced_demo
 
@@ -64,6 +73,20 @@ def run_one(suite: str, seed: int) -> list:
         wf = Workflow(Path(tmp), config)
         wf.write_config()
         return demo_checks(wf, config)
+
+
+def datatrust_checks(seed: int) -> list:
+    """The data-trust workflow test's audit on digit folders, the config's seed set to `seed`."""
+    from tests.conftest import Workflow
+    from tests.test_workflow_data_trust import _config, audit_checks, make_folders
+
+    with tempfile.TemporaryDirectory(prefix="seed_robustness_") as tmp:
+        (Path(tmp) / "folders").mkdir()
+        (Path(tmp) / "wf").mkdir()
+        root, moved = make_folders(Path(tmp) / "folders")
+        wf = Workflow(Path(tmp) / "wf", _config(root, 0, seed))
+        wf.write_config()
+        return audit_checks(wf, moved)
 
 
 def current_setting() -> str:
@@ -129,7 +152,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=["tf", "tf-noonednn"])
-    parser.add_argument("--suites", nargs="+", choices=SUITES, default=["shapes", "audit"])
+    parser.add_argument("--suites", nargs="+", choices=SUITES, default=["shapes", "audit", "border"])
     parser.add_argument("--one", nargs=2, metavar=("SUITE", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument(
         "--summarise", action="store_true", help=f"summarise what earlier runs recorded in {RECORD} (no new runs)"

@@ -33,6 +33,29 @@ SNAKEFILE = REPO / "Snakefile"
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 
+# The files that take longest, longest first (each 2-8 min in the suite on 2 cores). The
+# Makefile passes --no-loadscope-reorder, so xdist hands files out in this order: the long
+# ones start at once and the short ones fill in behind them. Its default order (most tests
+# first) started the 8-minute native-size run late, and the suite waited on it alone.
+LONGEST_FILES = (
+    "test_native_sizes.py",
+    "test_demo.py",
+    "test_slurm.py",
+    "test_workflow_analyse.py",
+    "test_disk_full_stages.py",
+    "test_review_reruns.py",
+    "test_report.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
+
+    items.sort(key=rank)  # stable: tests keep their order within a file
+
+
 def tiny_config(
     classes=("circle", "square", "triangle"),
     *,

@@ -72,3 +72,12 @@ def test_leakage_flags_planted_copies_and_no_look_alike():
     assert sorted(twins[["file", "twin"]].values.tolist()) == [["c/120.png", "c/5.png"], ["c/121.png", "c/40.png"]]
     assert (twins["criterion"] == criterion).all() and "median nearest-neighbour residual" in criterion
     assert set(twins["found_by"]) <= {"pixels", "embedding", "pixels+embedding"}
+
+
+def test_the_label_convnet_gives_a_small_set_enough_steps_and_a_large_one_full_batches():
+    from convscope.data import label_model
+
+    small = 154  # a fold's training images in tests/test_workflow_data_trust.py
+    assert -(-small // label_model.batch_size(small)) >= label_model.STEPS_PER_EPOCH  # 64 made 3 steps
+    assert label_model.batch_size(20) == label_model.MIN_BATCH
+    assert label_model.batch_size(100_000) == label_model.MAX_BATCH
